@@ -1,0 +1,108 @@
+// Allocator: the pure core of sublease. Decides which address an attachment gets.
+//
+// Holds, in memory, the normalised subnets and every live lease, with a sorted set of
+// free address ranges per subnet and family so that "lowest free address" costs
+// O(log ranges), independent of subnet size and fill (no scan over the range or the
+// leases). No SQLite, no sockets, no clock: the service layer persists each decision in
+// the store inside one transaction and calls Release() to undo it if the store fails.
+// Single-threaded (the daemon's loop thread).
+//
+// Precedence of a request (DESIGN §1.3): static addresses → pool → dynamic.
+// Invariants (tested by property tests):
+//   - no address is held by two live leases;
+//   - no address outside a subnet's `usable` set is ever handed out dynamically or
+//     from a pool, and static requests for excluded/gateway/network addresses fail;
+//   - a dual-stack allocation is all-or-nothing;
+//   - the same AttachmentKey asking again gets the same lease (idempotence).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/ip.h"
+#include "common/result.h"
+#include "daemon/allocator/ip_range_list.h"
+#include "daemon/allocator/lease.h"
+#include "daemon/allocator/subnet.h"
+
+namespace sublease {
+
+struct AllocateRequest {
+  std::string subnet;
+  Owner owner;
+  // Static addresses ("10.0.0.5", "fd00::5", or "10.0.0.5/24" — the prefix, if any,
+  // must match the subnet's). One per family at most. Non-empty → static allocation.
+  std::vector<std::string> static_ips;
+  // The raw ip_pool annotation ("a,b,c", or "a4,a6;b4,b6" for dual stack). Used only
+  // when static_ips is empty.
+  std::string pool;
+  // StatefulSet ordinal (digits after the pod name's last '-') when the pod belongs to
+  // a StatefulSet; selects pool entry [ordinal] instead of the first free entry.
+  std::optional<uint32_t> ordinal;
+  // ip_family narrowing of a dual-stack subnet; nullopt = every family the subnet has.
+  std::optional<Family> family;
+  bool sticky = false;
+  std::string mac;
+  std::string provider;
+};
+
+struct SubnetUsage {
+  U128 v4_available = 0, v4_using = 0, v6_available = 0, v6_using = 0;
+  std::string v4_available_range, v4_using_range, v6_available_range, v6_using_range;
+};
+
+class Allocator {
+ public:
+  Allocator();
+  ~Allocator();
+  Allocator(const Allocator&) = delete;
+  Allocator& operator=(const Allocator&) = delete;
+
+  // Adds or replaces a subnet definition. Existing leases are kept; a lease whose
+  // address is no longer usable under the new definition stays held (it is not
+  // revoked) but its address is not returned to the free set when released.
+  Result<void> UpsertSubnet(const Subnet& subnet);
+  // Fails with kConflict while the subnet still has live leases.
+  Result<void> RemoveSubnet(const std::string& name);
+  const Subnet* FindSubnet(const std::string& name) const;
+  // The subnet serving a provider ("macvlan.default"), or nullptr.
+  const Subnet* FindSubnetByProvider(const std::string& provider) const;
+  std::vector<std::string> SubnetNames() const;
+
+  // Re-inserts a lease read back from the store at start-up (any state but released).
+  // kConflict if its address is already held; kNotFound if its subnet is unknown.
+  Result<void> Restore(const Lease& lease);
+
+  // Allocates per the precedence above, or returns the existing lease for the same
+  // AttachmentKey (updating its container ID if a new sandbox asks). The new lease is
+  // in state kPending. Errors: kNotFound (subnet), kInvalidArgument (address not in
+  // the subnet, malformed pool, excluded/gateway address), kConflict (static or pool
+  // address held by another attachment — the message names the holder), kExhausted.
+  Result<Lease> Allocate(const AllocateRequest& request);
+
+  // Marks a lease committed (its address is now a fact). kNotFound if absent.
+  Result<void> Commit(const AttachmentKey& key);
+
+  // Removes the lease and returns its addresses to the free set. Returns the removed
+  // lease; kNotFound when there is none (callers doing CNI DEL treat that as success).
+  Result<Lease> Release(const AttachmentKey& key);
+
+  const Lease* Find(const AttachmentKey& key) const;
+  const Lease* Holder(const std::string& subnet, const IpAddr& address) const;
+  void ForEachLease(const std::function<void(const Lease&)>& fn) const;
+  size_t LeaseCount() const;
+
+  Result<SubnetUsage> Usage(const std::string& subnet) const;
+
+ private:
+  struct SubnetState;
+  std::map<std::string, std::unique_ptr<SubnetState>> subnets_;
+  std::unordered_map<AttachmentKey, Lease> leases_;
+};
+
+}  // namespace sublease

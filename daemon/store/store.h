@@ -1,0 +1,97 @@
+// Store: the only code that touches SQLite. The node's durable journal and cache.
+//
+// One Store per database file, owned by the daemon's loop thread (one writer). Every
+// write runs inside a Transaction opened with BEGIN IMMEDIATE. Opening applies the
+// numbered migrations in schema/ (PRAGMA user_version), turns on WAL and foreign keys,
+// and refuses a database written by a newer sublease with a message saying so.
+// SQLiteCpp throws; every public method catches at this boundary and returns Result.
+// Timestamps are passed in (unix milliseconds) so the store needs no clock.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "daemon/allocator/lease.h"
+#include "daemon/allocator/subnet.h"
+
+namespace SQLite { class Database; }
+
+namespace sublease {
+
+class Store;
+
+// RAII write transaction (BEGIN IMMEDIATE). Rolls back unless Commit() succeeded.
+class Transaction {
+ public:
+  ~Transaction();
+  Transaction(Transaction&&) noexcept;
+  Transaction& operator=(Transaction&&) = delete;
+  Result<void> Commit();
+
+ private:
+  friend class Store;
+  explicit Transaction(Store* store) : store_(store) {}
+  Store* store_;
+  bool done_ = false;
+};
+
+struct HistoryEntry {
+  int64_t at_ms = 0;
+  std::string event;  // "allocated", "committed", "released"
+  std::string subnet;
+  std::string address;
+  std::string pod_namespace, pod_name, pod_uid, container_id, ifname;
+};
+
+class Store {
+ public:
+  // Opens (creating if absent) and migrates. path ":memory:" is allowed for tests.
+  // kInternal with a clear message on a corrupt file, a newer schema, or a read-only
+  // location.
+  static Result<std::unique_ptr<Store>> Open(const std::string& path);
+  // Opens read-only without migrating (subleasectl; works while the daemon writes).
+  static Result<std::unique_ptr<Store>> OpenReadOnly(const std::string& path);
+  ~Store();
+
+  // The schema version this binary writes, and the one in the file.
+  static int LatestSchemaVersion();
+  Result<int> SchemaVersion();
+
+  Result<Transaction> Begin();  // BEGIN IMMEDIATE
+
+  // Subnets: the spec as given plus the normalised exclusions, usable counts.
+  Result<void> UpsertSubnet(const Subnet& subnet, int64_t now_ms);
+  Result<void> DeleteSubnet(const std::string& name);
+  Result<std::vector<SubnetSpec>> LoadSubnets();
+
+  // Leases. Insert fails with kConflict when a live lease holds the address
+  // (the unique index), naming the holder.
+  Result<void> InsertLease(const Lease& lease, int64_t now_ms);
+  Result<void> SetLeaseState(const AttachmentKey& key, LeaseState state, int64_t now_ms);
+  Result<void> UpdateLeaseContainer(const AttachmentKey& key, const std::string& container_id,
+                                    int64_t now_ms);
+  // Marks released (kept for history); kNotFound when no live lease has this key.
+  Result<void> ReleaseLease(const AttachmentKey& key, int64_t now_ms);
+  // Every live (pending or committed) lease, for rebuilding the allocator at start-up.
+  Result<std::vector<Lease>> LoadLiveLeases();
+  // Who held an address, newest first (lease_history).
+  Result<std::vector<HistoryEntry>> History(const std::string& address, size_t limit);
+
+  // Informer progress and other small facts: key -> value.
+  Result<std::optional<std::string>> GetSyncState(const std::string& key);
+  Result<void> PutSyncState(const std::string& key, const std::string& value, int64_t now_ms);
+
+ private:
+  friend class Transaction;
+  struct Statements;
+  explicit Store(std::unique_ptr<SQLite::Database> db);
+  std::unique_ptr<SQLite::Database> db_;
+  std::unique_ptr<Statements> stmts_;
+};
+
+}  // namespace sublease
