@@ -41,7 +41,8 @@ class JsonWriter {
  private:
   void BeforeValue();
   std::string out_;
-  std::vector<bool> first_;  // per open container: no element written yet
+  std::vector<bool> first_;      // per open container: no element written yet
+  std::vector<bool> in_object_;  // per open container: object (true) or array
   bool after_key_ = false;
 };
 

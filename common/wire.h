@@ -16,7 +16,7 @@
 namespace sublease {
 
 struct WireRoute {
-  std::string dst;  // CIDR; "" is not allowed on the wire (the daemon fills defaults)
+  std::string dst;  // CIDR; "" only in a CniRequest (= default route, see CniRequest::routes)
   std::string gw;   // "" = none
   friend bool operator==(const WireRoute&, const WireRoute&) = default;
 };
@@ -61,7 +61,7 @@ struct WireAttachment {
 // POST /v1/cni/gc: release this provider's leases whose attachment is not listed.
 struct GcRequest {
   std::string provider;
-  std::vector<WireAttachment> valid_attachments;  // "validAttachments"
+  std::vector<WireAttachment> valid_attachments;  // "validAttachments": required, may be []
   friend bool operator==(const GcRequest&, const GcRequest&) = default;
 };
 
@@ -71,6 +71,8 @@ struct WireError {
   std::string message;
 };
 
+// Encoders write every field. Decoders treat absent and null fields alike, ignore
+// unknown fields, and fail with kInvalidArgument naming the field on a wrong type.
 std::string EncodeCniRequest(const CniRequest& r);
 Result<CniRequest> DecodeCniRequest(std::string_view json);
 std::string EncodeCniReply(const CniReply& r);
@@ -78,11 +80,13 @@ Result<CniReply> DecodeCniReply(std::string_view json);
 std::string EncodeGcRequest(const GcRequest& r);
 Result<GcRequest> DecodeGcRequest(std::string_view json);
 std::string EncodeWireError(const Error& e);
-// Turns an error body back into an Error; an unreadable body becomes kInternal with
-// the HTTP status in the message.
+// Turns an error body back into an Error. An unreadable body (or unknown code name)
+// takes its code from CodeForHttpStatus, with the HTTP status in the message.
 Error DecodeWireError(int http_status, std::string_view body);
 // The HTTP status the daemon answers for a code, and the reverse: invalid_argument 400,
-// not_found 404, conflict 409, exhausted 507, unavailable 503, internal 500.
+// not_found 404, conflict 409, exhausted 507, unavailable 503, internal 500. The
+// reverse also reads 429/502/504 as unavailable, other 4xx as invalid_argument and
+// anything else as internal.
 int HttpStatusFor(Code code);
 Code CodeForHttpStatus(int status);
 // Parses "invalid_argument" etc.; nullopt for anything else.

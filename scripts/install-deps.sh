@@ -6,9 +6,9 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libsqlite3-dev libsqlitecpp-dev sqlite3
   libuv1-dev libsimdjson-dev libcurl4-openssl-dev
-  libexpected-dev libyaml-cpp-dev libcli11-dev libhttp-parser-dev libfmt-dev
+  libexpected-dev libyaml-cpp-dev libcli11-dev libhttp-parser-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  containernetworking-plugins iproute2 curl procps
+  containernetworking-plugins iproute2 iputils-ping curl procps jq
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -30,7 +30,9 @@ class IpRangeList {
   bool empty() const { return ranges_.empty(); }
   size_t RangeCount() const { return ranges_.size(); }
   // Number of addresses held (saturates at 2^128-1 for a full IPv6 space).
-  U128 Count() const { return count_; }
+  // count_ is kept modulo 2^128, so it is exact except for the full space, where it
+  // wraps to 0 while ranges_ is non-empty.
+  U128 Count() const { return count_ == 0 && !ranges_.empty() ? ~U128{0} : count_; }
 
   // REQUIRES: first <= last, both of this list's family.
   void Add(const IpAddr& first, const IpAddr& last);

@@ -2,15 +2,29 @@
 //
 // SubnetSpec is the user's text, exactly as in the manifest. NormalizeSubnet applies
 // Kube-OVN's rules and returns a Subnet whose per-family `usable` set is exactly the
-// addresses that may ever be handed out:
-//   - cidrBlock "v4", "v6" or "v4,v6"; protocol IPv4|IPv6|Dual derived when empty and
-//     checked against cidrBlock when given;
-//   - gateway defaults to the first usable address of each family; it is always excluded;
-//   - network and last (broadcast) addresses are never usable, IPv6 too; /31 and /127 use
-//     both addresses, /32 and /128 hold their one address (no default gateway there);
-//   - excludeIps items are "ip" or "a..b", clipped to the usable range; a malformed item is
-//     an error naming the item (Kube-OVN drops them silently; we tell the user).
-// Pure values; no I/O.
+// addresses dynamic allocation may hand out. Pure values; no I/O. The rules:
+//   - cidrBlock is "v4", "v6" or "v4,v6" (either order; whitespace around items is
+//     tolerated; two blocks of one family are an error). Host bits are cleared.
+//   - protocol IPv4|IPv6|Dual is derived when empty; a given one that contradicts
+//     cidrBlock is an error (Kube-OVN silently overwrites it; we tell the user).
+//   - Host range (HostRange): every address but the network and the last one, IPv6
+//     too (Kube-OVN's util.FirstIP/LastIP); /31 and /127 use both addresses; /32 and
+//     /128 hold their one address.
+//   - gateway: "gw" or "gw4,gw6"; a family left out defaults to the first address of
+//     its host range (Kube-OVN's util.FirstIP, so a /31's default gateway is its first
+//     address); /32 and /128 get no default gateway. A gateway outside its CIDR, on
+//     the network or last address, or of a family the subnet lacks is an error
+//     (Kube-OVN's ValidateSubnet). The gateway is always excluded.
+//   - excludeIps items are "ip" or "a..b" (whitespace tolerated). A malformed item, a
+//     range whose ends differ in family, or a reversed range is an error naming the
+//     item (Kube-OVN's webhook rejects these too; its IPAM drops them). Valid items are
+//     clipped to the host range; an item that keeps no address after clipping (outside
+//     the CIDR, only network/broadcast, or of a family the subnet lacks) is ignored, as
+//     Kube-OVN's util.ExpandExcludeIPs does, and noted in `warnings` for the status.
+//   - Excluded addresses are never handed out dynamically, but may be requested
+//     statically or through an ip_pool (CheckAssignable): Kube-OVN users reserve
+//     addresses for static pods that way (Kube-OVN's Subnet.GetStaticAddress accepts
+//     reserved addresses). The gateway, network and last address never may.
 #pragma once
 
 #include <optional>
@@ -52,11 +66,22 @@ struct Subnet {
   std::optional<SubnetFamily> v4;
   std::optional<SubnetFamily> v6;
   SubnetSpec spec;  // as given, for the store and for status
+  // Items that were valid but ignored (e.g. an excludeIps range outside the CIDR), for
+  // the Subnet's Validated condition. Empty when everything given was used.
+  std::vector<std::string> warnings;
 
   const SubnetFamily* family(Family f) const { return f == Family::kV4 ? (v4 ? &*v4 : nullptr) : (v6 ? &*v6 : nullptr); }
 };
 
 // Applies Kube-OVN's rules (above). Errors are kInvalidArgument and name the field or item.
 Result<Subnet> NormalizeSubnet(const SubnetSpec& spec);
+
+// The addresses of `cidr` that may be handed out before exclusions (rules above).
+IpRange HostRange(const IpNet& cidr);
+
+// OK when `address` may be requested statically or from a pool: inside one of the
+// subnet's CIDRs and not its gateway, network or last address. Excluded addresses
+// pass. kInvalidArgument otherwise, naming the address, the subnet and the reason.
+Result<void> CheckAssignable(const Subnet& subnet, const IpAddr& address);
 
 }  // namespace sublease

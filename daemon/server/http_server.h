@@ -8,10 +8,17 @@
 // (cluster mode answers after an API server round trip), but exactly once. Limits
 // protect the loop: a maximum request size (413), an idle/slow-request timeout per
 // connection, and a cap on concurrent connections (beyond it new connections are
-// closed at once). On a Unix socket the peer's credentials (SO_PEERCRED) are read and
-// connections from a uid other than root (or a gid outside the configured group) are
-// refused. Stop() stops accepting, lets in-flight requests finish, then closes every
+// closed at once). On a Unix socket the peer's credentials (SO_PEERCRED) are read; only
+// root, the daemon's own euid, or a peer whose primary gid is the listener's group may
+// talk (peer_policy.h); others get 403 and the connection is closed. Stop() stops
+// accepting, lets in-flight requests finish (at most stop_grace_ms), then closes every
 // handle; `done` runs after the last close callback.
+//
+// Pipelined requests on one connection are handled one at a time, in order: the next is
+// parsed after the previous answer was written. A Respond that comes after its
+// connection closed (or after the server is gone) is dropped; Respond must be called on
+// the loop thread. Destroying a server that was not stopped starts Stop(); the memory of
+// its handles is released by their close callbacks as the loop keeps running.
 #pragma once
 
 #include <sys/types.h>
@@ -61,6 +68,17 @@ struct HttpServerLimits {
   size_t max_request_bytes = 64 * 1024;
   uint64_t idle_timeout_ms = 10'000;  // no complete request within this → closed
   size_t max_connections = 256;
+  uint64_t stop_grace_ms = 5'000;  // Stop(): in-flight requests are cut off after this
+};
+
+// Counters since construction, for the metrics endpoint.
+struct HttpServerStats {
+  uint64_t connections_accepted = 0;
+  uint64_t connections_refused_capacity = 0;  // closed at once: max_connections reached
+  uint64_t connections_refused_peer = 0;      // 403: peer credentials not allowed
+  uint64_t connections_timed_out = 0;         // closed by the idle timeout
+  uint64_t requests = 0;                      // complete requests handed to a Handler
+  uint64_t requests_rejected = 0;             // answered by the server: 400, 411, 413
 };
 
 class HttpServer {
@@ -77,6 +95,10 @@ class HttpServer {
   void Stop(std::function<void()> done);
 
   size_t ActiveConnections() const;
+  HttpServerStats Stats() const;
+  // The port a TCP listener is bound to (useful after "tcp:127.0.0.1:0"); listeners are
+  // numbered by successful Listen() calls from 0. kNotFound for a bad index or a Unix one.
+  Result<int> BoundPort(size_t listener_index) const;
 
  private:
   struct Impl;

@@ -48,30 +48,55 @@ struct HistoryEntry {
   std::string pod_namespace, pod_name, pod_uid, container_id, ifname;
 };
 
+struct StoreOptions {
+  // How long a write waits for another connection's lock before kUnavailable.
+  int busy_timeout_ms = 5000;
+  // false: PRAGMA synchronous=NORMAL. In WAL mode a commit survives a process crash
+  // (kill -9) but the last commits before a power loss or kernel panic may be lost
+  // (the database stays consistent). true: synchronous=FULL, an fsync per commit,
+  // which survives power loss too at the price of one disk flush per allocation.
+  bool sync_every_commit = false;
+};
+
 class Store {
  public:
   // Opens (creating if absent) and migrates. path ":memory:" is allowed for tests.
   // kInternal with a clear message on a corrupt file, a newer schema, or a read-only
-  // location.
-  static Result<std::unique_ptr<Store>> Open(const std::string& path);
+  // location; IsCorruption() tells the corrupt case (the one to move aside) apart.
+  static Result<std::unique_ptr<Store>> Open(const std::string& path,
+                                             const StoreOptions& options = {});
   // Opens read-only without migrating (subleasectl; works while the daemon writes).
   static Result<std::unique_ptr<Store>> OpenReadOnly(const std::string& path);
   ~Store();
+
+  // True when an Error from Open says the file is not a sound SQLite database (not a
+  // database at all, or failing the integrity check), the one case where moving the
+  // file aside and rebuilding from the API server is right.
+  static bool IsCorruption(const Error& e);
 
   // The schema version this binary writes, and the one in the file.
   static int LatestSchemaVersion();
   Result<int> SchemaVersion();
 
-  Result<Transaction> Begin();  // BEGIN IMMEDIATE
+  // BEGIN IMMEDIATE. kInternal when a transaction is already open (no nesting).
+  // REQUIRES: the Transaction does not outlive this Store. Each write method below
+  // joins an open Transaction (atomically, through a savepoint) or runs in its own.
+  Result<Transaction> Begin();
 
   // Subnets: the spec as given plus the normalised exclusions, usable counts.
   Result<void> UpsertSubnet(const Subnet& subnet, int64_t now_ms);
+  // kNotFound when absent; kConflict while live leases remain (release them first, so
+  // history records their end). Released leases go with the subnet; history stays.
   Result<void> DeleteSubnet(const std::string& name);
   Result<std::vector<SubnetSpec>> LoadSubnets();
 
   // Leases. Insert fails with kConflict when a live lease holds the address
-  // (the unique index), naming the holder.
+  // (the unique index), naming the holder, or when the attachment already holds a live
+  // lease; kNotFound when the subnet is not in the store. The lease is inserted in its
+  // state (pending, or committed when rebuilt from the API server; never released).
   Result<void> InsertLease(const Lease& lease, int64_t now_ms);
+  // Moves a live lease forward (pending -> committed -> released); committing twice is
+  // a no-op. kNotFound when no live lease has this key, kInvalidArgument going back.
   Result<void> SetLeaseState(const AttachmentKey& key, LeaseState state, int64_t now_ms);
   Result<void> UpdateLeaseContainer(const AttachmentKey& key, const std::string& container_id,
                                     int64_t now_ms);

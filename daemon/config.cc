@@ -1,0 +1,133 @@
+#include "daemon/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <CLI/CLI.hpp>
+
+#include "common/log.h"
+
+namespace sublease {
+namespace {
+
+// Applies the YAML file's keys to cfg. Unknown keys are an error (a typo must not be
+// silently ignored).
+Result<void> ApplyYaml(const std::string& path, Config* cfg) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    return Fail(Error::InvalidArgument("--config " + path + ": " + e.what()));
+  }
+  if (root.IsNull()) return Ok();
+  if (!root.IsMap()) return Fail(Error::InvalidArgument("--config " + path + ": expected a mapping of option: value"));
+  try {
+    for (const auto& kv : root) {
+      auto key = kv.first.as<std::string>();
+      const YAML::Node& v = kv.second;
+      if (key == "standalone") cfg->standalone = v.as<bool>();
+      else if (key == "subnets") cfg->subnets = v.as<std::string>();
+      else if (key == "socket") cfg->sockets = v.IsSequence() ? v.as<std::vector<std::string>>() : std::vector<std::string>{v.as<std::string>()};
+      else if (key == "socket-group") cfg->socket_group = v.as<std::string>();
+      else if (key == "db") cfg->db = v.as<std::string>();
+      else if (key == "metrics-address") cfg->metrics_address = v.as<std::string>();
+      else if (key == "kubeconfig") cfg->kubeconfig = v.as<std::string>();
+      else if (key == "node-name") cfg->node_name = v.as<std::string>();
+      else if (key == "log-level") cfg->log_level = v.as<std::string>();
+      else if (key == "max-request-bytes") cfg->max_request_bytes = v.as<uint64_t>();
+      else if (key == "idle-timeout-ms") cfg->idle_timeout_ms = v.as<uint64_t>();
+      else if (key == "max-connections") cfg->max_connections = v.as<uint64_t>();
+      else return Fail(Error::InvalidArgument("--config " + path + ": unknown option '" + key + "' (see subleased --help)"));
+    }
+  } catch (const YAML::Exception& e) {
+    return Fail(Error::InvalidArgument("--config " + path + ": wrong type: " + e.what()));
+  }
+  return Ok();
+}
+
+}  // namespace
+
+Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, std::string* output) {
+  *exit_now = false;
+  Config defaults;
+  Config flags;  // values bound to CLI11; applied over the YAML only where given
+  std::string config_path;
+  CLI::App app{
+      "subleased: IP address management for Kubernetes attachment networks.\n"
+      "Serves the `sublease` (alias `kube-ovn`) CNI IPAM plugin over a Unix socket.\n"
+      "Options may also be set in a YAML file (--config) with the option names as keys;\n"
+      "flags override the file.",
+      "subleased"};
+  app.set_version_flag("--version", "subleased 0.1.0");
+  app.add_option("--config", config_path, "YAML file of options (keys are option names without dashes)");
+  auto* o_standalone = app.add_flag("--standalone", flags.standalone,
+      "Run without Kubernetes: Subnets come from --subnets, leases live from CNI ADD to DEL");
+  auto* o_subnets = app.add_option("--subnets", flags.subnets,
+      "Standalone mode: a kubeovn.io/v1 Subnet manifest file, or a directory of them");
+  auto* o_socket = app.add_option("--socket", flags.sockets,
+      "Unix socket to serve the plugin on; repeat to listen on several (e.g. also "
+      "/run/openvswitch/kube-ovn-daemon.sock for Kube-OVN NADs)")->default_str(defaults.sockets[0]);
+  auto* o_group = app.add_option("--socket-group", flags.socket_group,
+      "Group allowed to use the socket (mode 0660); default: root only (mode 0600)");
+  auto* o_db = app.add_option("--db", flags.db, "SQLite database file")->default_str(defaults.db);
+  auto* o_metrics = app.add_option("--metrics-address", flags.metrics_address,
+      "HOST:PORT for /healthz, /readyz and /metrics; empty disables")->default_str(defaults.metrics_address);
+  auto* o_kubeconfig = app.add_option("--kubeconfig", flags.kubeconfig,
+      "Cluster mode: kubeconfig file (default: in-cluster config)");
+  auto* o_node = app.add_option("--node-name", flags.node_name, "Cluster mode: this node's name (default $NODE_NAME)");
+  auto* o_log = app.add_option("--log-level", flags.log_level, "debug, info, warn or error")->default_str("info");
+  auto* o_max_req = app.add_option("--max-request-bytes", flags.max_request_bytes,
+      "Largest request accepted on a socket")->default_str(std::to_string(defaults.max_request_bytes));
+  auto* o_idle = app.add_option("--idle-timeout-ms", flags.idle_timeout_ms,
+      "A connection with no complete request for this long is closed")->default_str(std::to_string(defaults.idle_timeout_ms));
+  auto* o_maxconn = app.add_option("--max-connections", flags.max_connections,
+      "Concurrent connections beyond this are refused")->default_str(std::to_string(defaults.max_connections));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    *exit_now = true;
+    *output = e.get_name() == "CallForVersion" ? "subleased 0.1.0\n" : app.help();
+    return Config{};
+  } catch (const CLI::CallForVersion&) {
+    *exit_now = true;
+    *output = "subleased 0.1.0\n";
+    return Config{};
+  } catch (const CLI::ParseError& e) {
+    return Fail(Error::InvalidArgument(std::string(e.what()) + "; see subleased --help"));
+  }
+
+  Config cfg;
+  if (!config_path.empty()) {
+    if (auto r = ApplyYaml(config_path, &cfg); !r) return Fail(r.error());
+  }
+  if (o_standalone->count()) cfg.standalone = flags.standalone;
+  if (o_subnets->count()) cfg.subnets = flags.subnets;
+  if (o_socket->count()) cfg.sockets = flags.sockets;
+  if (o_group->count()) cfg.socket_group = flags.socket_group;
+  if (o_db->count()) cfg.db = flags.db;
+  if (o_metrics->count()) cfg.metrics_address = flags.metrics_address;
+  if (o_kubeconfig->count()) cfg.kubeconfig = flags.kubeconfig;
+  if (o_node->count()) cfg.node_name = flags.node_name;
+  if (o_log->count()) cfg.log_level = flags.log_level;
+  if (o_max_req->count()) cfg.max_request_bytes = flags.max_request_bytes;
+  if (o_idle->count()) cfg.idle_timeout_ms = flags.idle_timeout_ms;
+  if (o_maxconn->count()) cfg.max_connections = flags.max_connections;
+
+  LogLevel level;
+  if (!ParseLogLevel(cfg.log_level, &level)) {
+    return Fail(Error::InvalidArgument("--log-level " + cfg.log_level + ": use debug, info, warn or error"));
+  }
+  if (cfg.sockets.empty()) return Fail(Error::InvalidArgument("at least one --socket is needed"));
+  if (cfg.standalone && cfg.subnets.empty()) {
+    return Fail(Error::InvalidArgument("--standalone needs --subnets FILE|DIR with kubeovn.io/v1 Subnet manifests"));
+  }
+  if (!cfg.standalone) {
+    return Fail(Error::InvalidArgument(
+        "cluster mode (Kubernetes) is not available in this version; run with --standalone "
+        "--subnets FILE|DIR"));
+  }
+  if (cfg.max_request_bytes < 1024) return Fail(Error::InvalidArgument("--max-request-bytes must be at least 1024"));
+  if (cfg.max_connections < 1) return Fail(Error::InvalidArgument("--max-connections must be at least 1"));
+  return cfg;
+}
+
+}  // namespace sublease

@@ -1,0 +1,35 @@
+// Config: every setting of subleased, from a YAML file and flags (flags win).
+//
+// `subleased --help` documents every option; docs/configuration.md mirrors it. The YAML
+// file uses the flag names without dashes as keys (e.g. `socket: [..]`, `db: ..`).
+// Parsing is pure apart from reading the --config file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace sublease {
+
+struct Config {
+  bool standalone = false;
+  std::string subnets;  // --subnets: a file or directory of Subnet manifests
+  std::vector<std::string> sockets{"/run/sublease/sublease.sock"};
+  std::string socket_group;  // "" = root only (mode 0600); else 0660 with this group
+  std::string db = "/var/lib/sublease/sublease.db";
+  std::string metrics_address = "127.0.0.1:9468";  // health + metrics; "" disables
+  std::string kubeconfig;
+  std::string node_name;
+  std::string log_level = "info";
+  uint64_t max_request_bytes = 64 * 1024;
+  uint64_t idle_timeout_ms = 10'000;
+  uint64_t max_connections = 256;
+};
+
+// Parses argv (and the --config file it names). Returns kInvalidArgument with a message
+// for bad input. `--help`/`--version` set *exit_now and fill *output with the text to print.
+Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, std::string* output);
+
+}  // namespace sublease

@@ -1,0 +1,251 @@
+#include "daemon/service/cni_service.h"
+
+#include <set>
+#include <utility>
+
+#include "common/log.h"
+
+namespace sublease {
+
+CniService::CniService(Allocator* allocator, Store* store, const Clock* clock)
+    : allocator_(allocator), store_(store), clock_(clock) {}
+
+Result<void> CniService::Load() {
+  auto specs = store_->LoadSubnets();
+  if (!specs) return Fail(specs.error().Wrap("loading subnets from the database"));
+  for (const auto& spec : *specs) {
+    auto subnet = NormalizeSubnet(spec);
+    if (!subnet) return Fail(subnet.error().Wrap("stored subnet " + spec.name));
+    if (auto r = allocator_->UpsertSubnet(*subnet); !r) return Fail(r.error());
+  }
+  auto leases = store_->LoadLiveLeases();
+  if (!leases) return Fail(leases.error().Wrap("loading leases from the database"));
+  for (const auto& lease : *leases) {
+    if (auto r = allocator_->Restore(lease); !r) {
+      return Fail(r.error().Wrap("restoring lease of " + lease.HolderDescription()));
+    }
+  }
+  loaded_ = true;
+  return Ok();
+}
+
+Result<std::vector<std::string>> CniService::ApplySubnets(const std::vector<SubnetSpec>& specs) {
+  // Validate everything first: a bad manifest changes nothing.
+  std::vector<Subnet> subnets;
+  std::set<std::string> names, providers;
+  for (const auto& spec : specs) {
+    auto subnet = NormalizeSubnet(spec);
+    if (!subnet) return Fail(subnet.error().Wrap("Subnet " + spec.name));
+    if (!names.insert(spec.name).second) {
+      return Fail(Error::InvalidArgument("Subnet " + spec.name + " is defined twice"));
+    }
+    if (!providers.insert(spec.provider).second) {
+      return Fail(Error::InvalidArgument("Subnet " + spec.name + ": provider " + spec.provider +
+                                         " is already served by another Subnet; each provider "
+                                         "(NAD name.namespace) needs exactly one Subnet"));
+    }
+    subnets.push_back(std::move(*subnet));
+  }
+  std::vector<std::string> warnings;
+  auto tx = store_->Begin();
+  if (!tx) return Fail(tx.error());
+  for (const auto& subnet : subnets) {
+    if (auto r = store_->UpsertSubnet(subnet, clock_->NowMs()); !r) return Fail(r.error());
+  }
+  std::vector<std::string> to_remove;
+  for (const auto& name : allocator_->SubnetNames()) {
+    if (names.count(name)) continue;
+    bool has_leases = false;
+    allocator_->ForEachLease([&](const Lease& l) { has_leases |= l.subnet == name; });
+    if (has_leases) {
+      warnings.push_back("Subnet " + name +
+                         " is no longer configured but still has leases; it stays until they "
+                         "are released");
+      continue;
+    }
+    if (auto r = store_->DeleteSubnet(name); !r) return Fail(r.error());
+    to_remove.push_back(name);
+  }
+  if (auto r = tx->Commit(); !r) return Fail(r.error());
+  // The store has committed; now the allocator follows. Upserts of already-validated
+  // subnets and removals of lease-free subnets cannot fail.
+  for (const auto& subnet : subnets) (void)allocator_->UpsertSubnet(subnet);
+  for (const auto& name : to_remove) (void)allocator_->RemoveSubnet(name);
+  loaded_ = true;
+  return warnings;
+}
+
+Result<const Subnet*> CniService::SubnetFor(const std::string& provider) const {
+  if (provider.empty()) {
+    return Fail(Error::InvalidArgument("the request names no provider; set ipam.provider to "
+                                       "<nad name>.<nad namespace>"));
+  }
+  const Subnet* subnet = allocator_->FindSubnetByProvider(provider);
+  if (!subnet) {
+    return Fail(Error::NotFound("no Subnet has spec.provider " + provider +
+                                "; create a kubeovn.io/v1 Subnet with provider: " + provider));
+  }
+  return subnet;
+}
+
+namespace {
+
+Owner OwnerOf(const CniRequest& r) {
+  return Owner{r.pod_namespace, r.pod_name, r.pod_uid, r.container_id, r.ifname};
+}
+
+Result<void> ValidateRoutes(const std::vector<WireRoute>& routes) {
+  for (const auto& route : routes) {
+    if (!route.dst.empty()) {
+      if (auto n = IpNet::Parse(route.dst); !n) return Fail(n.error().Wrap("ipam.routes dst"));
+    }
+    if (!route.gw.empty()) {
+      if (auto a = IpAddr::Parse(route.gw); !a) return Fail(a.error().Wrap("ipam.routes gw"));
+    }
+  }
+  return Ok();
+}
+
+}  // namespace
+
+CniReply CniService::ReplyFor(const Subnet& subnet, const Lease& lease,
+                              const std::vector<WireRoute>& nad_routes) const {
+  CniReply reply;
+  reply.mac = lease.mac;
+  for (const auto& address : lease.addresses()) {
+    const SubnetFamily* fam = subnet.family(address.family());
+    WireIp ip;
+    ip.address = address.ToString() + "/" + std::to_string(fam ? fam->cidr.prefix_len() : FamilyBits(address.family()));
+    if (fam && fam->gateway) ip.gateway = fam->gateway->ToString();
+    reply.ips.push_back(std::move(ip));
+  }
+  // A default route only when the NAD asks for one (a route without dst): an attachment
+  // must not steal the pod's default route (Kube-OVN behaves the same).
+  for (const auto& route : nad_routes) {
+    if (!route.dst.empty()) {
+      reply.routes.push_back(route);
+      continue;
+    }
+    for (const auto& address : lease.addresses()) {
+      const SubnetFamily* fam = subnet.family(address.family());
+      std::string gw = route.gw;
+      if (!gw.empty()) {
+        auto g = IpAddr::Parse(gw);
+        if (!g || g->family() != address.family()) continue;
+      } else if (fam && fam->gateway) {
+        gw = fam->gateway->ToString();
+      }
+      reply.routes.push_back({address.is_v4() ? "0.0.0.0/0" : "::/0", gw});
+    }
+  }
+  return reply;
+}
+
+Result<CniReply> CniService::Add(const CniRequest& request) {
+  auto subnet = SubnetFor(request.provider);
+  if (!subnet) return Fail(subnet.error());
+  if (auto r = ValidateRoutes(request.routes); !r) return Fail(r.error());
+  Owner owner = OwnerOf(request);
+  AttachmentKey key = AttachmentKey::For((*subnet)->name, owner);
+  int64_t now = clock_->NowMs();
+
+  if (const Lease* held = allocator_->Find(key)) {
+    // Idempotent: the same attachment asking again gets the same lease. A new sandbox
+    // of the same pod takes the lease over (the runtime re-created it).
+    if (held->owner.container_id != request.container_id) {
+      if (auto r = store_->UpdateLeaseContainer(key, request.container_id, now); !r) return Fail(r.error());
+      AllocateRequest again{.subnet = (*subnet)->name, .owner = owner};
+      auto moved = allocator_->Allocate(again);  // updates the container ID in memory
+      if (!moved) return Fail(moved.error());
+      return ReplyFor(**subnet, *moved, request.routes);
+    }
+    return ReplyFor(**subnet, *held, request.routes);
+  }
+
+  AllocateRequest alloc{.subnet = (*subnet)->name, .owner = owner, .static_ips = request.ips,
+                        .mac = request.mac, .provider = request.provider};
+  auto tx = store_->Begin();
+  if (!tx) return Fail(tx.error());
+  auto lease = allocator_->Allocate(alloc);
+  if (!lease) return Fail(lease.error());
+  // Standalone mode: the local commit is the fact, so the lease is committed at once.
+  lease->state = LeaseState::kCommitted;
+  auto stored = store_->InsertLease(*lease, now);
+  if (stored) stored = tx->Commit();
+  if (!stored) {
+    (void)allocator_->Release(key);  // undo: memory must not hold what the disk does not
+    return Fail(stored.error());
+  }
+  (void)allocator_->Commit(key);
+  return ReplyFor(**subnet, *lease, request.routes);
+}
+
+Result<void> CniService::ReleaseLease(const Lease& lease) {
+  AttachmentKey key = lease.key();
+  if (auto r = store_->ReleaseLease(key, clock_->NowMs()); !r && r.error().code != Code::kNotFound) {
+    return Fail(r.error());
+  }
+  (void)allocator_->Release(key);
+  return Ok();
+}
+
+Result<void> CniService::Del(const CniRequest& request) {
+  // CNI spec: DEL succeeds when nothing is allocated, also for an unknown provider.
+  const Subnet* subnet = allocator_->FindSubnetByProvider(request.provider);
+  if (!subnet) return Ok();
+  const Lease* lease = allocator_->Find(AttachmentKey::For(subnet->name, OwnerOf(request)));
+  if (!lease) return Ok();
+  if (!request.container_id.empty() && lease->owner.container_id != request.container_id) {
+    return Ok();  // the lease belongs to a newer sandbox of this pod
+  }
+  return ReleaseLease(*lease);
+}
+
+Result<CniReply> CniService::Check(const CniRequest& request) {
+  auto subnet = SubnetFor(request.provider);
+  if (!subnet) return Fail(subnet.error());
+  const Lease* lease = allocator_->Find(AttachmentKey::For((*subnet)->name, OwnerOf(request)));
+  if (!lease || lease->owner.container_id != request.container_id) {
+    return Fail(Error::NotFound("container " + request.container_id + " interface " +
+                                request.ifname + " holds no lease in Subnet " + (*subnet)->name));
+  }
+  if (lease->state != LeaseState::kCommitted) {
+    return Fail(Error::Unavailable("the lease of container " + request.container_id +
+                                   " is not committed yet"));
+  }
+  return ReplyFor(**subnet, *lease, request.routes);
+}
+
+Result<GcOutcome> CniService::Gc(const GcRequest& request) {
+  auto subnet = SubnetFor(request.provider);
+  if (!subnet) return Fail(subnet.error());
+  std::set<std::pair<std::string, std::string>> valid;
+  for (const auto& a : request.valid_attachments) valid.emplace(a.container_id, a.ifname);
+  std::vector<Lease> stale;
+  GcOutcome outcome;
+  allocator_->ForEachLease([&](const Lease& l) {
+    if (l.subnet != (*subnet)->name) return;
+    if (valid.count({l.owner.container_id, l.owner.ifname})) {
+      ++outcome.kept;
+    } else {
+      stale.push_back(l);
+    }
+  });
+  if (stale.empty()) return outcome;
+  auto tx = store_->Begin();
+  if (!tx) return Fail(tx.error());
+  for (const auto& l : stale) {
+    if (auto r = store_->ReleaseLease(l.key(), clock_->NowMs()); !r && r.error().code != Code::kNotFound) {
+      return Fail(r.error());
+    }
+  }
+  if (auto r = tx->Commit(); !r) return Fail(r.error());
+  for (const auto& l : stale) {
+    (void)allocator_->Release(l.key());
+    LogInfo("gc released " + l.HolderDescription() + " in Subnet " + l.subnet);
+  }
+  outcome.released = stale.size();
+  return outcome;
+}
+
+}  // namespace sublease

@@ -1,0 +1,66 @@
+// CniService: what the daemon does for each CNI request, in standalone mode.
+//
+// Joins the pure Allocator with the Store: every allocation and release is one
+// SQLite transaction (BEGIN IMMEDIATE) that is committed before the answer leaves, and
+// the in-memory allocator is updated in the same step (and undone if the store fails),
+// so the two never disagree. Leases live from ADD to DEL (or until GC finds their
+// attachment gone). A repeated ADD for an attachment that holds a lease is answered
+// from memory. Single-threaded: the daemon's loop thread owns this object.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/result.h"
+#include "common/wire.h"
+#include "daemon/allocator/allocator.h"
+#include "daemon/store/store.h"
+
+namespace sublease {
+
+struct GcOutcome {
+  size_t released = 0;
+  size_t kept = 0;
+};
+
+class CniService {
+ public:
+  // Borrows all three; they must outlive the service.
+  CniService(Allocator* allocator, Store* store, const Clock* clock);
+
+  // Reads subnets and live leases from the store into the allocator (start-up).
+  Result<void> Load();
+
+  // Standalone mode: makes the given Subnets the configured set. New and changed ones
+  // are stored and applied; a stored subnet missing from `specs` is removed when it
+  // has no live lease, and kept (with a warning in the returned list) when it has.
+  // Nothing changes if any spec is invalid (the error names the subnet and the field).
+  Result<std::vector<std::string>> ApplySubnets(const std::vector<SubnetSpec>& specs);
+
+  // CNI ADD: the attachment's lease, allocating one if it has none.
+  Result<CniReply> Add(const CniRequest& request);
+  // CNI DEL: releases the attachment's lease. Success when there is none (CNI spec:
+  // DEL must succeed for missing state), and when the lease has moved to a newer
+  // sandbox of the same pod (a late DEL of the old sandbox must not free it).
+  Result<void> Del(const CniRequest& request);
+  // CNI CHECK: the attachment's committed lease, or kNotFound.
+  Result<CniReply> Check(const CniRequest& request);
+  // CNI GC: releases this provider's leases whose (containerID, ifname) is not listed.
+  Result<GcOutcome> Gc(const GcRequest& request);
+
+  bool Ready() const { return loaded_; }
+
+ private:
+  Result<const Subnet*> SubnetFor(const std::string& provider) const;
+  CniReply ReplyFor(const Subnet& subnet, const Lease& lease,
+                    const std::vector<WireRoute>& nad_routes) const;
+  Result<void> ReleaseLease(const Lease& lease);
+
+  Allocator* allocator_;
+  Store* store_;
+  const Clock* clock_;
+  bool loaded_ = false;
+};
+
+}  // namespace sublease
