@@ -28,6 +28,7 @@ enum class CniCode : uint32_t {
   kExhausted = 100,          // no free address in the subnet or pool
   kConflict = 101,           // the requested address is held by someone else
   kDaemonInternal = 102,     // the daemon failed or answered something unusable
+  kCheckMismatch = 103,      // CHECK: the daemon's lease differs from prevResult
 };
 
 struct CniError {

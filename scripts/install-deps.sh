@@ -9,6 +9,7 @@ packages=(
   libexpected-dev libyaml-cpp-dev libcli11-dev libhttp-parser-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   containernetworking-plugins iproute2 iputils-ping curl procps jq
+  python3 openssl
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -10,10 +10,15 @@
 // Precedence of a request (DESIGN §1.3): static addresses → pool → dynamic.
 // Invariants (tested by property tests):
 //   - no address is held by two live leases;
-//   - no address outside a subnet's `usable` set is ever handed out dynamically or
-//     from a pool, and static requests for excluded/gateway/network addresses fail;
-//   - a dual-stack allocation is all-or-nothing;
+//   - dynamic allocation hands out only addresses of a subnet's `usable` set, lowest
+//     first; static and pool addresses must pass CheckAssignable (so never the gateway,
+//     network or broadcast/last address) but may be excluded ones, as in Kube-OVN;
+//   - per subnet and family, free = usable - held, and held = the leases' addresses;
+//   - a dual-stack allocation is all-or-nothing: every address is chosen and checked
+//     before any is taken, so a failing family leaves nothing behind;
 //   - the same AttachmentKey asking again gets the same lease (idempotence).
+// A static or pool request names some families; the others the request needs are
+// allocated dynamically (Kube-OVN does the same for "10.0.0.5" in a dual-stack subnet).
 #pragma once
 
 #include <functional>
@@ -28,6 +33,7 @@
 #include "common/result.h"
 #include "daemon/allocator/ip_range_list.h"
 #include "daemon/allocator/lease.h"
+#include "daemon/allocator/lease_table.h"
 #include "daemon/allocator/subnet.h"
 
 namespace sublease {
@@ -101,8 +107,15 @@ class Allocator {
 
  private:
   struct SubnetState;
+  struct Plan;
+  SubnetState* State(const std::string& name) const;
+  Result<Plan> PlanStatic(const SubnetState& st, const AllocateRequest& request) const;
+  Result<Plan> PlanPool(const SubnetState& st, const AllocateRequest& request) const;
+  Result<void> PlanDynamic(const SubnetState& st, Plan& plan) const;
+  const Lease* Take(SubnetState& st, Lease lease);
+
   std::map<std::string, std::unique_ptr<SubnetState>> subnets_;
-  std::unordered_map<AttachmentKey, Lease> leases_;
+  LeaseTable leases_;
 };
 
 }  // namespace sublease

@@ -1,0 +1,328 @@
+#include "daemon/allocator/allocator.h"
+
+#include <charconv>
+#include <utility>
+
+#include "daemon/allocator/pool.h"
+#include "daemon/allocator/text.h"
+
+namespace sublease {
+namespace {
+
+int Index(Family f) { return f == Family::kV4 ? 0 : 1; }
+constexpr Family kFamilies[] = {Family::kV4, Family::kV6};
+
+struct U128Hash {
+  size_t operator()(U128 v) const noexcept {
+    uint64_t lo = static_cast<uint64_t>(v), hi = static_cast<uint64_t>(v >> 64);
+    return static_cast<size_t>((lo ^ (hi * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL);
+  }
+};
+
+std::string CidrsOf(const Subnet& s) {
+  std::string out;
+  if (s.v4) out = s.v4->cidr.ToString();
+  if (s.v6) out += (out.empty() ? "" : ",") + s.v6->cidr.ToString();
+  return out;
+}
+
+// "10.0.0.5" or "10.0.0.5/24"; a prefix must equal the subnet's for that family.
+Result<IpAddr> ParseStatic(std::string_view text, const Subnet& subnet) {
+  size_t slash = text.find('/');
+  auto addr = IpAddr::Parse(TrimSpace(text.substr(0, slash)));
+  if (!addr) return Fail(addr.error().Wrap("static address"));
+  if (slash == std::string_view::npos) return *addr;
+  std::string_view len_text = text.substr(slash + 1);
+  int len = -1;
+  auto [ptr, ec] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
+  const SubnetFamily* fam = subnet.family(addr->family());
+  if (ec != std::errc() || ptr != len_text.data() + len_text.size() || fam == nullptr ||
+      len != fam->cidr.prefix_len()) {
+    return Fail(Error::InvalidArgument("static address " + std::string(text) +
+                                       ": the prefix must match subnet " + subnet.name + " (" +
+                                       CidrsOf(subnet) + ")"));
+  }
+  return *addr;
+}
+
+}  // namespace
+
+// Per subnet and family: held = the leases' addresses, free = usable - held.
+struct Allocator::SubnetState {
+  struct FamilyState {
+    IpRangeList free;
+    IpRangeList held;
+    std::unordered_map<U128, const Lease*, U128Hash> holders;  // address -> lease
+  };
+  Subnet subnet;
+  FamilyState fam[2] = {{IpRangeList(Family::kV4), IpRangeList(Family::kV4), {}},
+                        {IpRangeList(Family::kV6), IpRangeList(Family::kV6), {}}};
+  size_t lease_count = 0;
+
+  // free = usable - held; held addresses outside `usable` simply stay out of free.
+  void RecomputeFree() {
+    for (Family f : kFamilies) {
+      const SubnetFamily* sf = subnet.family(f);
+      FamilyState& st = fam[Index(f)];
+      st.free = sf ? sf->usable.Subtract(st.held) : IpRangeList(f);
+    }
+  }
+  const Lease* Holder(const IpAddr& a) const {
+    const auto& h = fam[Index(a.family())].holders;
+    auto it = h.find(a.value());
+    return it == h.end() ? nullptr : it->second;
+  }
+};
+
+// What an allocation will take: for each family (index 0 = IPv4, 1 = IPv6) whether the
+// request needs it and, once chosen, the address.
+struct Allocator::Plan {
+  bool want[2] = {false, false};
+  std::optional<IpAddr> addr[2];
+};
+
+Allocator::Allocator() = default;
+Allocator::~Allocator() = default;
+
+Allocator::SubnetState* Allocator::State(const std::string& name) const {
+  auto it = subnets_.find(name);
+  return it == subnets_.end() ? nullptr : it->second.get();
+}
+
+Result<void> Allocator::UpsertSubnet(const Subnet& subnet) {
+  auto& slot = subnets_[subnet.name];
+  if (!slot) slot = std::make_unique<SubnetState>();
+  slot->subnet = subnet;
+  // Existing leases stay held (not revoked) even when the new definition no longer
+  // allows their addresses; such addresses are simply never free.
+  slot->RecomputeFree();
+  return Ok();
+}
+
+Result<void> Allocator::RemoveSubnet(const std::string& name) {
+  SubnetState* st = State(name);
+  if (st == nullptr) return Fail(Error::NotFound("subnet " + name + " is not known"));
+  if (st->lease_count > 0) {
+    return Fail(Error::Conflict("subnet " + name + " still has " + std::to_string(st->lease_count) +
+                                " live leases; release them first"));
+  }
+  subnets_.erase(name);
+  return Ok();
+}
+
+const Subnet* Allocator::FindSubnet(const std::string& name) const {
+  const SubnetState* st = State(name);
+  return st ? &st->subnet : nullptr;
+}
+
+const Subnet* Allocator::FindSubnetByProvider(const std::string& provider) const {
+  for (const auto& [name, st] : subnets_) {
+    if (st->subnet.provider == provider) return &st->subnet;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> Allocator::SubnetNames() const {
+  std::vector<std::string> out;
+  for (const auto& [name, st] : subnets_) out.push_back(name);
+  return out;
+}
+
+const Lease* Allocator::Take(SubnetState& st, Lease lease) {
+  const Lease* stored = leases_.Insert(std::move(lease));
+  for (const IpAddr& a : stored->addresses()) {
+    auto& fs = st.fam[Index(a.family())];
+    fs.free.Remove(a);
+    fs.held.Add(a);
+    fs.holders.emplace(a.value(), stored);
+  }
+  ++st.lease_count;
+  return stored;
+}
+
+Result<void> Allocator::Restore(const Lease& lease) {
+  SubnetState* st = State(lease.subnet);
+  if (st == nullptr) {
+    return Fail(Error::NotFound("lease " + lease.key().ToString() + ": subnet " + lease.subnet +
+                                " is not known"));
+  }
+  if (lease.state == LeaseState::kReleased) {
+    return Fail(Error::InvalidArgument("lease " + lease.key().ToString() + " is released"));
+  }
+  if (const Lease* same = leases_.Find(lease.key())) {
+    return Fail(Error::Conflict("lease " + lease.key().ToString() + " is already held by " +
+                                same->HolderDescription()));
+  }
+  for (const IpAddr& a : lease.addresses()) {
+    if (const Lease* h = st->Holder(a)) {
+      return Fail(Error::Conflict("address " + a.ToString() + " of lease " + lease.key().ToString() +
+                                  " is already held by " + h->HolderDescription()));
+    }
+  }
+  Take(*st, lease);
+  return Ok();
+}
+
+Result<Allocator::Plan> Allocator::PlanStatic(const SubnetState& st,
+                                              const AllocateRequest& request) const {
+  Plan plan;
+  const Subnet& subnet = st.subnet;
+  for (const std::string& text : request.static_ips) {
+    auto addr = ParseStatic(text, subnet);
+    if (!addr) return Fail(addr.error());
+    if (auto ok = CheckAssignable(subnet, *addr); !ok) return Fail(ok.error().Wrap("static address"));
+    int i = Index(addr->family());
+    if (plan.addr[i]) {
+      return Fail(Error::InvalidArgument("static addresses name two " +
+                                         std::string(FamilyName(addr->family())) +
+                                         " addresses; give at most one per family"));
+    }
+    if (request.family && *request.family != addr->family()) {
+      return Fail(Error::InvalidArgument("static address " + addr->ToString() + " is " +
+                                         std::string(FamilyName(addr->family())) +
+                                         " but ip_family asks for " +
+                                         std::string(FamilyName(*request.family))));
+    }
+    if (const Lease* h = st.Holder(*addr)) {
+      return Fail(Error::Conflict("address " + addr->ToString() + " in subnet " + subnet.name +
+                                  " is held by " + h->HolderDescription()));
+    }
+    plan.addr[i] = *addr;
+  }
+  return plan;
+}
+
+Result<Allocator::Plan> Allocator::PlanPool(const SubnetState& st,
+                                            const AllocateRequest& request) const {
+  auto entries = ParsePool(request.pool, st.subnet);
+  if (!entries) return Fail(entries.error());
+  PoolFamilies families{!request.family || *request.family == Family::kV4,
+                        !request.family || *request.family == Family::kV6};
+  families.v4 = families.v4 && st.subnet.v4;
+  families.v6 = families.v6 && st.subnet.v6;
+  // The requester holds nothing yet (Allocate returned early otherwise), so every
+  // holder is another attachment.
+  auto index = SelectPoolEntry(*entries, request.ordinal, families,
+                               [&st](const IpAddr& a) { return st.Holder(a); });
+  if (!index) return Fail(index.error());
+  const PoolEntry& e = (*entries)[*index];
+  Plan plan;
+  if (families.v4) plan.addr[0] = e.v4;
+  if (families.v6) plan.addr[1] = e.v6;
+  return plan;
+}
+
+Result<void> Allocator::PlanDynamic(const SubnetState& st, Plan& plan) const {
+  for (Family f : kFamilies) {
+    int i = Index(f);
+    if (!plan.want[i] || plan.addr[i]) continue;
+    // Lowest free address: O(log ranges), no scan over addresses or leases.
+    plan.addr[i] = st.fam[i].free.Lowest();
+    if (!plan.addr[i]) {
+      return Fail(Error::Exhausted("subnet " + st.subnet.name + " has no free " +
+                                   std::string(FamilyName(f)) + " address in " +
+                                   st.subnet.family(f)->cidr.ToString() + " (" +
+                                   U128ToString(st.fam[i].held.Count()) + " held)"));
+    }
+  }
+  return Ok();
+}
+
+Result<Lease> Allocator::Allocate(const AllocateRequest& request) {
+  SubnetState* st = State(request.subnet);
+  if (st == nullptr) return Fail(Error::NotFound("subnet " + request.subnet + " is not known"));
+  AttachmentKey key = AttachmentKey::For(request.subnet, request.owner);
+  if (Lease* existing = leases_.Mutable(key)) {
+    // Idempotence: a re-created sandbox of the same pod keeps its lease. container_id
+    // is not a key field when the key is the pod, so changing it is safe.
+    if (!request.owner.container_id.empty()) existing->owner.container_id = request.owner.container_id;
+    return *existing;
+  }
+  Plan want;
+  for (Family f : kFamilies) {
+    want.want[Index(f)] = st->subnet.family(f) && (!request.family || *request.family == f);
+  }
+  if (request.family && !st->subnet.family(*request.family)) {
+    return Fail(Error::InvalidArgument("subnet " + st->subnet.name + " (" + CidrsOf(st->subnet) +
+                                       ") has no " + std::string(FamilyName(*request.family)) +
+                                       " block; ip_family cannot ask for it"));
+  }
+  Result<Plan> plan = Plan{};
+  if (!request.static_ips.empty()) plan = PlanStatic(*st, request);
+  else if (!TrimSpace(request.pool).empty()) plan = PlanPool(*st, request);
+  if (!plan) return Fail(plan.error());
+  plan->want[0] = want.want[0];
+  plan->want[1] = want.want[1];
+  // Every address is chosen and checked before any is taken: all-or-nothing.
+  if (auto r = PlanDynamic(*st, *plan); !r) return Fail(r.error());
+
+  Lease lease;
+  lease.subnet = request.subnet;
+  lease.owner = request.owner;
+  lease.v4 = plan->addr[0];
+  lease.v6 = plan->addr[1];
+  lease.state = LeaseState::kPending;
+  lease.sticky = request.sticky;
+  lease.mac = request.mac;
+  lease.provider = request.provider;
+  return *Take(*st, std::move(lease));
+}
+
+Result<void> Allocator::Commit(const AttachmentKey& key) {
+  Lease* l = leases_.Mutable(key);
+  if (l == nullptr) return Fail(Error::NotFound("no lease for " + key.ToString()));
+  l->state = LeaseState::kCommitted;
+  return Ok();
+}
+
+Result<Lease> Allocator::Release(const AttachmentKey& key) {
+  const Lease* l = leases_.Find(key);
+  if (l == nullptr) return Fail(Error::NotFound("no lease for " + key.ToString()));
+  Lease out = *l;
+  SubnetState* st = State(l->subnet);
+  if (st != nullptr) {  // invariant: a subnet with leases is never removed
+    for (const IpAddr& a : out.addresses()) {
+      auto& fs = st->fam[Index(a.family())];
+      fs.holders.erase(a.value());
+      fs.held.Remove(a);
+      // Only addresses usable under the current definition become free again.
+      const SubnetFamily* sf = st->subnet.family(a.family());
+      if (sf && sf->usable.Contains(a)) fs.free.Add(a);
+    }
+    --st->lease_count;
+  }
+  leases_.Erase(key);
+  return out;
+}
+
+const Lease* Allocator::Find(const AttachmentKey& key) const { return leases_.Find(key); }
+
+const Lease* Allocator::Holder(const std::string& subnet, const IpAddr& address) const {
+  const SubnetState* st = State(subnet);
+  return st ? st->Holder(address) : nullptr;
+}
+
+void Allocator::ForEachLease(const std::function<void(const Lease&)>& fn) const {
+  leases_.ForEach(fn);
+}
+
+size_t Allocator::LeaseCount() const { return leases_.size(); }
+
+Result<SubnetUsage> Allocator::Usage(const std::string& subnet) const {
+  const SubnetState* st = State(subnet);
+  if (st == nullptr) return Fail(Error::NotFound("subnet " + subnet + " is not known"));
+  const auto& v4 = st->fam[0];
+  const auto& v6 = st->fam[1];
+  SubnetUsage u;
+  u.v4_available = v4.free.Count();
+  u.v4_using = v4.held.Count();
+  u.v6_available = v6.free.Count();
+  u.v6_using = v6.held.Count();
+  u.v4_available_range = v4.free.ToString();
+  u.v4_using_range = v4.held.ToString();
+  u.v6_available_range = v6.free.ToString();
+  u.v6_using_range = v6.held.ToString();
+  return u;
+}
+
+}  // namespace sublease

@@ -1,0 +1,73 @@
+#include "daemon/config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+namespace sublease {
+namespace {
+
+Result<Config> Parse(std::vector<const char*> args, bool* exit_now = nullptr, std::string* out = nullptr) {
+  bool e = false;
+  std::string o;
+  args.insert(args.begin(), "subleased");
+  return ParseConfig(static_cast<int>(args.size()), args.data(), exit_now ? exit_now : &e, out ? out : &o);
+}
+
+TEST(ConfigTest, StandaloneFlagsAndRepeatedSockets) {
+  auto c = Parse({"--standalone", "--subnets", "/etc/s.yaml", "--socket", "/a.sock", "--socket", "/b.sock", "--db", "/x.db"});
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_TRUE(c->standalone);
+  EXPECT_EQ(c->subnets, "/etc/s.yaml");
+  EXPECT_EQ(c->sockets, (std::vector<std::string>{"/a.sock", "/b.sock"}));
+  EXPECT_EQ(c->db, "/x.db");
+}
+
+TEST(ConfigTest, YamlFileIsReadAndFlagsOverrideIt) {
+  auto path = std::filesystem::temp_directory_path() / ("subleased-config-" + std::to_string(getpid()) + ".yaml");
+  std::ofstream(path) << "standalone: true\nsubnets: /from/file.yaml\ndb: /file.db\nsocket: [/f1.sock, /f2.sock]\nmax-connections: 9\n";
+  auto c = Parse({"--config", path.c_str(), "--db", "/flag.db"});
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->subnets, "/from/file.yaml");
+  EXPECT_EQ(c->db, "/flag.db");
+  EXPECT_EQ(c->sockets.size(), 2u);
+  EXPECT_EQ(c->max_connections, 9u);
+  std::ofstream(path) << "standalone: true\nsubnetz: /typo\n";
+  auto bad = Parse({"--config", path.c_str()});
+  std::filesystem::remove(path);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("unknown option 'subnetz'"), std::string::npos);
+}
+
+TEST(ConfigTest, BadInputGivesAnActionableError) {
+  struct Case { std::vector<const char*> args; const char* expect; };
+  for (const auto& c : std::vector<Case>{
+           {{"--standalone"}, "--subnets"},
+           {{"--subnets", "x"}, "--standalone"},
+           {{"--standalone", "--subnets", "x", "--log-level", "loud"}, "--log-level loud"},
+           {{"--standalone", "--subnets", "x", "--max-connections", "abc"}, "--help"},
+           {{"--no-such-flag"}, "--help"},
+       }) {
+    auto r = Parse(c.args);
+    ASSERT_FALSE(r) << c.expect;
+    EXPECT_NE(r.error().message.find(c.expect), std::string::npos) << r.error().message;
+  }
+}
+
+TEST(ConfigTest, HelpDocumentsEveryOption) {
+  bool exit_now = false;
+  std::string out;
+  auto c = Parse({"--help"}, &exit_now, &out);
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(exit_now);
+  for (const char* opt : {"--config", "--standalone", "--subnets", "--socket", "--socket-group", "--db",
+                          "--metrics-address", "--kubeconfig", "--node-name", "--log-level",
+                          "--max-request-bytes", "--idle-timeout-ms", "--max-connections"}) {
+    EXPECT_NE(out.find(opt), std::string::npos) << opt;
+  }
+}
+
+}  // namespace
+}  // namespace sublease
