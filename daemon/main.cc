@@ -82,6 +82,15 @@ int Run(const Config& cfg) {
     }
   }
 
+  metrics.SetGaugeCallback("sublease_server_connections", "Socket server connection counters", [&server] {
+    HttpServerStats st = server.Stats();
+    return MetricsRegistry::GaugeSamples{
+        {{{"event", "accepted"}}, static_cast<double>(st.connections_accepted)},
+        {{{"event", "refused_capacity"}}, static_cast<double>(st.connections_refused_capacity)},
+        {{{"event", "refused_peer"}}, static_cast<double>(st.connections_refused_peer)},
+        {{{"event", "timed_out"}}, static_cast<double>(st.connections_timed_out)},
+        {{{"event", "active"}}, static_cast<double>(server.ActiveConnections())}};
+  });
   ShutdownSignals signals(&loop);
   auto shutdown = [&](int signum) {
     if (signum) LogInfo("signal " + std::to_string(signum) + ": finishing in-flight requests and stopping");
@@ -92,8 +101,12 @@ int Run(const Config& cfg) {
   if (rc != 0) {
     shutdown(0);
   } else {
-    signals.Start(shutdown);
-    (void)SdNotify("READY=1");
+    if (auto r = signals.Start(shutdown); !r) {
+      rc = Die("cannot install signal handlers: " + r.error().message);
+      shutdown(0);
+    } else {
+      (void)SdNotify("READY=1");
+    }
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop) != 0) LogError("internal: libuv handles left open at exit");

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <charconv>
 #include <climits>
+#include <csignal>
 #include <cstring>
 #include <map>
 #include <string_view>
@@ -24,7 +25,7 @@ namespace sublease {
 namespace {
 
 constexpr int kBacklog = 128;
-constexpr size_t kReadBufferSize = 64 * 1024;
+constexpr size_t kReadBufferSize = size_t{64} * 1024;
 
 std::string ErrnoText(int err) { return std::strerror(err); }
 
@@ -41,9 +42,8 @@ struct ListenAddress {
 Result<ListenAddress> ParseListenAddress(std::string_view address) {
   ListenAddress out;
   auto bad = [&](std::string_view why) {
-    return Fail(Error::InvalidArgument("listen address \"" + std::string(address) +
-                                       "\": " + std::string(why) +
-                                       " (want unix:/path or tcp:HOST:PORT)"));
+    return Fail(Error::InvalidArgument("listen address \"" + std::string(address) + "\": " +
+                                       std::string(why) + " (want unix:/path or tcp:HOST:PORT)"));
   };
   if (address.starts_with("unix:")) {
     out.is_unix = true;
@@ -85,7 +85,9 @@ Result<void> MakeParentDirs(const std::string& path) {
   for (size_t slash = path.find('/', 1); slash != std::string::npos;
        slash = path.find('/', slash + 1)) {
     std::string dir = path.substr(0, slash);
-    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    if (mkdir(dir.c_str(), 0755) == 0) {
+      chmod(dir.c_str(), 0755);  // exactly 0755, whatever the umask
+    } else if (errno != EEXIST) {
       return Fail(Error::Internal("cannot create directory " + dir + ": " + ErrnoText(errno)));
     }
   }
@@ -124,6 +126,15 @@ Result<void> RemoveStaleSocket(const std::string& path) {
     return Fail(Error::Internal("cannot remove stale socket " + path + ": " + ErrnoText(errno)));
   }
   return Ok();
+}
+
+// libuv writes without MSG_NOSIGNAL: a peer that hung up before its answer (a plugin
+// killed by its timeout) would otherwise kill the daemon with SIGPIPE.
+void IgnoreSigpipe() {
+  struct sigaction current {};
+  if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+    signal(SIGPIPE, SIG_IGN);
+  }
 }
 
 std::string FormatResponse(const HttpResponse& response, bool close_after) {
@@ -289,6 +300,7 @@ const http_parser_settings Core::kSettings = [] {
 
 Result<void> Core::Listen(const ListenerConfig& config) {
   if (stop_requested_) return Fail(Error::Unavailable("the server is stopping"));
+  IgnoreSigpipe();
   if (!config.handler) return Fail(Error::InvalidArgument("listener without a handler"));
   auto address = ParseListenAddress(config.address);
   if (!address) return Fail(address.error());
@@ -306,25 +318,26 @@ Result<void> Core::Listen(const ListenerConfig& config) {
     if (auto r = MakeParentDirs(address->path); !r) return r;
     if (auto r = RemoveStaleSocket(address->path); !r) return r;
   } else {
-    int rc = address->ipv6
-                 ? uv_ip6_addr(address->host.c_str(), address->port,
-                               reinterpret_cast<sockaddr_in6*>(&tcp_addr))
-                 : uv_ip4_addr(address->host.c_str(), address->port,
-                               reinterpret_cast<sockaddr_in*>(&tcp_addr));
+    int rc = address->ipv6 ? uv_ip6_addr(address->host.c_str(), address->port,
+                                         reinterpret_cast<sockaddr_in6*>(&tcp_addr))
+                           : uv_ip4_addr(address->host.c_str(), address->port,
+                                         reinterpret_cast<sockaddr_in*>(&tcp_addr));
     if (rc != 0) {
       return Fail(Error::InvalidArgument("listen address \"" + config.address +
                                          "\": the host must be a numeric IPv4 or [IPv6] address"));
     }
   }
 
-  int rc = l->is_unix ? uv_pipe_init(loop_, &l->handle.pipe, 0) : uv_tcp_init(loop_, &l->handle.tcp);
-  if (rc != 0) return Fail(Error::Internal("cannot create listener: " + std::string(uv_strerror(rc))));
+  int rc =
+      l->is_unix ? uv_pipe_init(loop_, &l->handle.pipe, 0) : uv_tcp_init(loop_, &l->handle.tcp);
+  if (rc != 0)
+    return Fail(Error::Internal("cannot create listener: " + std::string(uv_strerror(rc))));
   l->uv()->data = l;
   listeners_.push_back(std::move(owned));
   HandleOpened();
 
   // From here a failure closes the handle (libuv unlinks a bound socket file on close).
-  auto fail = [&](Error e) {
+  auto fail = [&](const Error& e) {
     CloseListener(l);
     return Fail(e.Wrap("listen on " + config.address));
   };
@@ -365,7 +378,8 @@ Result<int> Core::BoundPort(size_t index) const {
     return Fail(Error::NotFound("no listener #" + std::to_string(index)));
   }
   Listener* l = active_listeners_[index];
-  if (l->is_unix) return Fail(Error::NotFound("listener #" + std::to_string(index) + " is a Unix socket"));
+  if (l->is_unix)
+    return Fail(Error::NotFound("listener #" + std::to_string(index) + " is a Unix socket"));
   if (l->closing) return Fail(Error::NotFound("listener #" + std::to_string(index) + " is closed"));
   sockaddr_storage addr{};
   int len = sizeof(addr);
@@ -509,8 +523,9 @@ int Core::OnHeadersComplete(http_parser* p) {
     return -1;
   }
   // Refuse a body announced too large before reading any of it.
+  size_t max = c->core->limits_.max_request_bytes;
   if (p->content_length != ULLONG_MAX &&
-      p->content_length > c->core->limits_.max_request_bytes - std::min(c->request_bytes, c->core->limits_.max_request_bytes)) {
+      p->content_length > max - std::min(c->request_bytes, max)) {
     c->too_large = true;
     return -1;
   }
@@ -587,7 +602,7 @@ void Core::Dispatch(Connection* c) {
   uint64_t id = c->id;
   uint64_t seq = ++c->request_seq;
   std::weak_ptr<Core> weak = weak_from_this();
-  Respond respond = [weak, id, seq](HttpResponse response) {
+  Respond respond = [weak, id, seq](const HttpResponse& response) {
     if (auto core = weak.lock()) core->OnRespond(id, seq, response);
   };
   // The handler may answer at once (Write below) or keep `respond` for later.
@@ -717,7 +732,9 @@ HttpServer::~HttpServer() {
   if (!impl_->core->stop_requested() && impl_->core->has_open_handles()) impl_->core->Stop(nullptr);
 }
 
-Result<void> HttpServer::Listen(const ListenerConfig& config) { return impl_->core->Listen(config); }
+Result<void> HttpServer::Listen(const ListenerConfig& config) {
+  return impl_->core->Listen(config);
+}
 
 void HttpServer::Stop(std::function<void()> done) { impl_->core->Stop(std::move(done)); }
 

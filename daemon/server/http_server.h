@@ -88,8 +88,9 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Binds and listens. kInvalidArgument for a malformed address, kUnavailable when the
-  // address is in use by a live server, kInternal for other OS errors (message has errno).
+  // Binds and listens; sets SIGPIPE to ignored if it was default (a peer that hangs up
+  // early must not kill the daemon). kInvalidArgument for a malformed address, kUnavailable when
+  // the address is in use by a live server, kInternal for other OS errors (message has errno).
   Result<void> Listen(const ListenerConfig& config);
   // Stops accepting; finishes in-flight requests; closes all handles; then calls done.
   void Stop(std::function<void()> done);

@@ -1,5 +1,6 @@
 #include "daemon/server/http_server.h"
 
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -12,8 +13,6 @@
 #include <fstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "daemon/server/test_client.h"
 
@@ -60,9 +59,8 @@ class HttpServerTest : public ::testing::Test {
   }
   // Runs the loop while `client` runs on a thread; then stops `server`.
   void RunAndStop(HttpServer& server, const std::function<void()>& client) {
-    testing::RunLoopWithClient(&loop_, client, [&](std::function<void()> finish) {
-      server.Stop(std::move(finish));
-    });
+    testing::RunLoopWithClient(
+        &loop_, client, [&](std::function<void()> finish) { server.Stop(std::move(finish)); });
   }
 
   uv_loop_t loop_;
@@ -201,6 +199,35 @@ TEST_F(HttpServerTest, SecondRespondIsIgnored) {
   ASSERT_TRUE(first && second);
   EXPECT_EQ(first->body, "first");
   EXPECT_EQ(second->body, "first");  // the stray "second" never reached the wire
+}
+
+TEST_F(HttpServerTest, ClientHangingUpBeforeTheAnswerDoesNotHurtTheServer) {
+  HttpServer server(&loop_, {});
+  ASSERT_TRUE(server.Listen(Unix(
+      [&](const HttpRequest& r, Respond respond) {
+        if (r.path != "/gone") return respond({200, "text/plain", "still here"});
+        // Answer well after the client is gone: the write fails (EPIPE), nothing else.
+        After(&loop_, 100, [respond] {
+          respond({200, "text/plain", std::string(256 * 1024, 'x')});
+        });
+      },
+      SocketPath())));
+  std::optional<ClientResponse> response;
+  RunAndStop(server, [&] {
+    int gone = ConnectUnix(SocketPath());
+    ASSERT_GE(gone, 0);
+    ASSERT_TRUE(SendAll(gone, MakeRequest("GET", "/gone", "")));
+    close(gone);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    int fd = ConnectUnix(SocketPath());
+    ASSERT_GE(fd, 0);
+    std::string carry;
+    ASSERT_TRUE(SendAll(fd, MakeRequest("GET", "/", "")));
+    response = ReadResponse(fd, carry);
+    close(fd);
+  });
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->body, "still here");
 }
 
 TEST_F(HttpServerTest, OversizedBodyGets413AndClose) {
@@ -414,7 +441,7 @@ TEST_F(HttpServerTest, CreatesMissingParentDirectoriesWith0755) {
   struct stat st {};
   ASSERT_EQ(stat((dir_.path() + "/run/sublease").c_str(), &st), 0);
   EXPECT_TRUE(S_ISDIR(st.st_mode));
-  EXPECT_EQ(st.st_mode & 0777, 0755u & ~[] { mode_t m = umask(0); umask(m); return m; }());
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
   RunAndStop(server, [] {});
 }
 
@@ -477,10 +504,10 @@ TEST_F(HttpServerTest, RegularFileAtSocketPathIsLeftAlone) {
 
 TEST_F(HttpServerTest, RejectsMalformedAddresses) {
   HttpServer server(&loop_, {});
-  for (const std::string address :
-       std::vector<std::string>{"", "api.sock", "unix:", "unix:relative.sock", "unix:/" + std::string(120, 'p'), "tcp:",
-        "tcp:127.0.0.1", "tcp:127.0.0.1:", "tcp:127.0.0.1:65536", "tcp:127.0.0.1:http",
-        "tcp:localhost:80", "tcp:[::1:80", "tcp:[::1]80", "http://127.0.0.1:80"}) {
+  for (const std::string& address : std::vector<std::string>{
+           "", "api.sock", "unix:", "unix:relative.sock", "unix:/" + std::string(120, 'p'),
+           "tcp:", "tcp:127.0.0.1", "tcp:127.0.0.1:", "tcp:127.0.0.1:65536", "tcp:127.0.0.1:http",
+           "tcp:localhost:80", "tcp:[::1:80", "tcp:[::1]80", "http://127.0.0.1:80"}) {
     ListenerConfig config;
     config.address = address;
     config.handler = Echo();
@@ -672,6 +699,17 @@ TEST_F(HttpServerTest, PeerOutsideAllowedUsersGets403) {
   EXPECT_NE(raw.find("Connection: close"), std::string::npos);
   EXPECT_EQ(handled, 0);
   EXPECT_EQ(server.Stats().connections_refused_peer, 1u);
+}
+
+TEST_F(HttpServerTest, DestroyingAnUnstoppedServerStillClosesEveryHandle) {
+  {
+    HttpServer server(&loop_, {});
+    ASSERT_TRUE(server.Listen(Unix(Echo(), SocketPath())));
+  }
+  // The close callbacks run on the loop; the fixture then checks uv_loop_close() == 0.
+  for (int i = 0; i < 10 && uv_run(&loop_, UV_RUN_NOWAIT) != 0; ++i) {
+  }
+  EXPECT_NE(access(SocketPath().c_str(), F_OK), 0);
 }
 
 TEST_F(HttpServerTest, ListenAfterStopIsUnavailable) {

@@ -103,7 +103,7 @@ void Histogram::Observe(double v) {
 
 std::vector<double> DefaultSecondsBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10};
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 }
 
 MetricsRegistry::Family& MetricsRegistry::FamilyFor(std::string_view name, std::string_view help,
@@ -191,8 +191,8 @@ std::string MetricsRegistry::Render() const {
           for (size_t i = 0; i <= h->bounds().size(); ++i) {
             cumulative += h->counts()[i];
             std::string le = i < h->bounds().size() ? FormatMetricValue(h->bounds()[i]) : "+Inf";
-            out += name + "_bucket" + FormatLabels(labels, &le) + " " +
-                   std::to_string(cumulative) + "\n";
+            out += name + "_bucket" + FormatLabels(labels, &le) + " " + std::to_string(cumulative) +
+                   "\n";
           }
           out += name + "_sum" + FormatLabels(labels) + " " + FormatMetricValue(h->sum()) + "\n";
           out += name + "_count" + FormatLabels(labels) + " " + std::to_string(h->count()) + "\n";

@@ -1,17 +1,18 @@
 #include "daemon/server/metrics.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <limits>
-
-#include <gtest/gtest.h>
 
 namespace sublease {
 namespace {
 
 TEST(MetricsTest, RendersGoldenText) {
   MetricsRegistry registry;
-  registry.GetCounter("sublease_requests_total", "CNI requests by command and result.",
-                      {{"command", "add"}, {"result", "ok"}})
+  registry
+      .GetCounter("sublease_requests_total", "CNI requests by command and result.",
+                  {{"command", "add"}, {"result", "ok"}})
       .Inc(3);
   registry.GetCounter("sublease_requests_total", "ignored", {{"command", "del"}, {"result", "ok"}})
       .Inc();

@@ -27,7 +27,8 @@ Result<void> SdNotifyTo(std::string_view address, std::string_view state) {
   }
   if (address.size() > sizeof(addr.sun_path) ||
       (address[0] == '/' && address.size() == sizeof(addr.sun_path))) {
-    return Fail(Error::InvalidArgument("NOTIFY_SOCKET \"" + std::string(address) + "\" is too long"));
+    return Fail(
+        Error::InvalidArgument("NOTIFY_SOCKET \"" + std::string(address) + "\" is too long"));
   }
   std::memcpy(addr.sun_path, address.data(), address.size());
   // Abstract namespace: a leading NUL, and the length counts the name exactly.
@@ -36,13 +37,15 @@ Result<void> SdNotifyTo(std::string_view address, std::string_view state) {
                                          (address[0] == '/' ? 1 : 0));
 
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Fail(Error::Internal(std::string("sd_notify: socket(): ") + std::strerror(errno)));
+  if (fd < 0)
+    return Fail(Error::Internal(std::string("sd_notify: socket(): ") + std::strerror(errno)));
   ssize_t sent = sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
                         reinterpret_cast<const sockaddr*>(&addr), len);
   int err = errno;
   close(fd);
   if (sent < 0) {
-    return Fail(Error::Unavailable("sd_notify to " + std::string(address) + ": " + std::strerror(err)));
+    return Fail(
+        Error::Unavailable("sd_notify to " + std::string(address) + ": " + std::strerror(err)));
   }
   if (static_cast<size_t>(sent) != state.size()) {
     return Fail(Error::Internal("sd_notify to " + std::string(address) + ": short send"));

@@ -1,5 +1,6 @@
 #include "daemon/server/sd_notify.h"
 
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -9,8 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "daemon/server/test_client.h"
 
@@ -70,7 +69,8 @@ TEST(SdNotifyTest, UnsetSocketIsSuccessWithoutSending) {
 }
 
 TEST(SdNotifyTest, RejectsAddressesThatAreNotUnixSockets) {
-  for (const std::string address : std::vector<std::string>{"relative/path", "vsock:2:1234", "/" + std::string(200, 'x')}) {
+  for (const std::string& address :
+       std::vector<std::string>{"relative/path", "vsock:2:1234", "/" + std::string(200, 'x')}) {
     auto sent = SdNotifyTo(address, "READY=1");
     ASSERT_FALSE(sent) << address;
     EXPECT_EQ(sent.error().code, Code::kInvalidArgument) << address;

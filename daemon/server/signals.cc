@@ -49,7 +49,8 @@ Result<void> ShutdownSignals::Start(std::function<void(int signum)> on_signal) {
     std::function<void(int)> fn = s->on_signal;
     if (fn) fn(signum);
   };
-  for (auto [handle, signum] : {std::pair{&state_->term, SIGTERM}, std::pair{&state_->interrupt, SIGINT}}) {
+  for (auto [handle, signum] :
+       {std::pair{&state_->term, SIGTERM}, std::pair{&state_->interrupt, SIGINT}}) {
     int rc = uv_signal_start(handle, cb, signum);
     if (rc != 0) {
       return Fail(Error::Internal("cannot watch signal " + std::to_string(signum) + ": " +

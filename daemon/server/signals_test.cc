@@ -1,9 +1,9 @@
 #include "daemon/server/signals.h"
 
+#include <gtest/gtest.h>
+
 #include <csignal>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "daemon/server/test_client.h"
 
@@ -25,7 +25,8 @@ TEST(SignalsTest, FirstSignalCallsBackOnceAndCloseReleasesHandles) {
     uv_timer_t watchdog;
     uv_timer_init(&loop, &watchdog);
     uv_unref(reinterpret_cast<uv_handle_t*>(&watchdog));  // ends with the other handles
-    uv_timer_start(&watchdog, [](uv_timer_t* t) { uv_stop(t->loop); }, 5000, 0);
+    uv_timer_start(
+        &watchdog, [](uv_timer_t* t) { uv_stop(t->loop); }, 5000, 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_close(reinterpret_cast<uv_handle_t*>(&watchdog), nullptr);
     uv_run(&loop, UV_RUN_NOWAIT);
