@@ -12,12 +12,10 @@ CniError CniErrorFromDaemon(const Error& e) {
               e.message};
     case Code::kConflict:
       return {CniCode::kConflict, "requested address is already in use", e.message};
-    case Code::kExhausted:
-      return {CniCode::kExhausted, "no free address left", e.message};
+    case Code::kExhausted: return {CniCode::kExhausted, "no free address left", e.message};
     case Code::kUnavailable:
       return {CniCode::kTryAgainLater, "sublease daemon unavailable; try again later", e.message};
-    case Code::kInternal:
-      break;
+    case Code::kInternal: break;
   }
   return {CniCode::kDaemonInternal, "sublease daemon internal error", e.message};
 }

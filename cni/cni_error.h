@@ -10,7 +10,6 @@
 
 #include <cstdint>
 #include <string>
-
 #include <tl/expected.hpp>
 
 #include "common/result.h"

@@ -1,9 +1,9 @@
 #include "cni/config.h"
 
-#include <charconv>
+#include <simdjson.h>
 #include <sys/un.h>
 
-#include <simdjson.h>
+#include <charconv>
 
 #include "cni/version.h"
 #include "common/ip.h"
@@ -37,7 +37,8 @@ tl::unexpected<CniError> Invalid(std::string msg, std::string details = std::str
   return FailCni(CniCode::kInvalidConfig, std::move(msg), std::move(details));
 }
 
-tl::unexpected<CniError> WrongType(std::string_view path, std::string_view want, const element& got) {
+tl::unexpected<CniError> WrongType(std::string_view path, std::string_view want,
+                                   const element& got) {
   return Invalid(std::string(path) + " must be " + std::string(want) + ", not " +
                  std::string(JsonTypeName(got.type())));
 }
@@ -74,8 +75,8 @@ CniResult<std::optional<object>> Object(const object& o, std::string_view key,
   return std::optional<object>(obj);
 }
 
-CniResult<std::optional<array>> Array(const object& o, std::string_view key, std::string_view parent,
-                                      std::string_view want) {
+CniResult<std::optional<array>> Array(const object& o, std::string_view key,
+                                      std::string_view parent, std::string_view want) {
   auto e = Member(o, key);
   if (!e) return std::optional<array>();
   array arr;
@@ -127,7 +128,8 @@ CniResult<std::vector<WireRoute>> Routes(const object& ipam) {
     }
     if (!gw->empty()) {
       auto addr = IpAddr::Parse(*gw);
-      if (!addr) return Invalid(path + ".gw is not an IP address: \"" + *gw + "\"", addr.error().message);
+      if (!addr)
+        return Invalid(path + ".gw is not an IP address: \"" + *gw + "\"", addr.error().message);
       gw_family = addr->family();
     }
     if (dst_family && gw_family && dst_family != gw_family) {
@@ -266,7 +268,8 @@ CniResult<NetConf> ParseNetConf(std::string_view json, std::string* version) {
     return Invalid("ipam.server_socket is required",
                    "set it to the sublease daemon's socket, e.g. /run/sublease/sublease.sock");
   }
-  if ((*socket)[0] != '/') return Invalid("ipam.server_socket must be an absolute path: " + *socket);
+  if ((*socket)[0] != '/')
+    return Invalid("ipam.server_socket must be an absolute path: " + *socket);
   if (socket->size() >= sizeof(sockaddr_un{}.sun_path)) {
     return Invalid("ipam.server_socket is too long for a Unix socket path",
                    "at most " + std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " bytes");

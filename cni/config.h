@@ -31,9 +31,9 @@ struct NetConf {
   // ipam.routes; a route without dst is a default route and keeps dst "".
   std::vector<WireRoute> routes;
   double timeout_seconds = kDefaultTimeoutSeconds;  // ipam.timeout_seconds
-  std::vector<std::string> runtime_ips;              // runtimeConfig.ips
-  std::string runtime_mac;                           // runtimeConfig.mac
-  std::vector<std::string> args_ips;                 // args.cni.ips
+  std::vector<std::string> runtime_ips;             // runtimeConfig.ips
+  std::string runtime_mac;                          // runtimeConfig.mac
+  std::vector<std::string> args_ips;                // args.cni.ips
   bool has_prev_result = false;
   std::vector<std::string> prev_result_ips;  // prevResult.ips[].address
   // cni.dev/valid-attachments (or libcni's alias cni.dev/attachments); nullopt if absent.

@@ -32,9 +32,8 @@ bool ValidContainerId(std::string_view id) {
 // characters and free of '/', ':' and whitespace (Linux's own rules).
 bool ValidIfname(std::string_view name) {
   if (name.empty() || name == "." || name == ".." || name.size() >= 16) return false;
-  return std::none_of(name.begin(), name.end(), [](unsigned char c) {
-    return c == '/' || c == ':' || std::isspace(c);
-  });
+  return std::none_of(name.begin(), name.end(),
+                      [](unsigned char c) { return c == '/' || c == ':' || std::isspace(c); });
 }
 
 std::vector<std::string> SplitComma(std::string_view s) {
@@ -66,7 +65,7 @@ CniResult<CniArgs> ParseCniArgs(std::string_view text) {
     size_t eq = item.find('=');
     if (eq == std::string_view::npos || eq == 0) {
       return BadArgs("\"" + std::string(item) + "\" is not KEY=VALUE",
-                           "CNI_ARGS is a ';'-separated list of KEY=VALUE pairs");
+                     "CNI_ARGS is a ';'-separated list of KEY=VALUE pairs");
     }
     Pair p{item.substr(0, eq), item.substr(eq + 1)};
     // IgnoreUnknown applies to the whole list wherever it appears, so read it first.
@@ -76,7 +75,7 @@ CniResult<CniArgs> ParseCniArgs(std::string_view text) {
         ignore_unknown = true;
       } else if (v != "0" && v != "false" && !v.empty()) {
         return BadArgs("IgnoreUnknown=" + std::string(p.value) + " is not a boolean",
-                             "use IgnoreUnknown=1 or IgnoreUnknown=true");
+                       "use IgnoreUnknown=1 or IgnoreUnknown=true");
       }
       continue;
     }
@@ -104,9 +103,9 @@ CniResult<CniArgs> ParseCniArgs(std::string_view text) {
       args.mac = p.value;
     } else if (!ignore_unknown) {
       return BadArgs("unknown key " + std::string(p.key),
-                           "sublease understands K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_UID, "
-                           "K8S_POD_INFRA_CONTAINER_ID, IP and MAC; add IgnoreUnknown=1 to "
-                           "pass other keys");
+                     "sublease understands K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_UID, "
+                     "K8S_POD_INFRA_CONTAINER_ID, IP and MAC; add IgnoreUnknown=1 to "
+                     "pass other keys");
     }
   }
   return args;
@@ -136,7 +135,8 @@ CniResult<CniEnv> ReadEnv(const Getenv& getenv) {
   std::vector<std::string_view> missing;
   if (attachment && env.container_id.empty()) missing.push_back("CNI_CONTAINERID");
   // CNI spec: DEL must work when the network namespace is already gone.
-  if (attachment && env.command != Command::kDel && env.netns.empty()) missing.push_back("CNI_NETNS");
+  if (attachment && env.command != Command::kDel && env.netns.empty())
+    missing.push_back("CNI_NETNS");
   if (attachment && env.ifname.empty()) missing.push_back("CNI_IFNAME");
   if (env.command == Command::kGc && env.path.empty()) missing.push_back("CNI_PATH");
   if (!missing.empty()) {

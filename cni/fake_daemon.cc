@@ -1,13 +1,13 @@
 #include "cni/fake_daemon.h"
 
-#include <cstdlib>
-#include <cstring>
-#include <stdexcept>
-
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
 
 namespace sublease::cni {
 namespace {
@@ -40,7 +40,8 @@ bool ReadRequest(int fd, Clock::time_point deadline, FakeDaemon::Received* out) 
       std::string head = in.substr(0, head_end);
       size_t content_length = 0;
       size_t pos = head.find("Content-Length: ");
-      if (pos != std::string::npos) content_length = std::strtoul(head.c_str() + pos + 16, nullptr, 10);
+      if (pos != std::string::npos)
+        content_length = std::strtoul(head.c_str() + pos + 16, nullptr, 10);
       if (in.size() >= head_end + 4 + content_length) {
         size_t line_end = head.find("\r\n");
         out->request_line = head.substr(0, line_end);

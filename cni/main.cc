@@ -1,11 +1,11 @@
 // sublease: the CNI IPAM plugin (also installed as kube-ovn). Wiring only: the
 // process environment, stdin and stdout go into RunPlugin (cni/plugin.h).
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-
-#include <unistd.h>
 
 #include "cni/plugin.h"
 
@@ -21,11 +21,13 @@ sublease::Result<std::string> ReadStdin() {
     if (n == 0) return data;
     if (n < 0) {
       if (errno == EINTR) continue;
-      return sublease::Fail(sublease::Error::Internal(std::string("read: ") + std::strerror(errno)));
+      return sublease::Fail(
+          sublease::Error::Internal(std::string("read: ") + std::strerror(errno)));
     }
     data.append(buf, static_cast<size_t>(n));
     if (data.size() > kMaxConfigBytes) {
-      return sublease::Fail(sublease::Error::InvalidArgument("config on stdin is larger than 4 MiB"));
+      return sublease::Fail(
+          sublease::Error::InvalidArgument("config on stdin is larger than 4 MiB"));
     }
   }
 }

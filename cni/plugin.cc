@@ -98,7 +98,8 @@ CniResult<std::string> Dispatch(const CniEnv& env, const NetConf& conf) {
       }
       auto lease = client.Check(BuildRequest(env, conf));
       if (!lease) return tl::unexpected(CniErrorFromDaemon(lease.error()));
-      if (auto same = CompareWithPrevResult(*lease, conf); !same) return tl::unexpected(same.error());
+      if (auto same = CompareWithPrevResult(*lease, conf); !same)
+        return tl::unexpected(same.error());
       return std::string();
     }
     case Command::kGc: {
@@ -106,7 +107,8 @@ CniResult<std::string> Dispatch(const CniEnv& env, const NetConf& conf) {
         // Without the list, GC would release every lease of the provider.
         return FailCni(CniCode::kInvalidConfig, "GC needs cni.dev/valid-attachments",
                        "the runtime lists the attachments still in use; refusing to release "
-                       "every lease of provider " + conf.provider);
+                       "every lease of provider " +
+                           conf.provider);
       }
       auto done = client.Gc(GcRequest{conf.provider, *conf.valid_attachments});
       if (!done) return tl::unexpected(CniErrorFromDaemon(done.error()));
@@ -120,8 +122,7 @@ CniResult<std::string> Dispatch(const CniEnv& env, const NetConf& conf) {
       }
       return std::string();
     }
-    case Command::kVersion:
-      break;
+    case Command::kVersion: break;
   }
   return FormatVersionInfo();
 }

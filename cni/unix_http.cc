@@ -1,15 +1,15 @@
 #include "cni/unix_http.h"
 
-#include <cerrno>
-#include <charconv>
-#include <cstring>
-
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
 
 namespace sublease::cni {
 namespace {
@@ -61,7 +61,9 @@ Error ConnectError(std::string_view socket_path, int err) {
   std::string cause = std::strerror(err);
   std::string hint;
   switch (err) {
-    case ENOENT: hint = "is subleased running, and is ipam.server_socket the path it listens on?"; break;
+    case ENOENT:
+      hint = "is subleased running, and is ipam.server_socket the path it listens on?";
+      break;
     case ECONNREFUSED: hint = "is subleased running?"; break;
     case EACCES:
     case EPERM: hint = "the socket accepts only root or its configured group"; break;
@@ -115,7 +117,8 @@ Result<std::optional<HttpResponse>> ParseHttpResponse(std::string_view raw, bool
   std::string_view status_line = head.substr(0, line_end);
   // "HTTP/1.1 200 OK"
   if (status_line.substr(0, 5) != "HTTP/" || status_line.size() < 12 || status_line[8] != ' ') {
-    return Fail(Error::Internal("not an HTTP answer: \"" + std::string(status_line.substr(0, 80)) + "\""));
+    return Fail(
+        Error::Internal("not an HTTP answer: \"" + std::string(status_line.substr(0, 80)) + "\""));
   }
   HttpResponse resp;
   auto [end, ec] = std::from_chars(status_line.data() + 9, status_line.data() + 12, resp.status);
@@ -199,8 +202,10 @@ Result<HttpResponse> UnixHttpExchange(std::string_view socket_path, const HttpRe
     ssize_t n = send(fd.get(), out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
-      return Fail(Error::Unavailable(Where(socket_path) + " closed the connection while the request "
-                                     "was sent: " + std::strerror(errno)));
+      return Fail(Error::Unavailable(Where(socket_path) +
+                                     " closed the connection while the request "
+                                     "was sent: " +
+                                     std::strerror(errno)));
     }
     sent += static_cast<size_t>(n);
   }
@@ -214,22 +219,24 @@ Result<HttpResponse> UnixHttpExchange(std::string_view socket_path, const HttpRe
     ssize_t n = recv(fd.get(), buf, sizeof(buf), 0);
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
-      return Fail(Error::Unavailable(Where(socket_path) + " broke the connection: " +
-                                     std::strerror(errno)));
+      return Fail(Error::Unavailable(Where(socket_path) +
+                                     " broke the connection: " + std::strerror(errno)));
     }
     bool at_eof = n == 0;
     if (at_eof && in.empty()) {
       return Fail(Error::Unavailable(Where(socket_path) + " closed the connection without an "
-                                     "answer; check the daemon's log"));
+                                                          "answer; check the daemon's log"));
     }
     in.append(buf, static_cast<size_t>(n));
     if (in.size() > kMaxResponseBytes) {
-      return Fail(Error::Internal(Where(socket_path) + " sent more than 1 MiB; not a sublease answer"));
+      return Fail(
+          Error::Internal(Where(socket_path) + " sent more than 1 MiB; not a sublease answer"));
     }
     auto resp = ParseHttpResponse(in, at_eof);
     if (!resp) return Fail(resp.error().Wrap("bad answer from " + Where(socket_path)));
     if (*resp) return std::move(**resp);
-    if (at_eof) return Fail(Error::Internal("answer from " + Where(socket_path) + " is incomplete"));
+    if (at_eof)
+      return Fail(Error::Internal("answer from " + Where(socket_path) + " is incomplete"));
   }
 }
 

@@ -52,11 +52,11 @@ CniResult<void> CheckCommandAllowed(Command c, std::string_view version) {
     case Command::kVersion: return {};
   }
   if (VersionRank(version) >= VersionRank(first)) return {};
-  return FailCni(CniCode::kIncompatibleVersion,
-                 "config version " + std::string(version) + " does not allow " +
-                     std::string(CommandName(c)),
-                 "CNI " + std::string(CommandName(c)) + " exists from spec " + std::string(first) +
-                     " on; the network config says cniVersion " + std::string(version));
+  return FailCni(
+      CniCode::kIncompatibleVersion,
+      "config version " + std::string(version) + " does not allow " + std::string(CommandName(c)),
+      "CNI " + std::string(CommandName(c)) + " exists from spec " + std::string(first) +
+          " on; the network config says cniVersion " + std::string(version));
 }
 
 std::string FormatVersionInfo() {

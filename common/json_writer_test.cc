@@ -1,10 +1,10 @@
 #include "common/json_writer.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <limits>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace sublease {
 namespace {
@@ -25,17 +25,17 @@ TEST_P(JsonStringEscapeTest, EscapesPerRfc8259) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, JsonStringEscapeTest,
-    testing::Values(
-        EscapeCase{"Empty", "", R"("")"},
-        EscapeCase{"Plain", "macvlan.default", R"("macvlan.default")"},
-        EscapeCase{"Quote", "a\"b", R"("a\"b")"},
-        EscapeCase{"Backslash", "a\\b", R"("a\\b")"},
-        EscapeCase{"ShortForms", "\b\f\n\r\t", R"("\b\f\n\r\t")"},
-        EscapeCase{"NulByte", std::string("a\0b", 3), R"("a\u0000b")"},
-        EscapeCase{"OtherControls", "\x01\x1f", R"("\u0001\u001f")"},
-        EscapeCase{"DelIsLiteral", "\x7f", "\"\x7f\""},
-        EscapeCase{"SlashIsLiteral", "/run/x.sock", R"("/run/x.sock")"},
-        EscapeCase{"Utf8PassesThrough", "caf\xc3\xa9 \xe2\x82\xac", "\"caf\xc3\xa9 \xe2\x82\xac\""}),
+    testing::Values(EscapeCase{"Empty", "", R"("")"},
+                    EscapeCase{"Plain", "macvlan.default", R"("macvlan.default")"},
+                    EscapeCase{"Quote", "a\"b", R"("a\"b")"},
+                    EscapeCase{"Backslash", "a\\b", R"("a\\b")"},
+                    EscapeCase{"ShortForms", "\b\f\n\r\t", R"("\b\f\n\r\t")"},
+                    EscapeCase{"NulByte", std::string("a\0b", 3), R"("a\u0000b")"},
+                    EscapeCase{"OtherControls", "\x01\x1f", R"("\u0001\u001f")"},
+                    EscapeCase{"DelIsLiteral", "\x7f", "\"\x7f\""},
+                    EscapeCase{"SlashIsLiteral", "/run/x.sock", R"("/run/x.sock")"},
+                    EscapeCase{"Utf8PassesThrough", "caf\xc3\xa9 \xe2\x82\xac",
+                               "\"caf\xc3\xa9 \xe2\x82\xac\""}),
     [](const testing::TestParamInfo<EscapeCase>& p) { return p.param.name; });
 
 TEST(JsonWriterTest, InsertsCommasBetweenMembersAndElements) {

@@ -36,8 +36,8 @@ class Decoder {
     simdjson::padded_string padded(json);
     element root;
     if (auto err = parser_.parse(padded).get(root); err) {
-      return Fail(Error::InvalidArgument(std::string(what_) + " is not valid JSON: " +
-                                         simdjson::error_message(err)));
+      return Fail(Error::InvalidArgument(std::string(what_) +
+                                         " is not valid JSON: " + simdjson::error_message(err)));
     }
     object obj;
     if (root.get(obj) != simdjson::SUCCESS) {
@@ -103,17 +103,18 @@ class Decoder {
 
   Result<std::vector<WireRoute>> Routes(const object& o) const {
     std::vector<WireRoute> routes;
-    auto r = ObjectArray(o, "routes", [&](const object& item, const std::string& path) -> Result<void> {
-      WireRoute route;
-      auto dst = String(item, "dst", path + ".dst");
-      if (!dst) return Fail(dst.error());
-      auto gw = String(item, "gw", path + ".gw");
-      if (!gw) return Fail(gw.error());
-      route.dst = std::move(*dst);
-      route.gw = std::move(*gw);
-      routes.push_back(std::move(route));
-      return Ok();
-    });
+    auto r =
+        ObjectArray(o, "routes", [&](const object& item, const std::string& path) -> Result<void> {
+          WireRoute route;
+          auto dst = String(item, "dst", path + ".dst");
+          if (!dst) return Fail(dst.error());
+          auto gw = String(item, "gw", path + ".gw");
+          if (!gw) return Fail(gw.error());
+          route.dst = std::move(*dst);
+          route.gw = std::move(*gw);
+          routes.push_back(std::move(route));
+          return Ok();
+        });
     if (!r) return Fail(r.error());
     return routes;
   }
@@ -163,11 +164,11 @@ Result<CniRequest> DecodeCniRequest(std::string_view json) {
     std::string_view key;
     std::string* out;
   };
-  for (auto [key, out] : {StringField{"containerID", &r.container_id}, StringField{"ifname", &r.ifname},
-                          StringField{"netns", &r.netns}, StringField{"provider", &r.provider},
-                          StringField{"podNamespace", &r.pod_namespace},
-                          StringField{"podName", &r.pod_name}, StringField{"podUID", &r.pod_uid},
-                          StringField{"mac", &r.mac}}) {
+  for (auto [key, out] :
+       {StringField{"containerID", &r.container_id}, StringField{"ifname", &r.ifname},
+        StringField{"netns", &r.netns}, StringField{"provider", &r.provider},
+        StringField{"podNamespace", &r.pod_namespace}, StringField{"podName", &r.pod_name},
+        StringField{"podUID", &r.pod_uid}, StringField{"mac", &r.mac}}) {
     auto v = d.String(*obj, key, key);
     if (!v) return Fail(v.error());
     *out = std::move(*v);
@@ -201,14 +202,15 @@ Result<CniReply> DecodeCniReply(std::string_view json) {
   auto obj = d.Parse(json);
   if (!obj) return Fail(obj.error());
   CniReply r;
-  auto ips = d.ObjectArray(*obj, "ips", [&](const object& item, const std::string& path) -> Result<void> {
-    auto address = d.String(item, "address", path + ".address");
-    if (!address) return Fail(address.error());
-    auto gateway = d.String(item, "gateway", path + ".gateway");
-    if (!gateway) return Fail(gateway.error());
-    r.ips.push_back({std::move(*address), std::move(*gateway)});
-    return Ok();
-  });
+  auto ips =
+      d.ObjectArray(*obj, "ips", [&](const object& item, const std::string& path) -> Result<void> {
+        auto address = d.String(item, "address", path + ".address");
+        if (!address) return Fail(address.error());
+        auto gateway = d.String(item, "gateway", path + ".gateway");
+        if (!gateway) return Fail(gateway.error());
+        r.ips.push_back({std::move(*address), std::move(*gateway)});
+        return Ok();
+      });
   if (!ips) return Fail(ips.error());
   auto routes = d.Routes(*obj);
   if (!routes) return Fail(routes.error());

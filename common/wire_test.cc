@@ -1,8 +1,8 @@
 #include "common/wire.h"
 
-#include <string>
-
 #include <gtest/gtest.h>
+
+#include <string>
 
 namespace sublease {
 namespace {
@@ -94,7 +94,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"NotJson", "{", "not valid JSON"},
         BadCase{"NotAnObject", "[1]", "must be a JSON object"},
         BadCase{"ProviderMissing", R"({"containerID":"c"})", "\"provider\" is required"},
-        BadCase{"ProviderWrongType", R"({"provider":5})", "\"provider\" must be a string, not a number"},
+        BadCase{"ProviderWrongType", R"({"provider":5})",
+                "\"provider\" must be a string, not a number"},
         BadCase{"IfnameWrongType", R"({"provider":"p","ifname":true})", "\"ifname\""},
         BadCase{"IpsNotArray", R"({"provider":"p","ips":"10.0.0.1"})", "\"ips\" must be an array"},
         BadCase{"IpsItemWrongType", R"({"provider":"p","ips":["a",1]})", "\"ips[1]\""},
@@ -138,13 +139,11 @@ TEST_P(HttpStatusTest, MapsBothWays) {
   EXPECT_EQ(CodeFromName(CodeName(GetParam().code)), GetParam().code);
 }
 
-INSTANTIATE_TEST_SUITE_P(Codes, HttpStatusTest,
-                         testing::Values(StatusCase{Code::kInvalidArgument, 400},
-                                         StatusCase{Code::kNotFound, 404},
-                                         StatusCase{Code::kConflict, 409},
-                                         StatusCase{Code::kExhausted, 507},
-                                         StatusCase{Code::kUnavailable, 503},
-                                         StatusCase{Code::kInternal, 500}));
+INSTANTIATE_TEST_SUITE_P(
+    Codes, HttpStatusTest,
+    testing::Values(StatusCase{Code::kInvalidArgument, 400}, StatusCase{Code::kNotFound, 404},
+                    StatusCase{Code::kConflict, 409}, StatusCase{Code::kExhausted, 507},
+                    StatusCase{Code::kUnavailable, 503}, StatusCase{Code::kInternal, 500}));
 
 TEST(WireTest, OtherHttpStatusesMapToTheNearestCode) {
   EXPECT_EQ(CodeForHttpStatus(502), Code::kUnavailable);

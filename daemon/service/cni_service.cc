@@ -154,7 +154,9 @@ Result<CniReply> CniService::Add(const CniRequest& request) {
     // of the same pod takes the lease over (the runtime re-created it).
     if (held->owner.container_id != request.container_id) {
       if (auto r = store_->UpdateLeaseContainer(key, request.container_id, now); !r) return Fail(r.error());
-      AllocateRequest again{.subnet = (*subnet)->name, .owner = owner};
+      AllocateRequest again;
+      again.subnet = (*subnet)->name;
+      again.owner = owner;
       auto moved = allocator_->Allocate(again);  // updates the container ID in memory
       if (!moved) return Fail(moved.error());
       return ReplyFor(**subnet, *moved, request.routes);
@@ -162,8 +164,12 @@ Result<CniReply> CniService::Add(const CniRequest& request) {
     return ReplyFor(**subnet, *held, request.routes);
   }
 
-  AllocateRequest alloc{.subnet = (*subnet)->name, .owner = owner, .static_ips = request.ips,
-                        .mac = request.mac, .provider = request.provider};
+  AllocateRequest alloc;
+  alloc.subnet = (*subnet)->name;
+  alloc.owner = owner;
+  alloc.static_ips = request.ips;
+  alloc.mac = request.mac;
+  alloc.provider = request.provider;
   auto tx = store_->Begin();
   if (!tx) return Fail(tx.error());
   auto lease = allocator_->Allocate(alloc);
