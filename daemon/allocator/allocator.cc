@@ -22,7 +22,10 @@ struct U128Hash {
 std::string CidrsOf(const Subnet& s) {
   std::string out;
   if (s.v4) out = s.v4->cidr.ToString();
-  if (s.v6) out += (out.empty() ? "" : ",") + s.v6->cidr.ToString();
+  if (s.v6) {
+    if (!out.empty()) out += ',';
+    out += s.v6->cidr.ToString();
+  }
   return out;
 }
 

@@ -6,6 +6,9 @@
 // leases). No SQLite, no sockets, no clock: the service layer persists each decision in
 // the store inside one transaction and calls Release() to undo it if the store fails.
 // Single-threaded (the daemon's loop thread).
+// Memory (allocator_bench, realistic owner strings): ~700 bytes per lease, of which
+// ~590 are the Lease itself (struct + heap strings) and ~110 the key table and the
+// address -> lease index; free/held sets cost one map node per range, not per address.
 //
 // Precedence of a request (DESIGN §1.3): static addresses → pool → dynamic.
 // Invariants (tested by property tests):

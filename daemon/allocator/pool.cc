@@ -7,7 +7,12 @@
 namespace sublease {
 namespace {
 
-std::string Quote(std::string_view s) { return "\"" + std::string(s) + "\""; }
+std::string Quote(std::string_view s) {
+  std::string out;  // built by appending: GCC 12 warns falsely on "lit" + string&& (PR 105329)
+  out.reserve(s.size() + 2);
+  out.append(1, '"').append(s).append(1, '"');
+  return out;
+}
 
 // One entry: "a" or "a,b" with a and b of different families.
 Result<PoolEntry> ParseEntry(std::string_view text, const std::vector<std::string_view>& items,
@@ -134,7 +139,10 @@ Result<size_t> SelectPoolEntry(const std::vector<PoolEntry>& entries,
     }
     if (held == nullptr) return i;
     // Name a few holders: enough to act on, bounded for a long pool.
-    if (++taken_count <= 3) taken += (taken.empty() ? "" : "; ") + HeldBy(held_addr, *held);
+    if (++taken_count <= 3) {
+      if (!taken.empty()) taken += "; ";
+      taken += HeldBy(held_addr, *held);
+    }
   }
   if (!any_family) {
     return Fail(Error::InvalidArgument("ip_pool has no address of the family requested"));

@@ -7,7 +7,12 @@
 namespace sublease {
 namespace {
 
-std::string Quote(std::string_view s) { return "\"" + std::string(s) + "\""; }
+std::string Quote(std::string_view s) {
+  std::string out;  // built by appending: GCC 12 warns falsely on "lit" + string&& (PR 105329)
+  out.reserve(s.size() + 2);
+  out.append(1, '"').append(s).append(1, '"');
+  return out;
+}
 
 SubnetFamily* FamilyOf(Subnet& s, Family f) {
   return f == Family::kV4 ? (s.v4 ? &*s.v4 : nullptr) : (s.v6 ? &*s.v6 : nullptr);
@@ -16,7 +21,10 @@ SubnetFamily* FamilyOf(Subnet& s, Family f) {
 std::string CidrText(const Subnet& s) {
   std::string out;
   if (s.v4) out = s.v4->cidr.ToString();
-  if (s.v6) out += (out.empty() ? "" : ",") + s.v6->cidr.ToString();
+  if (s.v6) {
+    if (!out.empty()) out += ',';
+    out += s.v6->cidr.ToString();
+  }
   return out;
 }
 
@@ -209,10 +217,8 @@ Result<void> CheckAssignable(const Subnet& subnet, const IpAddr& address) {
   const SubnetFamily* fam = subnet.family(address.family());
   std::string cidrs = fam ? fam->cidr.ToString() : "";
   if (fam == nullptr || !fam->cidr.Contains(address)) {
-    std::string all;
-    if (subnet.v4) all = subnet.v4->cidr.ToString();
-    if (subnet.v6) all += (all.empty() ? "" : ",") + subnet.v6->cidr.ToString();
-    return Fail(Error::InvalidArgument(what + " is not in subnet " + subnet.name + " (" + all + ")"));
+    return Fail(Error::InvalidArgument(what + " is not in subnet " + subnet.name + " (" +
+                                       CidrText(subnet) + ")"));
   }
   if (fam->gateway && *fam->gateway == address) {
     return Fail(Error::InvalidArgument(what + " is the gateway of subnet " + subnet.name + " (" +

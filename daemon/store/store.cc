@@ -56,8 +56,7 @@ Error FromSqlite(const SQLite::Exception& e, std::string_view what, const std::s
       return Error::Internal(prefix + Describe(path) + " is read-only (" + detail +
                              "); subleased needs write access to the file and its directory");
     case SQLITE_CANTOPEN:
-      return Error::Internal(prefix + "cannot open " + Describe(path) + " (" + detail +
-                             "); check that its directory exists and is writable by this user");
+      return Error::Internal(prefix + "cannot open " + Describe(path) + " (" + detail + ")");
     case SQLITE_IOERR:
       return Error::Internal(prefix + "I/O error on " + Describe(path) + " (" + detail +
                              "); check the disk and the kernel log");
@@ -200,7 +199,8 @@ std::string DirectoryHint(const std::string& path) {
     return "; the directory " + dir.string() + " is not writable by uid " +
            std::to_string(geteuid()) + " (SQLite also creates -wal and -shm files there)";
   }
-  return "";
+  return "; check that the directory " + dir.string() + " is writable by uid " +
+         std::to_string(geteuid()) + " and on a local filesystem";
 }
 
 const char* StateName(LeaseState s) {
@@ -440,6 +440,11 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreO
 }
 
 Result<std::unique_ptr<Store>> Store::OpenReadOnly(const std::string& path) {
+  std::error_code ec;
+  if (path != ":memory:" && !std::filesystem::exists(path, ec)) {
+    return Fail(Error::NotFound("database " + path + " does not exist (subleased creates it " +
+                                "when it first starts)"));
+  }
   std::unique_ptr<SQLite::Database> db;
   try {
     db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READONLY, 5000);

@@ -66,6 +66,8 @@ class Store {
   static Result<std::unique_ptr<Store>> Open(const std::string& path,
                                              const StoreOptions& options = {});
   // Opens read-only without migrating (subleasectl; works while the daemon writes).
+  // kNotFound when the file does not exist; kInternal when its schema is not this
+  // binary's.
   static Result<std::unique_ptr<Store>> OpenReadOnly(const std::string& path);
   ~Store();
 

@@ -32,6 +32,14 @@ Subnet MakeSubnet(const std::string& name, const std::string& cidr,
   return s ? *s : Subnet{};
 }
 
+// Appends rather than `"p" + std::to_string(n)`, which trips GCC 12's false -Wrestrict
+// (GCC bug 105329) at -O3.
+std::string Name(const char* prefix, int n) {
+  std::string name(prefix);
+  name += std::to_string(n);
+  return name;
+}
+
 Lease PodLease(const std::string& subnet, const std::string& pod, const char* v4,
                const char* v6 = nullptr, const std::string& ifname = "net1") {
   Lease l;
@@ -195,7 +203,7 @@ TEST(OpenTest, DamagedPagesAreReportedCorrupt) {
     ASSERT_TRUE(tx);
     for (int i = 0; i < 2000; ++i) {
       const std::string ip = "10.0." + std::to_string(2 + i / 250) + "." + std::to_string(1 + i % 250);
-      ASSERT_TRUE(store->InsertLease(PodLease("a", "p" + std::to_string(i), ip.c_str()), kT0));
+      ASSERT_TRUE(store->InsertLease(PodLease("a", Name("p", i), ip.c_str()), kT0));
     }
     ASSERT_TRUE(tx->Commit());
   }  // closing the last connection checkpoints the WAL into the file
@@ -597,10 +605,10 @@ TEST_F(FileStoreTest, AddressColumnOrdersNumericallyWithinAFamily) {
   const char* v6[] = {"fd00::100", "fd00::a", "fd00::9", "fd00::10", "fd00::1:0"};
   int n = 0;
   for (const char* a : v4) {
-    ASSERT_TRUE(store_->InsertLease(PodLease("d", "p" + std::to_string(n++), a), kT0));
+    ASSERT_TRUE(store_->InsertLease(PodLease("d", Name("p", n++), a), kT0));
   }
   for (const char* a : v6) {
-    ASSERT_TRUE(store_->InsertLease(PodLease("d", "p" + std::to_string(n++), nullptr, a), kT0));
+    ASSERT_TRUE(store_->InsertLease(PodLease("d", Name("p", n++), nullptr, a), kT0));
   }
   EXPECT_EQ(Column("SELECT address_text FROM leases WHERE family = 4 ORDER BY address"),
             (std::vector<std::string>{"10.1.0.9", "10.1.0.10", "10.1.0.100"}));
@@ -685,7 +693,7 @@ TEST(ReadOnlyTest, RefusesMissingFile) {
   TempDir dir;
   auto r = Store::OpenReadOnly(dir.File("absent.db"));
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, Code::kInternal);
+  EXPECT_EQ(r.error().code, Code::kNotFound);
   EXPECT_NE(r.error().message.find("absent.db"), std::string::npos) << r.error().message;
 }
 
