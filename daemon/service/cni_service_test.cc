@@ -123,8 +123,9 @@ TEST_F(CniServiceTest, DefaultRouteOnlyWhenTheNadAsks) {
   auto a = service_->Add(r);
   ASSERT_TRUE(a) << a.error().message;
   ASSERT_EQ(a->routes.size(), 2u);
-  EXPECT_EQ(a->routes[0], (WireRoute{"192.168.50.0/24", "172.17.0.254"}));
-  EXPECT_EQ(a->routes[1], (WireRoute{"0.0.0.0/0", "172.17.0.1"}));
+  // The NAD's order is kept; its dst-less route became the default via the gateway.
+  EXPECT_EQ(a->routes[0], (WireRoute{"0.0.0.0/0", "172.17.0.1"}));
+  EXPECT_EQ(a->routes[1], (WireRoute{"192.168.50.0/24", "172.17.0.254"}));
   CniRequest bad = Req("c2");
   bad.routes = {{"not-a-cidr", ""}};
   auto b = service_->Add(bad);

@@ -6,7 +6,7 @@
 # stays inside the namespaces the test makes. Every wait is bounded.
 set -euo pipefail
 
-: "${SUBLEASE_BIN:?set SUBLEASE_BIN to the build's bin directory}"
+: "${SUBLEASE_BIN:?set SUBLEASE_BIN to the bin directory of the build}"
 CNI_PLUGINS=${CNI_PLUGINS:-/usr/lib/cni}
 E2E_ID="sl$$"
 E2E_DIR=""

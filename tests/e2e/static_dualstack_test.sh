@@ -29,7 +29,12 @@ netns_add "$E2E_ID-c"
 cni "$CNI_PLUGINS/macvlan" ADD cc "$E2E_ID-c" net1 "$(conf v4.default)" "$host" "IgnoreUnknown=1;IP=10.70.0.100"
 [ "$RC" -ne 0 ] || fail "a static address held by another container must be refused"
 expect_contains "$OUT" "ca" "the error names the holder"
-ip -n "$E2E_ID-c" link show net1 >/dev/null 2>&1 && fail "failed ADD left net1 behind"
+expect_eq "$(sqlite3 "file:$DB?mode=ro" "select count(*) from leases where container_id = 'cc'")" 0 "no lease for the refused ADD"
+# Debian's macvlan 1.1.1 leaves its link behind when IPAM fails; a runtime follows a
+# failed ADD with DEL (CNI spec), which must succeed and clean up.
+cni "$CNI_PLUGINS/macvlan" DEL cc "$E2E_ID-c" net1 "$(conf v4.default)" "$host" "IgnoreUnknown=1"
+expect_eq "$RC" 0 "DEL after the failed ADD ($OUT)"
+ip -n "$E2E_ID-c" link show net1 >/dev/null 2>&1 && fail "net1 left behind after DEL"
 pass "a static address in use is refused and names its holder"
 
 netns_add "$E2E_ID-d"
