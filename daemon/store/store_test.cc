@@ -63,6 +63,7 @@ class TempDir {
     fs::remove_all(path_, ec);
   }
   std::string File(const std::string& name) const { return (path_ / name).string(); }
+  const fs::path& path() const { return path_; }
 
  private:
   fs::path path_;
@@ -236,16 +237,30 @@ TEST(OpenTest, UnwritableLocationIsAClearError) {
       << s.error().message;
 }
 
+// Runs the open in a child process as an unprivileged user (uid/gid 65534 when the
+// test runs as root, which writes through directory permissions), so the test runs
+// under CI's root as well as for a developer.
 TEST(OpenTest, ReadOnlyDirectoryIsAClearError) {
-  if (geteuid() == 0) GTEST_SKIP() << "root writes through directory permissions";
   TempDir dir;
+  fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                  fs::perms::others_read | fs::perms::others_exec);
   const std::string sub = dir.File("ro");
   fs::create_directory(sub);
-  fs::permissions(sub, fs::perms::owner_read | fs::perms::owner_exec);
-  auto s = Store::Open(sub + "/sublease.db");
+  fs::permissions(sub, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                           fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) _exit(3);
+    auto s = Store::Open(sub + "/sublease.db");
+    if (s) _exit(1);
+    _exit(s.error().message.find("not writable") != std::string::npos ? 0 : 2);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
   fs::permissions(sub, fs::perms::owner_all);
-  ASSERT_FALSE(s);
-  EXPECT_NE(s.error().message.find("not writable"), std::string::npos) << s.error().message;
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: opened a read-only location; 2: error without 'not writable'; 3: setuid failed";
 }
 
 TEST(OpenTest, FileDatabaseUsesWal) {
