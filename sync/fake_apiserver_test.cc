@@ -52,8 +52,11 @@ class FakeApiServer {
     std::string tmpl = (fs::temp_directory_path() / "sync_fakeapi.XXXXXX").string();
     state_dir_ = mkdtemp(tmpl.data());
     ready_file_ = state_dir_ + "/ready.json";
-    std::vector<std::string> args = {"python3", std::string(SUBLEASE_SOURCE_DIR) + "/tests/fakeapi/fake_apiserver.py",
-                                     "--port", "0", "--state-dir", state_dir_, "--ready-file", ready_file_};
+    std::vector<std::string> args = {
+        "python3",      std::string(SUBLEASE_SOURCE_DIR) + "/tests/fakeapi/fake_apiserver.py",
+        "--port",       "0",
+        "--state-dir",  state_dir_,
+        "--ready-file", ready_file_};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -77,7 +80,8 @@ class FakeApiServer {
     if (!fs::exists(ready_file_)) return "fake API server not ready after 30 s: " + ReadFile(log);
     simdjson::dom::parser parser;
     simdjson::dom::element ready;
-    if (parser.parse(simdjson::padded_string(ReadFile(ready_file_))).get(ready) != simdjson::SUCCESS) {
+    if (parser.parse(simdjson::padded_string(ReadFile(ready_file_))).get(ready) !=
+        simdjson::SUCCESS) {
       return "unreadable ready file";
     }
     url_ = std::string(std::string_view(ready["url"]));
@@ -117,7 +121,8 @@ class FakeApiServer {
 
  private:
   pid_t pid_ = 0;
-  std::string state_dir_, ready_file_, url_, control_url_, kubeconfig_, token_file_, serviceaccount_dir_, port_;
+  std::string state_dir_, ready_file_, url_, control_url_, kubeconfig_, token_file_,
+      serviceaccount_dir_, port_;
 };
 
 std::string Block(const std::string& name, const std::string& node, const std::string& rv = "",
@@ -138,8 +143,13 @@ class Recorder : public InformerHandler {
     log.push_back("SYNCED");
     ++synced;
   }
-  void OnResourceVersion(std::string_view rv) override { last_rv = rv; ++rv_updates; }
-  bool Saw(const std::string& entry) const { return std::find(log.begin(), log.end(), entry) != log.end(); }
+  void OnResourceVersion(std::string_view rv) override {
+    last_rv = rv;
+    ++rv_updates;
+  }
+  bool Saw(const std::string& entry) const {
+    return std::find(log.begin(), log.end(), entry) != log.end();
+  }
   std::vector<std::string> log;
   std::string last_rv;
   int rv_updates = 0;
@@ -155,7 +165,8 @@ class FakeApiServerTest : public ::testing::Test {
 
   void StartServer(const std::vector<std::string>& args) {
     std::string error = server_.Start(args);
-    ASSERT_EQ(error, "") << "the fake API server (tests/fakeapi/fake_apiserver.py) must run for these tests";
+    ASSERT_EQ(error, "")
+        << "the fake API server (tests/fakeapi/fake_apiserver.py) must run for these tests";
     KubeConfig control;
     control.server = server_.control_url();
     control_ = std::make_unique<KubeClient>(&loop_, control, &clock_);
@@ -174,7 +185,8 @@ class FakeApiServerTest : public ::testing::Test {
         c->Close(done);
       }
     }
-    EXPECT_TRUE(RunUntil(&loop_, [&] { return pending == 0; }, 5000));
+    EXPECT_TRUE(RunUntil(
+        &loop_, [&] { return pending == 0; }, 5000));
     informer_.reset();
     client_.reset();
     control_.reset();
@@ -197,19 +209,25 @@ class FakeApiServerTest : public ::testing::Test {
   KubeResult<KubeResponse> Await(const std::function<void(KubeClient::ResponseCallback)>& send) {
     std::optional<KubeResult<KubeResponse>> got;
     send([&](KubeResult<KubeResponse> r) { got = std::move(r); });
-    EXPECT_TRUE(RunUntil(&loop_, [&] { return got.has_value(); }, 15000)) << "no answer in 15 s";
+    EXPECT_TRUE(RunUntil(
+        &loop_, [&] { return got.has_value(); }, 15000))
+        << "no answer in 15 s";
     if (!got) return tl::unexpected(KubeError{});
     return std::move(*got);
   }
 
   // Calls the fake server's control API (plain HTTP on its control port).
-  std::string Control(const std::string& method, const std::string& path, const std::string& body = "") {
-    auto r = Await([&](auto cb) { control_->Request(method, "/_fake" + path, body, "application/json", 0, cb); });
+  std::string Control(const std::string& method, const std::string& path,
+                      const std::string& body = "") {
+    auto r = Await([&](auto cb) {
+      control_->Request(method, "/_fake" + path, body, "application/json", 0, cb);
+    });
     EXPECT_TRUE(r) << method << " " << path << ": " << r.error().message;
     return r ? r->body : "";
   }
 
-  KubeObject MustCreate(KubeClient& client, const std::string& name, const std::string& node = "n1") {
+  KubeObject MustCreate(KubeClient& client, const std::string& name,
+                        const std::string& node = "n1") {
     auto r = Await([&](auto cb) { client.Create(kBlocks, Block(name, node), cb); });
     EXPECT_TRUE(r) << r.error().message;
     auto obj = ParseKubeObject(r ? r->body : "{}");
@@ -252,7 +270,8 @@ TEST_F(FakeApiServerTest, ACaThatDidNotSignTheServerFailsNamingTheCertificate) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Code::kInternal);
   EXPECT_NE(r.error().message.find("certificate"), std::string::npos) << r.error().message;
-  EXPECT_NE(r.error().message.find("certificate-authority"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("certificate-authority"), std::string::npos)
+      << r.error().message;
 }
 
 TEST_F(FakeApiServerTest, InClusterConfigFromTheServiceAccountDirectory) {
@@ -291,11 +310,13 @@ TEST_F(FakeApiServerTest, CreateGetAndCompareAndSwapUpdate) {
   EXPECT_EQ(ParseKubeObject(got->body)->uid, created.uid);
 
   const std::string path = std::string(kBlocks) + "/b1";
-  auto updated = Await([&](auto cb) { client.Update(path, Block("b1", "n2", created.resource_version), cb); });
+  auto updated =
+      Await([&](auto cb) { client.Update(path, Block("b1", "n2", created.resource_version), cb); });
   ASSERT_TRUE(updated) << updated.error().message;
   EXPECT_NE(ParseKubeObject(updated->body)->resource_version, created.resource_version);
   // The same compare-and-swap again carries a stale resourceVersion now.
-  auto stale = Await([&](auto cb) { client.Update(path, Block("b1", "n3", created.resource_version), cb); });
+  auto stale =
+      Await([&](auto cb) { client.Update(path, Block("b1", "n3", created.resource_version), cb); });
   ASSERT_FALSE(stale);
   EXPECT_EQ(stale.error().code, Code::kConflict);
   EXPECT_EQ(stale.error().reason, "Conflict");
@@ -310,7 +331,8 @@ TEST_F(FakeApiServerTest, MergePatchChangesOnlyTheGivenFields) {
   KubeClient& client = Client();
   MustCreate(client, "b1");
   auto patched = Await([&](auto cb) {
-    client.MergePatch(std::string(kBlocks) + "/b1", R"({"metadata":{"labels":{"extra":"yes"}}})", cb);
+    client.MergePatch(std::string(kBlocks) + "/b1", R"({"metadata":{"labels":{"extra":"yes"}}})",
+                      cb);
   });
   ASSERT_TRUE(patched) << patched.error().message;
   auto obj = ParseKubeObject(patched->body);
@@ -328,7 +350,8 @@ TEST_F(FakeApiServerTest, DeleteWithAStaleUidPreconditionIsAConflict) {
   auto refused = Await([&](auto cb) { client.Delete(path, wrong, cb); });
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, Code::kConflict);
-  EXPECT_NE(refused.error().message.find("precondition"), std::string::npos) << refused.error().message;
+  EXPECT_NE(refused.error().message.find("precondition"), std::string::npos)
+      << refused.error().message;
 
   DeleteOptions right;
   right.precondition_uid = created.uid;
@@ -368,7 +391,8 @@ TEST_F(FakeApiServerTest, InformerSyncsThenDeliversChangesAndBookmarks) {
   options.label_selector = "sublease.io/node=n1";
   options.page_size = 1;
   Informer& informer = StartInformer(options);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return recorder_.synced == 1; }, 10000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return recorder_.synced == 1; }, 10000));
   EXPECT_EQ(recorder_.log, (std::vector<std::string>{"ADDED mine", "SYNCED"}));
 
   KubeObject second = MustCreate(client, "mine2", "n1");
@@ -377,15 +401,18 @@ TEST_F(FakeApiServerTest, InformerSyncsThenDeliversChangesAndBookmarks) {
   });
   ASSERT_TRUE(patched);
   ASSERT_TRUE(Await([&](auto cb) { client.Delete(std::string(kBlocks) + "/mine2", {}, cb); }));
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return recorder_.log.size() == 5; }, 10000));
-  EXPECT_EQ(recorder_.log, (std::vector<std::string>{"ADDED mine", "SYNCED", "ADDED mine2", "MODIFIED mine",
-                                                     "DELETED mine2"}));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return recorder_.log.size() == 5; }, 10000));
+  EXPECT_EQ(recorder_.log, (std::vector<std::string>{"ADDED mine", "SYNCED", "ADDED mine2",
+                                                     "MODIFIED mine", "DELETED mine2"}));
 
   // Only objects outside the selector change now: bookmarks move the resume point.
   const std::string before = informer.resource_version();
   MustCreate(client, "other2", "n2");
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return informer.stats().bookmarks >= 2 && informer.resource_version() != before; },
-                       10000));
+  ASSERT_TRUE(RunUntil(
+      &loop_,
+      [&] { return informer.stats().bookmarks >= 2 && informer.resource_version() != before; },
+      10000));
   EXPECT_EQ(recorder_.last_rv, informer.resource_version());
   EXPECT_EQ(recorder_.log.size(), 5u);
   EXPECT_EQ(informer.cache().size(), 1u);
@@ -397,17 +424,22 @@ TEST_F(FakeApiServerTest, InformerReWatchesAfterTheServerDropsWatches) {
   InformerOptions options;
   options.backoff_initial_ms = 50;
   Informer& informer = StartInformer(options);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return recorder_.synced == 1 && informer.stats().watches == 1; }, 10000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return recorder_.synced == 1 && informer.stats().watches == 1; }, 10000));
   for (const char* mode : {"clean", "abort"}) {
     // A bookmark proves the server holds the watch (a drop before that would miss it).
     uint64_t bookmarks = informer.stats().bookmarks;
-    ASSERT_TRUE(RunUntil(&loop_, [&] { return informer.stats().bookmarks > bookmarks; }, 10000));
+    ASSERT_TRUE(RunUntil(
+        &loop_, [&] { return informer.stats().bookmarks > bookmarks; }, 10000));
     uint64_t watches = informer.stats().watches;
     Control("POST", "/drop-watches", std::string("{\"mode\":\"") + mode + "\"}");
-    ASSERT_TRUE(RunUntil(&loop_, [&] { return informer.stats().watches > watches; }, 10000)) << mode;
+    ASSERT_TRUE(RunUntil(
+        &loop_, [&] { return informer.stats().watches > watches; }, 10000))
+        << mode;
   }
   MustCreate(client, "b");
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return recorder_.Saw("ADDED b"); }, 10000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return recorder_.Saw("ADDED b"); }, 10000));
   EXPECT_EQ(informer.stats().lists, 1u);  // resumed from the last version: no relist
   EXPECT_GE(informer.stats().reconnects, 2u);
 }
@@ -420,21 +452,26 @@ TEST_F(FakeApiServerTest, InformerRelistsAfterCompactionAndDeliversWhatItMissed)
   options.backoff_initial_ms = 50;
   options.backoff_max_ms = 200;
   Informer& informer = StartInformer(options);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return recorder_.synced == 1 && informer.stats().watches == 1; }, 10000));
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return informer.stats().bookmarks > 0; }, 10000));  // watch is held
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return recorder_.synced == 1 && informer.stats().watches == 1; }, 10000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return informer.stats().bookmarks > 0; }, 10000));  // watch is held
   // Cut the informer off: watches fail with 500 while things change and etcd compacts.
-  Control("POST", "/faults",
-          R"({"path_prefix":"/apis/sublease.io/v1alpha1/ipblocks","query_contains":"watch=1","count":-1,"status":500})");
+  Control(
+      "POST", "/faults",
+      R"({"path_prefix":"/apis/sublease.io/v1alpha1/ipblocks","query_contains":"watch=1","count":-1,"status":500})");
   Control("POST", "/drop-watches", R"({"mode":"abort"})");
   ASSERT_TRUE(Await([&](auto cb) { client.Delete(std::string(kBlocks) + "/gone", {}, cb); }));
   MustCreate(client, "new");
   Control("POST", "/compact");
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return informer.stats().errors >= 2; }, 10000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return informer.stats().errors >= 2; }, 10000));
   Control("DELETE", "/faults");
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return recorder_.synced == 2; }, 10000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return recorder_.synced == 2; }, 10000));
   EXPECT_EQ(informer.stats().relists_on_410, 1u);
-  EXPECT_EQ(recorder_.log, (std::vector<std::string>{"ADDED gone", "ADDED keep", "SYNCED", "DELETED gone",
-                                                     "ADDED new", "SYNCED"}));
+  EXPECT_EQ(recorder_.log, (std::vector<std::string>{"ADDED gone", "ADDED keep", "SYNCED",
+                                                     "DELETED gone", "ADDED new", "SYNCED"}));
   EXPECT_EQ(informer.cache().count("gone"), 0u);
 }
 
@@ -447,7 +484,8 @@ TEST_F(FakeApiServerTest, InformerBacksOffWhileTheServerAnswers500) {
   uv_update_time(&loop_);
   uint64_t start = uv_now(&loop_);
   Informer& informer = StartInformer(options);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return recorder_.synced == 1; }, 15000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return recorder_.synced == 1; }, 15000));
   // Three failures: at least 50 + 100 + 200 ms of backoff (half of each step).
   EXPECT_GE(uv_now(&loop_) - start, 350u);
   EXPECT_EQ(informer.stats().errors, 3u);
@@ -472,7 +510,12 @@ TEST_F(FakeApiServerTest, RotatedTokenIsPickedUpWithoutRestart) {
   Control("DELETE", "/requests");
   auto r = Await([&](auto cb) { client.Get(kBlocks, cb); });
   ASSERT_TRUE(r) << r.error().message;
-  std::string log = Control("GET", "/requests");
+  // The server logs a request after answering it: poll (bounded) for both entries.
+  std::string log;
+  for (int i = 0; i < 50 && log.find("\"status\":200") == std::string::npos; ++i) {
+    RunUntil(&loop_, [] { return false; }, 20);
+    log = Control("GET", "/requests");
+  }
   EXPECT_NE(log.find("\"status\":401"), std::string::npos) << log;
   EXPECT_NE(log.find("\"status\":200"), std::string::npos) << log;
 
@@ -481,7 +524,12 @@ TEST_F(FakeApiServerTest, RotatedTokenIsPickedUpWithoutRestart) {
   clock_.Advance(KubeClient::kTokenRecheckMs);
   Control("DELETE", "/requests");
   ASSERT_TRUE(Await([&](auto cb) { client.Get(kBlocks, cb); }));
-  log = Control("GET", "/requests");
+  log.clear();
+  for (int i = 0; i < 50 && log.find("\"status\":200") == std::string::npos; ++i) {
+    RunUntil(&loop_, [] { return false; }, 20);
+    log = Control("GET", "/requests");
+  }
+  EXPECT_NE(log.find("\"status\":200"), std::string::npos) << log;
   EXPECT_EQ(log.find("\"status\":401"), std::string::npos) << log;
 }
 

@@ -35,7 +35,7 @@ RelistDelta DiffRelist(const std::map<std::string, KubeObject>& cache,
     seen.emplace(std::move(key), &obj);
   }
   for (const auto& [key, obj] : cache) {
-    (void)seen;
+    if (seen.count(key) == 0) delta.deleted.push_back(obj);
   }
   return delta;
 }
@@ -185,8 +185,10 @@ void Informer::StartWatch() {
   path += path.find('?') == std::string::npos ? '?' : '&';
   path += "watch=1&allowWatchBookmarks=true&resourceVersion=" + QueryEscape(resource_version_) +
           "&timeoutSeconds=" + std::to_string(timeout_s);
-  if (!options_.label_selector.empty()) path += "&labelSelector=" + QueryEscape(options_.label_selector);
-  if (!options_.field_selector.empty()) path += "&fieldSelector=" + QueryEscape(options_.field_selector);
+  if (!options_.label_selector.empty())
+    path += "&labelSelector=" + QueryEscape(options_.label_selector);
+  if (!options_.field_selector.empty())
+    path += "&fieldSelector=" + QueryEscape(options_.field_selector);
   ++stats_.watches;
   watching_ = true;
   watch_lines_ = 0;
@@ -229,7 +231,7 @@ void Informer::OnWatchLine(std::string_view line) {
   if (event->type == WatchEventType::kError) {
     StopWatch();
     const KubeStatus& st = event->status;
-    if (false) {
+    if (st.code == 410 || st.reason == "Expired" || st.reason == "Gone") {
       // Kubernetes: the resourceVersion is older than the server's window; only a
       // new list can recover.
       ++stats_.relists_on_410;
@@ -241,7 +243,8 @@ void Informer::OnWatchLine(std::string_view line) {
       ++stats_.reconnects;
       int64_t delay = Backoff(0);
       LogWarn("informer " + options_.path + ": watch ERROR " + std::to_string(st.code) + " " +
-              st.reason + ": " + st.message + "; watching again in " + std::to_string(delay) + " ms");
+              st.reason + ": " + st.message + "; watching again in " + std::to_string(delay) +
+              " ms");
       Schedule(Next::kWatch, delay);
     }
     return;

@@ -90,8 +90,9 @@ KubeError TransportError(std::string_view what, const std::string& server, CURLc
   switch (code) {
     case CURLE_PEER_FAILED_VERIFICATION:
       e.code = Code::kInternal;
-      e.message += "; the API server's certificate is not signed by the configured CA: check "
-                   "certificate-authority(-data) in the kubeconfig or the service-account ca.crt";
+      e.message +=
+          "; the API server's certificate is not signed by the configured CA: check "
+          "certificate-authority(-data) in the kubeconfig or the service-account ca.crt";
       break;
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CERTPROBLEM:
@@ -156,11 +157,13 @@ KubeError ErrorFromResponse(std::string_view what, int http_status, std::string_
   if (!e.reason.empty()) e.message += " " + e.reason;
   if (!detail.empty()) e.message += ": " + detail;
   if (http_status == 401) {
-    e.message += "; the API server rejected the credentials: check that the bearer token "
-                 "(kubeconfig token/tokenFile or the service-account token) is current";
+    e.message +=
+        "; the API server rejected the credentials: check that the bearer token "
+        "(kubeconfig token/tokenFile or the service-account token) is current";
   } else if (http_status == 403) {
-    e.message += "; check the RBAC rules (ClusterRole and binding) granted to subleased's "
-                 "service account";
+    e.message +=
+        "; check the RBAC rules (ClusterRole and binding) granted to subleased's "
+        "service account";
   }
   return e;
 }
@@ -230,7 +233,8 @@ KubeClient::RequestId KubeClient::List(std::string_view path, const ListOptions&
 
 KubeClient::RequestId KubeClient::Create(std::string_view collection_path, std::string body,
                                          ResponseCallback callback) {
-  return Request("POST", collection_path, std::move(body), "application/json", 0, std::move(callback));
+  return Request("POST", collection_path, std::move(body), "application/json", 0,
+                 std::move(callback));
 }
 
 KubeClient::RequestId KubeClient::Update(std::string_view object_path, std::string body,
@@ -314,7 +318,7 @@ Result<void> KubeClient::Configure(Transfer* t) {
   // Share the HTTP/2 connection (multiplexing) rather than opening one per request.
   curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(kConnectTimeoutMs));  // NOLINT
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(t->timeout_ms));           // NOLINT
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(t->timeout_ms));             // NOLINT
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 30L);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 10L);
@@ -336,7 +340,8 @@ Result<void> KubeClient::Configure(Transfer* t) {
     }
   }
   if (!config_.client_cert_data.empty()) {
-    curl_blob cert{config_.client_cert_data.data(), config_.client_cert_data.size(), CURL_BLOB_COPY};
+    curl_blob cert{config_.client_cert_data.data(), config_.client_cert_data.size(),
+                   CURL_BLOB_COPY};
     curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cert);
     curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
   } else if (!config_.client_cert_file.empty()) {
@@ -358,7 +363,9 @@ Result<void> KubeClient::Configure(Transfer* t) {
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->body.size()));
   }
 
-  auto add_header = [t](const std::string& h) { t->headers = curl_slist_append(t->headers, h.c_str()); };
+  auto add_header = [t](const std::string& h) {
+    t->headers = curl_slist_append(t->headers, h.c_str());
+  };
   add_header("Accept: application/json");
   add_header("Expect:");  // no 100-continue round trip
   if (!t->content_type.empty()) add_header("Content-Type: " + t->content_type);
@@ -398,7 +405,8 @@ Result<std::string> KubeClient::Token(bool force_reread) {
     }
     return Fail(Error::Internal(m));
   }
-  if (token_mtime_ns_ >= 0 && token != token_) LogInfo("re-read rotated token from " + config_.token_file);
+  if (token_mtime_ns_ >= 0 && token != token_)
+    LogInfo("re-read rotated token from " + config_.token_file);
   token_ = std::move(token);
   token_mtime_ns_ = mtime_ns;
   token_ino_ = st.st_ino;

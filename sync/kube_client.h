@@ -163,7 +163,7 @@ class KubeClient {
   uv_loop_t* loop_;
   KubeConfig config_;
   const Clock* clock_;
-  void* multi_ = nullptr;  // CURLM*
+  void* multi_ = nullptr;              // CURLM*
   uv_timer_t* timer_ = nullptr;        // curl's timeout
   uv_timer_t* defer_timer_ = nullptr;  // failures reported after Request returned
   std::map<RequestId, std::unique_ptr<Transfer>> transfers_;

@@ -52,15 +52,18 @@ class KubeClientTest : public ::testing::Test {
   void CloseClient() {
     bool closed = false;
     client_->Close([&] { closed = true; });
-    EXPECT_TRUE(RunUntil(&loop_, [&] { return closed; }, 5000));
+    EXPECT_TRUE(RunUntil(
+        &loop_, [&] { return closed; }, 5000));
     client_.reset();
   }
 
   // Sends one request and waits for its answer.
-  KubeResult<KubeResponse> Await(const std::function<KubeClient::RequestId(KubeClient::ResponseCallback)>& send) {
+  KubeResult<KubeResponse> Await(
+      const std::function<KubeClient::RequestId(KubeClient::ResponseCallback)>& send) {
     std::optional<KubeResult<KubeResponse>> got;
     send([&](KubeResult<KubeResponse> r) { got = std::move(r); });
-    EXPECT_TRUE(RunUntil(&loop_, [&] { return got.has_value(); }, 10000));
+    EXPECT_TRUE(RunUntil(
+        &loop_, [&] { return got.has_value(); }, 10000));
     if (!got) return tl::unexpected(KubeError{});
     return std::move(*got);
   }
@@ -72,7 +75,9 @@ class KubeClientTest : public ::testing::Test {
 };
 
 TEST_F(KubeClientTest, CreateAnswers201WithTheObject) {
-  Serve([](auto&, auto&, auto&) { return FromTxtRecording(ReadRecording("01-create-subnet-201.txt")); });
+  Serve([](auto&, auto&, auto&) {
+    return FromTxtRecording(ReadRecording("01-create-subnet-201.txt"));
+  });
   auto r = Await([&](auto cb) { return Client().Create("/apis/kubeovn.io/v1/subnets", "{}", cb); });
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->status, 201);
@@ -84,12 +89,15 @@ TEST_F(KubeClientTest, CreateAnswers201WithTheObject) {
 
 TEST_F(KubeClientTest, AlreadyExistsAndStaleUpdateAreBothConflictsWithDifferentReasons) {
   Serve([](const std::string& method, auto&, auto&) {
-    return FromTxtRecording(ReadRecording(method == "POST" ? "02-create-subnet-again-409-alreadyexists.txt"
-                                                           : "06-update-subnet-stale-rv-409-conflict.txt"));
+    return FromTxtRecording(ReadRecording(method == "POST"
+                                              ? "02-create-subnet-again-409-alreadyexists.txt"
+                                              : "06-update-subnet-stale-rv-409-conflict.txt"));
   });
   KubeClient& client = Client();
-  auto created = Await([&](auto cb) { return client.Create("/apis/kubeovn.io/v1/subnets", "{}", cb); });
-  auto updated = Await([&](auto cb) { return client.Update("/apis/kubeovn.io/v1/subnets/macvlan", "{}", cb); });
+  auto created =
+      Await([&](auto cb) { return client.Create("/apis/kubeovn.io/v1/subnets", "{}", cb); });
+  auto updated = Await(
+      [&](auto cb) { return client.Update("/apis/kubeovn.io/v1/subnets/macvlan", "{}", cb); });
   ASSERT_FALSE(created);
   ASSERT_FALSE(updated);
   EXPECT_EQ(created.error().code, Code::kConflict);
@@ -110,34 +118,41 @@ TEST_F(KubeClientTest, DeleteSendsDeleteOptionsAndPatchSendsMergePatch) {
   DeleteOptions options;
   options.precondition_uid = "u1";
   options.grace_period_seconds = 0;
-  ASSERT_TRUE(Await([&](auto cb) { return client.Delete("/api/v1/namespaces/d/pods/p", options, cb); }));
-  ASSERT_TRUE(Await([&](auto cb) { return client.MergePatch("/api/v1/namespaces/d/pods/p", "{\"a\":1}", cb); }));
+  ASSERT_TRUE(
+      Await([&](auto cb) { return client.Delete("/api/v1/namespaces/d/pods/p", options, cb); }));
+  ASSERT_TRUE(Await(
+      [&](auto cb) { return client.MergePatch("/api/v1/namespaces/d/pods/p", "{\"a\":1}", cb); }));
   ASSERT_EQ(bodies.size(), 2u);
   EXPECT_EQ(bodies[0], EncodeDeleteOptions(options));
   EXPECT_EQ(server_->requests()[0], "DELETE /api/v1/namespaces/d/pods/p");
   EXPECT_EQ(bodies[1], "{\"a\":1}");
   EXPECT_EQ(server_->requests()[1], "PATCH /api/v1/namespaces/d/pods/p");
-  EXPECT_NE(server_->heads()[1].find("Content-Type: application/merge-patch+json"), std::string::npos);
+  EXPECT_NE(server_->heads()[1].find("Content-Type: application/merge-patch+json"),
+            std::string::npos);
 }
 
 TEST_F(KubeClientTest, ListEscapesSelectorsAndPaging) {
-  Serve([](auto&, auto&, auto&) { return FromTxtRecording(ReadRecording("20-list-pods-on-node.txt")); });
+  Serve([](auto&, auto&, auto&) {
+    return FromTxtRecording(ReadRecording("20-list-pods-on-node.txt"));
+  });
   ListOptions options;
   options.field_selector = "spec.nodeName=node-a";
   options.label_selector = "a in (x,y)";
   options.limit = 2;
   options.continue_token = "tok/en=";
   ASSERT_TRUE(Await([&](auto cb) { return Client().List("/api/v1/pods", options, cb); }));
-  EXPECT_EQ(server_->requests()[0],
-            "GET /api/v1/pods?labelSelector=a%20in%20%28x%2Cy%29&fieldSelector=spec.nodeName%3Dnode-a"
-            "&limit=2&continue=tok%2Fen%3D");
+  EXPECT_EQ(
+      server_->requests()[0],
+      "GET /api/v1/pods?labelSelector=a%20in%20%28x%2Cy%29&fieldSelector=spec.nodeName%3Dnode-a"
+      "&limit=2&continue=tok%2Fen%3D");
 }
 
 TEST_F(KubeClientTest, TooManyRequestsIsUnavailableWithRetryAfter) {
   Serve([](auto&, auto&, auto&) {
-    return JsonResponse(429,
-                        R"({"kind":"Status","apiVersion":"v1","status":"Failure","message":"too many requests","reason":"TooManyRequests","code":429})",
-                        "Retry-After: 3\r\n");
+    return JsonResponse(
+        429,
+        R"({"kind":"Status","apiVersion":"v1","status":"Failure","message":"too many requests","reason":"TooManyRequests","code":429})",
+        "Retry-After: 3\r\n");
   });
   auto r = Await([&](auto cb) { return Client().Get("/api/v1/pods", cb); });
   ASSERT_FALSE(r);
@@ -166,20 +181,26 @@ TEST_F(KubeClientTest, ConnectionRefusedIsUnavailable) {
 TEST_F(KubeClientTest, SilentServerTimesOut) {
   Serve([](auto&, auto&, auto&) { return ReplayResponse{"", true}; });
   std::optional<KubeResult<KubeResponse>> got;
-  Client().Request("GET", "/api", "", "", 300, [&](KubeResult<KubeResponse> r) { got = std::move(r); });
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return got.has_value(); }, 5000));
+  Client().Request("GET", "/api", "", "", 300,
+                   [&](KubeResult<KubeResponse> r) { got = std::move(r); });
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return got.has_value(); }, 5000));
   ASSERT_FALSE(*got);
   EXPECT_EQ(got->error().code, Code::kUnavailable);
   EXPECT_NE(got->error().message.find("imeout"), std::string::npos) << got->error().message;
 }
 
 TEST_F(KubeClientTest, WatchDeliversRecordedLinesThenEndsCleanly) {
-  Serve([](auto&, auto&, auto&) { return FromRawRecording(ReadRecording("21-watch-pods-on-node.raw")); });
+  Serve([](auto&, auto&, auto&) {
+    return FromRawRecording(ReadRecording("21-watch-pods-on-node.raw"));
+  });
   std::vector<std::string> lines;
   std::optional<KubeResult<void>> end;
-  Client().Watch("/api/v1/pods?watch=1", 0, [&](std::string_view l) { lines.emplace_back(l); },
-                 [&](KubeResult<void> r) { end = std::move(r); });
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return end.has_value(); }, 5000));
+  Client().Watch(
+      "/api/v1/pods?watch=1", 0, [&](std::string_view l) { lines.emplace_back(l); },
+      [&](KubeResult<void> r) { end = std::move(r); });
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return end.has_value(); }, 5000));
   EXPECT_TRUE(*end) << end->error().message;
   ASSERT_EQ(lines.size(), 7u);
   EXPECT_EQ(lines[0].rfind("{\"type\":\"ADDED\"", 0), 0u);
@@ -187,31 +208,41 @@ TEST_F(KubeClientTest, WatchDeliversRecordedLinesThenEndsCleanly) {
 }
 
 TEST_F(KubeClientTest, WatchAnsweredWithAStatusEndsWithThatError) {
-  Serve([](auto&, auto&, auto&) { return FromTxtRecording(ReadRecording("31-list-with-compacted-rv-exact-410.txt")); });
+  Serve([](auto&, auto&, auto&) {
+    return FromTxtRecording(ReadRecording("31-list-with-compacted-rv-exact-410.txt"));
+  });
   int lines = 0;
   std::optional<KubeResult<void>> end;
-  Client().Watch("/x?watch=1", 0, [&](std::string_view) { ++lines; }, [&](KubeResult<void> r) { end = std::move(r); });
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return end.has_value(); }, 5000));
+  Client().Watch(
+      "/x?watch=1", 0, [&](std::string_view) { ++lines; },
+      [&](KubeResult<void> r) { end = std::move(r); });
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return end.has_value(); }, 5000));
   ASSERT_FALSE(*end);
   EXPECT_TRUE(end->error().IsExpired());
   EXPECT_EQ(lines, 0);
 }
 
 TEST_F(KubeClientTest, CancelFromInsideOnLineStopsTheWatchWithoutFurtherCallbacks) {
-  Serve([](auto&, auto&, auto&) { return WatchResponse({"{\"n\":1}", "{\"n\":2}", "{\"n\":3}"}, true); });
+  Serve([](auto&, auto&, auto&) {
+    return WatchResponse({"{\"n\":1}", "{\"n\":2}", "{\"n\":3}"}, true);
+  });
   KubeClient& client = Client();
   int lines = 0;
   bool ended = false;
   KubeClient::RequestId id = 0;
-  id = client.Watch("/x?watch=1", 0,
-                    [&](std::string_view) {
-                      ++lines;
-                      client.Cancel(id);
-                      client.Cancel(id);  // twice is harmless
-                    },
-                    [&](KubeResult<void>) { ended = true; });
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return lines > 0; }, 5000));
-  RunUntil(&loop_, [] { return false; }, 200);
+  id = client.Watch(
+      "/x?watch=1", 0,
+      [&](std::string_view) {
+        ++lines;
+        client.Cancel(id);
+        client.Cancel(id);  // twice is harmless
+      },
+      [&](KubeResult<void>) { ended = true; });
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return lines > 0; }, 5000));
+  RunUntil(
+      &loop_, [] { return false; }, 200);
   EXPECT_EQ(lines, 1);
   EXPECT_FALSE(ended);
   EXPECT_EQ(client.active_requests(), 0u);
@@ -224,10 +255,14 @@ TEST_F(KubeClientTest, RequestFromInsideOnLineIsSent) {
   });
   KubeClient& client = Client();
   std::optional<KubeResult<KubeResponse>> got;
-  client.Watch("/x?watch=1", 0,
-               [&](std::string_view) { client.Get("/y", [&](KubeResult<KubeResponse> r) { got = std::move(r); }); },
-               [](KubeResult<void>) {});
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return got.has_value(); }, 5000));
+  client.Watch(
+      "/x?watch=1", 0,
+      [&](std::string_view) {
+        client.Get("/y", [&](KubeResult<KubeResponse> r) { got = std::move(r); });
+      },
+      [](KubeResult<void>) {});
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return got.has_value(); }, 5000));
   EXPECT_TRUE(*got);
 }
 
@@ -236,13 +271,15 @@ TEST_F(KubeClientTest, CloseFromInsideOnLineFinishesAndLeavesNoHandles) {
   KubeClient& client = Client();
   bool closed = false;
   int lines = 0;
-  client.Watch("/x?watch=1", 0,
-               [&](std::string_view) {
-                 ++lines;
-                 client.Close([&] { closed = true; });
-               },
-               [](KubeResult<void>) { ADD_FAILURE() << "no on_end after Close"; });
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return closed; }, 5000));
+  client.Watch(
+      "/x?watch=1", 0,
+      [&](std::string_view) {
+        ++lines;
+        client.Close([&] { closed = true; });
+      },
+      [](KubeResult<void>) { ADD_FAILURE() << "no on_end after Close"; });
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return closed; }, 5000));
   EXPECT_EQ(lines, 1);
   client_.reset();  // TearDown checks uv_loop_close
 }
@@ -251,10 +288,14 @@ TEST_F(KubeClientTest, ServerDroppingAWatchEndsItWithUnavailable) {
   Serve([](auto&, auto&, auto&) { return WatchResponse({"{\"n\":1}"}, true); });
   int lines = 0;
   std::optional<KubeResult<void>> end;
-  Client().Watch("/x?watch=1", 0, [&](std::string_view) { ++lines; }, [&](KubeResult<void> r) { end = std::move(r); });
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return lines == 1; }, 5000));
+  Client().Watch(
+      "/x?watch=1", 0, [&](std::string_view) { ++lines; },
+      [&](KubeResult<void> r) { end = std::move(r); });
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return lines == 1; }, 5000));
   server_->DropHeld();
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return end.has_value(); }, 5000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return end.has_value(); }, 5000));
   ASSERT_FALSE(*end);
   EXPECT_EQ(end->error().code, Code::kUnavailable);
 }
@@ -363,7 +404,8 @@ TEST_F(TokenFileTest, MissingTokenFileFailsTheRequestAsynchronously) {
     got = std::move(r);
   });
   returned = true;
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return got.has_value(); }, 5000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return got.has_value(); }, 5000));
   ASSERT_FALSE(*got);
   EXPECT_NE(got->error().message.find(token_file_), std::string::npos) << got->error().message;
   EXPECT_TRUE(server_->requests().empty());

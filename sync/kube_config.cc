@@ -1,5 +1,7 @@
 #include "sync/kube_config.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <array>
 #include <cctype>
 #include <cerrno>
@@ -8,8 +10,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <yaml-cpp/yaml.h>
 
 namespace sublease {
 namespace {
@@ -37,8 +37,8 @@ std::string ResolvePath(const std::filesystem::path& base_dir, const std::string
 
 // Finds the entry named `name` in a kubeconfig list (clusters/users/contexts) and
 // returns its inner map (`cluster:`, `user:`, `context:`).
-Result<YAML::Node> FindNamed(const YAML::Node& root, const std::string& file,
-                             const char* list, const char* inner, const std::string& name) {
+Result<YAML::Node> FindNamed(const YAML::Node& root, const std::string& file, const char* list,
+                             const char* inner, const std::string& name) {
   YAML::Node entries = root[list];
   if (entries && !entries.IsSequence()) {
     return Fail(Error::InvalidArgument(file + ": " + list + " must be a list"));
@@ -87,13 +87,15 @@ Result<KubeConfig> ParseKubeconfig(const YAML::Node& root, const std::string& pa
   std::string context_name(wanted_context);
   if (context_name.empty()) context_name = Scalar(root, "current-context");
   if (context_name.empty()) {
-    return Fail(Error::InvalidArgument(path + ": current-context is not set and no context was given"));
+    return Fail(
+        Error::InvalidArgument(path + ": current-context is not set and no context was given"));
   }
   auto context = FindNamed(root, path, "contexts", "context", context_name);
   if (!context) return Fail(context.error());
   const std::string where_ctx = "contexts[" + context_name + "].context";
   std::string cluster_name = Scalar(*context, "cluster");
-  if (cluster_name.empty()) return Fail(Error::InvalidArgument(path + ": " + where_ctx + ".cluster is missing"));
+  if (cluster_name.empty())
+    return Fail(Error::InvalidArgument(path + ": " + where_ctx + ".cluster is missing"));
   std::string user_name = Scalar(*context, "user");
 
   KubeConfig config;
@@ -103,7 +105,8 @@ Result<KubeConfig> ParseKubeconfig(const YAML::Node& root, const std::string& pa
   if (!cluster) return Fail(cluster.error());
   const std::string where_cluster = path + ": clusters[" + cluster_name + "].cluster";
   config.server = Scalar(*cluster, "server");
-  if (config.server.empty()) return Fail(Error::InvalidArgument(where_cluster + ".server is missing"));
+  if (config.server.empty())
+    return Fail(Error::InvalidArgument(where_cluster + ".server is missing"));
   if (config.server.rfind("https://", 0) != 0 && config.server.rfind("http://", 0) != 0) {
     return Fail(Error::InvalidArgument(where_cluster + ".server \"" + config.server +
                                        "\" is not an http(s) URL"));
@@ -112,7 +115,8 @@ Result<KubeConfig> ParseKubeconfig(const YAML::Node& root, const std::string& pa
   auto ca = DataOrFile(*cluster, where_cluster, "certificate-authority", base_dir, &config.ca_data,
                        &config.ca_file);
   if (!ca) return Fail(ca.error());
-  if (YAML::Node insecure = (*cluster)["insecure-skip-tls-verify"]; insecure && !insecure.IsNull()) {
+  if (YAML::Node insecure = (*cluster)["insecure-skip-tls-verify"];
+      insecure && !insecure.IsNull()) {
     config.insecure_skip_tls_verify = insecure.as<bool>();
   }
 
@@ -131,11 +135,13 @@ Result<KubeConfig> ParseKubeconfig(const YAML::Node& root, const std::string& pa
     bool has_cert = !config.client_cert_data.empty() || !config.client_cert_file.empty();
     bool has_key = !config.client_key_data.empty() || !config.client_key_file.empty();
     if (has_cert != has_key) {
-      return Fail(Error::InvalidArgument(where_user + ": client-certificate and client-key must be given together"));
+      return Fail(Error::InvalidArgument(
+          where_user + ": client-certificate and client-key must be given together"));
     }
     bool has_auth = has_cert || !config.token.empty() || !config.token_file.empty();
     if (!has_auth && ((*user)["exec"] || (*user)["auth-provider"])) {
-      return Fail(Error::InvalidArgument(where_user + ": exec and auth-provider plugins are not supported; "
+      return Fail(Error::InvalidArgument(where_user +
+                                         ": exec and auth-provider plugins are not supported; "
                                          "give token, tokenFile or client-certificate/client-key"));
     }
   }
@@ -149,7 +155,8 @@ Result<std::string> DecodeBase64(std::string_view text) {
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::array<int, 256> value;
   value.fill(-1);
-  for (size_t i = 0; i < kAlphabet.size(); ++i) value[static_cast<unsigned char>(kAlphabet[i])] = static_cast<int>(i);
+  for (size_t i = 0; i < kAlphabet.size(); ++i)
+    value[static_cast<unsigned char>(kAlphabet[i])] = static_cast<int>(i);
   std::string out;
   out.reserve(text.size() * 3 / 4);
   uint32_t acc = 0;
@@ -211,7 +218,8 @@ Result<KubeConfig> InClusterConfig(const std::string& secrets_dir) {
   if (!ca) return Fail(Error::InvalidArgument(ca.error().message));
   if (auto ns = ReadWholeFile(dir + "/namespace", "namespace")) {
     config.namespace_name = *ns;
-    while (!config.namespace_name.empty() && std::isspace(static_cast<unsigned char>(config.namespace_name.back()))) {
+    while (!config.namespace_name.empty() &&
+           std::isspace(static_cast<unsigned char>(config.namespace_name.back()))) {
       config.namespace_name.pop_back();
     }
   }

@@ -52,7 +52,8 @@ Result<KubeConfig> LoadKubeconfig(const std::string& path, std::string_view cont
 // when not running in a pod (variables unset), kInvalidArgument for unreadable files.
 inline constexpr std::string_view kServiceAccountDir =
     "/var/run/secrets/kubernetes.io/serviceaccount";
-Result<KubeConfig> InClusterConfig(const std::string& secrets_dir = std::string(kServiceAccountDir));
+Result<KubeConfig> InClusterConfig(
+    const std::string& secrets_dir = std::string(kServiceAccountDir));
 
 // Base64 (RFC 4648, with or without padding; whitespace ignored) → bytes.
 Result<std::string> DecodeBase64(std::string_view text);

@@ -59,10 +59,11 @@ std::string Kubeconfig(const std::string& cluster_extra, const std::string& user
 
 TEST(KubeconfigTest, DecodesDataFieldsAndTrimsServerSlash) {
   TempDir dir;
-  std::string path = dir.Write("config", Kubeconfig(std::string("    certificate-authority-data: ") + kCaData + "\n",
-                                                    "    token: abc\n"
-                                                    "    client-certificate-data: Q0VSVA==\n"
-                                                    "    client-key-data: S0VZ\n"));
+  std::string path = dir.Write(
+      "config", Kubeconfig(std::string("    certificate-authority-data: ") + kCaData + "\n",
+                           "    token: abc\n"
+                           "    client-certificate-data: Q0VSVA==\n"
+                           "    client-key-data: S0VZ\n"));
   auto config = LoadKubeconfig(path);
   ASSERT_TRUE(config) << config.error().message;
   EXPECT_EQ(config->server, "https://127.0.0.1:6443");
@@ -113,13 +114,15 @@ TEST(KubeconfigTest, ErrorsNameTheFileAndTheField) {
        "no entry named \"c\" in clusters"},
       {"current-context: x\ncontexts:\n- name: x\n  context: {user: u}\n", "",
        "contexts[x].context.cluster is missing"},
-      {"current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {}\n",
+      {"current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  "
+       "cluster: {}\n",
        "", "clusters[c].cluster.server is missing"},
       {Kubeconfig("    certificate-authority-data: '!!notbase64'\n", "    token: a\n"), "",
        "certificate-authority-data"},
       {Kubeconfig("", "    client-certificate-data: Q0VSVA==\n"), "",
        "client-certificate and client-key must be given together"},
-      {Kubeconfig("", "    exec: {command: aws}\n"), "", "exec and auth-provider plugins are not supported"},
+      {Kubeconfig("", "    exec: {command: aws}\n"), "",
+       "exec and auth-provider plugins are not supported"},
       {"clusters: [", "", "not a valid kubeconfig"},
       {"apiVersion: v1\n", "", "current-context is not set"},
   };

@@ -96,11 +96,16 @@ Result<KubeStatus> ParseStatus(std::string_view json) {
 
 std::string_view WatchEventTypeName(WatchEventType type) {
   switch (type) {
-    case WatchEventType::kAdded: return "ADDED";
-    case WatchEventType::kModified: return "MODIFIED";
-    case WatchEventType::kDeleted: return "DELETED";
-    case WatchEventType::kBookmark: return "BOOKMARK";
-    case WatchEventType::kError: return "ERROR";
+    case WatchEventType::kAdded:
+      return "ADDED";
+    case WatchEventType::kModified:
+      return "MODIFIED";
+    case WatchEventType::kDeleted:
+      return "DELETED";
+    case WatchEventType::kBookmark:
+      return "BOOKMARK";
+    case WatchEventType::kError:
+      return "ERROR";
   }
   return "?";
 }
@@ -144,7 +149,8 @@ Result<WatchEvent> ParseWatchEvent(std::string_view line) {
     return Fail(Error::InvalidArgument("watch event has unknown type \"" + type + "\""));
   }
   auto object = ParseObject(object_json, event.type != WatchEventType::kBookmark);
-  if (!object) return Fail(object.error().Wrap(std::string(WatchEventTypeName(event.type)) + " event"));
+  if (!object)
+    return Fail(object.error().Wrap(std::string(WatchEventTypeName(event.type)) + " event"));
   if (object->resource_version.empty()) {
     return Fail(Error::InvalidArgument("watch event object has no metadata.resourceVersion"));
   }

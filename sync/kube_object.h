@@ -52,8 +52,8 @@ std::string_view WatchEventTypeName(WatchEventType type);
 
 struct WatchEvent {
   WatchEventType type = WatchEventType::kAdded;
-  KubeObject object;      // kAdded/kModified/kDeleted; for kBookmark only resource_version
-  KubeStatus status;      // kError
+  KubeObject object;  // kAdded/kModified/kDeleted; for kBookmark only resource_version
+  KubeStatus status;  // kError
 };
 // Parses one watch line. kInvalidArgument for malformed JSON or an unknown type.
 Result<WatchEvent> ParseWatchEvent(std::string_view line);

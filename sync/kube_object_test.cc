@@ -35,7 +35,8 @@ TEST(LineSplitterTest, SeveralLinesInOneChunk) {
 }
 
 TEST(LineSplitterTest, LineSpanningChunksIsJoined) {
-  EXPECT_EQ(SplitAll({"{\"ty", "pe\":", "1}\n{", "}\n"}), (std::vector<std::string>{"{\"type\":1}", "{}"}));
+  EXPECT_EQ(SplitAll({"{\"ty", "pe\":", "1}\n{", "}\n"}),
+            (std::vector<std::string>{"{\"type\":1}", "{}"}));
 }
 
 TEST(LineSplitterTest, CrlfAndEmptyLinesAndIncompleteTail) {
@@ -72,7 +73,8 @@ TEST(LineSplitterTest, RecordedWatchSplitsIdenticallyAtAnyChunkBoundary) {
   ASSERT_EQ(whole.size(), 7u);
   for (size_t step : {1u, 2u, 3u, 7u, 64u, 1000u, 4096u}) {
     std::vector<std::string_view> chunks;
-    for (size_t i = 0; i < body.size(); i += step) chunks.push_back(std::string_view(body).substr(i, step));
+    for (size_t i = 0; i < body.size(); i += step)
+      chunks.push_back(std::string_view(body).substr(i, step));
     EXPECT_EQ(SplitAll(chunks), whole) << "step " << step;
   }
   std::mt19937 rng(42);
@@ -103,10 +105,10 @@ TEST(WatchEventTest, PodWatchShowsBindingGracefulDeleteAndBookmarks) {
   ASSERT_EQ(events.size(), 7u);
   std::vector<WatchEventType> types;
   for (auto& e : events) types.push_back(e.type);
-  EXPECT_EQ(types, (std::vector<WatchEventType>{WatchEventType::kAdded, WatchEventType::kModified,
-                                                WatchEventType::kModified, WatchEventType::kModified,
-                                                WatchEventType::kDeleted, WatchEventType::kBookmark,
-                                                WatchEventType::kBookmark}));
+  EXPECT_EQ(types, (std::vector<WatchEventType>{
+                       WatchEventType::kAdded, WatchEventType::kModified, WatchEventType::kModified,
+                       WatchEventType::kModified, WatchEventType::kDeleted,
+                       WatchEventType::kBookmark, WatchEventType::kBookmark}));
   EXPECT_EQ(events[0].object.name, "samplepod");
   EXPECT_EQ(events[0].object.namespace_name, "default");
   EXPECT_EQ(events[0].object.Key(), "default/samplepod");
@@ -149,8 +151,10 @@ TEST(WatchEventTest, ExpiredResourceVersionIsAnErrorEventWith410) {
 
 TEST(WatchEventTest, MalformedLinesAreErrors) {
   EXPECT_FALSE(ParseWatchEvent("{\"type\":\"ADDED\""));
-  EXPECT_FALSE(ParseWatchEvent("{\"type\":\"WHAT\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"1\"}}}"));
-  EXPECT_FALSE(ParseWatchEvent("{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"resourceVersion\":\"1\"}}}"));
+  EXPECT_FALSE(ParseWatchEvent(
+      "{\"type\":\"WHAT\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"1\"}}}"));
+  EXPECT_FALSE(ParseWatchEvent(
+      "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"resourceVersion\":\"1\"}}}"));
   EXPECT_FALSE(ParseWatchEvent("{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"a\"}}}"));
   EXPECT_FALSE(ParseWatchEvent("[]"));
 }
@@ -185,14 +189,18 @@ TEST(ErrorFromResponseTest, RecordedStatusesMapToCodesAndReasons) {
     const char* message_part;
   };
   const Case cases[] = {
-      {"02-create-subnet-again-409-alreadyexists.txt", Code::kConflict, "AlreadyExists", "already exists"},
-      {"06-update-subnet-stale-rv-409-conflict.txt", Code::kConflict, "Conflict", "has been modified"},
-      {"27-delete-with-stale-uid-precondition-409.txt", Code::kConflict, "Conflict", "UID in the precondition"},
+      {"02-create-subnet-again-409-alreadyexists.txt", Code::kConflict, "AlreadyExists",
+       "already exists"},
+      {"06-update-subnet-stale-rv-409-conflict.txt", Code::kConflict, "Conflict",
+       "has been modified"},
+      {"27-delete-with-stale-uid-precondition-409.txt", Code::kConflict, "Conflict",
+       "UID in the precondition"},
       {"03-create-subnet-invalid-422.txt", Code::kInvalidArgument, "Invalid", "spec.protocol"},
       {"08-get-missing-404.txt", Code::kNotFound, "NotFound", "not found"},
       {"09-forbidden-403.txt", Code::kInternal, "Forbidden", "RBAC"},
       {"10-unauthorized-401.txt", Code::kInternal, "Unauthorized", "token"},
-      {"13-list-examples-fieldselector-unsupported-400.txt", Code::kInvalidArgument, "BadRequest", "field label"},
+      {"13-list-examples-fieldselector-unsupported-400.txt", Code::kInvalidArgument, "BadRequest",
+       "field label"},
       {"31-list-with-compacted-rv-exact-410.txt", Code::kConflict, "Expired", "too old"},
   };
   for (const Case& c : cases) {
@@ -202,7 +210,8 @@ TEST(ErrorFromResponseTest, RecordedStatusesMapToCodesAndReasons) {
     EXPECT_EQ(e.reason, c.reason) << c.recording;
     EXPECT_EQ(e.http_status, RecordedStatus(rec)) << c.recording;
     EXPECT_NE(e.message.find(c.message_part), std::string::npos) << e.message;
-    EXPECT_NE(e.message.find("GET /x: " + std::to_string(e.http_status)), std::string::npos) << e.message;
+    EXPECT_NE(e.message.find("GET /x: " + std::to_string(e.http_status)), std::string::npos)
+        << e.message;
   }
   std::string exists = ReadRecording("02-create-subnet-again-409-alreadyexists.txt");
   std::string stale = ReadRecording("06-update-subnet-stale-rv-409-conflict.txt");

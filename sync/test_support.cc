@@ -59,7 +59,8 @@ std::string DechunkedBody(std::string_view recording) {
 bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done, int64_t timeout_ms) {
   uv_timer_t ticker;
   uv_timer_init(loop, &ticker);
-  uv_timer_start(&ticker, [](uv_timer_t*) {}, 5, 5);
+  uv_timer_start(
+      &ticker, [](uv_timer_t*) {}, 5, 5);
   uv_update_time(loop);
   const uint64_t deadline = uv_now(loop) + static_cast<uint64_t>(timeout_ms);
   bool ok = false;
@@ -98,7 +99,8 @@ ReplayResponse FromRawRecording(std::string_view recording) {
   size_t start = 0;
   while (start <= head.size()) {
     size_t nl = head.find('\n', start);
-    std::string_view line = head.substr(start, nl == std::string_view::npos ? head.size() - start : nl - start);
+    std::string_view line =
+        head.substr(start, nl == std::string_view::npos ? head.size() - start : nl - start);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     out.append(line);
     out.append("\r\n");
@@ -111,7 +113,8 @@ ReplayResponse FromRawRecording(std::string_view recording) {
 }
 
 ReplayResponse JsonResponse(int status, std::string_view body, std::string_view extra_headers) {
-  std::string out = "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\n" +
+  std::string out = "HTTP/1.1 " + std::to_string(status) +
+                    " X\r\nContent-Type: application/json\r\n" +
                     "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n";
   out.append(extra_headers);
   out.append("\r\n");
@@ -144,7 +147,8 @@ struct ReplayServer::Conn {
   uv_write_t write;
 };
 
-ReplayServer::ReplayServer(uv_loop_t* loop, Handler handler) : loop_(loop), handler_(std::move(handler)) {
+ReplayServer::ReplayServer(uv_loop_t* loop, Handler handler)
+    : loop_(loop), handler_(std::move(handler)) {
   uv_tcp_init(loop_, &listener_);
   listener_.data = this;
   sockaddr_in addr{};
@@ -157,7 +161,9 @@ ReplayServer::ReplayServer(uv_loop_t* loop, Handler handler) : loop_(loop), hand
   port_ = ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
 }
 
-ReplayServer::~ReplayServer() { assert(closed_ && "ReplayServer: Close and Drain before destroying"); }
+ReplayServer::~ReplayServer() {
+  assert(closed_ && "ReplayServer: Close and Drain before destroying");
+}
 
 std::string ReplayServer::url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
@@ -169,7 +175,8 @@ void ReplayServer::OnConnection(uv_stream_t* listener, int status) {
   uv_tcp_init(self->loop_, &c->tcp);
   c->tcp.data = c;
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp),
+             [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
     return;
   }
   self->conns_.push_back(c);
@@ -211,7 +218,8 @@ void ReplayServer::OnConnection(uv_stream_t* listener, int status) {
         conn->write.data = conn;
         uv_write(&conn->write, stream, &out, 1, [](uv_write_t* w, int write_status) {
           auto* written = static_cast<Conn*>(w->data);
-          if (write_status < 0 || uv_is_closing(reinterpret_cast<uv_handle_t*>(&written->tcp))) return;
+          if (write_status < 0 || uv_is_closing(reinterpret_cast<uv_handle_t*>(&written->tcp)))
+            return;
           if (!written->hold_open) written->server->CloseConn(written);
         });
       });
@@ -221,7 +229,8 @@ void ReplayServer::CloseConn(Conn* c) {
   for (size_t i = 0; i < conns_.size(); ++i) {
     if (conns_[i] == c) {
       conns_.erase(conns_.begin() + static_cast<ptrdiff_t>(i));
-      uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
+      uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp),
+               [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
       return;
     }
   }

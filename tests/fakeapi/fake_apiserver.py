@@ -2855,9 +2855,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("X-Kubernetes-Pf-Flowschema-Uid", self.server.mgr.pf_uid)
             self.send_header("X-Kubernetes-Pf-Prioritylevel-Uid", self.server.mgr.pl_uid)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        # headers and body leave in one write (no Nagle/delayed-ACK stall between them)
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(bytes(body))
+        self.flush_headers()
         self.wfile.flush()
 
     def send_error_status(self, e):
@@ -3368,6 +3370,7 @@ class FakeHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         with mgr.lock:
             mgr.threads.add(me)
         try:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_ctx is not None:
                 request.settimeout(10)
                 sock = self.ssl_ctx.wrap_socket(request, server_side=True)
