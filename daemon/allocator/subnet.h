@@ -33,20 +33,11 @@
 
 #include "common/ip.h"
 #include "common/result.h"
+#include "common/subnet_spec.h"
 #include "daemon/allocator/ip_range_list.h"
 
 namespace sublease {
 
-// The Subnet manifest's fields that matter to IPAM, as text.
-struct SubnetSpec {
-  std::string name;
-  std::string provider;
-  std::string cidr_block;                // "10.0.0.0/24" or "10.0.0.0/24,fd00::/64"
-  std::string gateway;                   // "" = default; dual stack "gw4,gw6"
-  std::vector<std::string> exclude_ips;  // "ip" or "first..last"
-  std::string protocol;                  // "", "IPv4", "IPv6", "Dual"
-  std::string block_size;                // cluster mode override, e.g. "/26"; "" = default
-};
 
 enum class Protocol { kIPv4, kIPv6, kDual };
 std::string_view ProtocolName(Protocol p);  // "IPv4", "IPv6", "Dual"

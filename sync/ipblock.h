@@ -1,0 +1,83 @@
+// IpBlock: the sublease.io/v1alpha1 IPBlock object, the unit of the cluster protocol.
+//
+// A Subnet's CIDR (per family) is cut into blocks of 2^(bits - block_prefix) addresses.
+// A block object exists in the API server once some node has claimed it (create) or an
+// allocation landed in it; it records its affine node and every allocation in it, by
+// offset from the block's first address. Its name is derived from subnet and block CIDR
+// (BlockName), so "which block holds address X" needs no lookup. docs/cluster-protocol.md
+// is the reference. Pure values and codecs; no I/O.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/ip.h"
+#include "common/result.h"
+#include "common/subnet_spec.h"
+
+namespace sublease {
+
+inline constexpr std::string_view kIpBlockApiVersion = "sublease.io/v1alpha1";
+inline constexpr std::string_view kIpBlockCollection = "/apis/sublease.io/v1alpha1/ipblocks";
+inline constexpr std::string_view kSubnetLabel = "sublease.io/subnet";
+inline constexpr std::string_view kNodeLabel = "sublease.io/node";
+
+struct BlockAllocation {
+  std::string pod_namespace;  // "namespace"
+  std::string pod_name;       // "pod"
+  std::string pod_uid;        // "podUID"
+  std::string ifname;         // "interface"
+  std::string container_id;   // "containerID" ("" when allocated ahead of the CNI call)
+  std::string node;           // "node": the node that made (and releases) it
+  std::string provider;       // "provider"
+  bool sticky = false;        // "sticky": StatefulSet pod, outlives its pod object
+  friend bool operator==(const BlockAllocation&, const BlockAllocation&) = default;
+};
+
+struct IpBlock {
+  std::string name;              // metadata.name = BlockName(subnet, cidr)
+  std::string resource_version;  // "" until created
+  std::string uid;
+  std::string subnet;            // spec.subnet
+  IpNet cidr;                    // spec.cidr
+  std::string node;              // spec.node: the affine node
+  std::map<uint64_t, BlockAllocation> allocations;  // spec.allocations, offset -> holder
+
+  // Address at `offset` (REQUIRES: offset < size).
+  IpAddr AddressAt(uint64_t offset) const { return cidr.first().Plus(offset); }
+  // Offset of `a` if the block contains it.
+  std::optional<uint64_t> OffsetOf(const IpAddr& a) const;
+};
+
+// "<subnet>.<hex of the block's first address>-<prefix>", e.g. "macvlan.ac110040-26",
+// "macvlan.fd000000000000000000000000000040-122". Lowercase, a DNS-1123 subdomain when
+// the subnet name is one.
+std::string BlockName(const std::string& subnet, const IpNet& block_cidr);
+
+// The default block prefix for a subnet CIDR: 32 blocks or more per subnet, at most 64
+// addresses per block: min(bits, max(prefix + 5, bits - 6)) — a /24 gets /29 blocks
+// (enough for 20 nodes to hold one each), a /16 gets /26, an IPv6 /64 gets /122.
+int DefaultBlockPrefix(const IpNet& subnet_cidr);
+// The block prefix for one family of a subnet. `override` ("/26", "26"; "" = default)
+// is written as an IPv4 prefix length and means a block size (/26 = 64 addresses); an
+// IPv6 family uses blocks of the same size (/122). Clamped to the CIDR (a block is never
+// larger than its subnet). kInvalidArgument naming the value when it is malformed or
+// outside 1..32.
+Result<int> BlockPrefixFor(const IpNet& subnet_cidr, const std::string& override);
+// The block of `block_prefix` that holds `a`.
+IpNet BlockOf(const IpAddr& a, int block_prefix);
+
+// The whole object for create and update (apiVersion, kind, metadata.name, labels
+// subnet and node, metadata.resourceVersion when set, spec).
+std::string EncodeIpBlock(const IpBlock& block);
+// From an API object (a get, a list item, a watch event's object).
+Result<IpBlock> DecodeIpBlock(std::string_view json);
+
+// A kubeovn.io/v1 Subnet object (raw JSON) -> its IPAM fields; the block-size override
+// comes from the `sublease.io/block-size` annotation.
+Result<SubnetSpec> DecodeSubnet(std::string_view json);
+
+}  // namespace sublease
