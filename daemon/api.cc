@@ -17,8 +17,8 @@ HttpResponse ErrorResponse(const Error& e) {
 
 }  // namespace
 
-Api::Api(CniService* service, const Allocator* allocator, MetricsRegistry* metrics)
-    : service_(service), allocator_(allocator), metrics_(metrics) {
+Api::Api(CniBackend* backend, const Allocator* allocator, MetricsRegistry* metrics)
+    : backend_(backend), allocator_(allocator), metrics_(metrics) {
   metrics_->SetGaugeCallback(
       "sublease_leases", "Live leases per subnet and family", [this] {
         MetricsRegistry::GaugeSamples samples;
@@ -49,71 +49,84 @@ Api::Api(CniService* service, const Allocator* allocator, MetricsRegistry* metri
       });
 }
 
-HttpResponse Api::Dispatch(const HttpRequest& request, std::string* op) {
+namespace {
+
+// The operation name for metrics: "add", "del", "check", "gc", "status" or "unknown".
+std::string OperationOf(const std::string& path) {
+  static const char* const kOps[] = {"add", "del", "check", "gc", "status"};
+  if (path.rfind("/v1/cni/", 0) == 0) {
+    for (const char* op : kOps) {
+      if (path.compare(8, std::string::npos, op) == 0) return op;
+    }
+  }
+  return "unknown";
+}
+
+HttpResponse ReplyResponse(const Result<CniReply>& reply) {
+  return reply ? JsonOk(EncodeCniReply(*reply)) : ErrorResponse(reply.error());
+}
+
+}  // namespace
+
+void Api::Dispatch(const HttpRequest& request, const std::string& op,
+                   std::function<void(HttpResponse)> done) {
   const std::string& path = request.path;
-  if (path == "/v1/cni/status") {
-    *op = "status";
-    if (request.method != "GET") return ErrorResponse(Error::InvalidArgument("use GET for " + path));
-    if (!service_->Ready()) return ErrorResponse(Error::Unavailable("subleased is starting"));
-    return JsonOk(R"({"ready":true})");
+  if (op == "unknown") return done(ErrorResponse(Error::NotFound("no endpoint " + path + "; see docs/protocol.md")));
+  if (op == "status") {
+    if (request.method != "GET") return done(ErrorResponse(Error::InvalidArgument("use GET for " + path)));
+    if (!backend_->Ready()) return done(ErrorResponse(Error::Unavailable("subleased is starting")));
+    return done(JsonOk(R"({"ready":true})"));
   }
-  if (path.rfind("/v1/cni/", 0) != 0) {
-    *op = "unknown";
-    return ErrorResponse(Error::NotFound("no endpoint " + path + "; see docs/protocol.md"));
-  }
-  *op = path.substr(8);
-  if (request.method != "POST") return ErrorResponse(Error::InvalidArgument("use POST for " + path));
-  if (*op == "gc") {
+  if (request.method != "POST") return done(ErrorResponse(Error::InvalidArgument("use POST for " + path)));
+  if (op == "gc") {
     auto gc = DecodeGcRequest(request.body);
-    if (!gc) return ErrorResponse(gc.error());
-    auto outcome = service_->Gc(*gc);
-    if (!outcome) return ErrorResponse(outcome.error());
-    JsonWriter w;
-    w.BeginObject().Key("released").Uint(outcome->released).Key("kept").Uint(outcome->kept).EndObject();
-    return JsonOk(w.Take());
-  }
-  if (*op != "add" && *op != "del" && *op != "check") {
-    return ErrorResponse(Error::NotFound("no endpoint " + path + "; see docs/protocol.md"));
+    if (!gc) return done(ErrorResponse(gc.error()));
+    return backend_->Gc(*gc, [done](Result<GcOutcome> outcome) {
+      if (!outcome) return done(ErrorResponse(outcome.error()));
+      JsonWriter w;
+      w.BeginObject().Key("released").Uint(outcome->released).Key("kept").Uint(outcome->kept).EndObject();
+      done(JsonOk(w.Take()));
+    });
   }
   auto cni = DecodeCniRequest(request.body);
-  if (!cni) return ErrorResponse(cni.error());
-  if (*op == "del") {
-    auto r = service_->Del(*cni);
-    return r ? JsonOk("{}") : ErrorResponse(r.error());
+  if (!cni) return done(ErrorResponse(cni.error()));
+  if (op == "del") {
+    return backend_->Del(*cni, [done](Result<void> r) { done(r ? JsonOk("{}") : ErrorResponse(r.error())); });
   }
-  auto reply = *op == "add" ? service_->Add(*cni) : service_->Check(*cni);
-  if (!reply) {
-    if (*op == "add" && LogEnabled(LogLevel::kInfo)) {
-      LogInfo("add " + cni->container_id + "/" + cni->ifname + " (" + cni->provider + ") failed: " + reply.error().message);
-    }
-    return ErrorResponse(reply.error());
+  if (op == "check") {
+    return backend_->Check(*cni, [done](Result<CniReply> reply) { done(ReplyResponse(reply)); });
   }
-  return JsonOk(EncodeCniReply(*reply));
+  std::string who = cni->container_id + "/" + cni->ifname + " (" + cni->provider + ")";
+  backend_->Add(*cni, [done, who](Result<CniReply> reply) {
+    if (!reply) LogInfo("add " + who + " failed: " + reply.error().message);
+    done(ReplyResponse(reply));
+  });
 }
 
 void Api::ServeCni(const HttpRequest& request, Respond respond) {
   auto start = std::chrono::steady_clock::now();
-  std::string op;
-  HttpResponse response = Dispatch(request, &op);
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::string code = response.status < 300 ? "ok" : std::to_string(response.status);
-  metrics_->GetCounter("sublease_requests_total", "CNI API requests by operation and outcome",
-                       {{"op", op}, {"code", code}}).Inc();
-  metrics_->GetHistogram("sublease_request_duration_seconds", "CNI API request latency",
-                         {{"op", op}}).Observe(seconds);
-  if (response.status >= 300) {
-    auto err = DecodeWireError(response.status, response.body);
-    metrics_->GetCounter("sublease_errors_total", "CNI API errors by kind",
-                         {{"op", op}, {"kind", std::string(CodeName(err.code))}}).Inc();
-  }
-  respond(std::move(response));
+  std::string op = OperationOf(request.path);
+  Dispatch(request, op, [this, op, start, respond = std::move(respond)](HttpResponse response) {
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::string code = response.status < 300 ? "ok" : std::to_string(response.status);
+    metrics_->GetCounter("sublease_requests_total", "CNI API requests by operation and outcome",
+                         {{"op", op}, {"code", code}}).Inc();
+    metrics_->GetHistogram("sublease_request_duration_seconds", "CNI API request latency",
+                           {{"op", op}}).Observe(seconds);
+    if (response.status >= 300) {
+      auto err = DecodeWireError(response.status, response.body);
+      metrics_->GetCounter("sublease_errors_total", "CNI API errors by kind",
+                           {{"op", op}, {"kind", std::string(CodeName(err.code))}}).Inc();
+    }
+    respond(std::move(response));
+  });
 }
 
 void Api::ServeOps(const HttpRequest& request, Respond respond) {
   if (request.path == "/healthz") {
     respond({200, "text/plain", "ok\n"});
   } else if (request.path == "/readyz") {
-    if (service_->Ready()) respond({200, "text/plain", "ready\n"});
+    if (backend_->Ready()) respond({200, "text/plain", "ready\n"});
     else respond({503, "text/plain", "starting\n"});
   } else if (request.path == "/metrics") {
     respond({200, std::string(MetricsRegistry::kContentType), metrics_->Render()});

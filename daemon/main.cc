@@ -60,7 +60,8 @@ int Run(const Config& cfg) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   MetricsRegistry metrics;
-  Api api(&service, &allocator, &metrics);
+  StandaloneBackend backend(&service);
+  Api api(&backend, &allocator, &metrics);
   HttpServer server(&loop, HttpServerLimits{cfg.max_request_bytes, cfg.idle_timeout_ms, cfg.max_connections});
   int rc = 0;
   for (const auto& path : cfg.sockets) {
