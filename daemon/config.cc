@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
+
 #include "common/log.h"
 
 namespace sublease {
@@ -36,6 +38,7 @@ Result<void> ApplyYaml(const std::string& path, Config* cfg) {
       else if (key == "max-request-bytes") cfg->max_request_bytes = v.as<uint64_t>();
       else if (key == "idle-timeout-ms") cfg->idle_timeout_ms = v.as<uint64_t>();
       else if (key == "max-connections") cfg->max_connections = v.as<uint64_t>();
+      else if (key == "release-grace-ms") cfg->release_grace_ms = v.as<int64_t>();
       else return Fail(Error::InvalidArgument("--config " + path + ": unknown option '" + key + "' (see subleased --help)"));
     }
   } catch (const YAML::Exception& e) {
@@ -79,6 +82,8 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
       "Largest request accepted on a socket")->default_str(std::to_string(defaults.max_request_bytes));
   auto* o_idle = app.add_option("--idle-timeout-ms", flags.idle_timeout_ms,
       "A connection with no complete request for this long is closed")->default_str(std::to_string(defaults.idle_timeout_ms));
+  auto* o_grace = app.add_option("--release-grace-ms", flags.release_grace_ms,
+      "Cluster mode: a lease whose pod is gone without a CNI DEL is released after this")->default_str(std::to_string(defaults.release_grace_ms));
   auto* o_maxconn = app.add_option("--max-connections", flags.max_connections,
       "Concurrent connections beyond this are refused")->default_str(std::to_string(defaults.max_connections));
   try {
@@ -86,10 +91,6 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   } catch (const CLI::Success& e) {
     *exit_now = true;
     *output = e.get_name() == "CallForVersion" ? "subleased 0.1.0\n" : app.help();
-    return Config{};
-  } catch (const CLI::CallForVersion&) {
-    *exit_now = true;
-    *output = "subleased 0.1.0\n";
     return Config{};
   } catch (const CLI::ParseError& e) {
     return Fail(Error::InvalidArgument(std::string(e.what()) + "; see subleased --help"));
@@ -111,6 +112,7 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   if (o_max_req->count()) cfg.max_request_bytes = flags.max_request_bytes;
   if (o_idle->count()) cfg.idle_timeout_ms = flags.idle_timeout_ms;
   if (o_maxconn->count()) cfg.max_connections = flags.max_connections;
+  if (o_grace->count()) cfg.release_grace_ms = flags.release_grace_ms;
 
   LogLevel level;
   if (!ParseLogLevel(cfg.log_level, &level)) {
@@ -121,10 +123,22 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
     return Fail(Error::InvalidArgument("--standalone needs --subnets FILE|DIR with kubeovn.io/v1 Subnet manifests"));
   }
   if (!cfg.standalone) {
-    return Fail(Error::InvalidArgument(
-        "cluster mode (Kubernetes) is not available in this version; run with --standalone "
-        "--subnets FILE|DIR"));
+    // Cluster mode: the node's name comes from the flag or the downward API.
+    if (cfg.node_name.empty()) {
+      const char* env = std::getenv("NODE_NAME");
+      if (env) cfg.node_name = env;
+    }
+    if (cfg.node_name.empty()) {
+      return Fail(Error::InvalidArgument(
+          "cluster mode needs this node's name: pass --node-name or set NODE_NAME (in a "
+          "DaemonSet, from the downward API spec.nodeName); or run with --standalone "
+          "--subnets FILE|DIR"));
+    }
+    if (!cfg.subnets.empty()) {
+      return Fail(Error::InvalidArgument("--subnets is for --standalone; in cluster mode Subnets come from the API server"));
+    }
   }
+  if (cfg.release_grace_ms < 0) return Fail(Error::InvalidArgument("--release-grace-ms must not be negative"));
   if (cfg.max_request_bytes < 1024) return Fail(Error::InvalidArgument("--max-request-bytes must be at least 1024"));
   if (cfg.max_connections < 1) return Fail(Error::InvalidArgument("--max-connections must be at least 1"));
   return cfg;

@@ -20,12 +20,13 @@ struct Config {
   std::string socket_group;  // "" = root only (mode 0600); else 0660 with this group
   std::string db = "/var/lib/sublease/sublease.db";
   std::string metrics_address = "127.0.0.1:9468";  // health + metrics; "" disables
-  std::string kubeconfig;
-  std::string node_name;
+  std::string kubeconfig;  // cluster mode; "" = in-cluster config
+  std::string node_name;   // cluster mode; "" = $NODE_NAME
   std::string log_level = "info";
   uint64_t max_request_bytes = 64 * 1024;
   uint64_t idle_timeout_ms = 10'000;
   uint64_t max_connections = 256;
+  int64_t release_grace_ms = 30'000;  // cluster mode: pod gone, no DEL
 };
 
 // Parses argv (and the --config file it names). Returns kInvalidArgument with a message

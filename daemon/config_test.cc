@@ -45,7 +45,7 @@ TEST(ConfigTest, BadInputGivesAnActionableError) {
   struct Case { std::vector<const char*> args; const char* expect; };
   for (const auto& c : std::vector<Case>{
            {{"--standalone"}, "--subnets"},
-           {{"--subnets", "x"}, "--standalone"},
+           {{"--subnets", "x", "--node-name", "n1"}, "--standalone"},
            {{"--standalone", "--subnets", "x", "--log-level", "loud"}, "--log-level loud"},
            {{"--standalone", "--subnets", "x", "--max-connections", "abc"}, "--help"},
            {{"--no-such-flag"}, "--help"},

@@ -1,15 +1,20 @@
 // subleased: wiring only. Parses the configuration, opens the store, loads the
-// allocator, listens, runs the loop, and shuts down cleanly on SIGTERM/SIGINT.
+// allocator, starts standalone or cluster mode, listens, runs the loop, and shuts down
+// cleanly on SIGTERM/SIGINT (every handle closed: uv_loop_close must succeed).
 #include <grp.h>
 #include <uv.h>
 
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/log.h"
 #include "daemon/api.h"
+#include "daemon/cluster/block_engine.h"
+#include "daemon/cluster/kube_block_api.h"
 #include "daemon/config.h"
 #include "daemon/server/http_server.h"
 #include "daemon/server/metrics.h"
@@ -17,7 +22,12 @@
 #include "daemon/server/signals.h"
 #include "daemon/service/cni_service.h"
 #include "daemon/service/subnet_manifest.h"
+#include "daemon/shard/node_shard.h"
 #include "daemon/store/store.h"
+#include "sync/informer.h"
+#include "sync/ipblock.h"
+#include "sync/kube_client.h"
+#include "sync/kube_config.h"
 
 namespace sublease {
 namespace {
@@ -34,13 +44,95 @@ Result<std::optional<gid_t>> ResolveGroup(const std::string& name) {
   return std::optional<gid_t>(g->gr_gid);
 }
 
-int Run(const Config& cfg) {
+Result<std::unique_ptr<Store>> OpenStore(const std::string& path) {
   std::error_code ec;
-  auto db_dir = std::filesystem::path(cfg.db).parent_path();
-  if (!db_dir.empty()) std::filesystem::create_directories(db_dir, ec);
-  auto store = Store::Open(cfg.db);
-  if (!store) return Die("cannot open database " + cfg.db + ": " + store.error().message);
+  auto dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  auto store = Store::Open(path);
+  if (!store) return Fail(store.error().Wrap("cannot open database " + path));
+  return store;
+}
 
+// Runs `steps` one after another, each given a continuation; `done` after the last.
+void Sequence(std::vector<std::function<void(std::function<void()>)>> steps, std::function<void()> done) {
+  if (steps.empty()) return done();
+  auto first = std::move(steps.front());
+  steps.erase(steps.begin());
+  first([steps = std::move(steps), done = std::move(done)]() mutable { Sequence(std::move(steps), std::move(done)); });
+}
+
+// Listens on the sockets and the metrics address, runs the loop until SIGTERM/SIGINT,
+// then runs `stop_backend` and stops the server. Returns the exit code.
+int Serve(uv_loop_t* loop, const Config& cfg, CniBackend* backend, const Allocator* allocator,
+          MetricsRegistry* metrics, std::function<void(std::function<void()>)> stop_backend) {
+  int rc = 0;
+  auto group = ResolveGroup(cfg.socket_group);
+  if (!group) rc = Die(group.error().message);
+  Api api(backend, allocator, metrics);
+  HttpServer server(loop, HttpServerLimits{cfg.max_request_bytes, cfg.idle_timeout_ms, cfg.max_connections});
+  for (size_t i = 0; rc == 0 && i < cfg.sockets.size(); ++i) {
+    const auto& path = cfg.sockets[i];
+    ListenerConfig l{"unix:" + path, group->has_value() ? 0660u : 0600u, *group,
+                     [&api](const HttpRequest& req, Respond respond) { api.ServeCni(req, std::move(respond)); }};
+    if (auto r = server.Listen(l); !r) {
+      rc = Die("cannot listen on " + path + ": " + r.error().message);
+    } else {
+      LogInfo("serving the CNI plugin on " + path);
+    }
+  }
+  if (rc == 0 && !cfg.metrics_address.empty()) {
+    ListenerConfig l{"tcp:" + cfg.metrics_address, 0, std::nullopt,
+                     [&api](const HttpRequest& req, Respond respond) { api.ServeOps(req, std::move(respond)); }};
+    if (auto r = server.Listen(l); !r) {
+      rc = Die("cannot listen on " + cfg.metrics_address + ": " + r.error().message);
+    } else {
+      LogInfo("health and metrics on http://" + cfg.metrics_address + "/metrics");
+    }
+  }
+  metrics->SetGaugeCallback("sublease_server_connections", "Socket server connection counters", [&server] {
+    HttpServerStats st = server.Stats();
+    return MetricsRegistry::GaugeSamples{
+        {{{"event", "accepted"}}, static_cast<double>(st.connections_accepted)},
+        {{{"event", "refused_capacity"}}, static_cast<double>(st.connections_refused_capacity)},
+        {{{"event", "refused_peer"}}, static_cast<double>(st.connections_refused_peer)},
+        {{{"event", "timed_out"}}, static_cast<double>(st.connections_timed_out)},
+        {{{"event", "active"}}, static_cast<double>(server.ActiveConnections())}};
+  });
+  ShutdownSignals signals(loop);
+  bool stopping = false;
+  auto shutdown = [&](int signum) {
+    if (stopping) return;
+    stopping = true;
+    if (signum) LogInfo("signal " + std::to_string(signum) + ": finishing in-flight requests and stopping");
+    (void)SdNotify("STOPPING=1");
+    signals.Close();
+    // Stop answering first, then stop the backend (informers, API client, timers).
+    server.Stop([stop_backend] { stop_backend([] {}); });
+  };
+  if (rc == 0) {
+    if (auto r = signals.Start(shutdown); !r) rc = Die("cannot install signal handlers: " + r.error().message);
+  }
+  if (rc != 0) {
+    shutdown(0);
+  } else {
+    (void)SdNotify("READY=1");
+  }
+  uv_run(loop, UV_RUN_DEFAULT);
+  return rc;
+}
+
+int Finish(uv_loop_t* loop, int rc) {
+  if (uv_loop_close(loop) != 0) {
+    LogError("internal: libuv handles left open at exit");
+    return rc == 0 ? 1 : rc;
+  }
+  LogInfo("stopped");
+  return rc;
+}
+
+int RunStandalone(const Config& cfg) {
+  auto store = OpenStore(cfg.db);
+  if (!store) return Die(store.error().message);
   SystemClock clock;
   Allocator allocator;
   CniService service(&allocator, store->get(), &clock);
@@ -54,65 +146,63 @@ int Run(const Config& cfg) {
   LogInfo("standalone mode: " + std::to_string(manifests->subnets.size()) + " subnet(s), " +
           std::to_string(allocator.LeaseCount()) + " lease(s) restored from " + cfg.db);
 
-  auto group = ResolveGroup(cfg.socket_group);
-  if (!group) return Die(group.error().message);
-
   uv_loop_t loop;
   uv_loop_init(&loop);
   MetricsRegistry metrics;
   StandaloneBackend backend(&service);
-  Api api(&backend, &allocator, &metrics);
-  HttpServer server(&loop, HttpServerLimits{cfg.max_request_bytes, cfg.idle_timeout_ms, cfg.max_connections});
-  int rc = 0;
-  for (const auto& path : cfg.sockets) {
-    ListenerConfig l{"unix:" + path, group->has_value() ? 0660u : 0600u, *group,
-                     [&api](const HttpRequest& req, Respond respond) { api.ServeCni(req, std::move(respond)); }};
-    if (auto r = server.Listen(l); !r) {
-      rc = Die("cannot listen on " + path + ": " + r.error().message);
-      break;
-    }
-    LogInfo("serving the CNI plugin on " + path);
-  }
-  if (rc == 0 && !cfg.metrics_address.empty()) {
-    ListenerConfig l{"tcp:" + cfg.metrics_address, 0, std::nullopt,
-                     [&api](const HttpRequest& req, Respond respond) { api.ServeOps(req, std::move(respond)); }};
-    if (auto r = server.Listen(l); !r) {
-      rc = Die("cannot listen on " + cfg.metrics_address + ": " + r.error().message);
-    } else {
-      LogInfo("health and metrics on http://" + cfg.metrics_address + "/metrics");
-    }
-  }
+  int rc = Serve(&loop, cfg, &backend, &allocator, &metrics, [](std::function<void()> done) { done(); });
+  return Finish(&loop, rc);
+}
 
-  metrics.SetGaugeCallback("sublease_server_connections", "Socket server connection counters", [&server] {
-    HttpServerStats st = server.Stats();
-    return MetricsRegistry::GaugeSamples{
-        {{{"event", "accepted"}}, static_cast<double>(st.connections_accepted)},
-        {{{"event", "refused_capacity"}}, static_cast<double>(st.connections_refused_capacity)},
-        {{{"event", "refused_peer"}}, static_cast<double>(st.connections_refused_peer)},
-        {{{"event", "timed_out"}}, static_cast<double>(st.connections_timed_out)},
-        {{{"event", "active"}}, static_cast<double>(server.ActiveConnections())}};
-  });
-  ShutdownSignals signals(&loop);
-  auto shutdown = [&](int signum) {
-    if (signum) LogInfo("signal " + std::to_string(signum) + ": finishing in-flight requests and stopping");
-    (void)SdNotify("STOPPING=1");
-    signals.Close();
-    server.Stop([] {});
+int RunCluster(const Config& cfg) {
+  auto kube = cfg.kubeconfig.empty() ? InClusterConfig() : LoadKubeconfig(cfg.kubeconfig);
+  if (!kube) return Die(kube.error().message);
+  auto store = OpenStore(cfg.db);
+  if (!store) return Die(store.error().message);
+  SystemClock clock;
+  Allocator allocator;
+  // The database is this node's journal: subnets and leases as last known.
+  CniService journal(&allocator, store->get(), &clock);
+  if (auto r = journal.Load(); !r) return Die(r.error().message);
+  LogInfo("cluster mode on node " + cfg.node_name + ": " + std::to_string(allocator.LeaseCount()) +
+          " lease(s) restored from " + cfg.db + "; API server " + kube->server);
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  MetricsRegistry metrics;
+  KubeClient client(&loop, *kube, &clock);
+  KubeBlockApi block_api(&client);
+  BlockEngine::Options engine_options;
+  engine_options.node = cfg.node_name;
+  BlockEngine engine(&allocator, store->get(), &block_api, &clock, engine_options);
+  NodeShard shard(&loop, &allocator, store->get(), &engine, &client, &clock,
+                  NodeShardOptions{cfg.node_name, cfg.release_grace_ms});
+  InformerOptions subnets_opts;
+  subnets_opts.path = "/apis/kubeovn.io/v1/subnets";
+  InformerOptions blocks_opts;
+  blocks_opts.path = std::string(kIpBlockCollection);
+  blocks_opts.label_selector = std::string(kNodeLabel) + "=" + cfg.node_name;
+  InformerOptions pods_opts;
+  pods_opts.path = "/api/v1/pods";
+  pods_opts.field_selector = "spec.nodeName=" + cfg.node_name;
+  Informer subnets(&client, subnets_opts, shard.subnet_handler());
+  Informer blocks(&client, blocks_opts, shard.block_handler());
+  Informer pods(&client, pods_opts, shard.pod_handler());
+  shard.Start();
+  subnets.Start();
+  blocks.Start();
+  pods.Start();
+
+  auto stop = [&](std::function<void()> done) {
+    Sequence({[&](std::function<void()> next) { subnets.Close(std::move(next)); },
+              [&](std::function<void()> next) { blocks.Close(std::move(next)); },
+              [&](std::function<void()> next) { pods.Close(std::move(next)); },
+              [&](std::function<void()> next) { shard.Close(std::move(next)); },
+              [&](std::function<void()> next) { client.Close(std::move(next)); }},
+             std::move(done));
   };
-  if (rc != 0) {
-    shutdown(0);
-  } else {
-    if (auto r = signals.Start(shutdown); !r) {
-      rc = Die("cannot install signal handlers: " + r.error().message);
-      shutdown(0);
-    } else {
-      (void)SdNotify("READY=1");
-    }
-  }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&loop) != 0) LogError("internal: libuv handles left open at exit");
-  else LogInfo("stopped");
-  return rc;
+  int rc = Serve(&loop, cfg, &shard, &allocator, &metrics, stop);
+  return Finish(&loop, rc);
 }
 
 }  // namespace
@@ -133,5 +223,5 @@ int main(int argc, char** argv) {
   sublease::LogLevel level = sublease::LogLevel::kInfo;
   sublease::ParseLogLevel(cfg->log_level, &level);
   sublease::SetLogLevel(level);
-  return sublease::Run(*cfg);
+  return cfg->standalone ? sublease::RunStandalone(*cfg) : sublease::RunCluster(*cfg);
 }

@@ -57,9 +57,10 @@ struct IpBlock {
 // the subnet name is one.
 std::string BlockName(const std::string& subnet, const IpNet& block_cidr);
 
-// The default block prefix for a subnet CIDR: 32 blocks or more per subnet, at most 64
-// addresses per block: min(bits, max(prefix + 5, bits - 6)) — a /24 gets /29 blocks
-// (enough for 20 nodes to hold one each), a /16 gets /26, an IPv6 /64 gets /122.
+// The default block prefix for a subnet CIDR: at least 32 blocks per subnet where the
+// subnet allows, with 8 to 64 addresses per block and never a block larger than the
+// subnet — a /24 gets /29 blocks (enough for 20 nodes to hold one each), a /16 gets /26,
+// a /26 gets /29, a /30 is one block, an IPv6 /64 gets /122.
 int DefaultBlockPrefix(const IpNet& subnet_cidr);
 // The block prefix for one family of a subnet. `override` ("/26", "26"; "" = default)
 // is written as an IPv4 prefix length and means a block size (/26 = 64 addresses); an
@@ -71,13 +72,22 @@ Result<int> BlockPrefixFor(const IpNet& subnet_cidr, const std::string& override
 IpNet BlockOf(const IpAddr& a, int block_prefix);
 
 // The whole object for create and update (apiVersion, kind, metadata.name, labels
-// subnet and node, metadata.resourceVersion when set, spec).
+// subnet and node, metadata.resourceVersion when set, spec, and status.used = the
+// number of allocations: the CRD has no status subresource, so it rides in the same
+// write and feeds the `Used` printer column). Offsets are decimal keys.
 std::string EncodeIpBlock(const IpBlock& block);
-// From an API object (a get, a list item, a watch event's object).
+// From an API object (a get, a list item, a watch event's object): metadata.name,
+// .resourceVersion, .uid and spec; unknown fields (and status) are ignored, absent and
+// null fields read as empty. kInvalidArgument naming the field for a wrong type, a
+// missing metadata.name or spec.cidr, or an allocation key that is not a decimal offset
+// inside the block.
 Result<IpBlock> DecodeIpBlock(std::string_view json);
 
-// A kubeovn.io/v1 Subnet object (raw JSON) -> its IPAM fields; the block-size override
-// comes from the `sublease.io/block-size` annotation.
+// A kubeovn.io/v1 Subnet object (raw JSON) -> its IPAM fields (metadata.name,
+// spec.provider, .cidrBlock, .gateway, .excludeIps, .protocol) as written, not
+// validated; the block-size override comes from the `sublease.io/block-size`
+// annotation. Kube-OVN's other fields are ignored. kInvalidArgument naming the field
+// for a wrong type or a missing metadata.name.
 Result<SubnetSpec> DecodeSubnet(std::string_view json);
 
 }  // namespace sublease

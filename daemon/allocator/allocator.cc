@@ -50,30 +50,61 @@ Result<IpAddr> ParseStatic(std::string_view text, const Subnet& subnet) {
 
 }  // namespace
 
-// Per subnet and family: held = the leases' addresses, free = usable - held.
+// Per subnet and family: held = the leases' addresses, free = usable - held - foreign,
+// local_free = free ∩ local (cluster mode). Every change to one set updates the others
+// in the same step, so the invariants hold between any two public calls.
 struct Allocator::SubnetState {
   struct FamilyState {
+    explicit FamilyState(Family f) : free(f), held(f), local(f), local_free(f), foreign(f) {}
     IpRangeList free;
     IpRangeList held;
-    std::unordered_map<U128, const Lease*, U128Hash> holders;  // address -> lease
+    IpRangeList local;       // union of this node's blocks
+    IpRangeList local_free;  // free ∩ local
+    IpRangeList foreign;     // other nodes' allocations this node sees
+    std::unordered_map<U128, const Lease*, U128Hash> holders;           // address -> lease
+    std::unordered_map<U128, std::string, U128Hash> foreign_holders;    // address -> who
+
+    void Unfree(const IpAddr& a) {
+      free.Remove(a);
+      local_free.Remove(a);
+    }
+    // Returns `a` to the free sets when nothing else keeps it out.
+    void MaybeFree(const IpAddr& a, const SubnetFamily* sf) {
+      if (sf == nullptr || !sf->usable.Contains(a) || held.Contains(a) || foreign.Contains(a)) return;
+      free.Add(a);
+      if (local.Contains(a)) local_free.Add(a);
+    }
   };
   Subnet subnet;
-  FamilyState fam[2] = {{IpRangeList(Family::kV4), IpRangeList(Family::kV4), {}},
-                        {IpRangeList(Family::kV6), IpRangeList(Family::kV6), {}}};
+  FamilyState fam[2] = {FamilyState(Family::kV4), FamilyState(Family::kV6)};
   size_t lease_count = 0;
+  bool cluster = false;
 
-  // free = usable - held; held addresses outside `usable` simply stay out of free.
+  // free = usable - held - foreign; held addresses outside `usable` simply stay out.
   void RecomputeFree() {
     for (Family f : kFamilies) {
       const SubnetFamily* sf = subnet.family(f);
       FamilyState& st = fam[Index(f)];
-      st.free = sf ? sf->usable.Subtract(st.held) : IpRangeList(f);
+      st.free = sf ? sf->usable.Subtract(st.held).Subtract(st.foreign) : IpRangeList(f);
+      st.local_free = st.free.Intersect(st.local);
     }
   }
   const Lease* Holder(const IpAddr& a) const {
     const auto& h = fam[Index(a.family())].holders;
     auto it = h.find(a.value());
     return it == h.end() ? nullptr : it->second;
+  }
+  // A lease's or a foreign hold's description, or nullopt when nobody holds `a`.
+  std::optional<std::string> HolderDescription(const IpAddr& a) const {
+    if (const Lease* l = Holder(a)) return l->HolderDescription();
+    const auto& f = fam[Index(a.family())].foreign_holders;
+    auto it = f.find(a.value());
+    if (it == f.end()) return std::nullopt;
+    return it->second;
+  }
+  bool InCidr(const IpAddr& a) const {
+    const SubnetFamily* sf = subnet.family(a.family());
+    return sf != nullptr && sf->cidr.Contains(a);
   }
 };
 
@@ -135,7 +166,7 @@ const Lease* Allocator::Take(SubnetState& st, Lease lease) {
   const Lease* stored = leases_.Insert(std::move(lease));
   for (const IpAddr& a : stored->addresses()) {
     auto& fs = st.fam[Index(a.family())];
-    fs.free.Remove(a);
+    fs.Unfree(a);
     fs.held.Add(a);
     fs.holders.emplace(a.value(), stored);
   }
@@ -186,9 +217,9 @@ Result<Allocator::Plan> Allocator::PlanStatic(const SubnetState& st,
                                          " but ip_family asks for " +
                                          std::string(FamilyName(*request.family))));
     }
-    if (const Lease* h = st.Holder(*addr)) {
+    if (auto h = st.HolderDescription(*addr)) {
       return Fail(Error::Conflict("address " + addr->ToString() + " in subnet " + subnet.name +
-                                  " is held by " + h->HolderDescription()));
+                                  " is held by " + *h));
     }
     plan.addr[i] = *addr;
   }
@@ -206,7 +237,7 @@ Result<Allocator::Plan> Allocator::PlanPool(const SubnetState& st,
   // The requester holds nothing yet (Allocate returned early otherwise), so every
   // holder is another attachment.
   auto index = SelectPoolEntry(*entries, request.ordinal, families,
-                               [&st](const IpAddr& a) { return st.Holder(a); });
+                               [&st](const IpAddr& a) { return st.HolderDescription(a); });
   if (!index) return Fail(index.error());
   const PoolEntry& e = (*entries)[*index];
   Plan plan;
@@ -215,18 +246,45 @@ Result<Allocator::Plan> Allocator::PlanPool(const SubnetState& st,
   return plan;
 }
 
-Result<void> Allocator::PlanDynamic(const SubnetState& st, Plan& plan) const {
+Result<void> Allocator::PlanDynamic(const SubnetState& st, const AllocateRequest& request,
+                                    Plan& plan) const {
   for (Family f : kFamilies) {
     int i = Index(f);
     if (!plan.want[i] || plan.addr[i]) continue;
-    // Lowest free address: O(log ranges), no scan over addresses or leases.
-    plan.addr[i] = st.fam[i].free.Lowest();
-    if (!plan.addr[i]) {
-      return Fail(Error::Exhausted("subnet " + st.subnet.name + " has no free " +
-                                   std::string(FamilyName(f)) + " address in " +
-                                   st.subnet.family(f)->cidr.ToString() + " (" +
-                                   U128ToString(st.fam[i].held.Count()) + " held)"));
+    const auto& fs = st.fam[i];
+    const IpNet* within = nullptr;
+    for (const IpNet& n : request.within) {
+      if (n.family() == f) within = &n;
     }
+    // Every pick is O(log ranges): no scan over addresses or leases.
+    if (within != nullptr) {
+      auto a = fs.free.LowestAtOrAbove(within->first());
+      if (a && *a <= within->last()) plan.addr[i] = a;
+    } else {
+      plan.addr[i] = st.cluster ? fs.local_free.Lowest() : fs.free.Lowest();
+    }
+    if (plan.addr[i]) continue;
+    std::string where = within ? within->ToString()
+                               : st.subnet.family(f)->cidr.ToString() +
+                                     (st.cluster ? ", in this node's blocks" : "");
+    return Fail(Error::Exhausted("subnet " + st.subnet.name + " has no free " +
+                                 std::string(FamilyName(f)) + " address in " + where + " (" +
+                                 U128ToString(fs.held.Count()) + " held here)"));
+  }
+  return Ok();
+}
+
+Result<void> Allocator::CheckWithin(const SubnetState& st, const AllocateRequest& request) const {
+  bool seen[2] = {false, false};
+  for (const IpNet& n : request.within) {
+    const SubnetFamily* sf = st.subnet.family(n.family());
+    if (sf == nullptr || !sf->cidr.Contains(n.first()) || !sf->cidr.Contains(n.last()) ||
+        seen[Index(n.family())]) {
+      return Fail(Error::InvalidArgument("allocation range " + n.ToString() +
+                                         " is not one range per family inside subnet " +
+                                         st.subnet.name + " (" + CidrsOf(st.subnet) + ")"));
+    }
+    seen[Index(n.family())] = true;
   }
   return Ok();
 }
@@ -256,8 +314,9 @@ Result<Lease> Allocator::Allocate(const AllocateRequest& request) {
   if (!plan) return Fail(plan.error());
   plan->want[0] = want.want[0];
   plan->want[1] = want.want[1];
+  if (auto r = CheckWithin(*st, request); !r) return Fail(r.error());
   // Every address is chosen and checked before any is taken: all-or-nothing.
-  if (auto r = PlanDynamic(*st, *plan); !r) return Fail(r.error());
+  if (auto r = PlanDynamic(*st, request, *plan); !r) return Fail(r.error());
 
   Lease lease;
   lease.subnet = request.subnet;
@@ -288,9 +347,9 @@ Result<Lease> Allocator::Release(const AttachmentKey& key) {
       auto& fs = st->fam[Index(a.family())];
       fs.holders.erase(a.value());
       fs.held.Remove(a);
-      // Only addresses usable under the current definition become free again.
-      const SubnetFamily* sf = st->subnet.family(a.family());
-      if (sf && sf->usable.Contains(a)) fs.free.Add(a);
+      // Only addresses usable under the current definition and not held by another
+      // node become free again.
+      fs.MaybeFree(a, st->subnet.family(a.family()));
     }
     --st->lease_count;
   }
@@ -326,6 +385,83 @@ Result<SubnetUsage> Allocator::Usage(const std::string& subnet) const {
   u.v6_available_range = v6.free.ToString();
   u.v6_using_range = v6.held.ToString();
   return u;
+}
+
+Result<void> Allocator::SetClusterMode(const std::string& subnet, bool on) {
+  SubnetState* st = State(subnet);
+  if (st == nullptr) return Fail(Error::NotFound("subnet " + subnet + " is not known"));
+  st->cluster = on;
+  return Ok();
+}
+
+Result<void> Allocator::SetBlockLocal(const std::string& subnet, const IpNet& block, bool local) {
+  SubnetState* st = State(subnet);
+  if (st == nullptr) return Fail(Error::NotFound("subnet " + subnet + " is not known"));
+  if (!st->InCidr(block.first()) || !st->InCidr(block.last())) {
+    return Fail(Error::InvalidArgument("block " + block.ToString() + " is not inside subnet " +
+                                       subnet + " (" + CidrsOf(st->subnet) + ")"));
+  }
+  auto& fs = st->fam[Index(block.family())];
+  if (local) {
+    fs.local.Add(block.first(), block.last());
+    // local_free gains exactly the free addresses of the block: O(log R + k).
+    fs.free.Slice(block.first(), block.last()).ForEach([&fs](const IpRange& r) {
+      fs.local_free.Add(r.first, r.last);
+    });
+  } else {
+    fs.local.Remove(block.first(), block.last());
+    fs.local_free.Remove(block.first(), block.last());
+  }
+  return Ok();
+}
+
+Result<void> Allocator::MarkForeign(const std::string& subnet, const IpAddr& address,
+                                    std::string holder) {
+  SubnetState* st = State(subnet);
+  if (st == nullptr) return Fail(Error::NotFound("subnet " + subnet + " is not known"));
+  if (!st->InCidr(address)) {
+    return Fail(Error::InvalidArgument("address " + address.ToString() + " is not in subnet " +
+                                       subnet + " (" + CidrsOf(st->subnet) + ")"));
+  }
+  auto& fs = st->fam[Index(address.family())];
+  fs.foreign_holders[address.value()] = std::move(holder);
+  fs.foreign.Add(address);
+  fs.Unfree(address);
+  return Ok();
+}
+
+Result<void> Allocator::UnmarkForeign(const std::string& subnet, const IpAddr& address) {
+  SubnetState* st = State(subnet);
+  if (st == nullptr) return Fail(Error::NotFound("subnet " + subnet + " is not known"));
+  auto& fs = st->fam[Index(address.family())];
+  if (fs.foreign_holders.erase(address.value()) == 0) return Ok();
+  fs.foreign.Remove(address);
+  fs.MaybeFree(address, st->subnet.family(address.family()));
+  return Ok();
+}
+
+std::optional<std::string> Allocator::ForeignHolder(const std::string& subnet,
+                                                    const IpAddr& address) const {
+  const SubnetState* st = State(subnet);
+  if (st == nullptr) return std::nullopt;
+  const auto& f = st->fam[Index(address.family())].foreign_holders;
+  auto it = f.find(address.value());
+  if (it == f.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<IpAddr> Allocator::LowestFreeAtOrAbove(const std::string& subnet,
+                                                     const IpAddr& from) const {
+  const SubnetState* st = State(subnet);
+  if (st == nullptr) return std::nullopt;
+  return st->fam[Index(from.family())].free.LowestAtOrAbove(from);
+}
+
+bool Allocator::HasDynamicFree(const std::string& subnet, Family family) const {
+  const SubnetState* st = State(subnet);
+  if (st == nullptr) return false;
+  const auto& fs = st->fam[Index(family)];
+  return st->cluster ? !fs.local_free.empty() : !fs.free.empty();
 }
 
 }  // namespace sublease

@@ -22,6 +22,17 @@
 //   - the same AttachmentKey asking again gets the same lease (idempotence).
 // A static or pool request names some families; the others the request needs are
 // allocated dynamically (Kube-OVN does the same for "10.0.0.5" in a dual-stack subnet).
+//
+// Cluster mode (per subnet, docs/cluster-protocol.md): the subnet is cut into blocks and
+// this node may hand out dynamically only addresses inside blocks it holds (local
+// blocks, SetBlockLocal). Other nodes' allocations that this node can see are *foreign
+// holds* (MarkForeign): not leases, but never free, and a static or pool request for one
+// is a kConflict naming the holder. Per subnet and family, in both modes:
+//   - free = usable - held - foreign;
+//   - local_free = free ∩ local blocks (kept up to date with free, O(log ranges));
+//   - a plain dynamic pick takes the lowest of local_free in cluster mode, of free
+//     otherwise; a pick restricted by AllocateRequest::within takes the lowest of
+//     free ∩ within, ignoring locality (borrowing, or claiming a new block).
 #pragma once
 
 #include <functional>
@@ -58,6 +69,11 @@ struct AllocateRequest {
   bool sticky = false;
   std::string mac;
   std::string provider;
+  // Cluster mode: the dynamic pick of a family is restricted to this range (one prefix
+  // per family at most; usually one block) and ignores locality — for borrowing from
+  // another node's block and for the first allocation in a block being claimed. A
+  // family without an entry follows the plain rule. Static and pool addresses ignore it.
+  std::vector<IpNet> within;
 };
 
 struct SubnetUsage {
@@ -108,13 +124,38 @@ class Allocator {
 
   Result<SubnetUsage> Usage(const std::string& subnet) const;
 
+  // --- Cluster mode (see the header comment). kNotFound for an unknown subnet. ---
+  // On: plain dynamic picks come only from local blocks (none yet = exhausted). Off
+  // (the default, standalone): from the whole subnet. Kept across UpsertSubnet.
+  Result<void> SetClusterMode(const std::string& subnet, bool on);
+  // Marks a block (a prefix inside one of the subnet's CIDRs) as held by this node or
+  // not. kInvalidArgument when it is not inside a CIDR of the subnet.
+  Result<void> SetBlockLocal(const std::string& subnet, const IpNet& block, bool local);
+  // Another node's allocation occupies `address`: it leaves the free sets and a static
+  // request for it fails with kConflict naming `holder`. Marking again replaces the
+  // description. An address held by a lease of ours may be marked too (the mark then
+  // keeps it out of free when the lease goes). kInvalidArgument outside the CIDRs.
+  Result<void> MarkForeign(const std::string& subnet, const IpAddr& address, std::string holder);
+  // Ends a foreign hold; the address is free again unless a lease holds it or it is not
+  // usable. No-op when it was not marked.
+  Result<void> UnmarkForeign(const std::string& subnet, const IpAddr& address);
+  // The foreign holder's description, or nullopt.
+  std::optional<std::string> ForeignHolder(const std::string& subnet, const IpAddr& address) const;
+  // The lowest address of the family of `from` that is free (usable, not held, not
+  // foreign) and >= from, ignoring locality. O(log ranges).
+  std::optional<IpAddr> LowestFreeAtOrAbove(const std::string& subnet, const IpAddr& from) const;
+  // True when a plain dynamic pick of `family` would find an address (cluster mode:
+  // in a local block).
+  bool HasDynamicFree(const std::string& subnet, Family family) const;
+
  private:
   struct SubnetState;
   struct Plan;
   SubnetState* State(const std::string& name) const;
   Result<Plan> PlanStatic(const SubnetState& st, const AllocateRequest& request) const;
   Result<Plan> PlanPool(const SubnetState& st, const AllocateRequest& request) const;
-  Result<void> PlanDynamic(const SubnetState& st, Plan& plan) const;
+  Result<void> PlanDynamic(const SubnetState& st, const AllocateRequest& request, Plan& plan) const;
+  Result<void> CheckWithin(const SubnetState& st, const AllocateRequest& request) const;
   const Lease* Take(SubnetState& st, Lease lease);
 
   std::map<std::string, std::unique_ptr<SubnetState>> subnets_;

@@ -420,5 +420,138 @@ TEST_F(AllocatorTest, LeaseRecordsRequestDetails) {
   EXPECT_EQ(seen, 1);
 }
 
+// --- Cluster mode: local blocks, `within`, foreign holds ---
+
+IpNet Net(const char* text) { return *IpNet::Parse(text); }
+
+class ClusterAllocatorTest : public AllocatorTest {
+ protected:
+  void SetUp() override {
+    AddSubnet("net", "10.0.0.0/24");  // gateway 10.0.0.1
+    ASSERT_TRUE(alloc_.SetClusterMode("net", true));
+  }
+  AllocateRequest Within(const std::string& pod, std::vector<IpNet> within) {
+    AllocateRequest r = Req("net", pod);
+    r.within = std::move(within);
+    return r;
+  }
+};
+
+TEST_F(ClusterAllocatorTest, WithoutALocalBlockDynamicRequestsAreExhausted) {
+  EXPECT_FALSE(alloc_.HasDynamicFree("net", Family::kV4));
+  EXPECT_ERROR(ErrorOf(Req("net", "a")), Code::kExhausted, "in this node's blocks");
+  EXPECT_EQ(alloc_.LeaseCount(), 0u);
+  // Standalone mode hands out from the whole subnet again.
+  ASSERT_TRUE(alloc_.SetClusterMode("net", false));
+  EXPECT_EQ(V4Of(Req("net", "a")), "10.0.0.2");
+}
+
+TEST_F(ClusterAllocatorTest, DynamicPicksComeOnlyFromLocalBlocksLowestFirst) {
+  ASSERT_TRUE(alloc_.SetBlockLocal("net", Net("10.0.0.16/29"), true));
+  ASSERT_TRUE(alloc_.SetBlockLocal("net", Net("10.0.0.0/29"), true));
+  EXPECT_EQ(V4Of(Req("net", "a")), "10.0.0.2");  // .0 network, .1 gateway
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(V4Of(Req("net", "b" + std::to_string(i))), "10.0.0." + std::to_string(3 + i));
+  EXPECT_EQ(V4Of(Req("net", "c")), "10.0.0.16");  // the first block is full
+  ASSERT_TRUE(alloc_.Release(KeyOf(Req("net", "b1"))));
+  EXPECT_EQ(V4Of(Req("net", "d")), "10.0.0.4");  // a released local address comes back first
+}
+
+TEST_F(ClusterAllocatorTest, ABlockNoLongerLocalIsNotPickedFrom) {
+  ASSERT_TRUE(alloc_.SetBlockLocal("net", Net("10.0.0.8/29"), true));
+  EXPECT_EQ(V4Of(Req("net", "a")), "10.0.0.8");
+  ASSERT_TRUE(alloc_.SetBlockLocal("net", Net("10.0.0.8/29"), false));
+  EXPECT_FALSE(alloc_.HasDynamicFree("net", Family::kV4));
+  EXPECT_ERROR(ErrorOf(Req("net", "b")), Code::kExhausted, "10.0.0.0/24");
+  // A lease released inside a non-local block goes back to free but not to local_free.
+  ASSERT_TRUE(alloc_.Release(KeyOf(Req("net", "a"))));
+  EXPECT_FALSE(alloc_.HasDynamicFree("net", Family::kV4));
+  EXPECT_EQ(alloc_.LowestFreeAtOrAbove("net", Ip("10.0.0.8")), Ip("10.0.0.8"));
+}
+
+TEST_F(ClusterAllocatorTest, WithinPicksTheLowestFreeAddressOfTheRangeIgnoringLocality) {
+  ASSERT_TRUE(alloc_.SetBlockLocal("net", Net("10.0.0.0/29"), true));
+  ASSERT_EQ(V4Of(Static("net", "s", {"10.0.0.40"})), "10.0.0.40");
+  EXPECT_EQ(V4Of(Within("a", {Net("10.0.0.40/29")})), "10.0.0.41");
+  EXPECT_EQ(V4Of(Req("net", "b")), "10.0.0.2");  // plain picks stay local
+}
+
+TEST_F(ClusterAllocatorTest, WithinAFullRangeIsExhaustedAndOutsideTheSubnetIsInvalid) {
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(alloc_.MarkForeign("net", Ip(("10.0.0." + std::to_string(48 + i)).c_str()), "pod x/y"));
+  }
+  EXPECT_ERROR(ErrorOf(Within("a", {Net("10.0.0.48/29")})), Code::kExhausted, "10.0.0.48/29");
+  EXPECT_ERROR(ErrorOf(Within("a", {Net("10.0.1.0/29")})), Code::kInvalidArgument, "10.0.1.0/29");
+  EXPECT_ERROR(ErrorOf(Within("a", {Net("10.0.0.0/29"), Net("10.0.0.8/29")})), Code::kInvalidArgument,
+               "one range per family");
+  EXPECT_EQ(alloc_.LeaseCount(), 0u);
+}
+
+TEST_F(ClusterAllocatorTest, ForeignHoldsAreNeverHandedOutAndStaticRequestsNameTheHolder) {
+  ASSERT_TRUE(alloc_.SetBlockLocal("net", Net("10.0.0.0/29"), true));
+  ASSERT_TRUE(alloc_.MarkForeign("net", Ip("10.0.0.2"), "pod default/other (node-b)"));
+  EXPECT_EQ(alloc_.ForeignHolder("net", Ip("10.0.0.2")), "pod default/other (node-b)");
+  EXPECT_EQ(V4Of(Req("net", "a")), "10.0.0.3");
+  EXPECT_ERROR(ErrorOf(Static("net", "s", {"10.0.0.2"})), Code::kConflict, "pod default/other (node-b)");
+  auto u = *alloc_.Usage("net");
+  EXPECT_EQ(u.v4_using, 1u);  // a foreign hold is not a lease of this node
+  EXPECT_EQ(alloc_.LeaseCount(), 1u);
+  EXPECT_EQ(alloc_.Holder("net", Ip("10.0.0.2")), nullptr);
+}
+
+TEST_F(ClusterAllocatorTest, UnmarkForeignReturnsTheAddressToTheLocalFreeSet) {
+  ASSERT_TRUE(alloc_.SetBlockLocal("net", Net("10.0.0.0/29"), true));
+  ASSERT_TRUE(alloc_.MarkForeign("net", Ip("10.0.0.2"), "pod default/other"));
+  ASSERT_TRUE(alloc_.UnmarkForeign("net", Ip("10.0.0.2")));
+  ASSERT_TRUE(alloc_.UnmarkForeign("net", Ip("10.0.0.2")));  // no-op
+  EXPECT_EQ(alloc_.ForeignHolder("net", Ip("10.0.0.2")), std::nullopt);
+  EXPECT_EQ(V4Of(Req("net", "a")), "10.0.0.2");
+}
+
+TEST_F(ClusterAllocatorTest, AForeignMarkOnALeasedAddressKeepsItOutWhenTheLeaseGoes) {
+  ASSERT_TRUE(alloc_.SetBlockLocal("net", Net("10.0.0.0/29"), true));
+  EXPECT_EQ(V4Of(Req("net", "a")), "10.0.0.2");
+  ASSERT_TRUE(alloc_.MarkForeign("net", Ip("10.0.0.2"), "pod default/other"));
+  ASSERT_TRUE(alloc_.Release(KeyOf(Req("net", "a"))));
+  EXPECT_EQ(V4Of(Req("net", "b")), "10.0.0.3");
+  ASSERT_TRUE(alloc_.UnmarkForeign("net", Ip("10.0.0.2")));
+  EXPECT_EQ(V4Of(Req("net", "c")), "10.0.0.2");
+}
+
+TEST_F(ClusterAllocatorTest, PoolSkipsForeignHeldEntriesAndStatefulSetsNameTheHolder) {
+  ASSERT_TRUE(alloc_.MarkForeign("net", Ip("10.0.0.20"), "pod default/web-0 on node-b"));
+  EXPECT_EQ(V4Of(Pool("net", "a", "10.0.0.20,10.0.0.21")), "10.0.0.21");
+  EXPECT_ERROR(ErrorOf(Pool("net", "web-0", "10.0.0.20,10.0.0.22", 0u)), Code::kConflict,
+               "pod default/web-0 on node-b");
+}
+
+TEST_F(ClusterAllocatorTest, RedefiningTheSubnetKeepsModeBlocksAndForeignHolds) {
+  ASSERT_TRUE(alloc_.SetBlockLocal("net", Net("10.0.0.0/29"), true));
+  ASSERT_TRUE(alloc_.MarkForeign("net", Ip("10.0.0.2"), "pod default/other"));
+  AddSubnet("net", "10.0.0.0/24", "", {"10.0.0.3"});
+  EXPECT_EQ(V4Of(Req("net", "a")), "10.0.0.4");
+  EXPECT_EQ(alloc_.ForeignHolder("net", Ip("10.0.0.2")), "pod default/other");
+}
+
+TEST_F(ClusterAllocatorTest, BlocksAndForeignHoldsOutsideTheSubnetAreRejected) {
+  EXPECT_EQ(alloc_.SetBlockLocal("net", Net("10.0.1.0/29"), true).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(alloc_.MarkForeign("net", Ip("10.0.1.1"), "x").error().code, Code::kInvalidArgument);
+  EXPECT_EQ(alloc_.SetBlockLocal("nope", Net("10.0.0.0/29"), true).error().code, Code::kNotFound);
+  EXPECT_EQ(alloc_.SetClusterMode("nope", true).error().code, Code::kNotFound);
+}
+
+TEST_F(ClusterAllocatorTest, DualStackWithinRestrictsEachFamilyToItsOwnRange) {
+  AddSubnet("dual", "10.1.0.0/24,fd00::/120");
+  ASSERT_TRUE(alloc_.SetClusterMode("dual", true));
+  ASSERT_TRUE(alloc_.SetBlockLocal("dual", Net("10.1.0.0/29"), true));
+  AllocateRequest r = Req("dual", "a");
+  // IPv6 has no local block: exhausted unless `within` names a range for it.
+  EXPECT_ERROR(ErrorOf(r), Code::kExhausted, "IPv6");
+  r.within = {Net("fd00::40/125")};
+  auto l = alloc_.Allocate(r);
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ(l->v4->ToString(), "10.1.0.2");
+  EXPECT_EQ(l->v6->ToString(), "fd00::40");
+}
+
 }  // namespace
 }  // namespace sublease

@@ -1,5 +1,6 @@
 #include "daemon/allocator/ip_range_list.h"
 
+#include <algorithm>
 #include <cassert>
 #include <iterator>
 
@@ -91,6 +92,19 @@ std::optional<IpAddr> IpRangeList::LowestAtOrAbove(const IpAddr& from) const {
   }
   if (it == ranges_.end()) return std::nullopt;
   return IpAddr(family_, it->first);
+}
+
+IpRangeList IpRangeList::Slice(const IpAddr& first, const IpAddr& last) const {
+  IpRangeList out(family_);
+  if (first.family() != family_ || last < first) return out;
+  auto it = ranges_.upper_bound(first.value());
+  if (it != ranges_.begin()) --it;  // the range that may hold `first`
+  for (; it != ranges_.end() && it->first <= last.value(); ++it) {
+    U128 lo = std::max(it->first, first.value());
+    U128 hi = std::min(it->second, last.value());
+    if (lo <= hi) out.Add(IpAddr(family_, lo), IpAddr(family_, hi));
+  }
+  return out;
 }
 
 IpRangeList IpRangeList::Intersect(const IpRangeList& other) const {

@@ -47,6 +47,8 @@ class IpRangeList {
   // The lowest address >= from, if any.
   std::optional<IpAddr> LowestAtOrAbove(const IpAddr& from) const;
 
+  // The part of the set inside [first, last]: O(log R + k) for k ranges in the window.
+  IpRangeList Slice(const IpAddr& first, const IpAddr& last) const;
   IpRangeList Intersect(const IpRangeList& other) const;
   IpRangeList Subtract(const IpRangeList& other) const;
   // Calls fn for each range in ascending order.

@@ -68,8 +68,8 @@ std::vector<IpAddr> Needed(const PoolEntry& e, PoolFamilies f) {
   return out;
 }
 
-std::string HeldBy(const IpAddr& a, const Lease& l) {
-  return a.ToString() + " is held by " + l.HolderDescription();
+std::string HeldBy(const IpAddr& a, const std::string& holder) {
+  return a.ToString() + " is held by " + holder;
 }
 
 }  // namespace
@@ -116,8 +116,8 @@ Result<size_t> SelectPoolEntry(const std::vector<PoolEntry>& entries,
                                          Quote(e.text) + " has no address of the family requested"));
     }
     for (const IpAddr& a : need) {
-      if (const Lease* l = holder(a)) {
-        return Fail(Error::Conflict("ip_pool entry [" + std::to_string(*ordinal) + "]: " + HeldBy(a, *l)));
+      if (auto h = holder(a)) {
+        return Fail(Error::Conflict("ip_pool entry [" + std::to_string(*ordinal) + "]: " + HeldBy(a, *h)));
       }
     }
     return static_cast<size_t>(*ordinal);
@@ -129,15 +129,15 @@ Result<size_t> SelectPoolEntry(const std::vector<PoolEntry>& entries,
     std::vector<IpAddr> need = Needed(entries[i], families);
     if (need.empty()) continue;
     any_family = true;
-    const Lease* held = nullptr;
+    std::optional<std::string> held;
     IpAddr held_addr;
     for (const IpAddr& a : need) {
-      if ((held = holder(a)) != nullptr) {
+      if ((held = holder(a))) {
         held_addr = a;
         break;
       }
     }
-    if (held == nullptr) return i;
+    if (!held) return i;
     // Name a few holders: enough to act on, bounded for a long pool.
     if (++taken_count <= 3) {
       if (!taken.empty()) taken += "; ";

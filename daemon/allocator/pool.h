@@ -39,8 +39,9 @@ struct PoolEntry {
 // outside the subnet, gateway/network/broadcast, duplicate, empty entry).
 Result<std::vector<PoolEntry>> ParsePool(std::string_view annotation, const Subnet& subnet);
 
-// The live lease holding `address` for another attachment, or nullptr when free.
-using PoolHolderFn = std::function<const Lease*(const IpAddr&)>;
+// Who holds `address` for another attachment ("pod default/a (container c1, net1)", or
+// a foreign hold's description in cluster mode), or nullopt when it is free.
+using PoolHolderFn = std::function<std::optional<std::string>(const IpAddr&)>;
 
 // Which families the request needs; an entry's addresses of other families are ignored.
 struct PoolFamilies {

@@ -95,9 +95,10 @@ struct Holders {
     held[Ip(addr)] = l;
   }
   PoolHolderFn Fn() const {
-    return [this](const IpAddr& a) -> const Lease* {
+    return [this](const IpAddr& a) -> std::optional<std::string> {
       auto it = held.find(a);
-      return it == held.end() ? nullptr : &it->second;
+      if (it == held.end()) return std::nullopt;
+      return it->second.HolderDescription();
     };
   }
 };

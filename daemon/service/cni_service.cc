@@ -108,8 +108,7 @@ Result<void> ValidateRoutes(const std::vector<WireRoute>& routes) {
 
 }  // namespace
 
-CniReply CniService::ReplyFor(const Subnet& subnet, const Lease& lease,
-                              const std::vector<WireRoute>& nad_routes) const {
+CniReply MakeCniReply(const Subnet& subnet, const Lease& lease, const std::vector<WireRoute>& nad_routes) {
   CniReply reply;
   reply.mac = lease.mac;
   for (const auto& address : lease.addresses()) {
@@ -119,8 +118,6 @@ CniReply CniService::ReplyFor(const Subnet& subnet, const Lease& lease,
     if (fam && fam->gateway) ip.gateway = fam->gateway->ToString();
     reply.ips.push_back(std::move(ip));
   }
-  // A default route only when the NAD asks for one (a route without dst): an attachment
-  // must not steal the pod's default route (Kube-OVN behaves the same).
   for (const auto& route : nad_routes) {
     if (!route.dst.empty()) {
       reply.routes.push_back(route);
@@ -159,9 +156,9 @@ Result<CniReply> CniService::Add(const CniRequest& request) {
       again.owner = owner;
       auto moved = allocator_->Allocate(again);  // updates the container ID in memory
       if (!moved) return Fail(moved.error());
-      return ReplyFor(**subnet, *moved, request.routes);
+      return MakeCniReply(**subnet, *moved, request.routes);
     }
-    return ReplyFor(**subnet, *held, request.routes);
+    return MakeCniReply(**subnet, *held, request.routes);
   }
 
   AllocateRequest alloc;
@@ -183,7 +180,7 @@ Result<CniReply> CniService::Add(const CniRequest& request) {
     return Fail(stored.error());
   }
   (void)allocator_->Commit(key);
-  return ReplyFor(**subnet, *lease, request.routes);
+  return MakeCniReply(**subnet, *lease, request.routes);
 }
 
 Result<void> CniService::ReleaseLease(const Lease& lease) {
@@ -219,7 +216,7 @@ Result<CniReply> CniService::Check(const CniRequest& request) {
     return Fail(Error::Unavailable("the lease of container " + request.container_id +
                                    " is not committed yet"));
   }
-  return ReplyFor(**subnet, *lease, request.routes);
+  return MakeCniReply(**subnet, *lease, request.routes);
 }
 
 Result<GcOutcome> CniService::Gc(const GcRequest& request) {

@@ -24,6 +24,12 @@ struct GcOutcome {
   size_t kept = 0;
 };
 
+// The CNI answer for a lease: its addresses with the subnet's prefix length and gateway,
+// and the NAD's routes, where a route without dst becomes the default route via its gw
+// or the subnet's gateway (a default route only when asked: an attachment must not take
+// the pod's default route, as in Kube-OVN).
+CniReply MakeCniReply(const Subnet& subnet, const Lease& lease, const std::vector<WireRoute>& routes);
+
 class CniService {
  public:
   // Borrows all three; they must outlive the service.
@@ -53,8 +59,6 @@ class CniService {
 
  private:
   Result<const Subnet*> SubnetFor(const std::string& provider) const;
-  CniReply ReplyFor(const Subnet& subnet, const Lease& lease,
-                    const std::vector<WireRoute>& nad_routes) const;
   Result<void> ReleaseLease(const Lease& lease);
 
   Allocator* allocator_;

@@ -1,0 +1,412 @@
+// The block engine's requests: Allocate, Release, Recover. Blocks and their queues are
+// in block_engine_blocks.cc, claiming and borrowing in block_engine_claim.cc.
+#include "daemon/cluster/block_engine.h"
+
+#include <utility>
+
+#include "common/log.h"
+#include "daemon/cluster/block_engine_internal.h"
+
+namespace sublease {
+namespace {
+
+constexpr Family kFamilies[] = {Family::kV4, Family::kV6};
+
+bool Wants(const Subnet& subnet, const AllocateRequest& r, Family f) {
+  return subnet.family(f) != nullptr && (!r.family || *r.family == f);
+}
+
+bool HasWithin(const AllocateRequest& r, Family f) {
+  for (const IpNet& n : r.within) {
+    if (n.family() == f) return true;
+  }
+  return false;
+}
+
+void DropWithin(AllocateRequest& r, Family f) {
+  std::erase_if(r.within, [f](const IpNet& n) { return n.family() == f; });
+}
+
+// The addresses a static request names ("10.0.0.5" or "10.0.0.5/24").
+std::vector<IpAddr> NamedAddresses(const AllocateRequest& r) {
+  std::vector<IpAddr> out;
+  for (const std::string& text : r.static_ips) {
+    auto a = IpAddr::Parse(text.substr(0, text.find('/')));
+    if (a) out.push_back(*a);
+  }
+  return out;
+}
+
+}  // namespace
+
+BlockEngine::BlockEngine(Allocator* allocator, Store* store, BlockApi* api, const Clock* clock,
+                         Options options)
+    : allocator_(allocator),
+      store_(store),
+      api_(api),
+      clock_(clock),
+      options_(std::move(options)),
+      rng_(options_.seed != 0 ? options_.seed : std::random_device{}()) {}
+
+BlockEngine::~BlockEngine() = default;
+
+// --- One request per attachment at a time ---
+
+void BlockEngine::RunForKey(const AttachmentKey& key, std::function<void()> run) {
+  auto it = keys_.find(key);
+  if (it != keys_.end()) {
+    it->second.push_back(std::move(run));
+    return;
+  }
+  keys_[key];
+  run();
+}
+
+void BlockEngine::FinishKey(const AttachmentKey& key) {
+  auto it = keys_.find(key);
+  if (it == keys_.end()) return;
+  if (it->second.empty()) {
+    keys_.erase(it);
+    return;
+  }
+  std::function<void()> next = std::move(it->second.front());
+  it->second.pop_front();
+  next();
+}
+
+void BlockEngine::Answer(const AttachmentKey& key, const LeaseDone& done, Result<Lease> result) {
+  done(std::move(result));
+  FinishKey(key);
+}
+
+// --- Allocate ---
+
+void BlockEngine::Allocate(const AllocateRequest& request, LeaseDone done) {
+  AttachmentKey key = AttachmentKey::For(request.subnet, request.owner);
+  RunForKey(key, [this, request, key, done = std::move(done)]() mutable {
+    if (const Lease* held = allocator_->Find(key)) {
+      // Step 1: already held. A pending lease with nobody serving it is left from
+      // before a restart; only Recover may decide it.
+      if (held->state == LeaseState::kCommitted) return Answer(key, done, *held);
+      return Answer(key, done,
+                    Fail(Error::Unavailable("the lease of " + key.ToString() +
+                                            " is pending from before a restart; it is settled "
+                                            "once the daemon has reconciled with the API server")));
+    }
+    auto job = std::make_shared<Job>();
+    job->request = request;
+    job->request.within.clear();
+    job->key = key;
+    job->done = std::move(done);
+    StartAllocate(job);
+  });
+}
+
+void BlockEngine::StartAllocate(std::shared_ptr<Job> job) {
+  auto lease = allocator_->Allocate(job->request);
+  if (!lease) return AfterAllocatorRefused(job, lease.error());
+  // Step 2: the pending row reserves the address on this node while its block write is
+  // in flight (the unique index on (subnet, address) is the row lock).
+  if (auto stored = store_->InsertLease(*lease, clock_->NowMs()); !stored) {
+    (void)allocator_->Release(job->key);
+    return FinishJob(job, Fail(stored.error()));
+  }
+  job->lease = *lease;
+  QueueAdds(job, *lease);
+}
+
+void BlockEngine::AfterAllocatorRefused(std::shared_ptr<Job> job, const Error& error) {
+  const Subnet* subnet = allocator_->FindSubnet(job->request.subnet);
+  if (error.code == Code::kExhausted && subnet != nullptr) {
+    // Step 6: a family with no free address in this node's blocks needs a block.
+    for (Family f : kFamilies) {
+      if (Wants(*subnet, job->request, f) && !HasWithin(job->request, f) &&
+          !allocator_->HasDynamicFree(job->request.subnet, f)) {
+        return FindBlockFor(job, f);
+      }
+    }
+    // A block chosen to claim or borrow from filled up meanwhile: choose again.
+    if (!job->request.within.empty() && job->repicks < options_.max_repicks) {
+      ++job->repicks;
+      ++stats_.repicks;
+      job->request.within.clear();
+      job->claims.clear();
+      return StartAllocate(job);
+    }
+  }
+  if (error.code == Code::kConflict && !job->refreshed) {
+    // Foreign holds in blocks this node does not watch are only as fresh as its last
+    // read of them: re-read the block once before telling the user it is taken.
+    for (const IpAddr& a : NamedAddresses(job->request)) {
+      auto cidr = BlockOfAddress(job->request.subnet, a);
+      auto* b = cidr ? FindBlock(BlockName(job->request.subnet, *cidr)) : nullptr;
+      if (allocator_->ForeignHolder(job->request.subnet, a) && (b == nullptr || !b->local)) {
+        job->refreshed = true;
+        return Refresh(job->request.subnet, *cidr, [this, job] { StartAllocate(job); });
+      }
+    }
+  }
+  FinishJob(job, Fail(error));
+}
+
+void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
+  std::vector<IpAddr> addresses = lease.addresses();
+  job->outstanding = static_cast<int>(addresses.size());
+  job->results.clear();
+  std::weak_ptr<int> token = life_;
+  for (const IpAddr& a : addresses) {
+    IpNet cidr = *BlockOfAddress(lease.subnet, a);  // the allocator only hands out CIDR addresses
+    Op op;
+    op.kind = Op::Kind::kAdd;
+    op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
+    op.key = job->key;
+    op.allocation = AllocationFor(lease);
+    op.claim = job->claims.count(BlockName(lease.subnet, cidr)) > 0;
+    op.done = [this, job, a, token](Result<void> r) {
+      if (token.expired()) return;
+      job->results.emplace_back(a, std::move(r));
+      if (--job->outstanding == 0) OnAddsDone(job);
+    };
+    Enqueue(lease.subnet, cidr, std::move(op));
+  }
+}
+
+void BlockEngine::OnAddsDone(std::shared_ptr<Job> job) {
+  bool all_ok = true;
+  for (const auto& [a, r] : job->results) all_ok = all_ok && r.has_value();
+  if (!all_ok) return Unwind(job, [this, job] { AfterUnwind(job); });
+  // Step 5: every address is in its block; only now is the lease a fact.
+  Lease lease = *job->lease;
+  if (auto r = store_->SetLeaseState(job->key, LeaseState::kCommitted, clock_->NowMs()); !r) {
+    // The API holds the allocation; the row stays pending and Recover commits it.
+    return FinishJob(job, Fail(r.error().Wrap("recording the committed lease")));
+  }
+  (void)allocator_->Commit(job->key);
+  lease.state = LeaseState::kCommitted;
+  ++stats_.allocations;
+  FinishJob(job, lease);
+}
+
+// Takes the attempt's addresses that did land back out of their blocks, so that a
+// failed dual-stack attempt leaves nothing behind in the API either.
+void BlockEngine::Unwind(std::shared_ptr<Job> job, std::function<void()> then) {
+  std::vector<IpAddr> landed;
+  for (const auto& [a, r] : job->results) {
+    if (r) landed.push_back(a);
+  }
+  if (landed.empty()) return then();
+  auto left = std::make_shared<size_t>(landed.size());
+  auto next = std::make_shared<std::function<void()>>(std::move(then));
+  std::weak_ptr<int> token = life_;
+  for (const IpAddr& a : landed) {
+    IpNet cidr = *BlockOfAddress(job->key.subnet, a);
+    Op op;
+    op.kind = Op::Kind::kRemove;
+    op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
+    op.key = job->key;
+    // A removal that fails leaves an allocation without a lease: it stays taken (never
+    // a duplicate), shows as a foreign hold, and the reconciler frees it later.
+    op.done = [left, next, token](const Result<void>&) {
+      if (!token.expired() && --*left == 0) (*next)();
+    };
+    Enqueue(job->key.subnet, cidr, std::move(op));
+  }
+}
+
+void BlockEngine::AfterUnwind(std::shared_ptr<Job> job) {
+  DropReservation(*job->lease);
+  job->lease.reset();
+  const Error* unavailable = nullptr;
+  const Error* conflict = nullptr;
+  bool repickable = true;
+  for (const auto& [a, r] : job->results) {
+    if (r) continue;
+    if (r.error().code == Code::kConflict) {
+      conflict = conflict ? conflict : &r.error();
+      repickable = repickable && Repickable(*job, a);
+      DropWithin(job->request, a.family());
+    } else {
+      unavailable = unavailable ? unavailable : &r.error();
+    }
+  }
+  job->claims.clear();
+  if (unavailable != nullptr) return FinishJob(job, Fail(*unavailable));
+  if (!repickable) return FinishJob(job, Fail(*conflict));
+  if (job->repicks >= options_.max_repicks) {
+    return FinishJob(job, Fail(Error::Unavailable(
+                              "could not commit an address in subnet " + job->key.subnet + " after " +
+                              std::to_string(job->repicks + 1) +
+                              " attempts: other nodes kept taking the addresses picked; try again")));
+  }
+  // Step 4: the re-read marked the lost address as a foreign hold, so the allocator
+  // will not pick it again.
+  ++job->repicks;
+  ++stats_.repicks;
+  StartAllocate(job);
+}
+
+// A named (static, or StatefulSet pool entry) address is the user's choice: losing it
+// is a conflict to report. Anything the allocator chose may be chosen again.
+bool BlockEngine::Repickable(const Job& job, const IpAddr& address) const {
+  for (const IpAddr& named : NamedAddresses(job.request)) {
+    if (named == address) return false;
+  }
+  return job.request.static_ips.empty() && !(job.request.ordinal && !job.request.pool.empty());
+}
+
+void BlockEngine::DropReservation(const Lease& lease) {
+  AttachmentKey key = lease.key();
+  if (auto r = store_->ReleaseLease(key, clock_->NowMs()); !r && r.error().code != Code::kNotFound) {
+    LogWarn("dropping the pending lease of " + key.ToString() + ": " + r.error().message);
+  }
+  (void)allocator_->Release(key);
+}
+
+void BlockEngine::FinishJob(std::shared_ptr<Job> job, Result<Lease> result) {
+  LeaseDone done = std::move(job->done);
+  Answer(job->key, done, std::move(result));
+}
+
+// --- Release ---
+
+void BlockEngine::Release(const AttachmentKey& key, VoidDone done) {
+  RunForKey(key, [this, key, done = std::move(done)]() mutable {
+    DoRelease(key, [this, key, done = std::move(done)](Result<void> r) {
+      done(std::move(r));
+      FinishKey(key);
+    });
+  });
+}
+
+void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
+  const Lease* held = allocator_->Find(key);
+  if (held == nullptr) return done(Ok());  // CNI spec: DEL succeeds when nothing is held
+  Lease lease = *held;
+  std::vector<IpAddr> addresses = lease.addresses();
+  struct Pending {
+    size_t left;
+    std::optional<Error> error;
+  };
+  auto state = std::make_shared<Pending>(Pending{addresses.size(), std::nullopt});
+  auto finish = [this, key, state, done = std::move(done)] {
+    if (state->error) return done(Fail(*state->error));
+    if (auto r = store_->ReleaseLease(key, clock_->NowMs()); !r && r.error().code != Code::kNotFound) {
+      return done(Fail(r.error()));
+    }
+    (void)allocator_->Release(key);
+    ++stats_.releases;
+    done(Ok());
+  };
+  if (addresses.empty()) return finish();
+  auto shared_finish = std::make_shared<decltype(finish)>(std::move(finish));
+  std::weak_ptr<int> token = life_;
+  for (const IpAddr& a : addresses) {
+    IpNet cidr = *BlockOfAddress(lease.subnet, a);
+    Op op;
+    op.kind = Op::Kind::kRemove;
+    op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
+    op.key = key;
+    op.done = [state, shared_finish, token](Result<void> r) {
+      if (token.expired()) return;
+      if (!r && !state->error) state->error = r.error();
+      if (--state->left == 0) (*shared_finish)();
+    };
+    Enqueue(lease.subnet, cidr, std::move(op));
+  }
+}
+
+// --- Recover ---
+
+void BlockEngine::Recover(VoidDone done) {
+  auto live = store_->LoadLiveLeases();
+  if (!live) return done(Fail(live.error()));
+  std::vector<Lease> pending;
+  for (Lease& l : *live) {
+    if (l.state == LeaseState::kPending) pending.push_back(std::move(l));
+  }
+  if (pending.empty()) return done(Ok());
+  struct Tally {
+    size_t left;
+    size_t failed = 0;
+  };
+  auto tally = std::make_shared<Tally>(Tally{pending.size(), 0});
+  auto shared_done = std::make_shared<VoidDone>(std::move(done));
+  for (const Lease& lease : pending) {
+    AttachmentKey key = lease.key();
+    RunForKey(key, [this, lease, key, tally, shared_done] {
+      RecoverLease(lease, [this, key, tally, shared_done](bool ok) {
+        tally->failed += ok ? 0 : 1;
+        FinishKey(key);
+        if (--tally->left > 0) return;
+        if (tally->failed == 0) return (*shared_done)(Ok());
+        (*shared_done)(Fail(Error::Unavailable(
+            std::to_string(tally->failed) +
+            " pending leases could not be checked against their IPBlocks (API server "
+            "unreachable); they stay pending and are retried")));
+      });
+    });
+  }
+}
+
+void BlockEngine::RecoverLease(const Lease& lease, std::function<void(bool ok)> done) {
+  if (allocator_->FindSubnet(lease.subnet) == nullptr) {
+    LogWarn("pending lease of " + lease.key().ToString() + ": subnet " + lease.subnet +
+            " is not known yet; left pending");
+    return done(false);
+  }
+  if (allocator_->Find(lease.key()) == nullptr) (void)allocator_->Restore(lease);
+  std::vector<IpAddr> addresses = lease.addresses();
+  struct Reads {
+    size_t left;
+    bool failed = false;
+    std::vector<IpAddr> present;
+  };
+  auto reads = std::make_shared<Reads>(Reads{addresses.size(), false, {}});
+  auto decide = [this, lease, reads, done = std::move(done)] {
+    if (reads->failed) return done(false);
+    AttachmentKey key = lease.key();
+    if (reads->present.size() == lease.addresses().size()) {
+      // The block write succeeded before the crash: the lease is a fact.
+      bool ok = store_->SetLeaseState(key, LeaseState::kCommitted, clock_->NowMs()).has_value();
+      if (ok) (void)allocator_->Commit(key);
+      return done(ok);
+    }
+    // Never handed out: drop it (taking back a dual-stack half that did land).
+    auto job = std::make_shared<Job>();
+    job->key = key;
+    job->lease = lease;
+    for (const IpAddr& a : reads->present) job->results.emplace_back(a, Ok());
+    Unwind(job, [this, lease, done] {
+      DropReservation(lease);
+      done(true);
+    });
+  };
+  auto shared_decide = std::make_shared<decltype(decide)>(std::move(decide));
+  std::weak_ptr<int> token = life_;
+  for (const IpAddr& a : addresses) {
+    IpNet cidr = *BlockOfAddress(lease.subnet, a);
+    std::string name = BlockName(lease.subnet, cidr);
+    ++stats_.gets;
+    api_->Get(name, [this, token, reads, shared_decide, lease, a, cidr](
+                        Result<std::optional<IpBlock>> r) {
+      if (token.expired()) return;
+      if (!r) {
+        NoteFailure(r.error());
+        reads->failed = true;
+      } else {
+        BlockState& b = Block(lease.subnet, cidr);
+        if (!b.busy) SetObject(b, *r);
+        auto offset = static_cast<uint64_t>(a.value() - cidr.first().value());
+        if (*r) {
+          auto it = (*r)->allocations.find(offset);
+          if (it != (*r)->allocations.end() && KeyOfAllocation(lease.subnet, it->second) == lease.key()) {
+            reads->present.push_back(a);
+          }
+        }
+      }
+      if (--reads->left == 0) (*shared_decide)();
+    });
+  }
+}
+
+}  // namespace sublease

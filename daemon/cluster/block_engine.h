@@ -1,0 +1,174 @@
+// BlockEngine: a node's side of the cluster protocol (docs/cluster-protocol.md). It
+// turns an allocation decided locally into a cluster-wide fact by writing it into the
+// IPBlock that holds the address, and undoes or retries what the API server refuses.
+//
+//   Allocate: allocator pick + a `pending` lease row (one SQLite transaction) → the
+//   address's block gets the allocation through a create (claim) or a CAS update (own
+//   block, or borrowing from another node's) → `committed` in store and allocator →
+//   done(lease). Invariant: done(success) runs only after the API write containing the
+//   allocation succeeded; that is what makes duplicates impossible across nodes.
+//
+// Group commit: at most one read or write is in flight per block; allocations and
+// releases queued for a block meanwhile leave together in its next write. A 409 (stale
+// version, AlreadyExists) is followed by a GET and a merge; only the allocations whose
+// offset someone else now holds fail — dynamic ones are re-picked (Options.max_repicks),
+// static and StatefulSet-pool ones report kConflict naming the holder.
+//
+// What the engine keeps per block: the last object seen (for the CAS), the queue, and
+// which of its addresses it marked as foreign holds in the allocator. Locality (which
+// blocks are this node's) is pushed into the allocator from the informer feed
+// (OnBlockUpsert/OnBlockDeleted) and from the engine's own writes.
+//
+// Ownership: borrows the Allocator, Store, BlockApi and Clock; all must outlive the
+// engine. Subnets must be in the allocator (UpsertSubnet + SetClusterMode) and in the
+// store before requests for them arrive. Thread: the daemon's one loop thread.
+// Callbacks are asynchronous — they run from BlockApi callbacks — except that answers
+// needing no API call (a lease already committed, a request the allocator rejects) are
+// given before Allocate returns. Callbacks that arrive after the engine was destroyed
+// are ignored.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/result.h"
+#include "daemon/allocator/allocator.h"
+#include "daemon/cluster/block_api.h"
+#include "daemon/store/store.h"
+#include "sync/ipblock.h"
+
+namespace sublease {
+
+// Monotonic counters; the daemon exports them as metrics.
+struct BlockEngineStats {
+  uint64_t gets = 0, lists = 0, creates = 0, updates = 0, deletes = 0;  // API calls made
+  uint64_t conflicts = 0;    // 409s: stale version, AlreadyExists, failed precondition
+  uint64_t unavailable = 0;  // API calls that failed kUnavailable
+  uint64_t allocations = 0;  // Allocate calls answered with a newly committed lease
+  uint64_t releases = 0;     // leases released (their allocation removed from the block)
+  uint64_t claims = 0;       // blocks this node created
+  uint64_t borrows = 0;      // allocations committed into another node's block
+  uint64_t repicks = 0;      // dynamic picks retried after losing their address
+  uint64_t blocks_deleted = 0;
+  uint64_t writes() const { return creates + updates + deletes; }
+};
+
+class BlockEngine {
+ public:
+  struct Options {
+    std::string node;              // this node's name (spec.node of its blocks)
+    int empty_block_reserve = 1;   // own empty blocks per subnet and family kept, not deleted
+    int max_repicks = 8;           // dynamic re-picks per allocation before kUnavailable
+    int claim_spread = 4;          // a claim picks at random among this many lowest free blocks
+    int max_conflict_rounds = 16;  // 409 → re-read → retry rounds per queued change
+    uint64_t seed = 0;             // random choices; 0 = from std::random_device
+  };
+  using LeaseDone = std::function<void(Result<Lease>)>;
+  using VoidDone = std::function<void(Result<void>)>;
+
+  BlockEngine(Allocator* allocator, Store* store, BlockApi* api, const Clock* clock, Options options);
+  ~BlockEngine();
+  BlockEngine(const BlockEngine&) = delete;
+  BlockEngine& operator=(const BlockEngine&) = delete;
+
+  // Protocol steps 1–7. Errors: the allocator's (kNotFound subnet, kInvalidArgument,
+  // kConflict naming the holder, kExhausted when no block anywhere has a free address),
+  // kUnavailable when the API server cannot be reached or contention outlasts the
+  // re-picks (nothing is left reserved: no pending row, no allocator hold), kInternal
+  // for the store. Requests for one attachment are served one after another.
+  void Allocate(const AllocateRequest& request, LeaseDone done);
+
+  // Removes the attachment's allocation from its block(s), then marks the lease
+  // released; success when there is no lease. An own block left empty is deleted unless
+  // it is within the reserve. kUnavailable leaves the lease committed (retry later).
+  void Release(const AttachmentKey& key, VoidDone done);
+
+  // The informer feed for this node's blocks (label sublease.io/node=<me>).
+  void OnBlockUpsert(const IpBlock& block);
+  void OnBlockDeleted(const std::string& name);
+
+  // Start-up, after the allocator was loaded from the store: each `pending` lease is
+  // looked up in its block(s) — present with this attachment → committed; absent →
+  // the reservation is dropped. kUnavailable (rows left pending) when a block cannot
+  // be read; run it again later.
+  void Recover(VoidDone done);
+
+  const BlockEngineStats& stats() const { return stats_; }
+  // Requests being served (allocations and releases in flight or queued).
+  size_t busy_attachments() const { return keys_.size(); }
+
+ private:
+  struct Op;
+  struct BlockState;
+  struct Job;
+  struct ClaimWaiter;
+
+  // Per-attachment serialisation.
+  void RunForKey(const AttachmentKey& key, std::function<void()> run);
+  void FinishKey(const AttachmentKey& key);
+
+  // Allocation (block_engine.cc).
+  void Answer(const AttachmentKey& key, const LeaseDone& done, Result<Lease> result);
+  void StartAllocate(std::shared_ptr<Job> job);
+  void AfterAllocatorRefused(std::shared_ptr<Job> job, const Error& error);
+  void QueueAdds(std::shared_ptr<Job> job, const Lease& lease);
+  void OnAddsDone(std::shared_ptr<Job> job);
+  void AfterUnwind(std::shared_ptr<Job> job);
+  void Unwind(std::shared_ptr<Job> job, std::function<void()> then);
+  void DropReservation(const Lease& lease);
+  void FinishJob(std::shared_ptr<Job> job, Result<Lease> result);
+  bool Repickable(const Job& job, const IpAddr& address) const;
+  void DoRelease(const AttachmentKey& key, VoidDone done);
+  void RecoverLease(const Lease& lease, std::function<void(bool ok)> done);
+
+  // Claiming and borrowing (block_engine_claim.cc).
+  void FindBlockFor(std::shared_ptr<Job> job, Family family);
+  void OnSubnetListed(const std::string& subnet, Result<std::vector<IpBlock>> blocks);
+  std::optional<IpNet> ChooseClaim(const std::string& subnet, Family family);
+  std::optional<IpNet> ChooseBorrow(const std::string& subnet, Family family);
+
+  // Blocks: queues, group commit, cache (block_engine_blocks.cc).
+  BlockState& Block(const std::string& subnet, const IpNet& cidr);
+  BlockState* FindBlock(const std::string& name);
+  void Enqueue(const std::string& subnet, const IpNet& cidr, Op op);
+  void Pump(BlockState& b);
+  void Read(BlockState& b);
+  void Write(BlockState& b);
+  void OnWritten(const std::string& name, std::vector<Op> sent, bool created, Result<IpBlock> r);
+  void MaybeRetire(BlockState& b);
+  void SetObject(BlockState& b, std::optional<IpBlock> object);
+  void SyncAllocator(BlockState& b);
+  void FailOps(std::vector<Op>& ops, const Error& e);
+  std::optional<int> BlockPrefix(const std::string& subnet, Family family) const;
+  std::optional<IpNet> BlockOfAddress(const std::string& subnet, const IpAddr& a) const;
+  BlockAllocation AllocationFor(const Lease& lease) const;
+  std::optional<IpNet> ClaimingBlockWithFree(const std::string& subnet, Family family) const;
+  void Refresh(const std::string& subnet, const IpNet& cidr, std::function<void()> then);
+  void NoteFailure(const Error& e);
+
+  Allocator* allocator_;
+  Store* store_;
+  BlockApi* api_;
+  const Clock* clock_;
+  Options options_;
+  std::mt19937_64 rng_;
+  BlockEngineStats stats_;
+  std::map<std::string, std::unique_ptr<BlockState>> blocks_;  // by block name
+  // Attachments with a request being served, each with the requests waiting behind it.
+  std::map<AttachmentKey, std::deque<std::function<void()>>> keys_;
+  // Per subnet: jobs waiting for a List to choose a block to claim or borrow from.
+  std::map<std::string, std::vector<ClaimWaiter>> claim_waiters_;
+  // Lives as long as the engine; callbacks hold a weak_ptr and do nothing once it expired.
+  std::shared_ptr<int> life_ = std::make_shared<int>(0);
+};
+
+}  // namespace sublease

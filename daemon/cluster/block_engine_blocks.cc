@@ -1,0 +1,321 @@
+// The block engine's blocks: the cache of IPBlock objects, one queue per block, group
+// commit (one read or write in flight per block), 409 → re-read → merge, deletion of
+// empty blocks, and what the allocator is told about locality and foreign holds.
+#include <utility>
+
+#include "common/log.h"
+#include "daemon/cluster/block_engine.h"
+#include "daemon/cluster/block_engine_internal.h"
+
+namespace sublease {
+
+AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& a) {
+  return AttachmentKey::For(subnet, Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname});
+}
+
+std::string DescribeAllocation(const BlockAllocation& a) {
+  Lease l;
+  l.owner = Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname};
+  return l.HolderDescription() + " on node " + (a.node.empty() ? std::string("?") : a.node);
+}
+
+std::optional<int> BlockEngine::BlockPrefix(const std::string& subnet, Family family) const {
+  const Subnet* s = allocator_->FindSubnet(subnet);
+  const SubnetFamily* sf = s ? s->family(family) : nullptr;
+  if (sf == nullptr) return std::nullopt;
+  auto prefix = BlockPrefixFor(sf->cidr, s->spec.block_size);
+  // A malformed override is reported on the Subnet's status; the default keeps working.
+  return prefix ? *prefix : DefaultBlockPrefix(sf->cidr);
+}
+
+std::optional<IpNet> BlockEngine::BlockOfAddress(const std::string& subnet, const IpAddr& a) const {
+  auto prefix = BlockPrefix(subnet, a.family());
+  if (!prefix) return std::nullopt;
+  return BlockOf(a, *prefix);
+}
+
+BlockAllocation BlockEngine::AllocationFor(const Lease& lease) const {
+  BlockAllocation a;
+  a.pod_namespace = lease.owner.pod_namespace;
+  a.pod_name = lease.owner.pod_name;
+  a.pod_uid = lease.owner.pod_uid;
+  a.ifname = lease.owner.ifname;
+  a.container_id = lease.owner.container_id;
+  a.node = options_.node;
+  a.provider = lease.provider;
+  a.sticky = lease.sticky;
+  return a;
+}
+
+void BlockEngine::NoteFailure(const Error& e) {
+  if (e.code == Code::kUnavailable) ++stats_.unavailable;
+  if (e.code == Code::kConflict) ++stats_.conflicts;
+}
+
+BlockEngine::BlockState& BlockEngine::Block(const std::string& subnet, const IpNet& cidr) {
+  std::string name = BlockName(subnet, cidr);
+  auto& slot = blocks_[name];
+  if (!slot) {
+    // Invariant: BlockStates are never erased, so references stay valid across callbacks.
+    slot = std::make_unique<BlockState>();
+    slot->name = name;
+    slot->subnet = subnet;
+    slot->cidr = cidr;
+  }
+  return *slot;
+}
+
+BlockEngine::BlockState* BlockEngine::FindBlock(const std::string& name) {
+  auto it = blocks_.find(name);
+  return it == blocks_.end() ? nullptr : it->second.get();
+}
+
+void BlockEngine::Enqueue(const std::string& subnet, const IpNet& cidr, Op op) {
+  BlockState& b = Block(subnet, cidr);
+  b.queued.push_back(std::move(op));
+  Pump(b);
+}
+
+void BlockEngine::FailOps(std::vector<Op>& ops, const Error& e) {
+  for (Op& op : ops) op.done(Fail(e));
+}
+
+void BlockEngine::Pump(BlockState& b) {
+  if (b.busy || b.queued.empty()) return;
+  if (!b.known) return Read(b);
+  Write(b);
+}
+
+void BlockEngine::Read(BlockState& b) {
+  b.busy = true;
+  ++stats_.gets;
+  std::weak_ptr<int> token = life_;
+  api_->Get(b.name, [this, token, name = b.name](Result<std::optional<IpBlock>> r) {
+    if (token.expired()) return;
+    BlockState& block = *FindBlock(name);
+    block.busy = false;
+    if (!r) {
+      NoteFailure(r.error());
+      std::vector<Op> ops(std::make_move_iterator(block.queued.begin()),
+                          std::make_move_iterator(block.queued.end()));
+      block.queued.clear();
+      FailOps(ops, r.error().Wrap("reading IPBlock " + name));
+      return Pump(block);
+    }
+    block.awaiting_version.clear();
+    SetObject(block, std::move(*r));
+    Pump(block);
+  });
+}
+
+// Merges every queued change into one new version of the block and sends it: a create
+// when there is no object (claiming it for this node), else a CAS update.
+void BlockEngine::Write(BlockState& b) {
+  IpBlock next;
+  if (b.object) {
+    next = *b.object;
+  } else {
+    next.name = b.name;
+    next.subnet = b.subnet;
+    next.cidr = b.cidr;
+    next.node = options_.node;
+  }
+  const bool create = !b.object;
+  std::vector<Op> sent;
+  std::vector<std::pair<Op, Error>> refused;
+  while (!b.queued.empty()) {
+    Op op = std::move(b.queued.front());
+    b.queued.pop_front();
+    auto it = next.allocations.find(op.offset);
+    bool ours = it != next.allocations.end() && KeyOfAllocation(b.subnet, it->second) == op.key;
+    if (op.kind == Op::Kind::kRemove) {
+      if (ours) next.allocations.erase(it);
+      sent.push_back(std::move(op));  // removing what is not there succeeds
+    } else if (op.claim && b.object && b.object->node != options_.node) {
+      refused.emplace_back(std::move(op), Error::Conflict("block " + b.cidr.ToString() + " of subnet " +
+                                                          b.subnet + " was claimed by node " +
+                                                          b.object->node + " first"));
+    } else if (it == next.allocations.end()) {
+      next.allocations[op.offset] = op.allocation;
+      sent.push_back(std::move(op));
+    } else if (ours) {
+      sent.push_back(std::move(op));  // an earlier write whose answer was lost landed it
+    } else {
+      IpAddr a = b.cidr.first().Plus(op.offset);
+      refused.emplace_back(std::move(op), Error::Conflict("address " + a.ToString() + " in subnet " +
+                                                          b.subnet + " is held by " +
+                                                          DescribeAllocation(it->second)));
+    }
+  }
+  bool changed = create ? !next.allocations.empty() : next.allocations != b.object->allocations;
+  if (changed) {
+    b.busy = true;
+    std::weak_ptr<int> token = life_;
+    auto on_done = [this, token, name = b.name, sent = std::move(sent), create](Result<IpBlock> r) mutable {
+      if (!token.expired()) OnWritten(name, std::move(sent), create, std::move(r));
+    };
+    if (create) {
+      ++stats_.creates;
+      api_->Create(next, std::move(on_done));
+    } else {
+      ++stats_.updates;
+      api_->Update(next, std::move(on_done));
+    }
+  }
+  // Callbacks last: they may queue more changes for this block (state is consistent).
+  for (auto& [op, e] : refused) op.done(Fail(e));
+  if (!changed) {
+    for (Op& op : sent) op.done(Ok());
+    if (!b.busy) MaybeRetire(b);
+  }
+}
+
+void BlockEngine::OnWritten(const std::string& name, std::vector<Op> sent, bool created,
+                            Result<IpBlock> r) {
+  BlockState& b = *FindBlock(name);
+  b.busy = false;
+  if (r) {
+    if (created) ++stats_.claims;
+    if (r->node != options_.node) {
+      for (const Op& op : sent) stats_.borrows += op.kind == Op::Kind::kAdd ? 1 : 0;
+    }
+    bool watched = false;
+    for (const std::string& v : b.watched_versions) watched = watched || v == r->resource_version;
+    b.awaiting_version = watched ? "" : r->resource_version;
+    SetObject(b, std::move(*r));
+    for (Op& op : sent) op.done(Ok());
+    Pump(b);
+    if (!b.busy && b.queued.empty()) MaybeRetire(b);
+    return;
+  }
+  NoteFailure(r.error());
+  b.known = false;  // stale, gone, or (unavailable) unknown whether the write landed
+  if (r.error().code == Code::kConflict || r.error().code == Code::kNotFound) {
+    // Step 4: re-read, merge, re-send. Changes keep their order, ahead of newer ones.
+    std::vector<Op> exhausted;
+    for (auto it = sent.rbegin(); it != sent.rend(); ++it) {
+      if (++it->rounds > options_.max_conflict_rounds) {
+        exhausted.push_back(std::move(*it));
+      } else {
+        b.queued.push_front(std::move(*it));
+      }
+    }
+    Pump(b);
+    FailOps(exhausted, Error::Unavailable("IPBlock " + name + " kept changing under " +
+                                          std::to_string(options_.max_conflict_rounds) +
+                                          " attempts to write it; try again"));
+    return;
+  }
+  Pump(b);
+  FailOps(sent, r.error().Wrap("writing IPBlock " + name));
+}
+
+// Deletes an own block left empty, unless it is within the reserve of empty blocks
+// this node keeps per subnet and family (so churn does not claim and free in a loop).
+void BlockEngine::MaybeRetire(BlockState& b) {
+  if (b.busy || !b.queued.empty() || !b.object || b.object->node != options_.node ||
+      !b.object->allocations.empty()) {
+    return;
+  }
+  int other_empty = 0;
+  for (const auto& [name, o] : blocks_) {
+    if (o.get() != &b && o->object && o->subnet == b.subnet && o->cidr.family() == b.cidr.family() &&
+        o->object->node == options_.node && o->object->allocations.empty()) {
+      ++other_empty;
+    }
+  }
+  if (other_empty < options_.empty_block_reserve) return;
+  b.busy = true;
+  // No new picks in a block on its way out; a failed delete restores locality.
+  (void)allocator_->SetBlockLocal(b.subnet, b.cidr, false);
+  b.local = false;
+  ++stats_.deletes;
+  std::weak_ptr<int> token = life_;
+  api_->Delete(b.name, b.object->resource_version, [this, token, name = b.name](Result<void> r) {
+    if (token.expired()) return;
+    BlockState& block = *FindBlock(name);
+    block.busy = false;
+    if (r) {
+      ++stats_.blocks_deleted;
+      SetObject(block, std::nullopt);
+    } else {
+      NoteFailure(r.error());  // a conflict: another node borrowed meanwhile
+      SyncAllocator(block);
+      block.known = false;
+    }
+    Pump(block);
+  });
+}
+
+void BlockEngine::SetObject(BlockState& b, std::optional<IpBlock> object) {
+  b.object = std::move(object);
+  b.known = true;
+  SyncAllocator(b);
+}
+
+// Tells the allocator what this block means for this node: local when it is ours; every
+// allocation in it that is not a live lease of ours is a foreign hold.
+void BlockEngine::SyncAllocator(BlockState& b) {
+  bool local = b.object && b.object->node == options_.node;
+  if (local != b.local && allocator_->SetBlockLocal(b.subnet, b.cidr, local)) b.local = local;
+  std::map<uint64_t, std::string> foreign;
+  if (b.object) {
+    for (const auto& [offset, alloc] : b.object->allocations) {
+      IpAddr a = b.cidr.first().Plus(offset);
+      const Lease* mine = allocator_->Holder(b.subnet, a);
+      if (mine == nullptr || mine->key() != KeyOfAllocation(b.subnet, alloc)) {
+        foreign.emplace(offset, DescribeAllocation(alloc));
+      }
+    }
+  }
+  for (uint64_t offset : b.foreign) {
+    if (!foreign.count(offset)) (void)allocator_->UnmarkForeign(b.subnet, b.cidr.first().Plus(offset));
+  }
+  b.foreign.clear();
+  for (auto& [offset, who] : foreign) {
+    if (allocator_->MarkForeign(b.subnet, b.cidr.first().Plus(offset), std::move(who))) {
+      b.foreign.insert(offset);
+    }
+  }
+}
+
+void BlockEngine::Refresh(const std::string& subnet, const IpNet& cidr, std::function<void()> then) {
+  ++stats_.gets;
+  std::weak_ptr<int> token = life_;
+  api_->Get(BlockName(subnet, cidr), [this, token, subnet, cidr, then = std::move(then)](
+                                         Result<std::optional<IpBlock>> r) {
+    if (token.expired()) return;
+    BlockState& b = Block(subnet, cidr);
+    if (!r) {
+      NoteFailure(r.error());
+    } else if (!b.busy) {
+      SetObject(b, std::move(*r));
+    }
+    then();
+  });
+}
+
+// --- The informer feed ---
+
+void BlockEngine::OnBlockUpsert(const IpBlock& block) {
+  BlockState& b = Block(block.subnet, block.cidr);
+  b.watched_versions.push_back(block.resource_version);
+  if (b.watched_versions.size() > 4) b.watched_versions.pop_front();
+  if (!b.awaiting_version.empty()) {
+    // The watch is behind our own last write: this event is older than what we hold.
+    if (block.resource_version == b.awaiting_version) b.awaiting_version.clear();
+    return;
+  }
+  SetObject(b, block);
+  Pump(b);
+}
+
+void BlockEngine::OnBlockDeleted(const std::string& name) {
+  BlockState* b = FindBlock(name);
+  if (b == nullptr) return;
+  b->awaiting_version.clear();
+  SetObject(*b, std::nullopt);
+  Pump(*b);
+}
+
+}  // namespace sublease

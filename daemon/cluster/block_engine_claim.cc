@@ -1,0 +1,133 @@
+// The block engine's claiming and borrowing (protocol step 6): when this node has no
+// free address of a family in its own blocks, it lists the subnet's blocks, creates an
+// unclaimed one (random among the lowest few, so racing nodes rarely pick the same),
+// or, when every block is claimed, borrows a free address from another node's block.
+// One List per subnet serves every allocation waiting for a block meanwhile.
+#include <utility>
+
+#include "common/log.h"
+#include "daemon/cluster/block_engine.h"
+#include "daemon/cluster/block_engine_internal.h"
+
+namespace sublease {
+namespace {
+
+bool FreeIn(const Allocator& allocator, const std::string& subnet, const IpNet& cidr) {
+  auto a = allocator.LowestFreeAtOrAbove(subnet, cidr.first());
+  return a && *a <= cidr.last();
+}
+
+}  // namespace
+
+// A block this node is creating right now (a claim queued or in flight) that still has
+// a free address: later allocations join that create instead of claiming another.
+std::optional<IpNet> BlockEngine::ClaimingBlockWithFree(const std::string& subnet, Family family) const {
+  for (const auto& [name, b] : blocks_) {
+    if (b->subnet != subnet || b->cidr.family() != family || !b->known || b->object) continue;
+    if ((b->busy || !b->queued.empty()) && FreeIn(*allocator_, subnet, b->cidr)) return b->cidr;
+  }
+  return std::nullopt;
+}
+
+void BlockEngine::FindBlockFor(std::shared_ptr<Job> job, Family family) {
+  const std::string& subnet = job->request.subnet;
+  if (auto claiming = ClaimingBlockWithFree(subnet, family)) {
+    job->request.within.push_back(*claiming);
+    job->claims.insert(BlockName(subnet, *claiming));
+    return StartAllocate(job);
+  }
+  auto& waiters = claim_waiters_[subnet];
+  waiters.push_back(ClaimWaiter{job, family});
+  if (waiters.size() > 1) return;  // the List in flight serves this one too
+  ++stats_.lists;
+  std::weak_ptr<int> token = life_;
+  api_->ListSubnet(subnet, [this, token, subnet](Result<std::vector<IpBlock>> r) {
+    if (!token.expired()) OnSubnetListed(subnet, std::move(r));
+  });
+}
+
+void BlockEngine::OnSubnetListed(const std::string& subnet, Result<std::vector<IpBlock>> listed) {
+  std::vector<ClaimWaiter> waiters = std::move(claim_waiters_[subnet]);
+  claim_waiters_.erase(subnet);
+  if (!listed) {
+    NoteFailure(listed.error());
+    Error e = listed.error().Wrap("listing the IPBlocks of subnet " + subnet);
+    for (ClaimWaiter& w : waiters) FinishJob(w.job, Fail(e));
+    return;
+  }
+  // The list is the whole subnet: refresh other nodes' blocks (their allocations become
+  // foreign holds) and forget the ones that are gone. Own blocks come from the watch
+  // and our writes, which may be newer than this list.
+  std::set<std::string> names;
+  for (IpBlock& blk : *listed) {
+    names.insert(blk.name);
+    BlockState& b = Block(subnet, blk.cidr);
+    if (!b.busy && (blk.node != options_.node || !b.known || !b.object)) SetObject(b, std::move(blk));
+  }
+  for (auto& [name, b] : blocks_) {
+    if (b->subnet == subnet && !b->busy && b->object && b->object->node != options_.node &&
+        !names.count(name)) {
+      SetObject(*b, std::nullopt);
+    }
+  }
+  for (ClaimWaiter& w : waiters) {
+    std::optional<IpNet> chosen = ClaimingBlockWithFree(subnet, w.family);
+    bool claim = true;
+    if (!chosen) chosen = ChooseClaim(subnet, w.family);
+    if (!chosen) {
+      chosen = ChooseBorrow(subnet, w.family);
+      claim = false;
+    }
+    if (!chosen) {
+      FinishJob(w.job, Fail(Error::Exhausted(
+                           "subnet " + subnet + " has no free " + std::string(FamilyName(w.family)) +
+                           " address on any node: every block is claimed and full (" +
+                           std::to_string(names.size()) + " blocks); free addresses or grow the subnet")));
+      continue;
+    }
+    w.job->request.within.push_back(*chosen);
+    if (claim) w.job->claims.insert(BlockName(subnet, *chosen));
+    StartAllocate(w.job);
+  }
+}
+
+// Unclaimed blocks with a free address, lowest first; one of the first claim_spread at
+// random. Bounded: each step skips one existing block or finds one candidate.
+std::optional<IpNet> BlockEngine::ChooseClaim(const std::string& subnet, Family family) {
+  const Subnet* s = allocator_->FindSubnet(subnet);
+  auto prefix = BlockPrefix(subnet, family);
+  if (s == nullptr || !prefix || s->family(family) == nullptr) return std::nullopt;
+  const IpNet& cidr = s->family(family)->cidr;
+  std::vector<IpNet> candidates;
+  IpAddr cursor = cidr.first();
+  const size_t max_steps = blocks_.size() + static_cast<size_t>(options_.claim_spread) + 1;
+  for (size_t step = 0; step < max_steps && candidates.size() < static_cast<size_t>(options_.claim_spread);
+       ++step) {
+    auto a = allocator_->LowestFreeAtOrAbove(subnet, cursor);
+    if (!a || !cidr.Contains(*a)) break;
+    IpNet blk = BlockOf(*a, *prefix);
+    const BlockState* b = FindBlock(BlockName(subnet, blk));
+    bool taken = b != nullptr && (b->object || b->busy || !b->queued.empty());
+    if (!taken) candidates.push_back(blk);
+    if (blk.last() == cidr.last()) break;
+    cursor = blk.last().Plus(1);
+  }
+  if (candidates.empty()) return std::nullopt;
+  return candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng_)];
+}
+
+// Another node's block with a free address, at random so that borrowing nodes spread
+// over the blocks instead of all writing the lowest one.
+std::optional<IpNet> BlockEngine::ChooseBorrow(const std::string& subnet, Family family) {
+  std::vector<IpNet> candidates;
+  for (const auto& [name, b] : blocks_) {
+    if (b->subnet != subnet || b->cidr.family() != family || !b->object) continue;
+    if (b->object->node != options_.node && FreeIn(*allocator_, subnet, b->cidr)) {
+      candidates.push_back(b->cidr);
+    }
+  }
+  if (candidates.empty()) return std::nullopt;
+  return candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng_)];
+}
+
+}  // namespace sublease

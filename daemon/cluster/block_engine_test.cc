@@ -1,0 +1,362 @@
+// BlockEngine against FakeBlockApi and real SQLite (:memory:) stores. Multi-node tests
+// interleave every node's API calls in seeded random orders; seeds are printed.
+#include "daemon/cluster/block_engine.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "daemon/cluster/cluster_test_support.h"
+
+namespace sublease {
+namespace {
+
+using testing::ClusterHarness;
+using testing::Ip;
+using testing::kMaxSteps;
+using testing::Node;
+
+SubnetSpec Spec(const std::string& cidr, const std::string& block_size = "") {
+  return SubnetSpec{"net", "net.default", cidr, "", {}, "", block_size};
+}
+
+BlockEngine::Options Deterministic() {
+  BlockEngine::Options o;
+  o.claim_spread = 1;  // claims take the lowest unclaimed block
+  return o;
+}
+
+TEST(BlockEngineTest, DynamicAllocationClaimsABlockAndLaterOnesFillIt) {
+  ClusterHarness c(Spec("10.0.0.0/24"));  // /29 blocks: 10.0.0.0/29 holds .2-.7
+  Node& a = c.AddNode("node-a", Deterministic());
+  auto first = c.AllocateNow(a, c.Request("p0"));
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(first->v4, Ip("10.0.0.2"));
+  EXPECT_EQ(first->state, LeaseState::kCommitted);
+  ASSERT_EQ(c.api.objects().size(), 1u);
+  EXPECT_EQ(c.api.objects().begin()->second.node, "node-a");
+  EXPECT_EQ(a.engine->stats().claims, 1u);
+  EXPECT_EQ(a.engine->stats().creates, 1u);  // one write claimed the block and committed
+  for (int i = 1; i < 6; ++i) {
+    auto l = c.AllocateNow(a, c.Request("p" + std::to_string(i)));
+    ASSERT_TRUE(l) << l.error().message;
+    EXPECT_EQ(l->v4, Ip(("10.0.0." + std::to_string(2 + i)).c_str()));
+  }
+  EXPECT_EQ(c.api.objects().size(), 1u);
+  EXPECT_EQ(a.engine->stats().updates, 5u);
+  EXPECT_EQ(a.engine->stats().lists, 1u);  // no list while the own block had room
+  auto next = c.AllocateNow(a, c.Request("p6"));
+  ASSERT_TRUE(next) << next.error().message;
+  EXPECT_EQ(next->v4, Ip("10.0.0.8"));  // the block was full: a second claim
+  EXPECT_EQ(c.api.objects().size(), 2u);
+  EXPECT_EQ(a.engine->stats().allocations, 7u);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, StaticAddressInAnotherNodesBlockBorrowsIt) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(b, c.Request("b0")));  // node-b claims 10.0.0.0/29
+  auto borrowed = c.AllocateNow(a, c.Request("a0", {"10.0.0.5"}));
+  ASSERT_TRUE(borrowed) << borrowed.error().message;
+  EXPECT_EQ(borrowed->v4, Ip("10.0.0.5"));
+  EXPECT_EQ(a.engine->stats().borrows, 1u);
+  EXPECT_EQ(a.engine->stats().claims, 0u);
+  const IpBlock& block = c.api.objects().at(BlockName("net", *IpNet::Parse("10.0.0.0/29")));
+  EXPECT_EQ(block.node, "node-b");
+  EXPECT_EQ(block.allocations.at(5).node, "node-a");
+  // node-b's watch made .5 a foreign hold: its own dynamic picks go around it.
+  EXPECT_TRUE(b.allocator.ForeignHolder("net", Ip("10.0.0.5")).has_value());
+  std::vector<std::string> got;
+  for (int i = 1; i < 5; ++i) {
+    auto l = c.AllocateNow(b, c.Request("b" + std::to_string(i)));
+    ASSERT_TRUE(l) << l.error().message;
+    got.push_back(l->v4->ToString());
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"10.0.0.3", "10.0.0.4", "10.0.0.6", "10.0.0.7"}));
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, StaticConflictAcrossNodesNamesTheHolder) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(b, c.Request("web", {"10.0.0.20"})));
+  auto taken = c.AllocateNow(a, c.Request("other", {"10.0.0.20"}));
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, Code::kConflict);
+  EXPECT_NE(taken.error().message.find("default/web"), std::string::npos) << taken.error().message;
+  EXPECT_NE(taken.error().message.find("node-b"), std::string::npos) << taken.error().message;
+  EXPECT_EQ(a.allocator.LeaseCount(), 0u);
+  EXPECT_TRUE(a.store->LoadLiveLeases()->empty());
+  // Asking again is answered from the foreign hold the re-read left, without a write.
+  uint64_t writes = a.engine->stats().writes();
+  auto again = c.AllocateNow(a, c.Request("other", {"10.0.0.20"}));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, Code::kConflict);
+  EXPECT_EQ(a.engine->stats().writes(), writes);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, GroupCommitSendsAllocationsQueuedDuringAWriteInOneUpdate) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));  // 32 addresses per block
+  Node& a = c.AddNode("node-a", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("first")));
+  uint64_t updates = c.api.counters().updates;
+  int answered = 0, ok = 0;
+  auto count = [&](Result<Lease> l) {
+    ++answered;
+    ok += l.has_value();
+  };
+  a.engine->Allocate(c.Request("in-flight"), count);  // its update is now in flight
+  for (int i = 0; i < 10; ++i) a.engine->Allocate(c.Request("q" + std::to_string(i)), count);
+  EXPECT_EQ(c.api.counters().updates, updates + 1);  // the ten wait
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(answered, 11);
+  EXPECT_EQ(ok, 11);
+  EXPECT_EQ(c.api.counters().updates, updates + 2);  // ...and leave together
+  EXPECT_EQ(c.api.objects().begin()->second.allocations.size(), 12u);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, StaleUpdateNeverOverwritesAnotherNodesAllocation) {
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    // One block in the whole subnet, so node-b must borrow from node-a's.
+    ClusterHarness c(Spec("10.0.0.0/29"));
+    Node& a = c.AddNode("node-a", Deterministic());
+    Node& b = c.AddNode("node-b", Deterministic());
+    ASSERT_TRUE(c.AllocateNow(a, c.Request("a0")));  // 10.0.0.2
+    std::optional<Result<Lease>> ra, rb;
+    b.engine->Allocate(c.Request("b0"), [&](Result<Lease> l) { rb = std::move(l); });
+    c.api.RunNext();  // the list arrives...
+    c.api.RunNext();  // ...and is answered: node-b sends its borrow of .3
+    a.engine->Allocate(c.Request("a1"), [&](Result<Lease> l) { ra = std::move(l); });
+    // Both writes carry the same resourceVersion and the same offset.
+    std::mt19937 rng(seed);
+    c.api.RunAll(kMaxSteps, &rng);
+    ASSERT_TRUE(ra && *ra) << (ra ? ra->error().message : "no answer");
+    ASSERT_TRUE(rb && *rb) << (rb ? rb->error().message : "no answer");
+    EXPECT_NE((*ra)->v4, (*rb)->v4);
+    EXPECT_EQ(c.api.counters().conflicts, 1u);
+    EXPECT_EQ(a.engine->stats().repicks + b.engine->stats().repicks, 1u);
+    EXPECT_EQ(c.api.objects().begin()->second.allocations.size(), 3u);
+    c.CheckInvariants();
+  }
+}
+
+struct ManyNodesOutcome {
+  size_t ok = 0, exhausted = 0, other = 0;
+  uint64_t writes = 0, reads = 0;
+  std::string first_other;
+};
+
+// `nodes` engines each ask for `per_node` dynamic addresses; requests are issued and
+// API steps run in an order drawn from `seed`.
+ManyNodesOutcome RunManyNodes(ClusterHarness& c, int nodes, int per_node, uint32_t seed) {
+  std::mt19937 rng(seed);
+  for (int i = 0; i < nodes; ++i) {
+    BlockEngine::Options o;
+    o.seed = seed * 100 + static_cast<uint64_t>(i) + 1;
+    c.AddNode("node-" + std::to_string(i), o);
+  }
+  ManyNodesOutcome out;
+  std::vector<int> issued(static_cast<size_t>(nodes), 0);
+  int total = nodes * per_node, started = 0;
+  auto answer = [&out](Result<Lease> l) {
+    if (l) ++out.ok;
+    else if (l.error().code == Code::kExhausted) ++out.exhausted;
+    else if (++out.other == 1) out.first_other = l.error().message;
+  };
+  for (size_t step = 0; step < kMaxSteps; ++step) {
+    bool issue = started < total && (c.api.pending() == 0 || rng() % 3 == 0);
+    if (issue) {
+      int n = static_cast<int>(rng() % static_cast<uint32_t>(nodes));
+      while (issued[static_cast<size_t>(n)] == per_node) n = (n + 1) % nodes;
+      std::string pod = "n" + std::to_string(n) + "-p" + std::to_string(issued[static_cast<size_t>(n)]++);
+      ++started;
+      c.nodes()[static_cast<size_t>(n)]->engine->Allocate(c.Request(pod), answer);
+    } else if (!c.api.RunRandom(rng)) {
+      break;
+    }
+  }
+  out.writes = c.api.counters().writes();
+  out.reads = c.api.counters().gets + c.api.counters().lists;
+  return out;
+}
+
+void ExpectManyNodesCorrect(const char* cidr, int nodes, int per_node, bool all_fit) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+  for (uint32_t seed = 1; seed <= 5; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    ClusterHarness c(Spec(cidr));
+    ManyNodesOutcome o = RunManyNodes(c, nodes, per_node, seed);
+    ASSERT_EQ(c.api.pending(), 0u) << "steps left: the run did not finish";
+    auto usable = NormalizeSubnet(Spec(cidr))->v4->usable.Count();
+    size_t want = all_fit ? static_cast<size_t>(nodes * per_node) : static_cast<size_t>(usable);
+    std::printf("[ seed %u ] %s, %d nodes x %d: %zu allocated, %zu exhausted, %zu other; "
+                "%llu API writes (%.3f per allocation), %llu reads\n",
+                seed, cidr, nodes, per_node, o.ok, o.exhausted, o.other,
+                static_cast<unsigned long long>(o.writes),
+                o.ok ? static_cast<double>(o.writes) / static_cast<double>(o.ok) : 0.0,
+                static_cast<unsigned long long>(o.reads));
+    EXPECT_EQ(o.other, 0u) << o.first_other;
+    EXPECT_EQ(o.ok + o.exhausted + o.other, static_cast<size_t>(nodes * per_node));
+    EXPECT_EQ(o.ok, want);  // exhausted only once every usable address is taken
+    EXPECT_EQ(c.CommittedLeases(), o.ok);
+    c.CheckInvariants();
+    if (::testing::Test::HasFailure()) return;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "time budget exceeded at seed " << seed;
+  }
+}
+
+TEST(BlockEngineTest, TwentyNodesSharingA24NeverHandOutADuplicate) {
+  ExpectManyNodesCorrect("10.0.0.0/24", 20, 50, false);  // 1000 asks, 253 addresses
+}
+
+TEST(BlockEngineTest, TwentyNodesSharingA22AllocateEverythingWithoutADuplicate) {
+  ExpectManyNodesCorrect("10.0.0.0/22", 20, 50, true);  // 1000 asks, 1021 addresses
+}
+
+TEST(BlockEngineTest, ExhaustionOfASmallSubnetIsReportedOnEveryNodeOnceFull) {
+  ClusterHarness c(Spec("10.0.0.0/28"));  // 13 usable addresses, /32 blocks
+  std::vector<Node*> nodes = {&c.AddNode("node-a"), &c.AddNode("node-b"), &c.AddNode("node-c")};
+  size_t ok = 0;
+  for (int i = 0; i < 13; ++i) {
+    auto l = c.AllocateNow(*nodes[static_cast<size_t>(i) % 3], c.Request("p" + std::to_string(i)));
+    ASSERT_TRUE(l) << i << ": " << l.error().message;
+    ++ok;
+  }
+  for (Node* n : nodes) {
+    auto l = c.AllocateNow(*n, c.Request("late-" + n->name));
+    ASSERT_FALSE(l) << n->name << " got " << l->v4->ToString();
+    EXPECT_EQ(l.error().code, Code::kExhausted) << l.error().message;
+    EXPECT_NE(l.error().message.find("every block is claimed and full"), std::string::npos);
+    EXPECT_EQ(n->allocator.Find(AttachmentKey::For("net", c.Request("late-" + n->name).owner)), nullptr);
+  }
+  EXPECT_EQ(ok, 13u);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, ReleaseReturnsTheAddressAndDeletesEmptyBlocksBeyondTheReserve) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(c.AllocateNow(a, c.Request("p" + std::to_string(i))));
+  ASSERT_EQ(c.api.objects().size(), 2u);  // .2-.7 and .8
+  ASSERT_TRUE(c.ReleaseNow(a, "p3"));     // 10.0.0.5
+  EXPECT_TRUE(c.api.objects().begin()->second.allocations.count(5) == 0);
+  auto again = c.AllocateNow(a, c.Request("back"));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->v4, Ip("10.0.0.5"));  // released addresses come back lowest first
+  ASSERT_TRUE(c.ReleaseNow(a, "p6"));    // the second block is now empty: the reserve
+  EXPECT_EQ(c.api.objects().size(), 2u);
+  EXPECT_EQ(a.engine->stats().deletes, 0u);
+  for (const char* pod : {"p0", "p1", "p2", "back", "p4", "p5"}) ASSERT_TRUE(c.ReleaseNow(a, pod));
+  EXPECT_EQ(c.api.objects().size(), 1u);  // the first block emptied too: one is kept
+  EXPECT_EQ(a.engine->stats().deletes, 1u);
+  EXPECT_EQ(a.engine->stats().releases, 8u);
+  EXPECT_TRUE(c.ReleaseNow(a, "never-allocated"));  // CNI DEL: nothing held is success
+  EXPECT_EQ(a.allocator.LeaseCount(), 0u);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, ApiUnavailableFailsWithUnavailableAndLeavesNothingReserved) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  c.api.FailNext(1);  // the list of a first claim
+  auto l = c.AllocateNow(a, c.Request("p0"));
+  ASSERT_FALSE(l);
+  EXPECT_EQ(l.error().code, Code::kUnavailable);
+  EXPECT_NE(l.error().message.find("subnet net"), std::string::npos) << l.error().message;
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p1")));
+  c.api.FailNext(1);  // the update into the own block
+  auto u = c.AllocateNow(a, c.Request("p2"));
+  ASSERT_FALSE(u);
+  EXPECT_EQ(u.error().code, Code::kUnavailable);
+  EXPECT_EQ(a.allocator.LeaseCount(), 1u);
+  EXPECT_EQ(a.store->LoadLiveLeases()->size(), 1u);
+  EXPECT_EQ(a.engine->stats().unavailable, 2u);
+  // Recovery is automatic: the next request re-reads the block and succeeds.
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p2")));
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, AWriteThatLandedButWasNotAnsweredNeverBecomesADuplicate) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // 10.0.0.2
+  c.api.FailNextAfterApply(1);                     // .3 lands, the answer is lost
+  auto lost = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_FALSE(lost);
+  EXPECT_EQ(lost.error().code, Code::kUnavailable);
+  // The watch shows .3 held without a lease: a foreign hold, never handed out again.
+  EXPECT_TRUE(a.allocator.ForeignHolder("net", Ip("10.0.0.3")).has_value());
+  auto next = c.AllocateNow(a, c.Request("p2"));
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->v4, Ip("10.0.0.4"));
+  c.CheckInvariants(/*allow_ghosts=*/true);
+}
+
+TEST(BlockEngineTest, RecoverCommitsPendingLeasesFoundInTheirBlockAndDropsTheRest) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
+  // Two reservations as a crash leaves them: one whose write landed, one whose did not.
+  auto landed = a.allocator.Allocate(c.Request("landed"));
+  auto lost = a.allocator.Allocate(c.Request("lost"));
+  ASSERT_TRUE(landed && lost);
+  ASSERT_TRUE(a.store->InsertLease(*landed, 1));
+  ASSERT_TRUE(a.store->InsertLease(*lost, 1));
+  IpBlock block = c.api.objects().begin()->second;
+  block.allocations[3] = BlockAllocation{"default", "landed", "uid-landed", "net1", "c-landed",
+                                         "node-a", "net.default", false};
+  c.api.Put(block);
+  c.api.RunAll(kMaxSteps);
+  c.api.FailNext(2);  // unreachable: both stay pending
+  std::optional<Result<void>> first;
+  a.engine->Recover([&](Result<void> r) { first = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(first && !*first);
+  EXPECT_EQ(first->error().code, Code::kUnavailable);
+  EXPECT_EQ(a.allocator.Find(landed->key())->state, LeaseState::kPending);
+  std::optional<Result<void>> second;
+  a.engine->Recover([&](Result<void> r) { second = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(second && *second) << (second ? second->error().message : "no answer");
+  EXPECT_EQ(a.allocator.Find(landed->key())->state, LeaseState::kCommitted);
+  EXPECT_EQ(a.allocator.Find(lost->key()), nullptr);
+  EXPECT_EQ(a.store->LoadLiveLeases()->size(), 2u);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, DualStackAllocationLandsInOneBlockPerFamily) {
+  ClusterHarness c(SubnetSpec{"net", "net.default", "10.0.0.0/24,fd00::/120", "", {}, "", ""});
+  Node& a = c.AddNode("node-a", Deterministic());
+  auto l = c.AllocateNow(a, c.Request("p0"));
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ(l->v4, Ip("10.0.0.2"));
+  EXPECT_EQ(l->v6, Ip("fd00::1"));
+  EXPECT_EQ(c.api.objects().size(), 2u);
+  EXPECT_EQ(a.engine->stats().claims, 2u);
+  ASSERT_TRUE(c.ReleaseNow(a, "p0"));
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, RequestsForOneAttachmentAreServedInTurn) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  std::vector<std::string> got;
+  a.engine->Allocate(c.Request("p0"), [&](Result<Lease> l) { got.push_back(l ? l->v4->ToString() : "error"); });
+  a.engine->Allocate(c.Request("p0"), [&](Result<Lease> l) { got.push_back(l ? l->v4->ToString() : "error"); });
+  a.engine->Release(AttachmentKey::For("net", c.Request("p0").owner),
+                    [&](Result<void> r) { got.push_back(r ? "released" : "error"); });
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(got, (std::vector<std::string>{"10.0.0.2", "10.0.0.2", "released"}));
+  EXPECT_EQ(a.engine->stats().allocations, 1u);
+  c.CheckInvariants();
+}
+
+}  // namespace
+}  // namespace sublease

@@ -1,0 +1,158 @@
+// Test support for the block engine: nodes (allocator + SQLite :memory: store + engine)
+// sharing one FakeBlockApi, and the checks every test ends with. Tests only.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "daemon/allocator/allocator.h"
+#include "daemon/cluster/block_engine.h"
+#include "daemon/cluster/fake_block_api.h"
+#include "daemon/store/store.h"
+
+namespace sublease::testing {
+
+inline IpAddr Ip(const char* text) { return *IpAddr::Parse(text); }
+
+// Every test loop runs at most this many scheduler steps.
+constexpr size_t kMaxSteps = 2'000'000;
+
+struct Node {
+  std::string name;
+  FakeClock clock;
+  Allocator allocator;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<BlockEngine> engine;
+};
+
+class ClusterHarness {
+ public:
+  explicit ClusterHarness(SubnetSpec spec) : spec_(std::move(spec)) {}
+
+  // A node with the subnet loaded and its engine watching its own blocks.
+  Node& AddNode(const std::string& name, BlockEngine::Options options = {}) {
+    auto node = std::make_unique<Node>();
+    node->name = name;
+    auto store = Store::Open(":memory:");
+    EXPECT_TRUE(store) << store.error().message;
+    node->store = std::move(*store);
+    auto subnet = NormalizeSubnet(spec_);
+    EXPECT_TRUE(subnet) << subnet.error().message;
+    EXPECT_TRUE(node->allocator.UpsertSubnet(*subnet));
+    EXPECT_TRUE(node->allocator.SetClusterMode(spec_.name, true));
+    EXPECT_TRUE(node->store->UpsertSubnet(*subnet, node->clock.NowMs()));
+    options.node = name;
+    if (options.seed == 0) options.seed = 1000 + nodes_.size();
+    node->engine = std::make_unique<BlockEngine>(&node->allocator, node->store.get(), &api,
+                                                 &node->clock, options);
+    BlockEngine* engine = node->engine.get();
+    api.Watch(name, [engine](const IpBlock& b) { engine->OnBlockUpsert(b); },
+              [engine](const std::string& n) { engine->OnBlockDeleted(n); });
+    nodes_.push_back(std::move(node));
+    return *nodes_.back();
+  }
+
+  AllocateRequest Request(const std::string& pod, std::vector<std::string> static_ips = {}) const {
+    AllocateRequest r;
+    r.subnet = spec_.name;
+    r.owner = Owner{"default", pod, "uid-" + pod, "c-" + pod, "net1"};
+    r.provider = spec_.provider;
+    r.static_ips = std::move(static_ips);
+    return r;
+  }
+
+  // Allocates and runs the scheduler (oldest first) until the answer came.
+  Result<Lease> AllocateNow(Node& node, const AllocateRequest& r) {
+    std::optional<Result<Lease>> out;
+    node.engine->Allocate(r, [&out](Result<Lease> l) { out = std::move(l); });
+    for (size_t i = 0; i < kMaxSteps && !out && api.RunNext(); ++i) {
+    }
+    api.RunAll(kMaxSteps);  // watch deliveries and anything left
+    if (!out) return Fail(Error::Internal("no answer"));
+    return *out;
+  }
+  Result<void> ReleaseNow(Node& node, const std::string& pod) {
+    std::optional<Result<void>> out;
+    node.engine->Release(AttachmentKey::For(spec_.name, Request(pod).owner),
+                         [&out](Result<void> r) { out = std::move(r); });
+    api.RunAll(kMaxSteps);
+    if (!out) return Fail(Error::Internal("no answer"));
+    return *out;
+  }
+
+  // The cluster-wide invariants: no address held twice (leases of all nodes and the API
+  // objects agree), every committed lease is in its block, every block allocation is a
+  // committed lease of its node (ghosts allowed only when `allow_ghosts`), no pending
+  // row or allocator reservation left once idle, and the store matches the allocator.
+  void CheckInvariants(bool allow_ghosts = false) {
+    std::map<IpAddr, std::string> holder;  // address -> node/attachment
+    for (auto& n : nodes_) {
+      EXPECT_EQ(n->engine->busy_attachments(), 0u) << n->name;
+      std::map<AttachmentKey, Lease> mine;
+      n->allocator.ForEachLease([&](const Lease& l) { mine.emplace(l.key(), l); });
+      for (const auto& [key, l] : mine) {
+        EXPECT_EQ(l.state, LeaseState::kCommitted) << n->name << " " << key.ToString();
+        for (const IpAddr& a : l.addresses()) {
+          auto [it, fresh] = holder.emplace(a, n->name + "/" + key.ToString());
+          EXPECT_TRUE(fresh) << "duplicate " << a.ToString() << ": " << it->second << " and "
+                             << n->name << "/" << key.ToString();
+          EXPECT_TRUE(InApi(l, a, n->name)) << a.ToString() << " of " << key.ToString()
+                                            << " is not in its IPBlock";
+        }
+      }
+      auto live = n->store->LoadLiveLeases();
+      ASSERT_TRUE(live);
+      EXPECT_EQ(live->size(), mine.size()) << n->name;
+      for (const Lease& l : *live) {
+        EXPECT_EQ(l.state, LeaseState::kCommitted) << n->name << " " << l.key().ToString();
+        EXPECT_EQ(mine.count(l.key()), 1u) << n->name << " " << l.key().ToString();
+      }
+    }
+    size_t in_api = 0;
+    for (const auto& [name, b] : api.objects()) {
+      for (const auto& [offset, a] : b.allocations) {
+        ++in_api;
+        if (!allow_ghosts) {
+          EXPECT_EQ(holder.count(b.AddressAt(offset)), 1u)
+              << b.AddressAt(offset).ToString() << " in " << name << " has no lease";
+        }
+      }
+    }
+    if (!allow_ghosts) EXPECT_EQ(in_api, holder.size());
+  }
+
+  size_t CommittedLeases() const {
+    size_t n = 0;
+    for (const auto& node : nodes_) n += node->allocator.LeaseCount();
+    return n;
+  }
+
+  FakeBlockApi api;
+  std::vector<std::unique_ptr<Node>>& nodes() { return nodes_; }
+
+ private:
+  bool InApi(const Lease& l, const IpAddr& a, const std::string& node) const {
+    for (const auto& [name, b] : api.objects()) {
+      auto offset = b.OffsetOf(a);
+      if (b.subnet != l.subnet || !offset) continue;
+      auto it = b.allocations.find(*offset);
+      return it != b.allocations.end() && it->second.pod_name == l.owner.pod_name &&
+             it->second.pod_namespace == l.owner.pod_namespace &&
+             it->second.ifname == l.owner.ifname && it->second.node == node;
+    }
+    return false;
+  }
+
+  SubnetSpec spec_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+};
+
+}  // namespace sublease::testing

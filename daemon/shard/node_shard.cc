@@ -1,0 +1,553 @@
+#include "daemon/shard/node_shard.h"
+
+#include <simdjson.h>
+
+#include <utility>
+
+#include "common/log.h"
+#include "daemon/service/cni_service.h"
+#include "sync/ipblock.h"
+
+namespace sublease {
+
+// Informer handlers: thin adapters that forward to the shard.
+class NodeShard::SubnetHandler final : public InformerHandler {
+ public:
+  explicit SubnetHandler(NodeShard* s) : s_(s) {}
+  void OnAdded(const KubeObject& o) override { s_->UpsertSubnet(o); }
+  void OnModified(const KubeObject& o) override { s_->UpsertSubnet(o); }
+  void OnDeleted(const KubeObject& o) override { s_->RemoveSubnet(o); }
+  void OnSynced() override { s_->subnets_synced_ = true; }
+
+ private:
+  NodeShard* s_;
+};
+
+class NodeShard::BlockHandler final : public InformerHandler {
+ public:
+  explicit BlockHandler(NodeShard* s) : s_(s) {}
+  void OnAdded(const KubeObject& o) override { Upsert(o); }
+  void OnModified(const KubeObject& o) override { Upsert(o); }
+  void OnDeleted(const KubeObject& o) override { s_->engine_->OnBlockDeleted(o.name); }
+  void OnSynced() override { s_->blocks_synced_ = true; }
+
+ private:
+  void Upsert(const KubeObject& o) {
+    auto block = DecodeIpBlock(o.raw);
+    if (!block) {
+      LogWarn("ignoring IPBlock " + o.name + ": " + block.error().message);
+      return;
+    }
+    s_->engine_->OnBlockUpsert(*block);
+  }
+  NodeShard* s_;
+};
+
+class NodeShard::PodHandler final : public InformerHandler {
+ public:
+  explicit PodHandler(NodeShard* s) : s_(s) {}
+  void OnAdded(const KubeObject& o) override { s_->PodChanged(o); }
+  void OnModified(const KubeObject& o) override { s_->PodChanged(o); }
+  void OnDeleted(const KubeObject& o) override { s_->PodGone(o); }
+  void OnSynced() override { s_->PodsSynced(); }
+
+ private:
+  NodeShard* s_;
+};
+
+NodeShard::NodeShard(uv_loop_t* loop, Allocator* allocator, Store* store, BlockEngine* engine,
+                     KubeClient* client, const Clock* clock, NodeShardOptions options)
+    : loop_(loop),
+      allocator_(allocator),
+      store_(store),
+      engine_(engine),
+      client_(client),
+      clock_(clock),
+      options_(std::move(options)),
+      subnet_handler_(std::make_unique<SubnetHandler>(this)),
+      block_handler_(std::make_unique<BlockHandler>(this)),
+      pod_handler_(std::make_unique<PodHandler>(this)) {}
+
+NodeShard::~NodeShard() = default;
+
+InformerHandler* NodeShard::subnet_handler() { return subnet_handler_.get(); }
+InformerHandler* NodeShard::block_handler() { return block_handler_.get(); }
+InformerHandler* NodeShard::pod_handler() { return pod_handler_.get(); }
+
+void NodeShard::Start() {
+  timer_ = new uv_timer_t;
+  uv_timer_init(loop_, timer_);
+  timer_->data = this;
+  uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<NodeShard*>(t->data)->Tick(); }, 1000, 1000);
+  engine_->Recover([this](Result<void> r) {
+    if (!r) LogWarn("recovering pending leases: " + r.error().message + " (will retry as blocks arrive)");
+    recovered_ = true;
+  });
+}
+
+void NodeShard::Close(std::function<void()> done) {
+  inflight_.clear();
+  if (!timer_) {
+    if (done) done();
+    return;
+  }
+  uv_timer_stop(timer_);
+  auto* holder = new std::function<void()>(std::move(done));
+  timer_->data = holder;
+  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
+    auto* fn = static_cast<std::function<void()>*>(h->data);
+    delete reinterpret_cast<uv_timer_t*>(h);
+    if (*fn) (*fn)();
+    delete fn;
+  });
+  timer_ = nullptr;
+}
+
+bool NodeShard::Ready() const { return subnets_synced_ && blocks_synced_ && pods_synced_ && recovered_; }
+
+// ---- Subnets ----
+
+void NodeShard::UpsertSubnet(const KubeObject& object) {
+  auto spec = DecodeSubnet(object.raw);
+  if (!spec) {
+    LogWarn("ignoring Subnet " + object.name + ": " + spec.error().message);
+    return;
+  }
+  if (spec->provider.empty() || spec->provider == "ovn") return;  // not an attachment network
+  auto subnet = NormalizeSubnet(*spec);
+  if (!subnet) {
+    LogWarn("Subnet " + object.name + " is invalid and allocates nothing: " + subnet.error().message);
+    return;
+  }
+  const Subnet* same_provider = allocator_->FindSubnetByProvider(spec->provider);
+  if (same_provider && same_provider->name != spec->name) {
+    LogWarn("Subnet " + spec->name + " has provider " + spec->provider + ", already served by Subnet " +
+            same_provider->name + "; it allocates nothing until one of them changes");
+    return;
+  }
+  if (auto r = store_->UpsertSubnet(*subnet, clock_->NowMs()); !r) {
+    LogError("storing Subnet " + spec->name + ": " + r.error().message);
+    return;
+  }
+  if (auto r = allocator_->UpsertSubnet(*subnet); !r) LogError("Subnet " + spec->name + ": " + r.error().message);
+}
+
+void NodeShard::RemoveSubnet(const KubeObject& object) {
+  if (!allocator_->FindSubnet(object.name)) return;
+  if (auto r = allocator_->RemoveSubnet(object.name); !r) {
+    LogWarn("Subnet " + object.name + " was deleted but this node still holds leases in it; they stay "
+            "until their pods are gone: " + r.error().message);
+    return;
+  }
+  if (auto r = store_->DeleteSubnet(object.name); !r && r.error().code != Code::kNotFound) {
+    LogWarn("removing Subnet " + object.name + " from the database: " + r.error().message);
+  }
+}
+
+// ---- Pods ----
+
+void NodeShard::PodChanged(const KubeObject& object) {
+  auto pod = ParsePod(object);
+  if (!pod) {
+    LogWarn("ignoring pod " + object.Key() + ": " + pod.error().message);
+    return;
+  }
+  if (!options_.node.empty() && !pod->node_name.empty() && pod->node_name != options_.node) return;
+  std::string pod_key = pod->Key();
+  // A pod (again) present: no release is due for its leases.
+  for (auto it = release_due_ms_.begin(); it != release_due_ms_.end();) {
+    it = it->first.owner == "pod:" + pod_key ? release_due_ms_.erase(it) : std::next(it);
+  }
+  PodInfo& stored = pods_[pod_key] = std::move(*pod);
+  if (stored.deleting || stored.finished) return;
+  auto networks = stored.annotations.find(std::string(kNetworksAnnotation));
+  if (networks == stored.annotations.end()) return;
+  auto selections = ParseNetworksAnnotation(networks->second, stored.namespace_name);
+  if (!selections) {
+    LogWarn("pod " + pod_key + ": " + selections.error().message);
+    return;
+  }
+  auto attachments = AttachmentsOf(stored, *selections);
+  if (!attachments) {
+    LogWarn("pod " + pod_key + ": " + attachments.error().message);
+    return;
+  }
+  for (const auto& att : *attachments) {
+    const Subnet* subnet = allocator_->FindSubnetByProvider(att.provider);
+    if (!subnet) continue;  // not an attachment sublease serves
+    Owner owner{stored.namespace_name, stored.name, stored.uid, "", att.ifname};
+    AttachmentKey key = AttachmentKey::For(subnet->name, owner);
+    if (const Lease* lease = allocator_->Find(key)) {
+      if (lease->state == LeaseState::kCommitted && !IsAllocated(stored, att.provider, att.per_interface ? att.ifname : "")) {
+        WriteAnnotations(*lease);
+      }
+      continue;
+    }
+    if (inflight_.count(key)) continue;
+    AllocateRequest request;
+    request.subnet = subnet->name;
+    request.owner = owner;
+    request.static_ips = att.static_ips;
+    request.pool = att.pool;
+    request.ordinal = att.ordinal;
+    request.family = att.family;
+    request.sticky = att.sticky;
+    request.mac = att.mac;
+    request.provider = att.provider;
+    ++stats_.ahead_of_time;
+    AllocateFor(std::move(request), {}, nullptr);
+  }
+}
+
+// Reads spec.replicas and metadata.uid of a StatefulSet object.
+static bool ParseStatefulSet(const std::string& json, int64_t* replicas, std::string* uid) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(json).get(doc)) return false;
+  std::string_view u;
+  if (!doc["metadata"]["uid"].get(u)) *uid = std::string(u);
+  int64_t r = 1;  // Kubernetes defaults spec.replicas to 1
+  if (doc["spec"]["replicas"].get(r)) r = 1;
+  *replicas = r;
+  return true;
+}
+
+void NodeShard::PodGone(const KubeObject& object) {
+  std::string pod_key = object.Key();
+  auto known = pods_.find(pod_key);
+  PodInfo pod;
+  if (known != pods_.end()) {
+    pod = known->second;
+    pods_.erase(known);
+  } else if (auto parsed = ParsePod(object)) {
+    pod = *parsed;
+  }
+  std::vector<Lease> leases;
+  allocator_->ForEachLease([&](const Lease& l) {
+    if (l.owner.pod_namespace != object.namespace_name || l.owner.pod_name != object.name) return;
+    if (!l.owner.pod_uid.empty() && !object.uid.empty() && l.owner.pod_uid != object.uid) return;
+    leases.push_back(l);
+  });
+  for (const auto& lease : leases) {
+    AttachmentKey key = lease.key();
+    if (!lease.sticky) {
+      ScheduleRelease(key, del_received_.count(key) ? 0 : options_.release_grace_ms);
+      continue;
+    }
+    // A StatefulSet pod keeps its address while its StatefulSet still wants this ordinal.
+    if (pod.stateful_set.empty() || !pod.ordinal) {
+      ScheduleRelease(key, options_.release_grace_ms);
+      continue;
+    }
+    std::string path = "/apis/apps/v1/namespaces/" + pod.namespace_name + "/statefulsets/" + pod.stateful_set;
+    client_->Get(path, [this, key, pod](KubeResult<KubeResponse> r) {
+      int64_t replicas = 0;
+      std::string uid;
+      bool gone = !r && r.error().code == Code::kNotFound;
+      bool wants = r && ParseStatefulSet(r->body, &replicas, &uid) &&
+                   (pod.stateful_set_uid.empty() || uid == pod.stateful_set_uid) &&
+                   static_cast<int64_t>(*pod.ordinal) < replicas;
+      if (gone || (r && !wants)) {
+        ScheduleRelease(key, 0);
+      } else if (!r) {
+        ScheduleRelease(key, options_.release_grace_ms);  // cannot tell now: look again later
+      }
+    });
+  }
+}
+
+void NodeShard::PodsSynced() {
+  pods_synced_ = true;
+  // Leases whose pod vanished while the daemon was not watching.
+  std::vector<AttachmentKey> orphans;
+  allocator_->ForEachLease([&](const Lease& l) {
+    if (l.owner.pod_name.empty() || l.sticky) return;
+    if (!pods_.count(l.owner.pod_namespace + "/" + l.owner.pod_name)) orphans.push_back(l.key());
+  });
+  for (const auto& key : orphans) {
+    if (!release_due_ms_.count(key)) ScheduleRelease(key, options_.release_grace_ms);
+  }
+}
+
+// ---- Allocation ----
+
+void NodeShard::AllocateFor(AllocateRequest request, std::vector<WireRoute> routes, ReplyCallback done) {
+  AttachmentKey key = AttachmentKey::For(request.subnet, request.owner);
+  Inflight& entry = inflight_[key];
+  if (done) entry.waiters.push_back(std::move(done));
+  entry.routes = std::move(routes);
+  engine_->Allocate(request, [this, key](Result<Lease> lease) { OnAllocated(key, lease); });
+}
+
+void NodeShard::OnAllocated(const AttachmentKey& key, const Result<Lease>& lease) {
+  auto it = inflight_.find(key);
+  if (it == inflight_.end()) return;  // closed meanwhile
+  Inflight entry = std::move(it->second);
+  inflight_.erase(it);
+  const Subnet* subnet = allocator_->FindSubnet(key.subnet);
+  for (auto& waiter : entry.waiters) {
+    if (!lease) {
+      waiter(Fail(lease.error()));
+    } else if (!subnet) {
+      waiter(Fail(Error::NotFound("Subnet " + key.subnet + " was deleted")));
+    } else {
+      waiter(MakeCniReply(*subnet, *lease, RoutesFor(*lease, entry.routes)));
+    }
+  }
+  if (!lease) {
+    LogWarn("allocation for " + key.ToString() + " failed: " + lease.error().message);
+    return;
+  }
+  WriteAnnotations(*lease);
+}
+
+void NodeShard::WriteAnnotations(const Lease& lease) {
+  auto pod = pods_.find(lease.owner.pod_namespace + "/" + lease.owner.pod_name);
+  const Subnet* subnet = allocator_->FindSubnet(lease.subnet);
+  if (pod == pods_.end() || !subnet) return;
+  bool per_interface = false;
+  if (auto n = pod->second.annotations.find(std::string(kNetworksAnnotation)); n != pod->second.annotations.end()) {
+    if (auto sel = ParseNetworksAnnotation(n->second, pod->second.namespace_name)) {
+      if (auto atts = AttachmentsOf(pod->second, *sel)) {
+        for (const auto& a : *atts) {
+          if (a.provider == lease.provider && a.ifname == lease.owner.ifname) per_interface = a.per_interface;
+        }
+      }
+    }
+  }
+  AllocatedAnnotations a;
+  a.provider = lease.provider.empty() ? subnet->provider : lease.provider;
+  a.ifname = per_interface ? lease.owner.ifname : "";
+  std::string addrs, cidrs, gws;
+  for (const auto& address : lease.addresses()) {
+    const SubnetFamily* fam = subnet->family(address.family());
+    if (!addrs.empty()) addrs += ',';
+    addrs += address.ToString();
+    if (fam) {
+      if (!cidrs.empty()) cidrs += ',';
+      cidrs += fam->cidr.ToString();
+      if (fam->gateway) {
+        if (!gws.empty()) gws += ',';
+        gws += fam->gateway->ToString();
+      }
+    }
+  }
+  a.addresses = addrs;
+  a.cidr = cidrs;
+  a.gateway = gws;
+  a.mac = lease.mac;
+  AttachmentKey key = lease.key();
+  std::string path = "/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name;
+  client_->MergePatch(path, AllocatedAnnotationsPatch(a), [this, key](KubeResult<KubeResponse> r) {
+    if (r) {
+      ++stats_.annotations_written;
+      annotations_due_.erase(key);
+    } else if (r.error().code == Code::kNotFound) {
+      annotations_due_.erase(key);  // the pod is gone
+    } else {
+      LogWarn("writing annotations for " + key.ToString() + ": " + r.error().message + " (will retry)");
+      annotations_due_.insert(key);
+    }
+  });
+}
+
+std::vector<WireRoute> NodeShard::RoutesFor(const Lease& lease, const std::vector<WireRoute>& nad_routes) const {
+  std::vector<WireRoute> routes = nad_routes;
+  auto pod = pods_.find(lease.owner.pod_namespace + "/" + lease.owner.pod_name);
+  if (pod == pods_.end()) return routes;
+  auto n = pod->second.annotations.find(std::string(kNetworksAnnotation));
+  if (n == pod->second.annotations.end()) return routes;
+  auto sel = ParseNetworksAnnotation(n->second, pod->second.namespace_name);
+  if (!sel) return routes;
+  auto atts = AttachmentsOf(pod->second, *sel);
+  if (!atts) return routes;
+  for (const auto& a : *atts) {
+    if (a.provider != lease.provider || a.ifname != lease.owner.ifname) continue;
+    routes.insert(routes.end(), a.routes.begin(), a.routes.end());
+    if (a.default_route) routes.push_back({"", ""});
+    // Multus' own `default-route` gateways are installed by Multus after the plugin
+    // returns; returning them here too would make its route add fail.
+  }
+  return routes;
+}
+
+AllocateRequest NodeShard::RequestFor(const Subnet& subnet, const CniRequest& cni, const PodInfo* pod) const {
+  AllocateRequest request;
+  request.subnet = subnet.name;
+  request.owner = Owner{cni.pod_namespace, cni.pod_name, cni.pod_uid, cni.container_id, cni.ifname};
+  request.static_ips = cni.ips;  // Multus `ips` (runtimeConfig) unless the pod says more
+  request.mac = cni.mac;
+  request.provider = cni.provider;
+  if (!pod) return request;
+  if (request.owner.pod_uid.empty()) request.owner.pod_uid = pod->uid;
+  auto n = pod->annotations.find(std::string(kNetworksAnnotation));
+  auto sel = n == pod->annotations.end() ? Result<std::vector<NetworkSelection>>(std::vector<NetworkSelection>{})
+                                         : ParseNetworksAnnotation(n->second, pod->namespace_name);
+  std::vector<NetworkSelection> selections = sel ? *sel : std::vector<NetworkSelection>{};
+  auto atts = AttachmentsOf(*pod, selections);
+  if (!atts) return request;
+  for (const auto& a : *atts) {
+    if (a.provider != cni.provider || a.ifname != cni.ifname) continue;
+    // Precedence (DESIGN §1.3): ip_address annotation → Multus ips → ip_pool → dynamic.
+    if (!a.static_ips.empty()) request.static_ips = a.static_ips;
+    request.pool = a.pool;
+    request.ordinal = a.ordinal;
+    request.family = a.family;
+    request.sticky = a.sticky;
+    if (!a.mac.empty()) request.mac = a.mac;
+  }
+  if (pod->IsStatefulSetMember()) {
+    request.sticky = true;
+    request.ordinal = pod->ordinal;
+  }
+  return request;
+}
+
+// ---- CNI ----
+
+void NodeShard::Add(const CniRequest& cni, ReplyCallback done) {
+  if (cni.pod_name.empty() || cni.pod_namespace.empty()) {
+    return done(Fail(Error::InvalidArgument(
+        "cluster mode needs the pod's identity: CNI_ARGS must carry K8S_POD_NAMESPACE and "
+        "K8S_POD_NAME (container runtimes and Multus pass them)")));
+  }
+  const Subnet* subnet = allocator_->FindSubnetByProvider(cni.provider);
+  if (!subnet) {
+    return done(Fail(Error::NotFound("no Subnet has spec.provider " + cni.provider +
+                                     "; create a kubeovn.io/v1 Subnet with provider: " + cni.provider)));
+  }
+  Owner owner{cni.pod_namespace, cni.pod_name, cni.pod_uid, cni.container_id, cni.ifname};
+  AttachmentKey key = AttachmentKey::For(subnet->name, owner);
+  auto pod_it = pods_.find(cni.pod_namespace + "/" + cni.pod_name);
+  const PodInfo* pod = pod_it == pods_.end() ? nullptr : &pod_it->second;
+  if (const Lease* held = allocator_->Find(key); held && held->state == LeaseState::kCommitted) {
+    Lease lease = *held;
+    if (lease.owner.container_id != cni.container_id) {
+      // The runtime re-created the sandbox: same pod, same address (DESIGN §3.4).
+      if (auto r = store_->UpdateLeaseContainer(key, cni.container_id, clock_->NowMs()); !r) return done(Fail(r.error()));
+      AllocateRequest again;
+      again.subnet = subnet->name;
+      again.owner = owner;
+      auto moved = allocator_->Allocate(again);
+      if (!moved) return done(Fail(moved.error()));
+      lease = *moved;
+    }
+    release_due_ms_.erase(key);
+    del_received_.erase(key);
+    ++stats_.on_demand;
+    return done(MakeCniReply(*subnet, lease, RoutesFor(lease, cni.routes)));
+  }
+  if (auto it = inflight_.find(key); it != inflight_.end()) {
+    it->second.waiters.push_back(std::move(done));
+    if (it->second.routes.empty()) it->second.routes = cni.routes;
+    return;
+  }
+  if (allocator_->Find(key)) {
+    return done(Fail(Error::Unavailable("the lease of " + key.ToString() +
+                                        " is still being committed to the API server; retry")));
+  }
+  ++stats_.on_demand;
+  AllocateFor(RequestFor(*subnet, cni, pod), cni.routes, std::move(done));
+}
+
+void NodeShard::Del(const CniRequest& cni, DoneCallback done) {
+  // CNI spec: DEL succeeds when nothing is allocated.
+  const Subnet* subnet = allocator_->FindSubnetByProvider(cni.provider);
+  if (!subnet || cni.pod_name.empty()) return done(Ok());
+  Owner owner{cni.pod_namespace, cni.pod_name, cni.pod_uid, cni.container_id, cni.ifname};
+  AttachmentKey key = AttachmentKey::For(subnet->name, owner);
+  const Lease* lease = allocator_->Find(key);
+  if (!lease) return done(Ok());
+  if (!cni.container_id.empty() && !lease->owner.container_id.empty() &&
+      lease->owner.container_id != cni.container_id) {
+    return done(Ok());  // a late DEL of an older sandbox of this pod
+  }
+  del_received_.insert(key);
+  auto pod = pods_.find(cni.pod_namespace + "/" + cni.pod_name);
+  bool pod_alive = pod != pods_.end() && (lease->owner.pod_uid.empty() || pod->second.uid == lease->owner.pod_uid);
+  // The lease lives as long as the pod object (a re-created sandbox keeps its address);
+  // a StatefulSet pod's lease outlives it.
+  if (!pod_alive && !lease->sticky) ScheduleRelease(key, 0);
+  done(Ok());
+}
+
+void NodeShard::Check(const CniRequest& cni, ReplyCallback done) {
+  const Subnet* subnet = allocator_->FindSubnetByProvider(cni.provider);
+  if (!subnet) return done(Fail(Error::NotFound("no Subnet has spec.provider " + cni.provider)));
+  Owner owner{cni.pod_namespace, cni.pod_name, cni.pod_uid, cni.container_id, cni.ifname};
+  const Lease* lease = allocator_->Find(AttachmentKey::For(subnet->name, owner));
+  if (!lease || lease->state != LeaseState::kCommitted) {
+    return done(Fail(Error::NotFound("pod " + cni.pod_namespace + "/" + cni.pod_name + " interface " +
+                                     cni.ifname + " holds no committed lease in Subnet " + subnet->name)));
+  }
+  done(MakeCniReply(*subnet, *lease, RoutesFor(*lease, cni.routes)));
+}
+
+void NodeShard::Gc(const GcRequest& request, GcCallback done) {
+  const Subnet* subnet = allocator_->FindSubnetByProvider(request.provider);
+  if (!subnet) return done(Fail(Error::NotFound("no Subnet has spec.provider " + request.provider)));
+  std::set<std::pair<std::string, std::string>> valid;
+  for (const auto& a : request.valid_attachments) valid.emplace(a.container_id, a.ifname);
+  GcOutcome outcome;
+  std::vector<AttachmentKey> stale;
+  allocator_->ForEachLease([&](const Lease& l) {
+    if (l.subnet != subnet->name) return;
+    bool listed = valid.count({l.owner.container_id, l.owner.ifname}) > 0;
+    bool pod_alive = pods_.count(l.owner.pod_namespace + "/" + l.owner.pod_name) > 0;
+    // In cluster mode a lease follows its pod: the runtime forgetting a sandbox is not
+    // enough while the pod object exists (it may get a new sandbox).
+    if (listed || pod_alive || l.sticky) {
+      ++outcome.kept;
+    } else {
+      stale.push_back(l.key());
+    }
+  });
+  for (const auto& key : stale) ScheduleRelease(key, 0);
+  outcome.released = stale.size();
+  done(outcome);
+}
+
+// ---- Release and retries ----
+
+void NodeShard::ScheduleRelease(const AttachmentKey& key, int64_t delay_ms) {
+  int64_t due = clock_->NowMs() + delay_ms;
+  auto [it, inserted] = release_due_ms_.emplace(key, due);
+  if (!inserted && due < it->second) it->second = due;
+  if (delay_ms == 0) Tick();
+}
+
+void NodeShard::ReleaseNow(const AttachmentKey& key) {
+  engine_->Release(key, [this, key](Result<void> r) {
+    if (r || r.error().code == Code::kNotFound) {
+      ++stats_.releases;
+      del_received_.erase(key);
+      return;
+    }
+    ++stats_.release_failures;
+    LogWarn("releasing " + key.ToString() + ": " + r.error().message + " (will retry)");
+    release_due_ms_[key] = clock_->NowMs() + options_.retry_interval_ms;
+  });
+}
+
+void NodeShard::Tick() {
+  int64_t now = clock_->NowMs();
+  std::vector<AttachmentKey> due;
+  for (auto it = release_due_ms_.begin(); it != release_due_ms_.end();) {
+    if (it->second <= now) {
+      due.push_back(it->first);
+      it = release_due_ms_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& key : due) ReleaseNow(key);
+  std::vector<AttachmentKey> annotate(annotations_due_.begin(), annotations_due_.end());
+  annotations_due_.clear();
+  for (const auto& key : annotate) {
+    if (const Lease* lease = allocator_->Find(key); lease && lease->state == LeaseState::kCommitted) {
+      WriteAnnotations(*lease);
+    }
+  }
+}
+
+}  // namespace sublease

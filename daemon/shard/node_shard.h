@@ -1,0 +1,118 @@
+// NodeShard: one node's share of the cluster's IPAM (cluster mode).
+//
+// Owns what a daemon does for its own node: it serves the CNI API (as a CniBackend),
+// allocates ahead of time for new pods on this node and writes Kube-OVN's annotations
+// back, keeps Subnets in step with the API server, feeds this node's IPBlocks to the
+// BlockEngine, and releases leases when their pods are gone (DESIGN §3.4): at once when
+// the CNI DEL came, after `release_grace_ms` when it did not; a StatefulSet pod's lease
+// is kept while its StatefulSet still wants that ordinal. Every allocation goes through
+// the BlockEngine, so nothing is answered before the API server holds it. A repeated
+// ADD for a committed lease is answered from memory, with the API server down too.
+// Single-threaded: the daemon's loop thread. The informers are owned by the caller and
+// deliver to the handlers returned by subnet_handler(), block_handler(), pod_handler().
+#pragma once
+
+#include <uv.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "daemon/allocator/allocator.h"
+#include "daemon/cluster/block_engine.h"
+#include "daemon/service/cni_backend.h"
+#include "daemon/store/store.h"
+#include "sync/informer.h"
+#include "sync/kube_client.h"
+#include "sync/pod_networks.h"
+
+namespace sublease {
+
+struct NodeShardOptions {
+  std::string node;
+  int64_t release_grace_ms = 30'000;   // pod gone, no DEL: release after this
+  int64_t retry_interval_ms = 5'000;   // failed releases and annotation writes retry
+};
+
+class NodeShard final : public CniBackend {
+ public:
+  NodeShard(uv_loop_t* loop, Allocator* allocator, Store* store, BlockEngine* engine,
+            KubeClient* client, const Clock* clock, NodeShardOptions options);
+  ~NodeShard() override;
+  NodeShard(const NodeShard&) = delete;
+  NodeShard& operator=(const NodeShard&) = delete;
+
+  InformerHandler* subnet_handler();
+  InformerHandler* block_handler();
+  InformerHandler* pod_handler();
+  // Recovers pending leases, then becomes ready once every informer has synced.
+  void Start();
+  // Stops timers and drops waiting work; `done` after the timer handle is closed.
+  void Close(std::function<void()> done);
+
+  // CniBackend.
+  void Add(const CniRequest& request, ReplyCallback done) override;
+  void Del(const CniRequest& request, DoneCallback done) override;
+  void Check(const CniRequest& request, ReplyCallback done) override;
+  void Gc(const GcRequest& request, GcCallback done) override;
+  bool Ready() const override;
+
+  struct Stats {
+    uint64_t ahead_of_time = 0, on_demand = 0, annotations_written = 0, releases = 0,
+             release_failures = 0;
+  };
+  const Stats& stats() const { return stats_; }
+
+ private:
+  class SubnetHandler;
+  class BlockHandler;
+  class PodHandler;
+  struct Inflight {
+    std::vector<ReplyCallback> waiters;
+    std::vector<WireRoute> routes;  // the NAD's routes of the first CNI request, if any
+  };
+
+  // Subnets.
+  void UpsertSubnet(const KubeObject& object);
+  void RemoveSubnet(const KubeObject& object);
+  // Pods.
+  void PodChanged(const KubeObject& object);
+  void PodGone(const KubeObject& object);
+  void PodsSynced();
+  // Allocation and release.
+  // Starts an allocation through the engine; `done` (may be empty) gets the CNI reply.
+  void AllocateFor(AllocateRequest request, std::vector<WireRoute> routes, ReplyCallback done);
+  void OnAllocated(const AttachmentKey& key, const Result<Lease>& lease);
+  void WriteAnnotations(const Lease& lease);
+  void ScheduleRelease(const AttachmentKey& key, int64_t delay_ms);
+  void ReleaseNow(const AttachmentKey& key);
+  void Tick();
+  AllocateRequest RequestFor(const Subnet& subnet, const CniRequest& cni, const PodInfo* pod) const;
+  CniReply ReplyFor(const Subnet& subnet, const Lease& lease, const std::vector<WireRoute>& routes) const;
+  std::vector<WireRoute> RoutesFor(const Lease& lease, const std::vector<WireRoute>& nad_routes) const;
+
+  uv_loop_t* loop_;
+  Allocator* allocator_;
+  Store* store_;
+  BlockEngine* engine_;
+  KubeClient* client_;
+  const Clock* clock_;
+  NodeShardOptions options_;
+  std::unique_ptr<SubnetHandler> subnet_handler_;
+  std::unique_ptr<BlockHandler> block_handler_;
+  std::unique_ptr<PodHandler> pod_handler_;
+  bool subnets_synced_ = false, blocks_synced_ = false, pods_synced_ = false, recovered_ = false;
+
+  std::map<std::string, PodInfo> pods_;               // this node's pods by "ns/name"
+  std::map<AttachmentKey, Inflight> inflight_;        // allocations waiting for the API
+  std::map<AttachmentKey, int64_t> release_due_ms_;   // leases to release at this time
+  std::set<AttachmentKey> del_received_;              // CNI DEL came for these
+  std::set<AttachmentKey> annotations_due_;           // annotation writes to (re)try
+  uv_timer_t* timer_ = nullptr;
+  Stats stats_;
+};
+
+}  // namespace sublease

@@ -1,0 +1,302 @@
+"""Cluster mode end to end: N subleased daemons (each its own node name, socket and
+database) against the project's fake Kubernetes API server over TLS.
+
+What it shows (issue: cluster mode):
+  - the seed's pods — random, static, ip_pool Deployment, StatefulSet — get the right
+    addresses and Kube-OVN's annotations, written back only after the allocation is in
+    the API server; the CNI ADD that follows is answered from the node's database;
+  - 1000 pods across 10 nodes in a Subnet of exactly 1000 usable addresses all get
+    distinct addresses; deleting them all and creating 1000 new ones succeeds with no
+    duplicate and no leak;
+  - with the API server down, a repeated ADD is served and a new one fails with CNI 11.
+Every wait is bounded; daemons and the API server are stopped at the end.
+Run: python3 -m unittest discover -s tests/cluster -v   (SUBLEASE_BIN=build/bin)
+"""
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "fakeapi"))
+from fakeapi_client import FakeApiServer  # noqa: E402
+
+BIN = os.environ.get("SUBLEASE_BIN") or os.path.join(HERE, "..", "..", "build", "bin")
+NODES = 10
+SUBNETS = "/apis/kubeovn.io/v1/subnets"
+BLOCKS = "/apis/sublease.io/v1alpha1/ipblocks"
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def subnet(name, provider, cidr, gateway=None, exclude=()):
+    spec = {"provider": provider, "cidrBlock": cidr, "protocol": "IPv4"}
+    if gateway:
+        spec["gateway"] = gateway
+    if exclude:
+        spec["excludeIps"] = list(exclude)
+    return {"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": name}, "spec": spec}
+
+
+def pod(name, node, networks, annotations=None, owner=None):
+    meta = {"name": name, "namespace": "default",
+            "annotations": dict({"k8s.v1.cni.cncf.io/networks": networks}, **(annotations or {}))}
+    if owner:
+        meta["ownerReferences"] = [owner]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "alpine"}]}}
+
+
+class Cluster(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="sublease-cluster-")
+        os.makedirs(os.path.join(cls.dir, "api"))
+        cls.api = FakeApiServer("--pod-grace-scale", "0", "--bookmark-interval", "1",
+                                state_dir=os.path.join(cls.dir, "api")).start()
+        cls.kubeconfig = cls.api.info["kubeconfig"]
+        cls.daemons = {}
+        for i in range(NODES):
+            cls.start_daemon("node-%d" % i)
+        for node in cls.daemons:
+            cls.wait_ready(node)
+
+    @classmethod
+    def tearDownClass(cls):
+        for node in list(cls.daemons):
+            cls.stop_daemon(node)
+        cls.api.cleanup()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    @classmethod
+    def start_daemon(cls, node):
+        sock = os.path.join(cls.dir, node + ".sock")
+        log = open(os.path.join(cls.dir, node + ".log"), "ab")
+        proc = subprocess.Popen(
+            [os.path.join(BIN, "subleased"), "--kubeconfig", cls.kubeconfig, "--node-name", node,
+             "--socket", sock, "--db", os.path.join(cls.dir, node + ".db"), "--metrics-address", "",
+             "--release-grace-ms", "300"], stdout=log, stderr=log)
+        cls.daemons[node] = {"proc": proc, "sock": sock, "log": log}
+
+    @classmethod
+    def stop_daemon(cls, node):
+        d = cls.daemons.pop(node)
+        d["proc"].send_signal(signal.SIGTERM)
+        try:
+            d["proc"].wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            d["proc"].kill()
+            d["proc"].wait(timeout=5)
+        d["log"].close()
+
+    @classmethod
+    def wait_ready(cls, node, seconds=30):
+        sock = cls.daemons[node]["sock"]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if cls.daemons[node]["proc"].poll() is not None:
+                raise RuntimeError("subleased on %s exited: %s" % (node, cls.daemon_log(node)))
+            r = subprocess.run(["curl", "-sf", "--max-time", "2", "--unix-socket", sock, "http://x/v1/cni/status"],
+                               capture_output=True)
+            if r.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("subleased on %s not ready in %d s: %s" % (node, seconds, cls.daemon_log(node)))
+
+    @classmethod
+    def daemon_log(cls, node):
+        try:
+            with open(os.path.join(cls.dir, node + ".log"), errors="replace") as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ""
+
+    # -- API helpers --
+    def req(self, method, path, body=None, ctype=None, ok=(200, 201)):
+        status, _, obj = self.api.request(method, path, body, ctype=ctype, timeout=30)
+        self.assertIn(status, ok, "%s %s -> %s %s" % (method, path, status, obj))
+        return obj
+
+    def create_subnet(self, s):
+        self.req("POST", SUBNETS, s)
+
+    def wait_for(self, what, fn, seconds=60, interval=0.1):
+        deadline = time.monotonic() + seconds
+        last = None
+        while time.monotonic() < deadline:
+            last = fn()
+            if last:
+                return last
+            time.sleep(interval)
+        self.fail("timed out after %d s waiting for %s (last: %r)\n%s" % (
+            seconds, what, last, "\n".join(self.daemon_log(n)[-800:] for n in list(self.daemons)[:2])))
+
+    def pod_annotations(self, name):
+        status, _, obj = self.api.request("GET", PODS + "/" + name, timeout=30)
+        return obj["metadata"].get("annotations", {}) if status == 200 else None
+
+    def allocated(self, name, provider):
+        a = self.pod_annotations(name) or {}
+        return a if a.get(provider + ".kubernetes.io/allocated") == "true" else None
+
+    def block_allocations(self, subnet_name):
+        obj = self.req("GET", BLOCKS + "?labelSelector=sublease.io/subnet%3D" + subnet_name)
+        out = []
+        for b in obj["items"]:
+            net = ipaddress.ip_network(b["spec"]["cidr"])
+            for off, who in (b["spec"].get("allocations") or {}).items():
+                out.append((str(net.network_address + int(off)), who["namespace"] + "/" + who["pod"], b["spec"]["node"]))
+        return out
+
+    def cni(self, node, command, pod_name, container, provider, ifname="net1"):
+        conf = {"cniVersion": "1.0.0", "name": "macvlan", "type": "macvlan",
+                "ipam": {"type": "kube-ovn", "server_socket": self.daemons[node]["sock"], "provider": provider}}
+        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container, CNI_NETNS="/proc/self/ns/net",
+                   CNI_IFNAME=ifname, CNI_PATH=BIN,
+                   CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=%s" % pod_name)
+        r = subprocess.run([os.path.join(BIN, "sublease")], input=json.dumps(conf), capture_output=True,
+                           text=True, env=env, timeout=30)
+        return r.returncode, json.loads(r.stdout) if r.stdout.strip() else {}
+
+    # -- tests --
+    def test_1_seed_pods_get_their_addresses_and_annotations(self):
+        # The seed's Subnet, verbatim.
+        self.create_subnet(subnet("macvlan", "macvlan.default", "172.17.0.0/16", "172.17.0.1",
+                                  ["172.17.0.0..172.17.0.10"]))
+        time.sleep(1.0)  # every daemon sees the Subnet through its watch
+        p = "macvlan.default"
+        self.req("POST", PODS, pod("samplepod", "node-0", "macvlan"))
+        self.req("POST", PODS, pod("static-ip", "node-1", "macvlan", {
+            "ovn.kubernetes.io/ip_address": "10.16.0.15",
+            p + ".kubernetes.io/ip_address": "172.17.0.100",
+            p + ".kubernetes.io/mac_address": "00:00:00:53:6B:BB"}))
+        rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "static-workload-7d9f", "uid": "rs-1",
+              "controller": True}
+        pool = {p + ".kubernetes.io/ip_pool": "172.17.0.200,172.17.0.201,172.17.0.202"}
+        self.req("POST", PODS, pod("static-workload-7d9f-a1", "node-2", "macvlan", pool, rs))
+        self.req("POST", PODS, pod("static-workload-7d9f-b2", "node-3", "macvlan", pool, rs))
+        sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web", "uid": "sts-1", "controller": True}
+        sts_pool = {p + ".kubernetes.io/ip_pool": "172.17.0.50,172.17.0.51,172.17.0.52"}
+        self.req("POST", PODS, pod("web-1", "node-4", "macvlan", sts_pool, sts))
+        self.req("POST", PODS, pod("web-0", "node-5", "macvlan", sts_pool, sts))
+
+        a = self.wait_for("samplepod annotations", lambda: self.allocated("samplepod", p))
+        addr = ipaddress.ip_address(a[p + ".kubernetes.io/ip_address"])
+        self.assertIn(addr, ipaddress.ip_network("172.17.0.0/16"))
+        self.assertGreater(addr, ipaddress.ip_address("172.17.0.10"), "excludeIps honoured")
+        self.assertEqual(a[p + ".kubernetes.io/cidr"], "172.17.0.0/16")
+        self.assertEqual(a[p + ".kubernetes.io/gateway"], "172.17.0.1")
+
+        s = self.wait_for("static-ip annotations", lambda: self.allocated("static-ip", p))
+        self.assertEqual(s[p + ".kubernetes.io/ip_address"], "172.17.0.100")
+        self.assertEqual(s["ovn.kubernetes.io/ip_address"], "10.16.0.15", "other providers' keys untouched")
+
+        d1 = self.wait_for("deployment pod 1", lambda: self.allocated("static-workload-7d9f-a1", p))
+        d2 = self.wait_for("deployment pod 2", lambda: self.allocated("static-workload-7d9f-b2", p))
+        self.assertEqual(sorted([d1[p + ".kubernetes.io/ip_address"], d2[p + ".kubernetes.io/ip_address"]]),
+                         ["172.17.0.200", "172.17.0.201"], "a Deployment's pods take the first free pool entries")
+
+        w0 = self.wait_for("web-0", lambda: self.allocated("web-0", p))
+        w1 = self.wait_for("web-1", lambda: self.allocated("web-1", p))
+        self.assertEqual(w0[p + ".kubernetes.io/ip_address"], "172.17.0.50", "StatefulSet ordinal 0")
+        self.assertEqual(w1[p + ".kubernetes.io/ip_address"], "172.17.0.51", "StatefulSet ordinal 1")
+
+        # Every annotated address is in an IPBlock, held by that pod (API first, then annotation).
+        held = {ip: who for ip, who, _ in self.block_allocations("macvlan")}
+        for name, ann in [("samplepod", a), ("static-ip", s), ("web-0", w0), ("web-1", w1)]:
+            self.assertEqual(held.get(ann[p + ".kubernetes.io/ip_address"]), "default/" + name)
+
+        # The CNI ADD that follows is answered from the node's database: same address.
+        rc, out = self.cni("node-0", "ADD", "samplepod", "sandbox-1", p)
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(out["ips"][0]["address"], a[p + ".kubernetes.io/ip_address"] + "/16")
+        self.assertEqual(out["ips"][0]["gateway"], "172.17.0.1")
+        self.assertEqual(out.get("routes", []), [], "no default route unless asked")
+
+        # A static address someone holds is refused, naming the holder, and written nowhere.
+        self.req("POST", PODS, pod("thief", "node-6", "macvlan", {p + ".kubernetes.io/ip_address": "172.17.0.100"}))
+        rc, out = self.cni("node-6", "ADD", "thief", "sandbox-t", p)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("static-ip", json.dumps(out))
+        self.assertIsNone(self.allocated("thief", p))
+
+    def test_2_api_server_down_serves_existing_and_refuses_new(self):
+        p = "down.default"
+        self.create_subnet(subnet("down", p, "10.90.0.0/24"))
+        time.sleep(1.0)
+        self.req("POST", PODS, pod("keeper", "node-7", "down"))
+        self.wait_for("keeper", lambda: self.allocated("keeper", p))
+        rc, first = self.cni("node-7", "ADD", "keeper", "sb-1", p)
+        self.assertEqual(rc, 0, first)
+        status, _ = self.api.ctl("POST", "/unavailable", {"drop_connections": True})
+        self.assertEqual(status, 200)
+        try:
+            rc, again = self.cni("node-7", "ADD", "keeper", "sb-1", p)
+            self.assertEqual(rc, 0, again)
+            self.assertEqual(again["ips"], first["ips"], "a repeated ADD is served from SQLite")
+            rc, new = self.cni("node-7", "ADD", "newcomer", "sb-2", p)
+            self.assertNotEqual(rc, 0)
+            self.assertEqual(new.get("code"), 11, new)
+        finally:
+            self.api.ctl("POST", "/available")
+        # Back: allocation works again with no manual step.
+        def retry():
+            rc, out = self.cni("node-7", "ADD", "newcomer", "sb-2", p)
+            return out if rc == 0 else None
+        out = self.wait_for("allocation after the API server is back", retry, seconds=60, interval=0.5)
+        self.assertTrue(out["ips"][0]["address"].startswith("10.90.0."))
+
+    def test_3_thousand_pods_on_ten_nodes_in_a_thousand_address_subnet(self):
+        p = "big.default"
+        # 10.80.0.0/22: 1022 host addresses, minus the gateway, minus 21 excluded = 1000.
+        self.create_subnet(subnet("big", p, "10.80.0.0/22", "10.80.0.1", ["10.80.3.234..10.80.3.254"]))
+        time.sleep(1.0)
+        for round_ in ("a", "b"):
+            names = ["%s-%04d" % (round_, i) for i in range(1000)]
+            t0 = time.monotonic()
+            for i, name in enumerate(names):
+                self.req("POST", PODS, pod(name, "node-%d" % (i % NODES), "big"))
+
+            def all_allocated():
+                obj = self.req("GET", PODS + "?labelSelector=")
+                got = {}
+                for item in obj["items"]:
+                    ann = item["metadata"].get("annotations", {})
+                    if item["metadata"]["name"].startswith(round_ + "-") and ann.get(p + ".kubernetes.io/allocated") == "true":
+                        got[item["metadata"]["name"]] = ann[p + ".kubernetes.io/ip_address"]
+                return got if len(got) == 1000 else None
+            got = self.wait_for("1000 pods allocated (round %s)" % round_, all_allocated, seconds=180, interval=1.0)
+            elapsed = time.monotonic() - t0
+            print("\nround %s: 1000 pods allocated in %.1f s" % (round_, elapsed), file=sys.stderr)
+            self.assertEqual(len(set(got.values())), 1000, "1000 distinct addresses")
+            net = ipaddress.ip_network("10.80.0.0/22")
+            for ip in got.values():
+                a = ipaddress.ip_address(ip)
+                self.assertIn(a, net)
+                self.assertNotEqual(str(a), "10.80.0.1")
+                self.assertLess(a, ipaddress.ip_address("10.80.3.234"))
+            blocks = self.block_allocations("big")
+            self.assertEqual(len(blocks), 1000)
+            self.assertEqual(len({ip for ip, _, _ in blocks}), 1000, "no duplicate in the IPBlocks")
+            self.assertEqual({ip: who for ip, who, _ in blocks}, {ip: "default/" + n for n, ip in got.items()})
+
+            for name in names:
+                self.req("DELETE", PODS + "/" + name + "?gracePeriodSeconds=0")
+            self.wait_for("every address released (round %s)" % round_,
+                          lambda: len(self.block_allocations("big")) == 0, seconds=180, interval=1.0)
+        for node in self.daemons:
+            db = os.path.join(self.dir, node + ".db")
+            live = subprocess.run(["sqlite3", "file:%s?mode=ro" % db,
+                                   "select count(*) from leases l join subnets s on s.id = l.subnet_id "
+                                   "where s.name = 'big' and l.state <> 'released'"],
+                                  capture_output=True, text=True, timeout=30).stdout.strip()
+            self.assertEqual(live, "0", "no live lease left on %s" % node)
+
+
+if __name__ == "__main__":
+    unittest.main()
