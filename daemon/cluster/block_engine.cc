@@ -233,10 +233,11 @@ void BlockEngine::AfterUnwind(std::shared_ptr<Job> job) {
   if (unavailable != nullptr) return FinishJob(job, Fail(*unavailable));
   if (!repickable) return FinishJob(job, Fail(*conflict));
   if (job->repicks >= options_.max_repicks) {
-    return FinishJob(job, Fail(Error::Unavailable(
-                              "could not commit an address in subnet " + job->key.subnet + " after " +
-                              std::to_string(job->repicks + 1) +
-                              " attempts: other nodes kept taking the addresses picked; try again")));
+    return FinishJob(job,
+                     Fail(Error::Unavailable(
+                         "could not commit an address in subnet " + job->key.subnet + " after " +
+                         std::to_string(job->repicks + 1) +
+                         " attempts: other nodes kept taking the addresses picked; try again")));
   }
   // Step 4: the re-read marked the lost address as a foreign hold, so the allocator
   // will not pick it again.
@@ -256,10 +257,18 @@ bool BlockEngine::Repickable(const Job& job, const IpAddr& address) const {
 
 void BlockEngine::DropReservation(const Lease& lease) {
   AttachmentKey key = lease.key();
-  if (auto r = store_->ReleaseLease(key, clock_->NowMs()); !r && r.error().code != Code::kNotFound) {
+  if (auto r = store_->ReleaseLease(key, clock_->NowMs());
+      !r && r.error().code != Code::kNotFound) {
     LogWarn("dropping the pending lease of " + key.ToString() + ": " + r.error().message);
   }
   (void)allocator_->Release(key);
+  // A write whose answer was lost may have landed: what the cache shows at the address
+  // is now someone else's (a foreign hold), not free.
+  for (const IpAddr& a : lease.addresses()) {
+    auto cidr = BlockOfAddress(lease.subnet, a);
+    if (BlockState* b = cidr ? FindBlock(BlockName(lease.subnet, *cidr)) : nullptr)
+      SyncAllocator(*b);
+  }
 }
 
 void BlockEngine::FinishJob(std::shared_ptr<Job> job, Result<Lease> result) {
@@ -290,7 +299,8 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
   auto state = std::make_shared<Pending>(Pending{addresses.size(), std::nullopt});
   auto finish = [this, key, state, done = std::move(done)] {
     if (state->error) return done(Fail(*state->error));
-    if (auto r = store_->ReleaseLease(key, clock_->NowMs()); !r && r.error().code != Code::kNotFound) {
+    if (auto r = store_->ReleaseLease(key, clock_->NowMs());
+        !r && r.error().code != Code::kNotFound) {
       return done(Fail(r.error()));
     }
     (void)allocator_->Release(key);
@@ -387,8 +397,8 @@ void BlockEngine::RecoverLease(const Lease& lease, std::function<void(bool ok)> 
     IpNet cidr = *BlockOfAddress(lease.subnet, a);
     std::string name = BlockName(lease.subnet, cidr);
     ++stats_.gets;
-    api_->Get(name, [this, token, reads, shared_decide, lease, a, cidr](
-                        Result<std::optional<IpBlock>> r) {
+    api_->Get(name, [this, token, reads, shared_decide, lease, a,
+                     cidr](Result<std::optional<IpBlock>> r) {
       if (token.expired()) return;
       if (!r) {
         NoteFailure(r.error());
@@ -399,7 +409,8 @@ void BlockEngine::RecoverLease(const Lease& lease, std::function<void(bool ok)> 
         auto offset = static_cast<uint64_t>(a.value() - cidr.first().value());
         if (*r) {
           auto it = (*r)->allocations.find(offset);
-          if (it != (*r)->allocations.end() && KeyOfAllocation(lease.subnet, it->second) == lease.key()) {
+          if (it != (*r)->allocations.end() &&
+              KeyOfAllocation(lease.subnet, it->second) == lease.key()) {
             reads->present.push_back(a);
           }
         }

@@ -75,7 +75,8 @@ class BlockEngine {
   using LeaseDone = std::function<void(Result<Lease>)>;
   using VoidDone = std::function<void(Result<void>)>;
 
-  BlockEngine(Allocator* allocator, Store* store, BlockApi* api, const Clock* clock, Options options);
+  BlockEngine(Allocator* allocator, Store* store, BlockApi* api, const Clock* clock,
+              Options options);
   ~BlockEngine();
   BlockEngine(const BlockEngine&) = delete;
   BlockEngine& operator=(const BlockEngine&) = delete;

@@ -10,7 +10,8 @@
 namespace sublease {
 
 AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& a) {
-  return AttachmentKey::For(subnet, Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname});
+  return AttachmentKey::For(
+      subnet, Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname});
 }
 
 std::string DescribeAllocation(const BlockAllocation& a) {
@@ -132,9 +133,9 @@ void BlockEngine::Write(BlockState& b) {
       if (ours) next.allocations.erase(it);
       sent.push_back(std::move(op));  // removing what is not there succeeds
     } else if (op.claim && b.object && b.object->node != options_.node) {
-      refused.emplace_back(std::move(op), Error::Conflict("block " + b.cidr.ToString() + " of subnet " +
-                                                          b.subnet + " was claimed by node " +
-                                                          b.object->node + " first"));
+      refused.emplace_back(std::move(op),
+                           Error::Conflict("block " + b.cidr.ToString() + " of subnet " + b.subnet +
+                                           " was claimed by node " + b.object->node + " first"));
     } else if (it == next.allocations.end()) {
       next.allocations[op.offset] = op.allocation;
       sent.push_back(std::move(op));
@@ -142,16 +143,17 @@ void BlockEngine::Write(BlockState& b) {
       sent.push_back(std::move(op));  // an earlier write whose answer was lost landed it
     } else {
       IpAddr a = b.cidr.first().Plus(op.offset);
-      refused.emplace_back(std::move(op), Error::Conflict("address " + a.ToString() + " in subnet " +
-                                                          b.subnet + " is held by " +
-                                                          DescribeAllocation(it->second)));
+      refused.emplace_back(std::move(op),
+                           Error::Conflict("address " + a.ToString() + " in subnet " + b.subnet +
+                                           " is held by " + DescribeAllocation(it->second)));
     }
   }
   bool changed = create ? !next.allocations.empty() : next.allocations != b.object->allocations;
   if (changed) {
     b.busy = true;
     std::weak_ptr<int> token = life_;
-    auto on_done = [this, token, name = b.name, sent = std::move(sent), create](Result<IpBlock> r) mutable {
+    auto on_done = [this, token, name = b.name, sent = std::move(sent),
+                    create](Result<IpBlock> r) mutable {
       if (!token.expired()) OnWritten(name, std::move(sent), create, std::move(r));
     };
     if (create) {
@@ -219,8 +221,9 @@ void BlockEngine::MaybeRetire(BlockState& b) {
   }
   int other_empty = 0;
   for (const auto& [name, o] : blocks_) {
-    if (o.get() != &b && o->object && o->subnet == b.subnet && o->cidr.family() == b.cidr.family() &&
-        o->object->node == options_.node && o->object->allocations.empty()) {
+    if (o.get() != &b && o->object && o->subnet == b.subnet &&
+        o->cidr.family() == b.cidr.family() && o->object->node == options_.node &&
+        o->object->allocations.empty()) {
       ++other_empty;
     }
   }
@@ -269,7 +272,8 @@ void BlockEngine::SyncAllocator(BlockState& b) {
     }
   }
   for (uint64_t offset : b.foreign) {
-    if (!foreign.count(offset)) (void)allocator_->UnmarkForeign(b.subnet, b.cidr.first().Plus(offset));
+    if (!foreign.count(offset))
+      (void)allocator_->UnmarkForeign(b.subnet, b.cidr.first().Plus(offset));
   }
   b.foreign.clear();
   for (auto& [offset, who] : foreign) {
@@ -279,20 +283,21 @@ void BlockEngine::SyncAllocator(BlockState& b) {
   }
 }
 
-void BlockEngine::Refresh(const std::string& subnet, const IpNet& cidr, std::function<void()> then) {
+void BlockEngine::Refresh(const std::string& subnet, const IpNet& cidr,
+                          std::function<void()> then) {
   ++stats_.gets;
   std::weak_ptr<int> token = life_;
-  api_->Get(BlockName(subnet, cidr), [this, token, subnet, cidr, then = std::move(then)](
-                                         Result<std::optional<IpBlock>> r) {
-    if (token.expired()) return;
-    BlockState& b = Block(subnet, cidr);
-    if (!r) {
-      NoteFailure(r.error());
-    } else if (!b.busy) {
-      SetObject(b, std::move(*r));
-    }
-    then();
-  });
+  api_->Get(BlockName(subnet, cidr),
+            [this, token, subnet, cidr, then = std::move(then)](Result<std::optional<IpBlock>> r) {
+              if (token.expired()) return;
+              BlockState& b = Block(subnet, cidr);
+              if (!r) {
+                NoteFailure(r.error());
+              } else if (!b.busy) {
+                SetObject(b, std::move(*r));
+              }
+              then();
+            });
 }
 
 // --- The informer feed ---

@@ -12,6 +12,9 @@
 namespace sublease {
 namespace {
 
+// A borrow chooses among at most this many free addresses of the block it picked.
+constexpr int kMaxBorrowCandidates = 64;
+
 bool FreeIn(const Allocator& allocator, const std::string& subnet, const IpNet& cidr) {
   auto a = allocator.LowestFreeAtOrAbove(subnet, cidr.first());
   return a && *a <= cidr.last();
@@ -21,7 +24,8 @@ bool FreeIn(const Allocator& allocator, const std::string& subnet, const IpNet& 
 
 // A block this node is creating right now (a claim queued or in flight) that still has
 // a free address: later allocations join that create instead of claiming another.
-std::optional<IpNet> BlockEngine::ClaimingBlockWithFree(const std::string& subnet, Family family) const {
+std::optional<IpNet> BlockEngine::ClaimingBlockWithFree(const std::string& subnet,
+                                                        Family family) const {
   for (const auto& [name, b] : blocks_) {
     if (b->subnet != subnet || b->cidr.family() != family || !b->known || b->object) continue;
     if ((b->busy || !b->queued.empty()) && FreeIn(*allocator_, subnet, b->cidr)) return b->cidr;
@@ -62,7 +66,8 @@ void BlockEngine::OnSubnetListed(const std::string& subnet, Result<std::vector<I
   for (IpBlock& blk : *listed) {
     names.insert(blk.name);
     BlockState& b = Block(subnet, blk.cidr);
-    if (!b.busy && (blk.node != options_.node || !b.known || !b.object)) SetObject(b, std::move(blk));
+    if (!b.busy && (blk.node != options_.node || !b.known || !b.object))
+      SetObject(b, std::move(blk));
   }
   for (auto& [name, b] : blocks_) {
     if (b->subnet == subnet && !b->busy && b->object && b->object->node != options_.node &&
@@ -79,14 +84,15 @@ void BlockEngine::OnSubnetListed(const std::string& subnet, Result<std::vector<I
       claim = false;
     }
     if (!chosen) {
-      FinishJob(w.job, Fail(Error::Exhausted(
-                           "subnet " + subnet + " has no free " + std::string(FamilyName(w.family)) +
-                           " address on any node: every block is claimed and full (" +
-                           std::to_string(names.size()) + " blocks); free addresses or grow the subnet")));
+      FinishJob(w.job,
+                Fail(Error::Exhausted(
+                    "subnet " + subnet + " has no free " + std::string(FamilyName(w.family)) +
+                    " address on any node: every block is claimed and full (" +
+                    std::to_string(names.size()) + " blocks); free addresses or grow the subnet")));
       continue;
     }
     w.job->request.within.push_back(*chosen);
-    if (claim) w.job->claims.insert(BlockName(subnet, *chosen));
+    if (claim) w.job->claims.insert(BlockName(subnet, *chosen));  // (a borrow names one address)
     StartAllocate(w.job);
   }
 }
@@ -101,8 +107,8 @@ std::optional<IpNet> BlockEngine::ChooseClaim(const std::string& subnet, Family 
   std::vector<IpNet> candidates;
   IpAddr cursor = cidr.first();
   const size_t max_steps = blocks_.size() + static_cast<size_t>(options_.claim_spread) + 1;
-  for (size_t step = 0; step < max_steps && candidates.size() < static_cast<size_t>(options_.claim_spread);
-       ++step) {
+  for (size_t step = 0;
+       step < max_steps && candidates.size() < static_cast<size_t>(options_.claim_spread); ++step) {
     auto a = allocator_->LowestFreeAtOrAbove(subnet, cursor);
     if (!a || !cidr.Contains(*a)) break;
     IpNet blk = BlockOf(*a, *prefix);
@@ -116,18 +122,31 @@ std::optional<IpNet> BlockEngine::ChooseClaim(const std::string& subnet, Family 
   return candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng_)];
 }
 
-// Another node's block with a free address, at random so that borrowing nodes spread
-// over the blocks instead of all writing the lowest one.
+// A free address in another node's block, at random (a random block, then a random
+// free address in it), so that borrowing nodes spread over blocks and offsets instead
+// of all writing the lowest free address of the same block and losing to each other.
+// Returns the address as a one-address prefix for AllocateRequest::within.
 std::optional<IpNet> BlockEngine::ChooseBorrow(const std::string& subnet, Family family) {
-  std::vector<IpNet> candidates;
+  std::vector<IpNet> blocks;
   for (const auto& [name, b] : blocks_) {
     if (b->subnet != subnet || b->cidr.family() != family || !b->object) continue;
     if (b->object->node != options_.node && FreeIn(*allocator_, subnet, b->cidr)) {
-      candidates.push_back(b->cidr);
+      blocks.push_back(b->cidr);
     }
   }
-  if (candidates.empty()) return std::nullopt;
-  return candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng_)];
+  if (blocks.empty()) return std::nullopt;
+  const IpNet& block = blocks[std::uniform_int_distribution<size_t>(0, blocks.size() - 1)(rng_)];
+  std::vector<IpAddr> free;
+  IpAddr cursor = block.first();
+  for (int i = 0; i < kMaxBorrowCandidates; ++i) {
+    auto a = allocator_->LowestFreeAtOrAbove(subnet, cursor);
+    if (!a || *a > block.last()) break;
+    free.push_back(*a);
+    if (*a == block.last()) break;
+    cursor = a->Plus(1);
+  }
+  const IpAddr& pick = free[std::uniform_int_distribution<size_t>(0, free.size() - 1)(rng_)];
+  return IpNet(pick, FamilyBits(family));
 }
 
 }  // namespace sublease

@@ -23,10 +23,10 @@ struct BlockEngine::Op {
   enum class Kind { kAdd, kRemove };
   Kind kind = Kind::kAdd;
   uint64_t offset = 0;
-  AttachmentKey key;            // whose allocation it adds or removes
-  BlockAllocation allocation;   // kAdd: what is written
-  bool claim = false;           // kAdd that may only land through this node's own create
-  int rounds = 0;               // 409 → re-read rounds so far (bounded)
+  AttachmentKey key;           // whose allocation it adds or removes
+  BlockAllocation allocation;  // kAdd: what is written
+  bool claim = false;          // kAdd that may only land through this node's own create
+  int rounds = 0;              // 409 → re-read rounds so far (bounded)
   std::function<void(Result<void>)> done;
 };
 

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <set>
 
 #include "daemon/cluster/cluster_test_support.h"
 
@@ -122,29 +123,38 @@ TEST(BlockEngineTest, GroupCommitSendsAllocationsQueuedDuringAWriteInOneUpdate) 
 }
 
 TEST(BlockEngineTest, StaleUpdateNeverOverwritesAnotherNodesAllocation) {
+  int collisions = 0;
   for (uint32_t seed = 1; seed <= 20; ++seed) {
     SCOPED_TRACE("seed " + std::to_string(seed));
-    // One block in the whole subnet, so node-b must borrow from node-a's.
+    // One block in the whole subnet (usable .2-.6), so node-b must borrow from node-a's.
     ClusterHarness c(Spec("10.0.0.0/29"));
     Node& a = c.AddNode("node-a", Deterministic());
-    Node& b = c.AddNode("node-b", Deterministic());
-    ASSERT_TRUE(c.AllocateNow(a, c.Request("a0")));  // 10.0.0.2
+    BlockEngine::Options ob = Deterministic();
+    ob.seed = seed;  // which of the two free addresses node-b borrows
+    Node& b = c.AddNode("node-b", ob);
+    for (const char* pod : {"a0", "a1", "a2"}) ASSERT_TRUE(c.AllocateNow(a, c.Request(pod)));
     std::optional<Result<Lease>> ra, rb;
     b.engine->Allocate(c.Request("b0"), [&](Result<Lease> l) { rb = std::move(l); });
     c.api.RunNext();  // the list arrives...
-    c.api.RunNext();  // ...and is answered: node-b sends its borrow of .3
-    a.engine->Allocate(c.Request("a1"), [&](Result<Lease> l) { ra = std::move(l); });
-    // Both writes carry the same resourceVersion and the same offset.
+    c.api.RunNext();  // ...and is answered: node-b sends its borrow of .5 or .6
+    a.engine->Allocate(c.Request("a3"), [&](Result<Lease> l) { ra = std::move(l); });  // picks .5
+    // Both writes carry the same resourceVersion; the API decides which lands.
     std::mt19937 rng(seed);
     c.api.RunAll(kMaxSteps, &rng);
     ASSERT_TRUE(ra && *ra) << (ra ? ra->error().message : "no answer");
     ASSERT_TRUE(rb && *rb) << (rb ? rb->error().message : "no answer");
     EXPECT_NE((*ra)->v4, (*rb)->v4);
-    EXPECT_EQ(c.api.counters().conflicts, 1u);
-    EXPECT_EQ(a.engine->stats().repicks + b.engine->stats().repicks, 1u);
-    EXPECT_EQ(c.api.objects().begin()->second.allocations.size(), 3u);
+    EXPECT_EQ(c.api.counters().conflicts, 1u);  // one of the two was stale
+    uint64_t repicks = a.engine->stats().repicks + b.engine->stats().repicks;
+    EXPECT_LE(repicks, 1u);
+    collisions += static_cast<int>(repicks);  // both chose .5: the loser re-picked
+    std::set<std::string> pods;
+    for (const auto& [offset, alloc] : c.api.objects().begin()->second.allocations)
+      pods.insert(alloc.pod_name);
+    EXPECT_EQ(pods, (std::set<std::string>{"a0", "a1", "a2", "a3", "b0"}));
     c.CheckInvariants();
   }
+  EXPECT_GT(collisions, 0) << "no seed made both nodes want the same offset";
 }
 
 struct ManyNodesOutcome {
@@ -166,16 +176,20 @@ ManyNodesOutcome RunManyNodes(ClusterHarness& c, int nodes, int per_node, uint32
   std::vector<int> issued(static_cast<size_t>(nodes), 0);
   int total = nodes * per_node, started = 0;
   auto answer = [&out](Result<Lease> l) {
-    if (l) ++out.ok;
-    else if (l.error().code == Code::kExhausted) ++out.exhausted;
-    else if (++out.other == 1) out.first_other = l.error().message;
+    if (l)
+      ++out.ok;
+    else if (l.error().code == Code::kExhausted)
+      ++out.exhausted;
+    else if (++out.other == 1)
+      out.first_other = l.error().message;
   };
   for (size_t step = 0; step < kMaxSteps; ++step) {
     bool issue = started < total && (c.api.pending() == 0 || rng() % 3 == 0);
     if (issue) {
       int n = static_cast<int>(rng() % static_cast<uint32_t>(nodes));
       while (issued[static_cast<size_t>(n)] == per_node) n = (n + 1) % nodes;
-      std::string pod = "n" + std::to_string(n) + "-p" + std::to_string(issued[static_cast<size_t>(n)]++);
+      std::string pod =
+          "n" + std::to_string(n) + "-p" + std::to_string(issued[static_cast<size_t>(n)]++);
       ++started;
       c.nodes()[static_cast<size_t>(n)]->engine->Allocate(c.Request(pod), answer);
     } else if (!c.api.RunRandom(rng)) {
@@ -196,19 +210,23 @@ void ExpectManyNodesCorrect(const char* cidr, int nodes, int per_node, bool all_
     ASSERT_EQ(c.api.pending(), 0u) << "steps left: the run did not finish";
     auto usable = NormalizeSubnet(Spec(cidr))->v4->usable.Count();
     size_t want = all_fit ? static_cast<size_t>(nodes * per_node) : static_cast<size_t>(usable);
-    std::printf("[ seed %u ] %s, %d nodes x %d: %zu allocated, %zu exhausted, %zu other; "
-                "%llu API writes (%.3f per allocation), %llu reads\n",
-                seed, cidr, nodes, per_node, o.ok, o.exhausted, o.other,
-                static_cast<unsigned long long>(o.writes),
-                o.ok ? static_cast<double>(o.writes) / static_cast<double>(o.ok) : 0.0,
-                static_cast<unsigned long long>(o.reads));
+    std::printf(
+        "[ seed %u ] %s, %d nodes x %d: %zu allocated, %zu exhausted, %zu other; "
+        "%llu API writes (%.3f per allocation), %llu reads\n",
+        seed, cidr, nodes, per_node, o.ok, o.exhausted, o.other,
+        static_cast<unsigned long long>(o.writes),
+        o.ok ? static_cast<double>(o.writes) / static_cast<double>(o.ok) : 0.0,
+        static_cast<unsigned long long>(o.reads));
     EXPECT_EQ(o.other, 0u) << o.first_other;
     EXPECT_EQ(o.ok + o.exhausted + o.other, static_cast<size_t>(nodes * per_node));
     EXPECT_EQ(o.ok, want);  // exhausted only once every usable address is taken
     EXPECT_EQ(c.CommittedLeases(), o.ok);
+    // A regression guard, not a target: 0.9-2.3 writes per allocation over these seeds.
+    EXPECT_LT(static_cast<double>(o.writes), 3.0 * static_cast<double>(o.ok));
     c.CheckInvariants();
     if (::testing::Test::HasFailure()) return;
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "time budget exceeded at seed " << seed;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+        << "time budget exceeded at seed " << seed;
   }
 }
 
@@ -234,7 +252,8 @@ TEST(BlockEngineTest, ExhaustionOfASmallSubnetIsReportedOnEveryNodeOnceFull) {
     ASSERT_FALSE(l) << n->name << " got " << l->v4->ToString();
     EXPECT_EQ(l.error().code, Code::kExhausted) << l.error().message;
     EXPECT_NE(l.error().message.find("every block is claimed and full"), std::string::npos);
-    EXPECT_EQ(n->allocator.Find(AttachmentKey::For("net", c.Request("late-" + n->name).owner)), nullptr);
+    EXPECT_EQ(n->allocator.Find(AttachmentKey::For("net", c.Request("late-" + n->name).owner)),
+              nullptr);
   }
   EXPECT_EQ(ok, 13u);
   c.CheckInvariants();
@@ -310,8 +329,8 @@ TEST(BlockEngineTest, RecoverCommitsPendingLeasesFoundInTheirBlockAndDropsTheRes
   ASSERT_TRUE(a.store->InsertLease(*landed, 1));
   ASSERT_TRUE(a.store->InsertLease(*lost, 1));
   IpBlock block = c.api.objects().begin()->second;
-  block.allocations[3] = BlockAllocation{"default", "landed", "uid-landed", "net1", "c-landed",
-                                         "node-a", "net.default", false};
+  block.allocations[3] = BlockAllocation{"default",  "landed", "uid-landed",  "net1",
+                                         "c-landed", "node-a", "net.default", false};
   c.api.Put(block);
   c.api.RunAll(kMaxSteps);
   c.api.FailNext(2);  // unreachable: both stay pending
@@ -337,7 +356,7 @@ TEST(BlockEngineTest, DualStackAllocationLandsInOneBlockPerFamily) {
   auto l = c.AllocateNow(a, c.Request("p0"));
   ASSERT_TRUE(l) << l.error().message;
   EXPECT_EQ(l->v4, Ip("10.0.0.2"));
-  EXPECT_EQ(l->v6, Ip("fd00::1"));
+  EXPECT_EQ(l->v6, Ip("fd00::2"));  // fd00::1 is the gateway
   EXPECT_EQ(c.api.objects().size(), 2u);
   EXPECT_EQ(a.engine->stats().claims, 2u);
   ASSERT_TRUE(c.ReleaseNow(a, "p0"));
@@ -348,8 +367,10 @@ TEST(BlockEngineTest, RequestsForOneAttachmentAreServedInTurn) {
   ClusterHarness c(Spec("10.0.0.0/24"));
   Node& a = c.AddNode("node-a", Deterministic());
   std::vector<std::string> got;
-  a.engine->Allocate(c.Request("p0"), [&](Result<Lease> l) { got.push_back(l ? l->v4->ToString() : "error"); });
-  a.engine->Allocate(c.Request("p0"), [&](Result<Lease> l) { got.push_back(l ? l->v4->ToString() : "error"); });
+  a.engine->Allocate(c.Request("p0"),
+                     [&](Result<Lease> l) { got.push_back(l ? l->v4->ToString() : "error"); });
+  a.engine->Allocate(c.Request("p0"),
+                     [&](Result<Lease> l) { got.push_back(l ? l->v4->ToString() : "error"); });
   a.engine->Release(AttachmentKey::For("net", c.Request("p0").owner),
                     [&](Result<void> r) { got.push_back(r ? "released" : "error"); });
   c.api.RunAll(kMaxSteps);

@@ -54,8 +54,9 @@ class ClusterHarness {
     node->engine = std::make_unique<BlockEngine>(&node->allocator, node->store.get(), &api,
                                                  &node->clock, options);
     BlockEngine* engine = node->engine.get();
-    api.Watch(name, [engine](const IpBlock& b) { engine->OnBlockUpsert(b); },
-              [engine](const std::string& n) { engine->OnBlockDeleted(n); });
+    api.Watch(
+        name, [engine](const IpBlock& b) { engine->OnBlockUpsert(b); },
+        [engine](const std::string& n) { engine->OnBlockDeleted(n); });
     nodes_.push_back(std::move(node));
     return *nodes_.back();
   }
@@ -104,8 +105,8 @@ class ClusterHarness {
           auto [it, fresh] = holder.emplace(a, n->name + "/" + key.ToString());
           EXPECT_TRUE(fresh) << "duplicate " << a.ToString() << ": " << it->second << " and "
                              << n->name << "/" << key.ToString();
-          EXPECT_TRUE(InApi(l, a, n->name)) << a.ToString() << " of " << key.ToString()
-                                            << " is not in its IPBlock";
+          EXPECT_TRUE(InApi(l, a, n->name))
+              << a.ToString() << " of " << key.ToString() << " is not in its IPBlock";
         }
       }
       auto live = n->store->LoadLiveLeases();
@@ -126,7 +127,9 @@ class ClusterHarness {
         }
       }
     }
-    if (!allow_ghosts) EXPECT_EQ(in_api, holder.size());
+    if (!allow_ghosts) {
+      EXPECT_EQ(in_api, holder.size());
+    }
   }
 
   size_t CommittedLeases() const {

@@ -99,7 +99,8 @@ void FakeBlockApi::Delete(const std::string& name, const std::string& resource_v
   Call<void>(
       [this, name, resource_version]() -> Result<void> {
         auto it = objects_.find(name);
-        if (it == objects_.end()) return Fail(Error::NotFound("ipblocks \"" + name + "\" not found"));
+        if (it == objects_.end())
+          return Fail(Error::NotFound("ipblocks \"" + name + "\" not found"));
         if (it->second.resource_version != resource_version) {
           return Fail(Error::Conflict("Precondition failed for ipblocks \"" + name +
                                       "\": resourceVersion changed"));

@@ -85,17 +85,22 @@ TEST(FakeBlockApiTest, InjectedFailuresAreUnavailableAndAppliedOnesLandAnyway) {
 TEST(FakeBlockApiTest, WatchesDeliverTheirNodesChangesInOrder) {
   FakeBlockApi api;
   std::vector<std::string> seen;
-  api.Watch("a", [&](const IpBlock& b) { seen.push_back("up " + b.resource_version); },
-            [&](const std::string& n) { seen.push_back("del " + n); });
+  api.Watch(
+      "a", [&](const IpBlock& b) { seen.push_back("up " + b.resource_version); },
+      [&](const std::string& n) { seen.push_back("del " + n); });
   IpBlock v1 = api.Put(Block("a"));
   IpBlock v2 = api.Put(v1);
-  api.Put([] { IpBlock b = Block("b"); b.name = "other"; return b; }());
+  api.Put([] {
+    IpBlock b = Block("b");
+    b.name = "other";
+    return b;
+  }());
   std::optional<Result<void>> del;
   api.Delete(v2.name, v2.resource_version, [&](Result<void> x) { del = std::move(x); });
   std::mt19937 rng(7);
   api.RunAll(100, &rng);
-  EXPECT_EQ(seen, (std::vector<std::string>{"up " + v1.resource_version, "up " + v2.resource_version,
-                                            "del " + v1.name}));
+  EXPECT_EQ(seen, (std::vector<std::string>{"up " + v1.resource_version,
+                                            "up " + v2.resource_version, "del " + v1.name}));
 }
 
 TEST(FakeBlockApiTest, ListReturnsOneSubnetsBlocks) {

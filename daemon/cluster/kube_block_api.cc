@@ -50,16 +50,19 @@ void KubeBlockApi::ListSubnet(const std::string& subnet, ListDone done) {
 void KubeBlockApi::Create(const IpBlock& block, BlockDone done) {
   IpBlock fresh = block;
   fresh.resource_version.clear();  // a create carries no resourceVersion
-  client_->Create(kIpBlockCollection, EncodeIpBlock(fresh),
-                  [done = std::move(done)](KubeResult<KubeResponse> r) { done(DecodeAnswer(std::move(r))); });
+  client_->Create(
+      kIpBlockCollection, EncodeIpBlock(fresh),
+      [done = std::move(done)](KubeResult<KubeResponse> r) { done(DecodeAnswer(std::move(r))); });
 }
 
 void KubeBlockApi::Update(const IpBlock& block, BlockDone done) {
-  client_->Update(ObjectPath(block.name), EncodeIpBlock(block),
-                  [done = std::move(done)](KubeResult<KubeResponse> r) { done(DecodeAnswer(std::move(r))); });
+  client_->Update(
+      ObjectPath(block.name), EncodeIpBlock(block),
+      [done = std::move(done)](KubeResult<KubeResponse> r) { done(DecodeAnswer(std::move(r))); });
 }
 
-void KubeBlockApi::Delete(const std::string& name, const std::string& resource_version, VoidDone done) {
+void KubeBlockApi::Delete(const std::string& name, const std::string& resource_version,
+                          VoidDone done) {
   DeleteOptions options;
   options.precondition_resource_version = resource_version;
   client_->Delete(ObjectPath(name), options, [done = std::move(done)](KubeResult<KubeResponse> r) {
