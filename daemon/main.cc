@@ -15,14 +15,18 @@
 #include "daemon/api.h"
 #include "daemon/cluster/block_engine.h"
 #include "daemon/cluster/kube_block_api.h"
+#include "daemon/leader/cluster_duties.h"
 #include "daemon/config.h"
 #include "daemon/server/http_server.h"
 #include "daemon/server/metrics.h"
 #include "daemon/server/sd_notify.h"
 #include "daemon/server/signals.h"
+#include "daemon/service/batching_backend.h"
 #include "daemon/service/cni_service.h"
 #include "daemon/service/subnet_manifest.h"
 #include "daemon/shard/node_shard.h"
+#include "daemon/store/rebuild.h"
+#include "daemon/store/recovery.h"
 #include "daemon/store/store.h"
 #include "sync/informer.h"
 #include "sync/ipblock.h"
@@ -44,13 +48,23 @@ Result<std::optional<gid_t>> ResolveGroup(const std::string& name) {
   return std::optional<gid_t>(g->gr_gid);
 }
 
-Result<std::unique_ptr<Store>> OpenStore(const std::string& path) {
+// Opens the database; a corrupt one is moved aside (kept for a person) and replaced by a
+// fresh one, which cluster mode rebuilds from the API server (store/recovery.h). A newer
+// schema or an unwritable file is an error: nothing is moved. `recovered` (optional)
+// tells the caller that the previous database was corrupt.
+Result<std::unique_ptr<Store>> OpenStore(const std::string& path, bool* recovered = nullptr) {
   std::error_code ec;
   auto dir = std::filesystem::path(path).parent_path();
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-  auto store = Store::Open(path);
-  if (!store) return Fail(store.error().Wrap("cannot open database " + path));
-  return store;
+  auto opened = OpenOrRecover(path, SystemClock().NowMs());
+  if (!opened) return Fail(opened.error().Wrap("cannot open database " + path));
+  if (recovered) *recovered = opened->recovered;
+  if (opened->recovered) {
+    LogError("database " + path + " was corrupt: " + opened->corrupt_error);
+    for (const auto& m : opened->moved) LogError("moved aside (kept for inspection): " + m);
+    LogError("started a fresh database at " + path + "; see docs/operations.md");
+  }
+  return std::move(opened->store);
 }
 
 // Runs `steps` one after another, each given a continuation; `done` after the last.
@@ -131,8 +145,16 @@ int Finish(uv_loop_t* loop, int rc) {
 }
 
 int RunStandalone(const Config& cfg) {
-  auto store = OpenStore(cfg.db);
+  bool recovered = false;
+  auto store = OpenStore(cfg.db, &recovered);
   if (!store) return Die(store.error().message);
+  if (recovered) {
+    // Standalone mode has no API server to rebuild from: the leases of running
+    // containers are forgotten, and their addresses can be handed out again.
+    LogError("standalone mode: the fresh database starts empty (there is nothing to rebuild it from); "
+             "restart the containers that use these subnets, or re-run their CNI ADD, so that they "
+             "hold leases again");
+  }
   SystemClock clock;
   Allocator allocator;
   CniService service(&allocator, store->get(), &clock);
@@ -149,8 +171,8 @@ int RunStandalone(const Config& cfg) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   MetricsRegistry metrics;
-  StandaloneBackend backend(&service);
-  int rc = Serve(&loop, cfg, &backend, &allocator, &metrics, [](std::function<void()> done) { done(); });
+  BatchingBackend backend(&loop, &service);  // group commit: one transaction per loop turn
+  int rc = Serve(&loop, cfg, &backend, &allocator, &metrics, [&backend](std::function<void()> done) { backend.Close(std::move(done)); });
   return Finish(&loop, rc);
 }
 
@@ -161,6 +183,10 @@ int RunCluster(const Config& cfg) {
   if (!store) return Die(store.error().message);
   SystemClock clock;
   Allocator allocator;
+  // A new or recovered database is first rebuilt from this node's IPBlock allocations.
+  if (auto r = RebuildFromApiServerIfPending(*kube, cfg.node_name, store->get(), &clock); !r) {
+    return Die(r.error().message);
+  }
   // The database is this node's journal: subnets and leases as last known.
   CniService journal(&allocator, store->get(), &clock);
   if (auto r = journal.Load(); !r) return Die(r.error().message);
@@ -185,6 +211,10 @@ int RunCluster(const Config& cfg) {
   InformerOptions pods_opts;
   pods_opts.path = "/api/v1/pods";
   pods_opts.field_selector = "spec.nodeName=" + cfg.node_name;
+  // A restart resumes each watch from the progress kept in the store (410 → a list).
+  subnets_opts.resume_resource_version = shard.ResumeFrom(NodeShard::Feed::kSubnets);
+  blocks_opts.resume_resource_version = shard.ResumeFrom(NodeShard::Feed::kBlocks);
+  pods_opts.resume_resource_version = shard.ResumeFrom(NodeShard::Feed::kPods);
   Informer subnets(&client, subnets_opts, shard.subnet_handler());
   Informer blocks(&client, blocks_opts, shard.block_handler());
   Informer pods(&client, pods_opts, shard.pod_handler());
@@ -192,12 +222,19 @@ int RunCluster(const Config& cfg) {
   subnets.Start();
   blocks.Start();
   pods.Start();
+  // The cluster's duties (Subnet status, garbage collection) run on whichever node
+  // holds the leader Lease.
+  ClusterDutiesOptions duties_options;
+  duties_options.node = cfg.node_name;
+  ClusterDuties duties(&loop, &client, &clock, duties_options);
+  duties.Start();
 
   auto stop = [&](std::function<void()> done) {
     Sequence({[&](std::function<void()> next) { subnets.Close(std::move(next)); },
               [&](std::function<void()> next) { blocks.Close(std::move(next)); },
               [&](std::function<void()> next) { pods.Close(std::move(next)); },
               [&](std::function<void()> next) { shard.Close(std::move(next)); },
+              [&](std::function<void()> next) { duties.Close(std::move(next)); },
               [&](std::function<void()> next) { client.Close(std::move(next)); }},
              std::move(done));
   };

@@ -141,8 +141,8 @@ TEST(IpBlockCrdTest, PrinterColumnsPointAtFieldsTheCodecWrites) {
   block.cidr = IpNet::Parse("172.17.0.64/26").value();
   block.name = BlockName(block.subnet, block.cidr);
   block.node = "node-a";
-  block.allocations[3] = BlockAllocation{"ns", "p", "u", "net1", "", "node-a", "m.ns", false};
-  block.allocations[4] = BlockAllocation{"ns", "q", "v", "net1", "", "node-a", "m.ns", true};
+  block.allocations[3] = BlockAllocation{"ns", "p", "u", "net1", "", "node-a", "m.ns", false, ""};
+  block.allocations[4] = BlockAllocation{"ns", "q", "v", "net1", "", "node-a", "m.ns", true, "sts-1"};
   simdjson::dom::parser parser;
   const simdjson::padded_string padded(EncodeIpBlock(block));
   simdjson::dom::element root = parser.parse(padded);
@@ -162,7 +162,7 @@ TEST(IpBlockCrdTest, SchemaDeclaresEveryFieldEncodeIpBlockWrites) {
   block.node = "node-a";
   block.resource_version = "7";
   block.allocations[11] = BlockAllocation{"default", "samplepod",       "u1", "net1", "cid",
-                                          "node-a",  "macvlan.default", true};
+                                          "node-a",  "macvlan.default", true, "sts-uid"};
   EXPECT_EQ(Undeclared(EncodeIpBlock(block), schema), std::vector<std::string>{});
   // The check itself notices an undeclared field.
   EXPECT_EQ(Undeclared(R"({"spec":{"subnet":"s","extra":1}})", schema),

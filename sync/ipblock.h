@@ -34,6 +34,10 @@ struct BlockAllocation {
   std::string node;           // "node": the node that made (and releases) it
   std::string provider;       // "provider"
   bool sticky = false;        // "sticky": StatefulSet pod, outlives its pod object
+  // "ownerUID": the UID of a sticky allocation's StatefulSet ("" otherwise; the key is
+  // left out then). A node adopts the allocation for a re-created pod of the same name
+  // only when its StatefulSet has this UID (docs/cluster-protocol.md, Adoption).
+  std::string owner_uid;
   friend bool operator==(const BlockAllocation&, const BlockAllocation&) = default;
 };
 

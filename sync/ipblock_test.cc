@@ -136,10 +136,22 @@ IpBlock SampleBlock() {
   block.node = "node-a";
   block.allocations[11] = BlockAllocation{
       "default",         "samplepod", "6d5ee978-8144-4c8e-bcf1-4798bdf2a0c7", "net1", "", "node-a",
-      "macvlan.default", false};
+      "macvlan.default", false, ""};
   block.allocations[2] =
-      BlockAllocation{"db", "web-0", "u-2", "net2", "c0ffee", "node-b", "macvlan.default", true};
+      BlockAllocation{"db", "web-0", "u-2", "net2", "c0ffee", "node-b", "macvlan.default", true,
+                      "sts-uid-1"};
   return block;
+}
+
+TEST(IpBlockCodecTest, OwnerUidIsWrittenOnlyForAllocationsThatHaveOne) {
+  IpBlock block = SampleBlock();
+  std::string json = EncodeIpBlock(block);
+  EXPECT_NE(json.find(R"("sticky":true,"ownerUID":"sts-uid-1"})"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("sticky":false})"), std::string::npos) << json;
+  auto decoded = DecodeIpBlock(json);
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  EXPECT_EQ(decoded->allocations.at(2).owner_uid, "sts-uid-1");
+  EXPECT_EQ(decoded->allocations.at(11).owner_uid, "");
 }
 
 TEST(IpBlockCodecTest, EncodesTheDocumentedShape) {
@@ -171,7 +183,7 @@ TEST(IpBlockCodecTest, RoundTripsBothFamilies) {
   IpBlock v6 = SampleBlock();
   v6.cidr = Net("fd00::40/122");
   v6.name = BlockName(v6.subnet, v6.cidr);
-  v6.allocations[63] = BlockAllocation{"ns", "p", "u", "net1", "cid", "node-a", "p.ns", false};
+  v6.allocations[63] = BlockAllocation{"ns", "p", "u", "net1", "cid", "node-a", "p.ns", false, ""};
   IpBlock empty;
   empty.subnet = "s";
   empty.cidr = Net("10.0.0.0/29");

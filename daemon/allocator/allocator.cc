@@ -174,7 +174,7 @@ const Lease* Allocator::Take(SubnetState& st, Lease lease) {
   return stored;
 }
 
-Result<void> Allocator::Restore(const Lease& lease) {
+Result<void> Allocator::Restore(Lease lease) {
   SubnetState* st = State(lease.subnet);
   if (st == nullptr) {
     return Fail(Error::NotFound("lease " + lease.key().ToString() + ": subnet " + lease.subnet +
@@ -193,7 +193,7 @@ Result<void> Allocator::Restore(const Lease& lease) {
                                   " is already held by " + h->HolderDescription()));
     }
   }
-  Take(*st, lease);
+  Take(*st, std::move(lease));
   return Ok();
 }
 
@@ -355,6 +355,22 @@ Result<Lease> Allocator::Release(const AttachmentKey& key) {
   }
   leases_.Erase(key);
   return out;
+}
+
+Result<void> Allocator::UpdateOwner(const AttachmentKey& key, const std::string& pod_uid,
+                                    const std::string& container_id) {
+  Lease* lease = leases_.Mutable(key);
+  if (lease == nullptr) return Fail(Error::NotFound("no lease for " + key.ToString()));
+  // Neither field is part of a pod-keyed AttachmentKey, so the table's index stays valid;
+  // a container-keyed lease *is* its container.
+  if (lease->owner.pod_name.empty() && !container_id.empty() &&
+      container_id != lease->owner.container_id) {
+    return Fail(Error::InvalidArgument("the lease of " + key.ToString() +
+                                       " is keyed by its container ID and cannot change it"));
+  }
+  if (!pod_uid.empty()) lease->owner.pod_uid = pod_uid;
+  if (!container_id.empty()) lease->owner.container_id = container_id;
+  return Ok();
 }
 
 const Lease* Allocator::Find(const AttachmentKey& key) const { return leases_.Find(key); }

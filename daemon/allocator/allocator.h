@@ -67,6 +67,10 @@ struct AllocateRequest {
   // ip_family narrowing of a dual-stack subnet; nullopt = every family the subnet has.
   std::optional<Family> family;
   bool sticky = false;
+  // Cluster mode: the UID of a StatefulSet member's StatefulSet. Not kept in the lease;
+  // the block engine writes it into the block allocation and adopts an allocation of a
+  // re-created pod of the same name only when it matches.
+  std::string owner_uid;
   std::string mac;
   std::string provider;
   // Cluster mode: the dynamic pick of a family is restricted to this range (one prefix
@@ -101,7 +105,8 @@ class Allocator {
 
   // Re-inserts a lease read back from the store at start-up (any state but released).
   // kConflict if its address is already held; kNotFound if its subnet is unknown.
-  Result<void> Restore(const Lease& lease);
+  // Takes the lease by value: a caller that moves it in (start-up) copies no string.
+  Result<void> Restore(Lease lease);
 
   // Allocates per the precedence above, or returns the existing lease for the same
   // AttachmentKey (updating its container ID if a new sandbox asks). The new lease is
@@ -116,6 +121,12 @@ class Allocator {
   // Removes the lease and returns its addresses to the free set. Returns the removed
   // lease; kNotFound when there is none (callers doing CNI DEL treat that as success).
   Result<Lease> Release(const AttachmentKey& key);
+
+  // A re-created pod (new UID) or sandbox (new container ID) of the same pod keeps its
+  // lease: updates the owner's fields; an empty argument leaves its field as it is.
+  // kNotFound when there is no lease.
+  Result<void> UpdateOwner(const AttachmentKey& key, const std::string& pod_uid,
+                           const std::string& container_id);
 
   const Lease* Find(const AttachmentKey& key) const;
   const Lease* Holder(const std::string& subnet, const IpAddr& address) const;

@@ -207,6 +207,28 @@ TEST_F(AllocatorTest, DeploymentPodsTakePoolEntriesInOrderAndReuseReleasedOnes) 
   EXPECT_EQ(V4Of(Req("macvlan", "dyn")), "172.17.0.11");
 }
 
+TEST_F(AllocatorTest, UpdateOwnerKeepsTheLeaseForANewPodUidOrSandbox) {
+  AddSubnet("net", "10.0.0.0/24");
+  AllocateRequest r = Req("net", "web-0");
+  auto first = alloc_.Allocate(r);
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(alloc_.UpdateOwner(KeyOf(r), "uid-new", ""));
+  EXPECT_EQ(alloc_.Find(KeyOf(r))->owner.pod_uid, "uid-new");
+  EXPECT_EQ(alloc_.Find(KeyOf(r))->owner.container_id, first->owner.container_id);
+  ASSERT_TRUE(alloc_.UpdateOwner(KeyOf(r), "", "sandbox-2"));
+  EXPECT_EQ(alloc_.Find(KeyOf(r))->owner.container_id, "sandbox-2");
+  EXPECT_EQ(alloc_.Find(KeyOf(r))->v4, first->v4);
+  EXPECT_EQ(alloc_.Holder("net", *first->v4), alloc_.Find(KeyOf(r)));
+  EXPECT_EQ(alloc_.UpdateOwner(AttachmentKey::For("net", Owner{"default", "nobody", "", "", "net1"}), "u", "")
+                .error()
+                .code,
+            Code::kNotFound);
+  AllocateRequest bare = Req("net", "");
+  bare.owner.container_id = "c-bare";
+  ASSERT_TRUE(alloc_.Allocate(bare));
+  EXPECT_EQ(alloc_.UpdateOwner(KeyOf(bare), "", "c-other").error().code, Code::kInvalidArgument);
+}
+
 TEST_F(AllocatorTest, StatefulSetPodsTakeTheirOrdinalEntry) {
   AddSubnet("net", "10.0.0.0/24", "", {"10.0.0.20..10.0.0.29"});  // pool reserved from dynamic
   const std::string pool = "10.0.0.20,10.0.0.21,10.0.0.22";

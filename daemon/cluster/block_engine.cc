@@ -27,6 +27,12 @@ void DropWithin(AllocateRequest& r, Family f) {
   std::erase_if(r.within, [f](const IpNet& n) { return n.family() == f; });
 }
 
+// A StatefulSet member: its allocation outlives the pod and may be adopted by the pod
+// re-created under the same name, on any node.
+bool MayAdopt(const AllocateRequest& r) {
+  return r.sticky && r.ordinal.has_value() && !r.owner_uid.empty() && !r.owner.pod_name.empty();
+}
+
 // The addresses a static request names ("10.0.0.5" or "10.0.0.5/24").
 std::vector<IpAddr> NamedAddresses(const AllocateRequest& r) {
   std::vector<IpAddr> out;
@@ -98,8 +104,59 @@ void BlockEngine::Allocate(const AllocateRequest& request, LeaseDone done) {
     job->request.within.clear();
     job->key = key;
     job->done = std::move(done);
+    if (MayAdopt(job->request)) return FindAdoptable(job);
     StartAllocate(job);
   });
+}
+
+// --- Adoption (a StatefulSet pod re-created, perhaps on another node) ---
+
+void BlockEngine::FindAdoptable(std::shared_ptr<Job> job) {
+  ++stats_.lists;
+  std::weak_ptr<int> token = life_;
+  api_->ListSubnet(job->request.subnet,
+                   [this, token, job](Result<std::vector<IpBlock>> r) {
+                     if (!token.expired()) OnAdoptionList(job, std::move(r));
+                   });
+}
+
+void BlockEngine::OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<IpBlock>> listed) {
+  if (!listed) {
+    // Allocating anew without knowing would give the pod a second address (or a
+    // conflict with its own old one): new allocations need the API server anyway.
+    NoteFailure(listed.error());
+    return FinishJob(job, Fail(listed.error().Wrap("listing the IPBlocks of subnet " +
+                                                   job->request.subnet)));
+  }
+  const std::string& subnet = job->request.subnet;
+  std::map<Family, IpAddr> found;
+  for (const IpBlock& blk : *listed) {
+    for (const auto& [offset, a] : blk.allocations) {
+      IpAddr address = blk.AddressAt(offset);
+      if (KeyOfAllocation(subnet, a) != job->key || !a.sticky ||
+          a.owner_uid != job->request.owner_uid) {
+        continue;  // another pod, or the same name under a re-created StatefulSet
+      }
+      if (job->request.family && *job->request.family != address.family()) continue;
+      found.emplace(address.family(), address);
+    }
+  }
+  AbsorbList(subnet, std::move(*listed));
+  if (found.empty()) return StartAllocate(job);
+  job->before_adoption = job->request;
+  job->request.static_ips.clear();
+  for (const auto& [family, address] : found) {
+    // The cache marked it as a foreign hold (no lease of ours holds it); it is ours to
+    // take over now, with a CAS update that fails if it changed meanwhile.
+    (void)allocator_->UnmarkForeign(subnet, address);
+    if (auto cidr = BlockOfAddress(subnet, address)) {
+      if (BlockState* b = FindBlock(BlockName(subnet, *cidr)))
+        b->foreign.erase(static_cast<uint64_t>(address.value() - cidr->first().value()));
+    }
+    job->request.static_ips.push_back(address.ToString());
+    job->adopt.insert(address);
+  }
+  StartAllocate(job);
 }
 
 void BlockEngine::StartAllocate(std::shared_ptr<Job> job) {
@@ -161,7 +218,9 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
     op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
     op.key = job->key;
     op.allocation = AllocationFor(lease);
+    op.allocation.owner_uid = job->request.owner_uid;
     op.claim = job->claims.count(BlockName(lease.subnet, cidr)) > 0;
+    op.adopt = job->adopt.count(a) > 0;
     op.done = [this, job, a, token](Result<void> r) {
       if (token.expired()) return;
       job->results.emplace_back(a, std::move(r));
@@ -184,6 +243,7 @@ void BlockEngine::OnAddsDone(std::shared_ptr<Job> job) {
   (void)allocator_->Commit(job->key);
   lease.state = LeaseState::kCommitted;
   ++stats_.allocations;
+  stats_.adoptions += job->adopt.empty() ? 0 : 1;
   FinishJob(job, lease);
 }
 
@@ -231,6 +291,14 @@ void BlockEngine::AfterUnwind(std::shared_ptr<Job> job) {
   }
   job->claims.clear();
   if (unavailable != nullptr) return FinishJob(job, Fail(*unavailable));
+  if (conflict != nullptr && !job->adopt.empty() && job->repicks < options_.max_repicks) {
+    // The previous pod's allocation changed hands meanwhile (released, then taken):
+    // the pod gets an address the ordinary way.
+    job->request = *job->before_adoption;
+    job->adopt.clear();
+    ++job->repicks;
+    return StartAllocate(job);
+  }
   if (!repickable) return FinishJob(job, Fail(*conflict));
   if (job->repicks >= options_.max_repicks) {
     return FinishJob(job,
@@ -325,6 +393,43 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
   }
 }
 
+// --- UpdateHolder ---
+
+void BlockEngine::UpdateHolder(const AttachmentKey& key, VoidDone done) {
+  RunForKey(key, [this, key, done = std::move(done)]() mutable {
+    const Lease* held = allocator_->Find(key);
+    if (held == nullptr || held->state != LeaseState::kCommitted || held->addresses().empty()) {
+      done(Ok());
+      return FinishKey(key);
+    }
+    Lease lease = *held;
+    struct Pending {
+      size_t left;
+      std::optional<Error> error;
+      VoidDone done;
+    };
+    auto state = std::make_shared<Pending>(Pending{lease.addresses().size(), std::nullopt,
+                                                   std::move(done)});
+    std::weak_ptr<int> token = life_;
+    for (const IpAddr& a : lease.addresses()) {
+      IpNet cidr = *BlockOfAddress(lease.subnet, a);
+      Op op;
+      op.kind = Op::Kind::kUpdate;
+      op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
+      op.key = key;
+      op.allocation = AllocationFor(lease);
+      op.done = [this, key, state, token](Result<void> r) {
+        if (token.expired()) return;
+        if (!r && !state->error) state->error = r.error();
+        if (--state->left > 0) return;
+        state->done(state->error ? Result<void>(Fail(*state->error)) : Result<void>(Ok()));
+        FinishKey(key);
+      };
+      Enqueue(lease.subnet, cidr, std::move(op));
+    }
+  });
+}
+
 // --- Recover ---
 
 void BlockEngine::Recover(VoidDone done) {
@@ -410,7 +515,8 @@ void BlockEngine::RecoverLease(const Lease& lease, std::function<void(bool ok)> 
         if (*r) {
           auto it = (*r)->allocations.find(offset);
           if (it != (*r)->allocations.end() &&
-              KeyOfAllocation(lease.subnet, it->second) == lease.key()) {
+              KeyOfAllocation(lease.subnet, it->second) == lease.key() &&
+              it->second.node == options_.node) {
             reads->present.push_back(a);
           }
         }

@@ -59,6 +59,8 @@ struct BlockEngineStats {
   uint64_t borrows = 0;      // allocations committed into another node's block
   uint64_t repicks = 0;      // dynamic picks retried after losing their address
   uint64_t blocks_deleted = 0;
+  uint64_t adoptions = 0;     // StatefulSet pods' allocations taken over from a previous pod
+  uint64_t adopted_away = 0;  // leases dropped here because another node adopted them
   uint64_t writes() const { return creates + updates + deletes; }
 };
 
@@ -81,7 +83,10 @@ class BlockEngine {
   BlockEngine(const BlockEngine&) = delete;
   BlockEngine& operator=(const BlockEngine&) = delete;
 
-  // Protocol steps 1–7. Errors: the allocator's (kNotFound subnet, kInvalidArgument,
+  // Protocol steps 1–7, preceded for a StatefulSet member (sticky, ordinal, owner_uid)
+  // by adoption: the subnet's blocks are listed and an allocation of the same pod name
+  // and interface, sticky, with the same owner UID, is taken over with a CAS update
+  // (node, pod UID, container ID rewritten) instead of allocating anew. Errors: the allocator's (kNotFound subnet, kInvalidArgument,
   // kConflict naming the holder, kExhausted when no block anywhere has a free address),
   // kUnavailable when the API server cannot be reached or contention outlasts the
   // re-picks (nothing is left reserved: no pending row, no allocator hold), kInternal
@@ -92,6 +97,13 @@ class BlockEngine {
   // released; success when there is no lease. An own block left empty is deleted unless
   // it is within the reserve. kUnavailable leaves the lease committed (retry later).
   void Release(const AttachmentKey& key, VoidDone done);
+
+  // Writes the lease's current pod UID and container ID into its block allocation(s)
+  // (a new sandbox, or a pod re-created under the same name), group-committed with the
+  // block's next write. Success when there is no committed lease or nothing changed;
+  // kUnavailable when the write failed (the allocation keeps its old values: harmless,
+  // call again later).
+  void UpdateHolder(const AttachmentKey& key, VoidDone done);
 
   // The informer feed for this node's blocks (label sublease.io/node=<me>).
   void OnBlockUpsert(const IpBlock& block);
@@ -129,11 +141,15 @@ class BlockEngine {
   void FinishJob(std::shared_ptr<Job> job, Result<Lease> result);
   bool Repickable(const Job& job, const IpAddr& address) const;
   void DoRelease(const AttachmentKey& key, VoidDone done);
+  void FindAdoptable(std::shared_ptr<Job> job);
+  void OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<IpBlock>> listed);
   void RecoverLease(const Lease& lease, std::function<void(bool ok)> done);
 
   // Claiming and borrowing (block_engine_claim.cc).
   void FindBlockFor(std::shared_ptr<Job> job, Family family);
   void OnSubnetListed(const std::string& subnet, Result<std::vector<IpBlock>> blocks);
+  // Takes a List of a subnet's blocks into the cache; returns the names listed.
+  std::set<std::string> AbsorbList(const std::string& subnet, std::vector<IpBlock> listed);
   std::optional<IpNet> ChooseClaim(const std::string& subnet, Family family);
   std::optional<IpNet> ChooseBorrow(const std::string& subnet, Family family);
 
@@ -148,6 +164,7 @@ class BlockEngine {
   void MaybeRetire(BlockState& b);
   void SetObject(BlockState& b, std::optional<IpBlock> object);
   void SyncAllocator(BlockState& b);
+  void DropAdoptedLeases(BlockState& b);
   void FailOps(std::vector<Op>& ops, const Error& e);
   std::optional<int> BlockPrefix(const std::string& subnet, Family family) const;
   std::optional<IpNet> BlockOfAddress(const std::string& subnet, const IpAddr& a) const;

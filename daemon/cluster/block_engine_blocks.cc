@@ -128,10 +128,20 @@ void BlockEngine::Write(BlockState& b) {
     Op op = std::move(b.queued.front());
     b.queued.pop_front();
     auto it = next.allocations.find(op.offset);
-    bool ours = it != next.allocations.end() && KeyOfAllocation(b.subnet, it->second) == op.key;
+    bool same_key = it != next.allocations.end() && KeyOfAllocation(b.subnet, it->second) == op.key;
+    // The same pod name on another node is not ours: that node made it, or adopted it.
+    bool ours = same_key && it->second.node == options_.node;
+    bool adoptable = same_key && op.adopt && it->second.sticky &&
+                     it->second.owner_uid == op.allocation.owner_uid;
     if (op.kind == Op::Kind::kRemove) {
       if (ours) next.allocations.erase(it);
-      sent.push_back(std::move(op));  // removing what is not there succeeds
+      sent.push_back(std::move(op));  // removing what is not there (or not ours) succeeds
+    } else if (op.kind == Op::Kind::kUpdate) {
+      if (ours) {
+        if (!op.allocation.pod_uid.empty()) it->second.pod_uid = op.allocation.pod_uid;
+        if (!op.allocation.container_id.empty()) it->second.container_id = op.allocation.container_id;
+      }
+      sent.push_back(std::move(op));  // nothing of ours there: nothing to update
     } else if (op.claim && b.object && b.object->node != options_.node) {
       refused.emplace_back(std::move(op),
                            Error::Conflict("block " + b.cidr.ToString() + " of subnet " + b.subnet +
@@ -139,8 +149,11 @@ void BlockEngine::Write(BlockState& b) {
     } else if (it == next.allocations.end()) {
       next.allocations[op.offset] = op.allocation;
       sent.push_back(std::move(op));
-    } else if (ours) {
-      sent.push_back(std::move(op));  // an earlier write whose answer was lost landed it
+    } else if (ours || adoptable) {
+      // Adopting: the previous pod's allocation becomes this node's. Else an earlier
+      // write whose answer was lost landed it.
+      if (op.adopt) it->second = op.allocation;
+      sent.push_back(std::move(op));
     } else {
       IpAddr a = b.cidr.first().Plus(op.offset);
       refused.emplace_back(std::move(op),
@@ -257,16 +270,20 @@ void BlockEngine::SetObject(BlockState& b, std::optional<IpBlock> object) {
 }
 
 // Tells the allocator what this block means for this node: local when it is ours; every
-// allocation in it that is not a live lease of ours is a foreign hold.
+// allocation in it that is not a live lease of ours (same attachment, made by this node)
+// is a foreign hold. A committed lease whose allocation now names another node was
+// adopted there (its StatefulSet pod moved) and is dropped here first.
 void BlockEngine::SyncAllocator(BlockState& b) {
   bool local = b.object && b.object->node == options_.node;
   if (local != b.local && allocator_->SetBlockLocal(b.subnet, b.cidr, local)) b.local = local;
+  if (b.object) DropAdoptedLeases(b);
   std::map<uint64_t, std::string> foreign;
   if (b.object) {
     for (const auto& [offset, alloc] : b.object->allocations) {
       IpAddr a = b.cidr.first().Plus(offset);
       const Lease* mine = allocator_->Holder(b.subnet, a);
-      if (mine == nullptr || mine->key() != KeyOfAllocation(b.subnet, alloc)) {
+      if (mine == nullptr || mine->key() != KeyOfAllocation(b.subnet, alloc) ||
+          alloc.node != options_.node) {
         foreign.emplace(offset, DescribeAllocation(alloc));
       }
     }
@@ -279,6 +296,44 @@ void BlockEngine::SyncAllocator(BlockState& b) {
   for (auto& [offset, who] : foreign) {
     if (allocator_->MarkForeign(b.subnet, b.cidr.first().Plus(offset), std::move(who))) {
       b.foreign.insert(offset);
+    }
+  }
+}
+
+// Drops, without an API call, each committed lease of this node whose allocation in `b`
+// another node has taken over (adoption): the address is that node's now. A lease with a
+// request in progress is left to it (a release leaves an adopted allocation alone).
+void BlockEngine::DropAdoptedLeases(BlockState& b) {
+  std::vector<std::pair<AttachmentKey, std::string>> adopted;  // key, adopting node
+  for (const auto& [offset, alloc] : b.object->allocations) {
+    if (alloc.node == options_.node) continue;
+    const Lease* mine = allocator_->Holder(b.subnet, b.cidr.first().Plus(offset));
+    if (mine == nullptr || mine->state != LeaseState::kCommitted ||
+        mine->key() != KeyOfAllocation(b.subnet, alloc) || keys_.count(mine->key()) > 0) {
+      continue;
+    }
+    adopted.emplace_back(mine->key(), alloc.node);
+  }
+  for (const auto& [key, node] : adopted) {
+    const Lease* held = allocator_->Find(key);
+    if (held == nullptr) continue;
+    Lease lease = *held;
+    if (auto r = store_->ReleaseLease(key, clock_->NowMs());
+        !r && r.error().code != Code::kNotFound) {
+      LogWarn("dropping the lease of " + key.ToString() + " (adopted by node " + node +
+              "): " + r.error().message);
+      continue;  // the store and the allocator stay in step; tried again on the next sync
+    }
+    (void)allocator_->Release(key);
+    ++stats_.adopted_away;
+    LogInfo("the lease of " + key.ToString() + " was adopted by node " + node +
+            " (its pod was re-created there); dropped here");
+    // The lease's other family lives in another block: what is left there is now a
+    // foreign hold (taken until the cluster's reconciler frees it), not free.
+    for (const IpAddr& a : lease.addresses()) {
+      auto cidr = BlockOfAddress(lease.subnet, a);
+      BlockState* other = cidr ? FindBlock(BlockName(lease.subnet, *cidr)) : nullptr;
+      if (other != nullptr && other != &b) SyncAllocator(*other);
     }
   }
 }

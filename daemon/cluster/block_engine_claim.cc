@@ -59,23 +59,14 @@ void BlockEngine::OnSubnetListed(const std::string& subnet, Result<std::vector<I
     for (ClaimWaiter& w : waiters) FinishJob(w.job, Fail(e));
     return;
   }
-  // The list is the whole subnet: refresh other nodes' blocks (their allocations become
-  // foreign holds) and forget the ones that are gone. Own blocks come from the watch
-  // and our writes, which may be newer than this list.
-  std::set<std::string> names;
-  for (IpBlock& blk : *listed) {
-    names.insert(blk.name);
-    BlockState& b = Block(subnet, blk.cidr);
-    if (!b.busy && (blk.node != options_.node || !b.known || !b.object))
-      SetObject(b, std::move(blk));
-  }
-  for (auto& [name, b] : blocks_) {
-    if (b->subnet == subnet && !b->busy && b->object && b->object->node != options_.node &&
-        !names.count(name)) {
-      SetObject(*b, std::nullopt);
-    }
-  }
+  std::set<std::string> names = AbsorbList(subnet, std::move(*listed));
   for (ClaimWaiter& w : waiters) {
+    if (allocator_->HasDynamicFree(subnet, w.family)) {
+      // The list showed own blocks with room that this node had not seen yet (after a
+      // restart that resumed the block watch instead of listing): pick there.
+      StartAllocate(w.job);
+      continue;
+    }
     std::optional<IpNet> chosen = ClaimingBlockWithFree(subnet, w.family);
     bool claim = true;
     if (!chosen) chosen = ChooseClaim(subnet, w.family);
@@ -95,6 +86,27 @@ void BlockEngine::OnSubnetListed(const std::string& subnet, Result<std::vector<I
     if (claim) w.job->claims.insert(BlockName(subnet, *chosen));  // (a borrow names one address)
     StartAllocate(w.job);
   }
+}
+
+// The list is the whole subnet: refresh other nodes' blocks (their allocations become
+// foreign holds) and forget the ones that are gone. Own blocks come from the watch and
+// our writes, which may be newer than this list.
+std::set<std::string> BlockEngine::AbsorbList(const std::string& subnet,
+                                              std::vector<IpBlock> listed) {
+  std::set<std::string> names;
+  for (IpBlock& blk : listed) {
+    names.insert(blk.name);
+    BlockState& b = Block(subnet, blk.cidr);
+    if (!b.busy && (blk.node != options_.node || !b.known || !b.object))
+      SetObject(b, std::move(blk));
+  }
+  for (auto& [name, b] : blocks_) {
+    if (b->subnet == subnet && !b->busy && b->object && b->object->node != options_.node &&
+        !names.count(name)) {
+      SetObject(*b, std::nullopt);
+    }
+  }
+  return names;
 }
 
 // Unclaimed blocks with a free address, lowest first; one of the first claim_spread at

@@ -20,12 +20,18 @@ std::string DescribeAllocation(const BlockAllocation& a);
 
 // One change queued for a block; it leaves in the block's next write (group commit).
 struct BlockEngine::Op {
-  enum class Kind { kAdd, kRemove };
+  // kAdd: the allocation goes in (present already as this node's: done). kRemove: this
+  // node's allocation of `key` goes out (another node's, adopted, stays). kUpdate: this
+  // node's allocation of `key` gets the pod UID and container ID of `allocation`.
+  enum class Kind { kAdd, kRemove, kUpdate };
   Kind kind = Kind::kAdd;
   uint64_t offset = 0;
-  AttachmentKey key;           // whose allocation it adds or removes
-  BlockAllocation allocation;  // kAdd: what is written
+  AttachmentKey key;           // whose allocation it adds, removes or updates
+  BlockAllocation allocation;  // kAdd, kUpdate: what is written
   bool claim = false;          // kAdd that may only land through this node's own create
+  // kAdd adopting a StatefulSet pod's allocation: an allocation of the same key, sticky,
+  // with the same owner UID, made by any node, is replaced by `allocation`.
+  bool adopt = false;
   int rounds = 0;              // 409 → re-read rounds so far (bounded)
   std::function<void(Result<void>)> done;
 };
@@ -56,6 +62,11 @@ struct BlockEngine::Job {
   std::set<std::string> claims;  // blocks this attempt may only land in by creating them
   int repicks = 0;
   bool refreshed = false;  // a static conflict on a foreign hold re-read its block once
+  // Adoption: the addresses of the previous pod's allocations this attempt takes over,
+  // and the request as it was before they were named in it (the fallback when one is
+  // lost meanwhile).
+  std::set<IpAddr> adopt;
+  std::optional<AllocateRequest> before_adoption;
 };
 
 struct BlockEngine::ClaimWaiter {

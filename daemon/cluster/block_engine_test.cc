@@ -330,7 +330,7 @@ TEST(BlockEngineTest, RecoverCommitsPendingLeasesFoundInTheirBlockAndDropsTheRes
   ASSERT_TRUE(a.store->InsertLease(*lost, 1));
   IpBlock block = c.api.objects().begin()->second;
   block.allocations[3] = BlockAllocation{"default",  "landed", "uid-landed",  "net1",
-                                         "c-landed", "node-a", "net.default", false};
+                                         "c-landed", "node-a", "net.default", false, ""};
   c.api.Put(block);
   c.api.RunAll(kMaxSteps);
   c.api.FailNext(2);  // unreachable: both stay pending
@@ -377,6 +377,181 @@ TEST(BlockEngineTest, RequestsForOneAttachmentAreServedInTurn) {
   EXPECT_EQ(got, (std::vector<std::string>{"10.0.0.2", "10.0.0.2", "released"}));
   EXPECT_EQ(a.engine->stats().allocations, 1u);
   c.CheckInvariants();
+}
+
+// --- Adoption: a StatefulSet pod re-created (on any node) keeps its address ---
+
+// web-0 of StatefulSet `sts_uid`, as the pod with UID `pod_uid` and sandbox `container`.
+AllocateRequest Member(const ClusterHarness& c, const std::string& pod_uid,
+                       const std::string& container, const std::string& sts_uid = "sts-1") {
+  AllocateRequest r = c.Request("web-0");
+  r.owner.pod_uid = pod_uid;
+  r.owner.container_id = container;
+  r.sticky = true;
+  r.ordinal = 0;
+  r.owner_uid = sts_uid;
+  return r;
+}
+
+const BlockAllocation* AllocationAt(const ClusterHarness& c, const IpAddr& a) {
+  for (const auto& [name, b] : c.api.objects()) {
+    auto offset = b.OffsetOf(a);
+    if (!offset) continue;
+    auto it = b.allocations.find(*offset);
+    return it == b.allocations.end() ? nullptr : &it->second;
+  }
+  return nullptr;
+}
+
+TEST(BlockEngineTest, StatefulSetPodRecreatedOnAnotherNodeAdoptsItsAddress) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(b, c.Request("other")));  // node-b has a block of its own
+  auto first = c.AllocateNow(a, Member(c, "uid-1", ""));
+  ASSERT_TRUE(first) << first.error().message;
+  ASSERT_EQ(AllocationAt(c, *first->v4)->owner_uid, "sts-1");
+  uint64_t writes = c.api.counters().writes();
+  auto moved = c.AllocateNow(b, Member(c, "uid-2", "sandbox-2"));
+  ASSERT_TRUE(moved) << moved.error().message;
+  EXPECT_EQ(moved->v4, first->v4);
+  EXPECT_EQ(c.api.counters().writes(), writes + 1);  // one CAS update took it over
+  const BlockAllocation* held = AllocationAt(c, *moved->v4);
+  ASSERT_NE(held, nullptr);
+  EXPECT_EQ(held->node, "node-b");
+  EXPECT_EQ(held->pod_uid, "uid-2");
+  EXPECT_EQ(held->container_id, "sandbox-2");
+  EXPECT_EQ(held->owner_uid, "sts-1");
+  EXPECT_EQ(b.engine->stats().adoptions, 1u);
+  // node-a's watch showed its allocation under node-b: its lease is gone, no API call.
+  EXPECT_EQ(a.allocator.Find(first->key()), nullptr);
+  EXPECT_TRUE(a.store->LoadLiveLeases()->empty());
+  EXPECT_EQ(a.engine->stats().adopted_away, 1u);
+  EXPECT_EQ(c.api.counters().writes(), writes + 1);
+  EXPECT_TRUE(a.allocator.ForeignHolder("net", *first->v4).has_value());
+  // node-a hands the address to nobody else, and releasing on node-b frees it.
+  auto next = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(next);
+  EXPECT_NE(next->v4, first->v4);
+  c.CheckInvariants();
+  ASSERT_TRUE(c.ReleaseNow(b, "web-0"));
+  EXPECT_EQ(AllocationAt(c, *first->v4), nullptr);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, AReleaseByTheOldNodeNeverRemovesAnAdoptedAllocation) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  auto first = c.AllocateNow(a, Member(c, "uid-1", ""));
+  ASSERT_TRUE(first);
+  // node-b's adopting update and node-a's release are in flight together, both from
+  // the same resourceVersion: one of them gets a 409, re-reads and merges.
+  std::optional<Result<Lease>> moved;
+  uint64_t updates = c.api.counters().updates;
+  b.engine->Allocate(Member(c, "uid-2", "sandbox-2"), [&](Result<Lease> l) { moved = std::move(l); });
+  for (size_t i = 0; i < kMaxSteps && c.api.counters().updates == updates; ++i) {
+    if (!c.api.RunNext()) break;
+  }
+  ASSERT_EQ(c.api.counters().updates, updates + 1);
+  std::optional<Result<void>> released;
+  a.engine->Release(first->key(), [&](Result<void> r) { released = std::move(r); });
+  EXPECT_EQ(c.api.counters().updates, updates + 2);
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(moved && *moved) << (moved ? moved->error().message : "no answer");
+  ASSERT_TRUE(released && *released) << (released ? released->error().message : "no answer");
+  const BlockAllocation* held = AllocationAt(c, *first->v4);
+  EXPECT_EQ(a.engine->stats().releases, 1u);  // it did release (not drop) its lease
+  ASSERT_NE(held, nullptr) << "the old node's release removed the adopted allocation";
+  EXPECT_EQ(held->node, "node-b");
+  EXPECT_EQ(a.allocator.Find(first->key()), nullptr);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, APodOfARecreatedStatefulSetDoesNotAdoptTheOldAllocation) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  auto old = c.AllocateNow(a, Member(c, "uid-1", "", "sts-1"));
+  ASSERT_TRUE(old);
+  auto fresh = c.AllocateNow(b, Member(c, "uid-2", "", "sts-2"));
+  ASSERT_TRUE(fresh) << fresh.error().message;
+  EXPECT_NE(fresh->v4, old->v4);
+  EXPECT_EQ(b.engine->stats().adoptions, 0u);
+  EXPECT_EQ(AllocationAt(c, *old->v4)->node, "node-a");
+  EXPECT_NE(a.allocator.Find(old->key()), nullptr);  // node-a releases it when it sees fit
+  EXPECT_EQ(AllocationAt(c, *fresh->v4)->owner_uid, "sts-2");
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, AnAdoptionLostToARaceFallsBackToANewAddress) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  auto first = c.AllocateNow(a, Member(c, "uid-1", ""));
+  ASSERT_TRUE(first);
+  // node-b lists (and would adopt), but meanwhile the address goes to another pod.
+  std::optional<Result<Lease>> moved;
+  b.engine->Allocate(Member(c, "uid-2", ""), [&](Result<Lease> l) { moved = std::move(l); });
+  ASSERT_TRUE(c.api.RunNext());  // the List arrives
+  IpBlock block = c.api.objects().at(BlockName("net", *IpNet::Parse("10.0.0.0/29")));
+  auto offset = *block.OffsetOf(*first->v4);
+  block.allocations[offset] = BlockAllocation{"default", "thief", "uid-t", "net1", "c-t",
+                                              "node-c",  "net.default", false, ""};
+  c.api.Put(block);
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(moved && *moved) << (moved ? moved->error().message : "no answer");
+  EXPECT_NE((*moved)->v4, first->v4);
+  EXPECT_EQ(AllocationAt(c, *first->v4)->pod_name, "thief");
+  EXPECT_EQ(b.engine->stats().adoptions, 0u);
+}
+
+TEST(BlockEngineTest, UpdateHolderWritesTheNewSandboxIntoTheBlock) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  auto l = c.AllocateNow(a, c.Request("p0"));
+  ASSERT_TRUE(l);
+  ASSERT_TRUE(a.allocator.UpdateOwner(l->key(), "uid-new", "sandbox-2"));
+  uint64_t updates = c.api.counters().updates;
+  std::optional<Result<void>> done;
+  a.engine->UpdateHolder(l->key(), [&](Result<void> r) { done = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(done && *done);
+  EXPECT_EQ(c.api.counters().updates, updates + 1);
+  EXPECT_EQ(AllocationAt(c, *l->v4)->container_id, "sandbox-2");
+  EXPECT_EQ(AllocationAt(c, *l->v4)->pod_uid, "uid-new");
+  // Nothing changed: no write.
+  a.engine->UpdateHolder(l->key(), [&](Result<void> r) { done = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(c.api.counters().updates, updates + 1);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, AfterAListOwnBlocksWithRoomAreUsedBeforeClaimingAnother) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
+  // A restarted daemon that resumed its block watch has not seen its own block yet.
+  BlockEngine::Options o = Deterministic();
+  o.node = "node-a";
+  Allocator fresh_allocator;
+  auto subnet = NormalizeSubnet(Spec("10.0.0.0/24"));
+  ASSERT_TRUE(fresh_allocator.UpsertSubnet(*subnet));
+  ASSERT_TRUE(fresh_allocator.SetClusterMode("net", true));
+  auto store = Store::Open(":memory:");
+  ASSERT_TRUE(store);
+  ASSERT_TRUE((*store)->UpsertSubnet(*subnet, 1));
+  ASSERT_TRUE((*store)->InsertLease(*a.allocator.Find(AttachmentKey::For("net", c.Request("p0").owner)), 1));
+  ASSERT_TRUE(fresh_allocator.Restore(*a.allocator.Find(AttachmentKey::For("net", c.Request("p0").owner))));
+  FakeClock clock;
+  BlockEngine restarted(&fresh_allocator, store->get(), &c.api, &clock, o);
+  std::optional<Result<Lease>> got;
+  restarted.Allocate(c.Request("p1"), [&](Result<Lease> l) { got = std::move(l); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(got && *got) << (got ? got->error().message : "no answer");
+  EXPECT_EQ((*got)->v4, Ip("10.0.0.3"));
+  EXPECT_EQ(restarted.stats().claims, 0u);
+  EXPECT_EQ(c.api.objects().size(), 1u);
 }
 
 }  // namespace

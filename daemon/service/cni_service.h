@@ -8,6 +8,8 @@
 // from memory. Single-threaded: the daemon's loop thread owns this object.
 #pragma once
 
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,7 +59,23 @@ class CniService {
 
   bool Ready() const { return loaded_; }
 
+  // Group commit (BatchingBackend): between BeginBatch() and EndBatch(), Add, Del and Gc
+  // join one store transaction instead of each committing its own. EndBatch commits it;
+  // when the COMMIT fails it undoes, in memory, every change the batch made (newest
+  // first), so the allocator never holds what the disk does not, and returns the error.
+  // An operation that fails inside a batch changes nothing (its writes are a savepoint).
+  // REQUIRES: BeginBatch with no batch open; EndBatch with one open.
+  Result<void> BeginBatch();
+  Result<void> EndBatch();
+  bool InBatch() const { return batch_.has_value(); }
+
  private:
+  // A transaction of its own, or none when the operation joins the open batch.
+  Result<std::optional<Transaction>> BeginUnlessBatched();
+  // Finishes an operation's own transaction (nothing to do inside a batch).
+  static Result<void> CommitUnlessBatched(std::optional<Transaction>& tx);
+  void OnUndo(std::function<void()> undo);
+
   Result<const Subnet*> SubnetFor(const std::string& provider) const;
   Result<void> ReleaseLease(const Lease& lease);
 
@@ -65,6 +83,8 @@ class CniService {
   Store* store_;
   const Clock* clock_;
   bool loaded_ = false;
+  std::optional<Transaction> batch_;
+  std::vector<std::function<void()>> undo_;  // in-memory changes of the open batch
 };
 
 }  // namespace sublease

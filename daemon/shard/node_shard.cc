@@ -18,6 +18,7 @@ class NodeShard::SubnetHandler final : public InformerHandler {
   void OnModified(const KubeObject& o) override { s_->UpsertSubnet(o); }
   void OnDeleted(const KubeObject& o) override { s_->RemoveSubnet(o); }
   void OnSynced() override { s_->subnets_synced_ = true; }
+  void OnResourceVersion(std::string_view rv) override { s_->NoteProgress(Feed::kSubnets, rv); }
 
  private:
   NodeShard* s_;
@@ -30,6 +31,7 @@ class NodeShard::BlockHandler final : public InformerHandler {
   void OnModified(const KubeObject& o) override { Upsert(o); }
   void OnDeleted(const KubeObject& o) override { s_->engine_->OnBlockDeleted(o.name); }
   void OnSynced() override { s_->blocks_synced_ = true; }
+  void OnResourceVersion(std::string_view rv) override { s_->NoteProgress(Feed::kBlocks, rv); }
 
  private:
   void Upsert(const KubeObject& o) {
@@ -50,6 +52,7 @@ class NodeShard::PodHandler final : public InformerHandler {
   void OnModified(const KubeObject& o) override { s_->PodChanged(o); }
   void OnDeleted(const KubeObject& o) override { s_->PodGone(o); }
   void OnSynced() override { s_->PodsSynced(); }
+  void OnResourceVersion(std::string_view rv) override { s_->NoteProgress(Feed::kPods, rv); }
 
  private:
   NodeShard* s_;
@@ -74,18 +77,103 @@ InformerHandler* NodeShard::subnet_handler() { return subnet_handler_.get(); }
 InformerHandler* NodeShard::block_handler() { return block_handler_.get(); }
 InformerHandler* NodeShard::pod_handler() { return pod_handler_.get(); }
 
+std::string NodeShard::ProgressKey(Feed feed) const {
+  switch (feed) {
+    case Feed::kSubnets:
+      return "resume/subnets";
+    case Feed::kBlocks:
+      return "resume/ipblocks/node=" + options_.node;
+    case Feed::kPods:
+      return "resume/pods/node=" + options_.node;
+  }
+  return "";
+}
+
+std::string NodeShard::ResumeFrom(Feed feed) {
+  auto stored = store_->GetSyncState(ProgressKey(feed));
+  if (!stored) {
+    LogWarn("reading the stored progress of " + ProgressKey(feed) + ": " + stored.error().message +
+            " (listing instead)");
+    return "";
+  }
+  if (!stored->has_value()) return "";
+  // A resumed feed gets no OnSynced until it relists (sync/informer.h). What it
+  // delivered before the restart is in the store (Subnets) or is read on demand
+  // (IPBlocks: the engine lists a subnet's blocks before it picks in them), and the
+  // watch replays every change since; so it counts as synced for readiness now. Pods
+  // get one list at start (ListPodsOnce) for the leases whose pods went meanwhile.
+  if (feed == Feed::kSubnets) subnets_synced_ = true;
+  if (feed == Feed::kBlocks) blocks_synced_ = true;
+  if (feed == Feed::kPods) pods_resumed_ = true;
+  progress_[feed] = {**stored, false};
+  return **stored;
+}
+
+void NodeShard::NoteProgress(Feed feed, std::string_view resource_version) {
+  auto& [version, dirty] = progress_[feed];
+  if (version == resource_version) return;
+  version = std::string(resource_version);
+  dirty = true;  // saved by the next Tick: at most once a second per feed
+}
+
+void NodeShard::SaveProgress() {
+  for (auto& [feed, entry] : progress_) {
+    auto& [version, dirty] = entry;
+    if (!dirty) continue;
+    if (auto r = store_->PutSyncState(ProgressKey(feed), version, clock_->NowMs()); !r) {
+      LogWarn("saving the progress of " + ProgressKey(feed) + ": " + r.error().message);
+      continue;
+    }
+    dirty = false;
+  }
+}
+
 void NodeShard::Start() {
   timer_ = new uv_timer_t;
   uv_timer_init(loop_, timer_);
   timer_->data = this;
   uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<NodeShard*>(t->data)->Tick(); }, 1000, 1000);
+  // Before readiness: pending leases are settled from their blocks (read one by one),
+  // so nothing is answered from a reservation whose write may not have landed.
+  Recover();
+  if (pods_resumed_) ListPodsOnce();
+}
+
+void NodeShard::Recover() {
+  recovery_due_ = false;
   engine_->Recover([this](Result<void> r) {
-    if (!r) LogWarn("recovering pending leases: " + r.error().message + " (will retry as blocks arrive)");
+    if (!r) {
+      LogWarn("recovering pending leases: " + r.error().message + " (retrying)");
+      recovery_due_ = true;
+    }
     recovered_ = true;
+    // Pods seen while their leases were pending were skipped: settle them now.
+    std::vector<std::string> keys;
+    for (const auto& [key, pod] : pods_) keys.push_back(key);
+    for (const auto& key : keys) ReconcilePod(key);
+  });
+}
+
+void NodeShard::ListPodsOnce() {
+  if (pods_listing_) return;
+  pods_listing_ = true;
+  ListOptions options;
+  options.field_selector = "spec.nodeName=" + options_.node;
+  client_->List("/api/v1/pods", options, [this](KubeResult<KubeResponse> r) {
+    pods_listing_ = false;
+    auto page = r ? ParseListPage(r->body) : Result<ListPage>(Fail(static_cast<Error>(r.error())));
+    if (!page) {
+      LogWarn("listing this node's pods: " + page.error().message + " (retrying)");
+      return;  // pods_synced_ stays false: Tick lists again
+    }
+    if (pods_synced_) return;  // the informer relisted meanwhile: it knows better
+    for (const KubeObject& pod : page->items) PodChanged(pod);
+    PodsSynced();
   });
 }
 
 void NodeShard::Close(std::function<void()> done) {
+  SaveProgress();
   inflight_.clear();
   if (!timer_) {
     if (done) done();
@@ -158,7 +246,16 @@ void NodeShard::PodChanged(const KubeObject& object) {
   for (auto it = release_due_ms_.begin(); it != release_due_ms_.end();) {
     it = it->first.owner == "pod:" + pod_key ? release_due_ms_.erase(it) : std::next(it);
   }
-  PodInfo& stored = pods_[pod_key] = std::move(*pod);
+  pods_[pod_key] = std::move(*pod);
+  ReconcilePod(pod_key);
+}
+
+// Allocates ahead of time what the pod asks for and has no lease for yet, and writes
+// back the annotations of committed leases it does not show yet.
+void NodeShard::ReconcilePod(const std::string& pod_key) {
+  auto found = pods_.find(pod_key);
+  if (found == pods_.end()) return;
+  const PodInfo& stored = found->second;
   if (stored.deleting || stored.finished) return;
   auto networks = stored.annotations.find(std::string(kNetworksAnnotation));
   if (networks == stored.annotations.end()) return;
@@ -178,9 +275,14 @@ void NodeShard::PodChanged(const KubeObject& object) {
     Owner owner{stored.namespace_name, stored.name, stored.uid, "", att.ifname};
     AttachmentKey key = AttachmentKey::For(subnet->name, owner);
     if (const Lease* lease = allocator_->Find(key)) {
-      if (lease->state == LeaseState::kCommitted && !IsAllocated(stored, att.provider, att.per_interface ? att.ifname : "")) {
-        WriteAnnotations(*lease);
+      if (lease->state != LeaseState::kCommitted) continue;
+      if (!stored.uid.empty() && lease->owner.pod_uid != stored.uid) {
+        // The pod was re-created under the same name (a StatefulSet member, or a pod
+        // whose lease had not been released yet): the lease follows the new pod.
+        if (RecordHolder(key, stored.uid, "")) UpdateBlockHolder(key);
+        lease = allocator_->Find(key);
       }
+      if (!IsAllocated(stored, att.provider, att.per_interface ? att.ifname : "")) WriteAnnotations(*lease);
       continue;
     }
     if (inflight_.count(key)) continue;
@@ -192,6 +294,11 @@ void NodeShard::PodChanged(const KubeObject& object) {
     request.ordinal = att.ordinal;
     request.family = att.family;
     request.sticky = att.sticky;
+    if (stored.IsStatefulSetMember()) {
+      request.sticky = true;
+      request.ordinal = stored.ordinal;
+      request.owner_uid = stored.stateful_set_uid;
+    }
     request.mac = att.mac;
     request.provider = att.provider;
     ++stats_.ahead_of_time;
@@ -239,33 +346,63 @@ void NodeShard::PodGone(const KubeObject& object) {
       ScheduleRelease(key, options_.release_grace_ms);
       continue;
     }
-    std::string path = "/apis/apps/v1/namespaces/" + pod.namespace_name + "/statefulsets/" + pod.stateful_set;
-    client_->Get(path, [this, key, pod](KubeResult<KubeResponse> r) {
-      int64_t replicas = 0;
-      std::string uid;
-      bool gone = !r && r.error().code == Code::kNotFound;
-      bool wants = r && ParseStatefulSet(r->body, &replicas, &uid) &&
-                   (pod.stateful_set_uid.empty() || uid == pod.stateful_set_uid) &&
-                   static_cast<int64_t>(*pod.ordinal) < replicas;
-      if (gone || (r && !wants)) {
-        ScheduleRelease(key, 0);
-      } else if (!r) {
-        ScheduleRelease(key, options_.release_grace_ms);  // cannot tell now: look again later
-      }
-    });
+    CheckStatefulSet(key, pod.namespace_name, pod.stateful_set, pod.stateful_set_uid, *pod.ordinal);
   }
+}
+
+void NodeShard::CheckStatefulSet(const AttachmentKey& key, const std::string& pod_namespace,
+                                 const std::string& stateful_set, const std::string& stateful_set_uid,
+                                 uint32_t ordinal) {
+  std::string path = "/apis/apps/v1/namespaces/" + pod_namespace + "/statefulsets/" + stateful_set;
+  client_->Get(path, [this, key, stateful_set_uid, ordinal](KubeResult<KubeResponse> r) {
+    int64_t replicas = 0;
+    std::string uid;
+    bool gone = !r && r.error().code == Code::kNotFound;
+    bool wants = r && ParseStatefulSet(r->body, &replicas, &uid) &&
+                 (stateful_set_uid.empty() || uid == stateful_set_uid) &&
+                 static_cast<int64_t>(ordinal) < replicas;
+    if (gone || (r && !wants)) {
+      ScheduleRelease(key, 0);  // deleted, re-created (new UID) or scaled below the ordinal
+    } else if (!r) {
+      ScheduleRelease(key, options_.release_grace_ms);  // cannot tell now: look again later
+    }
+  });
+}
+
+// "web-2" -> {"web", 2}: a StatefulSet pod's name is its StatefulSet's plus "-<ordinal>".
+static std::optional<std::pair<std::string, uint32_t>> SplitOrdinal(const std::string& pod_name) {
+  size_t dash = pod_name.rfind('-');
+  if (dash == std::string::npos || dash == 0 || dash + 1 == pod_name.size() || pod_name.size() - dash > 10) {
+    return std::nullopt;
+  }
+  uint32_t ordinal = 0;
+  for (size_t i = dash + 1; i < pod_name.size(); ++i) {
+    if (pod_name[i] < '0' || pod_name[i] > '9') return std::nullopt;
+    ordinal = ordinal * 10 + static_cast<uint32_t>(pod_name[i] - '0');
+  }
+  return std::make_pair(pod_name.substr(0, dash), ordinal);
 }
 
 void NodeShard::PodsSynced() {
   pods_synced_ = true;
-  // Leases whose pod vanished while the daemon was not watching.
-  std::vector<AttachmentKey> orphans;
+  // Leases whose pod vanished while the daemon was not watching (pods_ is complete now).
+  std::vector<Lease> orphans;
   allocator_->ForEachLease([&](const Lease& l) {
-    if (l.owner.pod_name.empty() || l.sticky) return;
-    if (!pods_.count(l.owner.pod_namespace + "/" + l.owner.pod_name)) orphans.push_back(l.key());
+    if (l.owner.pod_name.empty() || l.state != LeaseState::kCommitted) return;
+    if (!pods_.count(l.owner.pod_namespace + "/" + l.owner.pod_name)) orphans.push_back(l);
   });
-  for (const auto& key : orphans) {
-    if (!release_due_ms_.count(key)) ScheduleRelease(key, options_.release_grace_ms);
+  for (const Lease& lease : orphans) {
+    AttachmentKey key = lease.key();
+    if (release_due_ms_.count(key)) continue;
+    auto sts = lease.sticky ? SplitOrdinal(lease.owner.pod_name) : std::nullopt;
+    if (!sts) {
+      ScheduleRelease(key, options_.release_grace_ms);
+      continue;
+    }
+    // A StatefulSet member's lease waits for its pod while the StatefulSet wants it.
+    // (The StatefulSet's UID is not in the lease: a re-created StatefulSet of the same
+    // name keeps it; the cluster's reconciler settles that case.)
+    CheckStatefulSet(key, lease.owner.pod_namespace, sts->first, "", sts->second);
   }
 }
 
@@ -399,6 +536,7 @@ AllocateRequest NodeShard::RequestFor(const Subnet& subnet, const CniRequest& cn
   if (pod->IsStatefulSetMember()) {
     request.sticky = true;
     request.ordinal = pod->ordinal;
+    request.owner_uid = pod->stateful_set_uid;
   }
   return request;
 }
@@ -421,21 +559,22 @@ void NodeShard::Add(const CniRequest& cni, ReplyCallback done) {
   auto pod_it = pods_.find(cni.pod_namespace + "/" + cni.pod_name);
   const PodInfo* pod = pod_it == pods_.end() ? nullptr : &pod_it->second;
   if (const Lease* held = allocator_->Find(key); held && held->state == LeaseState::kCommitted) {
-    Lease lease = *held;
-    if (lease.owner.container_id != cni.container_id) {
-      // The runtime re-created the sandbox: same pod, same address (DESIGN §3.4).
-      if (auto r = store_->UpdateLeaseContainer(key, cni.container_id, clock_->NowMs()); !r) return done(Fail(r.error()));
-      AllocateRequest again;
-      again.subnet = subnet->name;
-      again.owner = owner;
-      auto moved = allocator_->Allocate(again);
-      if (!moved) return done(Fail(moved.error()));
-      lease = *moved;
+    // The runtime re-created the sandbox (or the pod was re-created under its name):
+    // same pod, same address (DESIGN §3.4).
+    bool new_sandbox = !cni.container_id.empty() && held->owner.container_id != cni.container_id;
+    bool new_pod = !cni.pod_uid.empty() && held->owner.pod_uid != cni.pod_uid;
+    if (new_sandbox || new_pod) {
+      auto r = RecordHolder(key, new_pod ? cni.pod_uid : "", new_sandbox ? cni.container_id : "");
+      if (!r) return done(Fail(r.error()));
     }
+    Lease lease = *allocator_->Find(key);
     release_due_ms_.erase(key);
     del_received_.erase(key);
     ++stats_.on_demand;
-    return done(MakeCniReply(*subnet, lease, RoutesFor(lease, cni.routes)));
+    done(MakeCniReply(*subnet, lease, RoutesFor(lease, cni.routes)));
+    // The block learns the new holder after the answer, in its next group commit.
+    if (new_sandbox || new_pod) UpdateBlockHolder(key);
+    return;
   }
   if (auto it = inflight_.find(key); it != inflight_.end()) {
     it->second.waiters.push_back(std::move(done));
@@ -507,6 +646,33 @@ void NodeShard::Gc(const GcRequest& request, GcCallback done) {
   done(outcome);
 }
 
+// ---- Holders ----
+
+Result<void> NodeShard::RecordHolder(const AttachmentKey& key, const std::string& pod_uid,
+                                     const std::string& container_id) {
+  int64_t now = clock_->NowMs();
+  if (!container_id.empty()) {
+    if (auto r = store_->UpdateLeaseContainer(key, container_id, now); !r) return r;
+  }
+  if (!pod_uid.empty()) {
+    if (auto r = store_->UpdateLeasePodUid(key, pod_uid, now); !r) return r;
+  }
+  return allocator_->UpdateOwner(key, pod_uid, container_id);
+}
+
+void NodeShard::UpdateBlockHolder(const AttachmentKey& key) {
+  holders_due_.erase(key);
+  engine_->UpdateHolder(key, [this, key](Result<void> r) {
+    if (r) {
+      ++stats_.holder_updates;
+      return;
+    }
+    LogWarn("writing the new holder of " + key.ToString() + " into its IPBlock: " + r.error().message +
+            " (will retry)");
+    holders_due_.insert(key);
+  });
+}
+
 // ---- Release and retries ----
 
 void NodeShard::ScheduleRelease(const AttachmentKey& key, int64_t delay_ms) {
@@ -548,6 +714,11 @@ void NodeShard::Tick() {
       WriteAnnotations(*lease);
     }
   }
+  std::vector<AttachmentKey> holders(holders_due_.begin(), holders_due_.end());
+  for (const auto& key : holders) UpdateBlockHolder(key);
+  if (recovery_due_) Recover();
+  if (pods_resumed_ && !pods_synced_) ListPodsOnce();
+  SaveProgress();
 }
 
 }  // namespace sublease

@@ -18,6 +18,8 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/clock.h"
@@ -48,9 +50,24 @@ class NodeShard final : public CniBackend {
   InformerHandler* subnet_handler();
   InformerHandler* block_handler();
   InformerHandler* pod_handler();
-  // Recovers pending leases, then becomes ready once every informer has synced.
+
+  // The informer feeds. Each one's progress (resourceVersion) is kept in the store, at
+  // most once a second and at Close, so a restart resumes its watch instead of listing.
+  enum class Feed { kSubnets, kBlocks, kPods };
+  // The stored resume point of `feed` ("" = none: list first), to be passed as
+  // InformerOptions::resume_resource_version. Call before Start(); a feed resumed this
+  // way gets no OnSynced until a relist, and readiness does not wait for one (below).
+  std::string ResumeFrom(Feed feed);
+
+  // Recovers pending leases (reading their blocks), then becomes ready once every feed
+  // is synced: listed, or resumed. A resumed Subnet feed stands on the Subnets loaded
+  // from the store; a resumed IPBlock feed needs nothing before the first allocation
+  // (the engine lists a subnet's blocks before picking in them); a resumed pod feed is
+  // complemented by one list of this node's pods, which finds the pods deleted while the
+  // daemon was down (their leases are released) and those created meanwhile.
   void Start();
-  // Stops timers and drops waiting work; `done` after the timer handle is closed.
+  // Stops timers, saves the feeds' progress and drops waiting work; `done` after the
+  // timer handle is closed.
   void Close(std::function<void()> done);
 
   // CniBackend.
@@ -62,7 +79,7 @@ class NodeShard final : public CniBackend {
 
   struct Stats {
     uint64_t ahead_of_time = 0, on_demand = 0, annotations_written = 0, releases = 0,
-             release_failures = 0;
+             release_failures = 0, holder_updates = 0;
   };
   const Stats& stats() const { return stats_; }
 
@@ -80,8 +97,26 @@ class NodeShard final : public CniBackend {
   void RemoveSubnet(const KubeObject& object);
   // Pods.
   void PodChanged(const KubeObject& object);
+  void ReconcilePod(const std::string& pod_key);
   void PodGone(const KubeObject& object);
   void PodsSynced();
+  // Start-up with a resumed pod feed: one list of this node's pods (retried on Tick).
+  void ListPodsOnce();
+  // Releases a StatefulSet member's lease unless its StatefulSet (same UID when known)
+  // still wants the ordinal; asks the API server.
+  void CheckStatefulSet(const AttachmentKey& key, const std::string& pod_namespace,
+                        const std::string& stateful_set, const std::string& stateful_set_uid,
+                        uint32_t ordinal);
+  // Feed progress.
+  void NoteProgress(Feed feed, std::string_view resource_version);
+  void SaveProgress();
+  std::string ProgressKey(Feed feed) const;
+  // A new pod UID or sandbox of a pod that holds a lease: store and allocator now, the
+  // block allocation lazily (group-committed; retried on Tick when it fails).
+  Result<void> RecordHolder(const AttachmentKey& key, const std::string& pod_uid,
+                            const std::string& container_id);
+  void UpdateBlockHolder(const AttachmentKey& key);
+  void Recover();
   // Allocation and release.
   // Starts an allocation through the engine; `done` (may be empty) gets the CNI reply.
   void AllocateFor(AllocateRequest request, std::vector<WireRoute> routes, ReplyCallback done);
@@ -105,12 +140,17 @@ class NodeShard final : public CniBackend {
   std::unique_ptr<BlockHandler> block_handler_;
   std::unique_ptr<PodHandler> pod_handler_;
   bool subnets_synced_ = false, blocks_synced_ = false, pods_synced_ = false, recovered_ = false;
+  bool recovery_due_ = false;  // Recover failed (API server unreachable): retried on Tick
+  bool pods_resumed_ = false, pods_listing_ = false;
+  // Per feed: the last resourceVersion seen, and whether it is newer than the stored one.
+  std::map<Feed, std::pair<std::string, bool>> progress_;
 
   std::map<std::string, PodInfo> pods_;               // this node's pods by "ns/name"
   std::map<AttachmentKey, Inflight> inflight_;        // allocations waiting for the API
   std::map<AttachmentKey, int64_t> release_due_ms_;   // leases to release at this time
   std::set<AttachmentKey> del_received_;              // CNI DEL came for these
   std::set<AttachmentKey> annotations_due_;           // annotation writes to (re)try
+  std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
   uv_timer_t* timer_ = nullptr;
   Stats stats_;
 };

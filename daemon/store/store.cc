@@ -35,6 +35,13 @@ Error CorruptError(const std::string& path, std::string_view detail) {
                          "rebuilt from the API server");
 }
 
+// The directory of a database file, for messages about its disk.
+std::string DirectoryOf(const std::string& path) {
+  if (path == ":memory:" || path.empty()) return "memory";
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  return dir.empty() ? std::string(".") : dir;
+}
+
 // The one translation from SQLite's failures to ours. `what` names the operation.
 Error FromSqlite(const SQLite::Exception& e, std::string_view what, const std::string& path) {
   const std::string prefix = std::string(what) + ": ";
@@ -49,17 +56,25 @@ Error FromSqlite(const SQLite::Exception& e, std::string_view what, const std::s
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
       return CorruptError(path, detail).Wrap(what);
+    // Write failures of the environment are kInternal ("a broken environment", not
+    // "try again later"): they need a person. Every write runs in a transaction (or a
+    // savepoint of the caller's) that is rolled back when it fails, so the message can
+    // promise that nothing was written.
     case SQLITE_FULL:
-      return Error::Internal(prefix + "the disk holding " + Describe(path) +
-                             " is full; free space there and retry");
+      return Error::Internal(prefix + "the disk holding " + Describe(path) + " is full (" +
+                             DirectoryOf(path) + "): nothing was written; free space there, " +
+                             "then retry");
     case SQLITE_READONLY:
       return Error::Internal(prefix + Describe(path) + " is read-only (" + detail +
-                             "); subleased needs write access to the file and its directory");
+                             "): nothing was written; subleased needs write access to the file " +
+                             "and its directory " + DirectoryOf(path) +
+                             " (file mode, owner, or a read-only mount)");
     case SQLITE_CANTOPEN:
       return Error::Internal(prefix + "cannot open " + Describe(path) + " (" + detail + ")");
     case SQLITE_IOERR:
       return Error::Internal(prefix + "I/O error on " + Describe(path) + " (" + detail +
-                             "); check the disk and the kernel log");
+                             "): nothing was written; check the disk holding " +
+                             DirectoryOf(path) + ", its free space, and the kernel log");
     default:
       return Error::Internal(prefix + "SQLite error on " + Describe(path) + ": " + detail);
   }
@@ -270,6 +285,9 @@ struct Store::Statements {
         update_container(d, R"(
           UPDATE leases SET container_id = ?1, updated_ms = ?2
           WHERE owner = ?3 AND ifname = ?4 AND subnet_id = ?5 AND state <> 'released')"),
+        update_pod_uid(d, R"(
+          UPDATE leases SET pod_uid = ?1, updated_ms = ?2
+          WHERE owner = ?3 AND ifname = ?4 AND subnet_id = ?5 AND state <> 'released')"),
         load_live(d, R"(
           SELECT s.name, l.family, l.address, l.state, l.owner, l.ifname, l.pod_namespace,
                  l.pod_name, l.pod_uid, l.container_id, l.provider, l.sticky, l.mac
@@ -352,6 +370,7 @@ struct Store::Statements {
   SQLite::Statement live_by_attachment;
   SQLite::Statement set_state;
   SQLite::Statement update_container;
+  SQLite::Statement update_pod_uid;
   SQLite::Statement load_live;
   SQLite::Statement history;
   SQLite::Statement get_sync;
@@ -403,7 +422,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreO
     err.message += DirectoryHint(path);
     return Fail(err);
   }
-  return Guarded(path, "opening the store", [&]() -> Result<std::unique_ptr<Store>> {
+  auto opened = Guarded(path, "opening the store", [&]() -> Result<std::unique_ptr<Store>> {
     // SQLite falls back to read-only when the file is write-protected; say so now rather
     // than at the first allocation.
     if (sqlite3_db_readonly(db->getHandle(), "main") == 1) {
@@ -437,6 +456,12 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreO
     if (auto ok = Migrate(*db); !ok) return Fail(ok.error());
     return std::unique_ptr<Store>(new Store(std::move(db)));
   });
+  // Closing the connection to a corrupt database must not checkpoint its WAL into it
+  // nor delete the WAL: it is moved aside for a person exactly as found (recovery.h).
+  if (!opened && db && IsCorruption(opened.error())) {
+    sqlite3_db_config(db->getHandle(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  }
+  return opened;
 }
 
 Result<std::unique_ptr<Store>> Store::OpenReadOnly(const std::string& path) {
@@ -677,6 +702,19 @@ Result<void> Store::UpdateLeaseContainer(const AttachmentKey& key, const std::st
                     [&]() -> Result<void> {
     Use q(stmts_->update_container);
     q->bind(1, container_id);
+    q->bind(2, now_ms);
+    if (auto ok = stmts_->BindKey(*q, key); !ok) return ok;
+    if (q->exec() == 0) return Fail(Error::NotFound("no live lease for " + key.ToString()));
+    return Ok();
+  });
+}
+
+Result<void> Store::UpdateLeasePodUid(const AttachmentKey& key, const std::string& pod_uid,
+                                      int64_t now_ms) {
+  return Atomically(*db_, "recording pod UID " + pod_uid + " for " + key.ToString(),
+                    [&]() -> Result<void> {
+    Use q(stmts_->update_pod_uid);
+    q->bind(1, pod_uid);
     q->bind(2, now_ms);
     if (auto ok = stmts_->BindKey(*q, key); !ok) return ok;
     if (q->exec() == 0) return Fail(Error::NotFound("no live lease for " + key.ToString()));

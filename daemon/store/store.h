@@ -102,6 +102,10 @@ class Store {
   Result<void> SetLeaseState(const AttachmentKey& key, LeaseState state, int64_t now_ms);
   Result<void> UpdateLeaseContainer(const AttachmentKey& key, const std::string& container_id,
                                     int64_t now_ms);
+  // A pod re-created with the same name (a StatefulSet member) keeps the lease under its
+  // new UID. kNotFound when no live lease has this key.
+  Result<void> UpdateLeasePodUid(const AttachmentKey& key, const std::string& pod_uid,
+                                 int64_t now_ms);
   // Marks released (kept for history); kNotFound when no live lease has this key.
   Result<void> ReleaseLease(const AttachmentKey& key, int64_t now_ms);
   // Every live (pending or committed) lease, for rebuilding the allocator at start-up.

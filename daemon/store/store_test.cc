@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -501,6 +503,20 @@ TEST_F(StoreTest, NewSandboxOfAPodKeepsItsAddress) {
             Code::kNotFound);
 }
 
+TEST_F(StoreTest, RecreatedPodOfTheSameNameKeepsTheLeaseUnderItsNewUid) {
+  Lease l = PodLease("a", "web-0", "10.0.0.5");
+  ASSERT_TRUE(store_->InsertLease(l, kT0));
+  ASSERT_TRUE(store_->UpdateLeasePodUid(l.key(), "uid-new", kT0 + 1));
+  auto leases = store_->LoadLiveLeases();
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_EQ((*leases)[0].owner.pod_uid, "uid-new");
+  EXPECT_EQ((*leases)[0].v4, l.v4);
+  EXPECT_EQ(store_->UpdateLeasePodUid(PodLease("a", "other", "10.0.0.6").key(), "u", kT0)
+                .error()
+                .code,
+            Code::kNotFound);
+}
+
 TEST_F(StoreTest, ContainerKeyedLeaseCannotChangeContainer) {
   Lease l;
   l.subnet = "a";
@@ -791,6 +807,68 @@ TEST(KillSafetyTest, CommittedThenSigkilledKeepsRow) {
   ASSERT_EQ(leases->size(), 1u);
   EXPECT_EQ((*leases)[0].v4->ToString(), "10.0.0.5");
   EXPECT_EQ(store->History("10.0.0.5", 10)->size(), 1u);
+}
+
+
+// ---- Write failures: a file that cannot grow (disk full, file size limit) ----
+
+// A write that fails for lack of room gives a clear kInternal error, and leaves nothing
+// half-written: transactions of two leases commit both or neither, the failed address
+// is free again, and the store works once there is room. Run in a child process whose
+// RLIMIT_FSIZE stops the WAL from growing (a real full disk is tests/faults/, as root).
+// Exit codes name the check that failed.
+TEST(WriteFailureTest, AWriteThatCannotGrowTheFileRollsBackAndSaysNothingWasWritten) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  const pid_t pid = Fork([&] {
+    signal(SIGXFSZ, SIG_IGN);  // a write past the limit fails with EFBIG instead
+    auto store = Store::Open(path);
+    if (!store || !(*store)->UpsertSubnet(MakeSubnet("net", "10.0.0.0/24"), kT0)) _exit(2);
+    std::error_code ec;
+    const auto wal = static_cast<rlim_t>(fs::file_size(path + "-wal", ec));
+    const auto main_db = static_cast<rlim_t>(fs::file_size(path, ec));
+    rlimit tight{std::max(wal, main_db) + 48 * 1024, RLIM_INFINITY};
+    if (setrlimit(RLIMIT_FSIZE, &tight) != 0) _exit(3);
+    int committed = 0;
+    std::string message;
+    for (int i = 0; i < 100 && message.empty(); ++i) {
+      auto tx = (*store)->Begin();
+      if (!tx) {
+        message = tx.error().message;
+        break;
+      }
+      const std::string a = "10.0.0." + std::to_string(2 * i + 2);
+      const std::string b = "10.0.0." + std::to_string(2 * i + 3);
+      auto r = (*store)->InsertLease(PodLease("net", Name("a", i), a.c_str()), kT0);
+      if (r) r = (*store)->InsertLease(PodLease("net", Name("b", i), b.c_str()), kT0);
+      if (r) r = tx->Commit();
+      if (!r) {
+        if (r.error().code != Code::kInternal) _exit(4);
+        message = r.error().message;
+      } else {
+        ++committed;
+      }
+    }
+    if (message.empty()) _exit(5);  // the limit never bit
+    if (message.find("nothing was written") == std::string::npos) _exit(6);
+    rlimit loose{RLIM_INFINITY, RLIM_INFINITY};
+    if (setrlimit(RLIMIT_FSIZE, &loose) != 0) _exit(7);
+    auto live = (*store)->LoadLiveLeases();
+    if (!live || live->size() != static_cast<size_t>(2 * committed)) _exit(8);  // no half
+    const std::string next = "10.0.0." + std::to_string(2 * committed + 2);
+    if (!(*store)->InsertLease(PodLease("net", "after", next.c_str()), kT0)) _exit(9);
+    store->reset();
+    auto reopened = Store::Open(path);  // integrity_check at open
+    if (!reopened) _exit(10);
+    live = (*reopened)->LoadLiveLeases();
+    if (!live || live->size() != static_cast<size_t>(2 * committed + 1)) _exit(11);
+    _exit(0);
+  });
+  const int status = WaitExit(pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "2 setup, 3 setrlimit, 4 not kInternal, 5 limit never hit, 6 message, 7 unlimit, "
+         "8 half a transaction visible, 9 store unusable after, 10 reopen, 11 count after reopen";
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "fakeapi"))
@@ -95,6 +96,14 @@ class Cluster(unittest.TestCase):
         d["log"].close()
 
     @classmethod
+    def kill_daemon(cls, node):
+        """kill -9: no clean shutdown, nothing saved on the way out."""
+        d = cls.daemons.pop(node)
+        d["proc"].kill()
+        d["proc"].wait(timeout=5)
+        d["log"].close()
+
+    @classmethod
     def wait_ready(cls, node, seconds=30):
         sock = cls.daemons[node]["sock"]
         deadline = time.monotonic() + seconds
@@ -152,6 +161,23 @@ class Cluster(unittest.TestCase):
             for off, who in (b["spec"].get("allocations") or {}).items():
                 out.append((str(net.network_address + int(off)), who["namespace"] + "/" + who["pod"], b["spec"]["node"]))
         return out
+
+    def live_leases(self, node, subnet_name):
+        db = os.path.join(self.dir, node + ".db")
+        out = subprocess.run(["sqlite3", "file:%s?mode=ro" % db,
+                              "select l.pod_name from leases l join subnets s on s.id = l.subnet_id "
+                              "where s.name = '%s' and l.state <> 'released' order by 1" % subnet_name],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout.split()
+
+    def holder_of(self, subnet_name, ip):
+        for b in self.req("GET", BLOCKS + "?labelSelector=sublease.io/subnet%3D" + subnet_name)["items"]:
+            net = ipaddress.ip_network(b["spec"]["cidr"])
+            for off, who in (b["spec"].get("allocations") or {}).items():
+                if str(net.network_address + int(off)) == ip:
+                    return who
+        return None
 
     def cni(self, node, command, pod_name, container, provider, ifname="net1"):
         conf = {"cniVersion": "1.0.0", "name": "macvlan", "type": "macvlan",
@@ -296,6 +322,156 @@ class Cluster(unittest.TestCase):
                                    "where s.name = 'big' and l.state <> 'released'"],
                                   capture_output=True, text=True, timeout=30).stdout.strip()
             self.assertEqual(live, "0", "no live lease left on %s" % node)
+
+    def test_4_statefulset_pod_keeps_its_address_on_the_same_and_another_node(self):
+        p = "sticky.default"
+        self.create_subnet(subnet("sticky", p, "10.91.0.0/24"))
+        time.sleep(1.0)
+        sts_path = "/apis/apps/v1/namespaces/default/statefulsets"
+        sts = self.req("POST", sts_path, {
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+            "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                     "template": {"metadata": {"labels": {"app": "db"}},
+                                  "spec": {"containers": [{"name": "c", "image": "alpine"}]}}}})
+        owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+                 "uid": sts["metadata"]["uid"], "controller": True}
+        key = p + ".kubernetes.io/ip_address"
+
+        def recreate(node):
+            self.req("DELETE", PODS + "/db-0?gracePeriodSeconds=0")
+            self.wait_for("db-0 gone", lambda: self.pod_annotations("db-0") is None, seconds=10)
+            time.sleep(1.0)  # longer than --release-grace-ms: a non-sticky lease would go now
+            held = self.holder_of("sticky", x)
+            self.assertIsNotNone(held, "the StatefulSet still wants db-0: its address is kept")
+            created = self.req("POST", PODS, pod("db-0", node, "sticky", owner=owner))
+            got = self.wait_for("db-0 on " + node, lambda: self.allocated("db-0", p))
+            self.assertEqual(got[key], x, "db-0 keeps its address on " + node)
+            return created["metadata"]["uid"]
+
+        self.req("POST", PODS, pod("db-0", "node-1", "sticky", owner=owner))
+        x = self.wait_for("db-0", lambda: self.allocated("db-0", p))[key]
+        # Re-created on the same node: same address, and the block learns the new pod UID.
+        uid = recreate("node-1")
+        self.wait_for("the block names the new pod UID",
+                      lambda: (self.holder_of("sticky", x) or {}).get("podUID") == uid, seconds=10)
+        # Re-created on another node: adopted there with one CAS update.
+        uid = recreate("node-2")
+        who = self.holder_of("sticky", x)
+        self.assertEqual((who["pod"], who["node"], who["podUID"], who["ownerUID"]),
+                         ("db-0", "node-2", uid, sts["metadata"]["uid"]))
+        self.wait_for("node-1 drops the adopted lease", lambda: self.live_leases("node-1", "sticky") == [],
+                      seconds=10)
+        self.assertEqual(self.live_leases("node-2", "sticky"), ["db-0"])
+        rc, out = self.cni("node-2", "ADD", "db-0", "sandbox-db", p)
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(out["ips"][0]["address"], x + "/24")
+        self.wait_for("the new sandbox in the block",
+                      lambda: (self.holder_of("sticky", x) or {}).get("containerID") == "sandbox-db",
+                      seconds=10)
+        # Scaled below the ordinal, then the pod goes: the address is released.
+        self.req("PATCH", sts_path + "/db", {"spec": {"replicas": 0}}, ctype="application/merge-patch+json")
+        self.req("DELETE", PODS + "/db-0?gracePeriodSeconds=0")
+        self.wait_for("db-0's address released after the scale-down",
+                      lambda: self.holder_of("sticky", x) is None, seconds=10)
+        self.assertEqual(self.live_leases("node-2", "sticky"), [])
+        # A StatefulSet pod whose StatefulSet does not exist: released when it goes.
+        ghost = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "ghost", "uid": "ghost-uid",
+                 "controller": True}
+        self.req("POST", PODS, pod("ghost-0", "node-3", "sticky", owner=ghost))
+        g = self.wait_for("ghost-0", lambda: self.allocated("ghost-0", p))[key]
+        self.assertEqual(self.holder_of("sticky", g)["pod"], "ghost-0")
+        self.req("DELETE", PODS + "/ghost-0?gracePeriodSeconds=0")
+        self.wait_for("ghost-0's address released", lambda: self.holder_of("sticky", g) is None, seconds=10)
+        self.req("DELETE", sts_path + "/db")
+
+    def test_5_restart_resumes_watches_and_releases_pods_deleted_while_down(self):
+        p = "restart.default"
+        node = "node-8"
+        self.create_subnet(subnet("restart", p, "10.92.0.0/24"))
+        time.sleep(1.0)
+        self.req("POST", PODS, pod("r-1", node, "restart"))
+        self.req("POST", PODS, pod("r-2", node, "restart"))
+        a1 = self.wait_for("r-1", lambda: self.allocated("r-1", p))[p + ".kubernetes.io/ip_address"]
+        a2 = self.wait_for("r-2", lambda: self.allocated("r-2", p))[p + ".kubernetes.io/ip_address"]
+        rc, before = self.cni(node, "ADD", "r-2", "sandbox-r2", p)
+        self.assertEqual(rc, 0, before)
+        self.stop_daemon(node)  # SIGTERM: the feeds' progress is saved on the way out
+        db = os.path.join(self.dir, node + ".db")
+        stored = subprocess.run(["sqlite3", "file:%s?mode=ro" % db,
+                                 "select value from sync_state where key = 'resume/ipblocks/node=%s'" % node],
+                                capture_output=True, text=True, timeout=30).stdout.strip()
+        self.assertTrue(stored, "the IPBlock feed's resourceVersion is in the store")
+        self.req("DELETE", PODS + "/r-1?gracePeriodSeconds=0")
+        _, log = self.api.ctl("GET", "/requests?since=%d" % 10**15)
+        since = log["last"]
+        self.start_daemon(node)
+        self.wait_ready(node)
+        rc, again = self.cni(node, "ADD", "r-2", "sandbox-r2", p)
+        self.assertEqual(rc, 0, again)
+        self.assertEqual(again["ips"], before["ips"], "a repeated ADD after the restart")
+        self.wait_for("r-1's address released after the restart", lambda: self.holder_of("restart", a1) is None,
+                      seconds=15)
+        self.assertEqual(self.holder_of("restart", a2)["pod"], "r-2", "r-2 keeps its address")
+        self.assertEqual(self.live_leases(node, "restart"), ["r-2"])
+        # Watches are logged when they end: end them, then read how node-8 asked for its blocks.
+        time.sleep(0.5)
+        self.api.ctl("POST", "/drop-watches", {"mode": "clean"})
+
+        def block_requests():
+            _, log = self.api.ctl("GET", "/requests?since=%d" % since)
+            out = []
+            for r in log["requests"]:
+                path = urllib.parse.unquote(r["path"])
+                if path.startswith(BLOCKS + "?") and "sublease.io/node=" + node in path:
+                    out.append(path)
+            # (The stopped daemon's own watch may be logged after `since` too: it ended late.)
+            resumed = any("resourceVersion=%s&" % stored in q + "&" for q in out)
+            return out if resumed else None
+        seen = self.wait_for("node-8's IPBlock watch resumed from the stored version", block_requests,
+                             seconds=10)
+        self.assertTrue(all("watch=1" in q for q in seen), "no list of the node's IPBlocks: %s" % seen)
+
+    def test_6_kill_9_during_ahead_of_time_allocations(self):
+        p = "crash.default"
+        node = "node-9"
+        self.create_subnet(subnet("crash", p, "10.93.0.0/24"))
+        time.sleep(1.0)
+        names = ["k-%02d" % i for i in range(50)]
+        # Slow block writes down so that the kill lands in the middle: some allocations
+        # committed, some with their write in flight (it lands after the kill), some not
+        # started.
+        for method in ("PUT", "POST"):
+            status, _ = self.api.ctl("POST", "/faults", {"method": method, "path_prefix": BLOCKS, "count": -1,
+                                                         "action": "delay", "delay_ms": 150})
+            self.assertEqual(status, 201 if status == 201 else 200)
+        try:
+            for name in names:
+                self.req("POST", PODS, pod(name, node, "crash"))
+
+            def some_allocated():
+                return sum(1 for n in names if self.allocated(n, p)) >= 5 or None
+            self.wait_for("the first allocations", some_allocated, seconds=30, interval=0.02)
+            self.kill_daemon(node)
+        finally:
+            self.api.ctl("DELETE", "/faults")
+        done = sum(1 for n in names if self.allocated(n, p))
+        print("\nkill -9 with %d of 50 pods annotated" % done, file=sys.stderr)
+        self.assertLess(done, 50, "the kill came before the allocations were done")
+        self.start_daemon(node)
+        self.wait_ready(node)
+
+        def all_allocated():
+            got = {n: (self.allocated(n, p) or {}).get(p + ".kubernetes.io/ip_address") for n in names}
+            return got if all(got.values()) else None
+        got = self.wait_for("all 50 pods allocated after kill -9", all_allocated, seconds=60, interval=0.5)
+        self.assertEqual(len(set(got.values())), 50, "no duplicate among the pods")
+        blocks = self.block_allocations("crash")
+        self.assertEqual(len({ip for ip, _, _ in blocks}), len(blocks), "no duplicate in the IPBlocks")
+        self.assertEqual(len(blocks), 50, "no allocation without its pod (no leak)")
+        held = {ip: who for ip, who, _ in blocks}
+        for n, ip in got.items():
+            self.assertEqual(held.get(ip), "default/" + n)
+        self.assertEqual(sorted(self.live_leases(node, "crash")), sorted(names))
 
 
 if __name__ == "__main__":

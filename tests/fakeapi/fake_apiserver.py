@@ -1029,6 +1029,11 @@ def builtin_types():
         ResourceType("", "v1", "events", "Event", True, short_names=["ev"], builtin=True,
                      extra_fields=EVENT_FIELDS),
         ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, builtin=True),
+        # Only stored: no controller creates pods for it. The node shards read it to tell
+        # whether a StatefulSet pod's address is still wanted. (No `scale` subresource.)
+        ResourceType("apps", "v1", "statefulsets", "StatefulSet", True, short_names=["sts"],
+                     categories=["all"], status=True, builtin=True, subresources=["status"],
+                     generation=True),
         ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions",
                      "CustomResourceDefinition", False, short_names=["crd", "crds"],
                      categories=["api-extensions"], status=True, builtin=True, generation=True),

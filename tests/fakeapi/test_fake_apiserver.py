@@ -587,6 +587,42 @@ class VersionTests(Base):
         self.assertEqual(body["details"]["causes"][0]["field"], "spec")
         self.ensure_gone(PODS + "/smp-1")
 
+    def test_statefulsets_are_served_under_apps_v1(self):
+        code, _, body = self.req("GET", "/apis/apps/v1")
+        sts = next(r for r in body["resources"] if r["name"] == "statefulsets")
+        self.assertEqual((sts["kind"], sts["namespaced"], sts["shortNames"]), ("StatefulSet", True, ["sts"]))
+        self.assertIn("statefulsets/status", [r["name"] for r in body["resources"]])
+        code, _, body = self.req("GET", "/apis")
+        self.assertIn("apps", [g["name"] for g in body["groups"]])
+        base = "/apis/apps/v1/namespaces/default/statefulsets"
+        self.ensure_gone(base + "/web-t")
+        sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web-t"},
+               "spec": {"replicas": 3, "serviceName": "web-t", "selector": {"matchLabels": {"app": "w"}},
+                        "template": {"metadata": {"labels": {"app": "w"}},
+                                     "spec": {"containers": [{"name": "c", "image": "alpine"}]}}}}
+        code, _, created = self.req("POST", base, sts)
+        self.assertEqual(code, 201, created)
+        self.assertTrue(created["metadata"]["uid"])
+        self.assertEqual(created["metadata"]["generation"], 1)
+        code, _, _ = self.req("POST", base, sts)
+        self.assertEqual(code, 409)
+        code, _, patched = self.req("PATCH", base + "/web-t", {"spec": {"replicas": 0}},
+                                    ctype="application/merge-patch+json")
+        self.assertEqual((code, patched["spec"]["replicas"], patched["metadata"]["generation"]), (200, 0, 2))
+        code, _, listed = self.req("GET", base)
+        self.assertIn("web-t", [i["metadata"]["name"] for i in listed["items"]])
+        stale = dict(created)
+        code, _, _ = self.req("PUT", base + "/web-t", stale)
+        self.assertEqual(code, 409, "an update with a stale resourceVersion")
+        code, _, got = self.req("GET", base + "/web-t")
+        got["spec"]["replicas"] = 2
+        code, _, updated = self.req("PUT", base + "/web-t", got)
+        self.assertEqual((code, updated["spec"]["replicas"]), (200, 2))
+        code, _, _ = self.req("DELETE", base + "/web-t")
+        self.assertEqual(code, 200)
+        code, _, _ = self.req("GET", base + "/web-t")
+        self.assertEqual(code, 404)
+
     def test_leases_and_nodes(self):
         lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                  "metadata": {"name": "sublease-leader", "namespace": "kube-system"},

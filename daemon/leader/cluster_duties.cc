@@ -1,0 +1,186 @@
+#include "daemon/leader/cluster_duties.h"
+
+#include <cstdio>
+#include <random>
+#include <utility>
+
+#include "common/log.h"
+#include "daemon/leader/cluster_view.h"
+#include "sync/informer.h"
+#include "sync/ipblock.h"
+
+namespace sublease {
+
+namespace {
+
+LeaderElectorOptions ElectorOptions(const ClusterDutiesOptions& o) {
+  LeaderElectorOptions e;
+  e.identity = o.identity;
+  if (e.identity.empty()) {
+    std::mt19937_64 rng(o.seed != 0 ? o.seed : std::random_device{}());
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "%08x", static_cast<unsigned>(rng() & 0xffffffffU));
+    e.identity = o.node + "_" + hex;
+  }
+  e.namespace_name = o.lease_namespace;
+  e.name = o.lease_name;
+  e.lease_duration_ms = o.lease_duration_ms;
+  e.renew_deadline_ms = o.renew_deadline_ms;
+  e.retry_period_ms = o.retry_period_ms;
+  e.seed = o.seed;
+  return e;
+}
+
+// Forwards informer events to functions.
+class FnHandler final : public InformerHandler {
+ public:
+  std::function<void(const KubeObject&)> upsert;
+  std::function<void(const KubeObject&)> remove;
+  std::function<void()> synced;
+  void OnAdded(const KubeObject& o) override {
+    if (upsert) upsert(o);
+  }
+  void OnModified(const KubeObject& o) override {
+    if (upsert) upsert(o);
+  }
+  void OnDeleted(const KubeObject& o) override {
+    if (remove) remove(o);
+  }
+  void OnSynced() override {
+    if (synced) synced();
+  }
+};
+
+}  // namespace
+
+// One term of leadership: the informers, the view they feed and the two writers.
+struct ClusterDuties::Term {
+  ClusterView view;
+  FnHandler subnets_handler, blocks_handler, pods_handler, nodes_handler;
+  std::unique_ptr<SubnetStatusWriter> status;
+  std::unique_ptr<GarbageCollector> gc;
+  std::vector<std::unique_ptr<Informer>> informers;  // subnets, blocks, pods, nodes
+};
+
+ClusterDuties::ClusterDuties(uv_loop_t* loop, KubeClient* client, const Clock* clock,
+                             ClusterDutiesOptions options)
+    : loop_(loop),
+      client_(client),
+      clock_(clock),
+      options_(std::move(options)),
+      elector_(loop, client, clock, ElectorOptions(options_), [this] { BeginTerm(); },
+               [this] { EndTerm(); }) {}
+
+ClusterDuties::~ClusterDuties() = default;
+
+void ClusterDuties::Start() { elector_.Start(); }
+
+void ClusterDuties::BeginTerm() {
+  ++terms_;
+  auto term = std::make_unique<Term>();
+  Term* t = term.get();
+  SubnetStatusWriterOptions status_options;
+  status_options.debounce_ms = options_.status_debounce_ms;
+  t->status = std::make_unique<SubnetStatusWriter>(loop_, client_, clock_, status_options);
+  GarbageCollectorOptions gc_options;
+  gc_options.reclaim_interval_ms = options_.reclaim_interval_ms;
+  gc_options.sweep_interval_ms = options_.sweep_interval_ms;
+  t->gc = std::make_unique<GarbageCollector>(loop_, client_, &t->view, gc_options, on_reclaimed_);
+
+  auto status_synced = [t] {
+    if (t->view.subnets_synced && t->view.blocks_synced) t->status->Synced();
+  };
+  t->subnets_handler.upsert = [t](const KubeObject& o) { t->status->SubnetUpserted(o); };
+  t->subnets_handler.remove = [t](const KubeObject& o) { t->status->SubnetDeleted(o); };
+  t->subnets_handler.synced = [t, status_synced] {
+    t->view.subnets_synced = true;
+    status_synced();
+  };
+  t->blocks_handler.upsert = [t](const KubeObject& o) {
+    auto block = DecodeIpBlock(o.raw);
+    if (!block) {
+      LogWarn("cluster duties: ignoring IPBlock " + o.name + ": " + block.error().message);
+      return;
+    }
+    IpBlock& stored = t->view.blocks[o.name] = std::move(*block);
+    t->status->BlockChanged(o.name, &stored);
+  };
+  t->blocks_handler.remove = [t](const KubeObject& o) {
+    t->view.blocks.erase(o.name);
+    t->status->BlockChanged(o.name, nullptr);
+  };
+  t->blocks_handler.synced = [t, status_synced] {
+    t->view.blocks_synced = true;
+    status_synced();
+  };
+  t->pods_handler.synced = [t] { t->view.pods_synced = true; };
+  t->nodes_handler.synced = [t] { t->view.nodes_synced = true; };
+
+  auto add = [&](const char* path, InformerHandler* handler) {
+    InformerOptions o;
+    o.path = path;
+    o.seed = options_.seed;
+    t->informers.push_back(std::make_unique<Informer>(client_, o, handler));
+  };
+  add("/apis/kubeovn.io/v1/subnets", &t->subnets_handler);
+  add(std::string(kIpBlockCollection).c_str(), &t->blocks_handler);
+  add("/api/v1/pods", &t->pods_handler);
+  add("/api/v1/nodes", &t->nodes_handler);
+  t->view.pods = &t->informers[2]->cache();
+  t->view.nodes = &t->informers[3]->cache();
+  term_ = std::move(term);
+  for (auto& informer : t->informers) informer->Start();
+  t->gc->Start();
+  LogInfo("cluster duties: " + elector_.identity() + " starts Subnet status and garbage collection");
+}
+
+void ClusterDuties::EndTerm() {
+  if (!term_) return;
+  // Synchronously: nothing is written from here on.
+  term_->status->Stop();
+  term_->gc->Stop();
+  last_gc_ = term_->gc->stats();
+  last_status_ = term_->status->stats();
+  CloseTerm(std::move(term_));
+}
+
+void ClusterDuties::CloseTerm(std::unique_ptr<Term> term) {
+  ++closing_terms_;
+  Term* t = term.release();
+  auto remaining = std::make_shared<int>(static_cast<int>(t->informers.size()) + 2);
+  auto one_done = [this, t, remaining] {
+    if (--*remaining > 0) return;
+    delete t;
+    --closing_terms_;
+    MaybeFinishClose();
+  };
+  for (auto& informer : t->informers) informer->Close(one_done);
+  t->status->Close(one_done);
+  t->gc->Close(one_done);
+}
+
+void ClusterDuties::Close(std::function<void()> done) {
+  close_done_ = std::move(done);
+  // The elector calls EndTerm (on_stopped) first when leading, then releases the Lease.
+  elector_.Close(options_.release_on_close, [this] {
+    elector_closed_ = true;
+    MaybeFinishClose();
+  });
+}
+
+void ClusterDuties::MaybeFinishClose() {
+  if (!elector_closed_ || closing_terms_ > 0 || term_ || !close_done_) return;
+  auto done = std::move(close_done_);
+  done();
+}
+
+ClusterDutiesStats ClusterDuties::stats() const {
+  ClusterDutiesStats s;
+  s.election = elector_.stats();
+  s.terms = terms_;
+  s.gc = term_ ? term_->gc->stats() : last_gc_;
+  s.status = term_ ? term_->status->stats() : last_status_;
+  return s;
+}
+
+}  // namespace sublease

@@ -1,0 +1,335 @@
+#include "daemon/leader/garbage_collector.h"
+
+#include <simdjson.h>
+
+#include <utility>
+
+#include "common/log.h"
+#include "sync/kube_object.h"
+
+namespace sublease {
+
+namespace {
+
+// A 404 about the named object itself, not about the path: the API server answers
+// `<resource> "<name>" not found`, while an unserved resource (e.g. no apps/v1
+// statefulsets) answers "the server could not find the requested resource".
+bool IsObjectNotFound(const KubeError& e, const std::string& name) {
+  return e.http_status == 404 && e.message.find("\"" + name + "\" not found") != std::string::npos;
+}
+
+std::string SeenKey(const std::string& block, uint64_t offset, const BlockAllocation& a) {
+  return block + "/" + std::to_string(offset) + "|" + a.pod_namespace + "/" + a.pod_name + "|" +
+         a.pod_uid + "|" + a.container_id + "|" + a.ifname;
+}
+
+struct StatefulSetInfo {
+  int64_t replicas = 1;  // Kubernetes defaults spec.replicas to 1
+  std::string uid;
+};
+std::optional<StatefulSetInfo> ParseStatefulSet(const std::string& json) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(json).get(doc) != simdjson::SUCCESS) return std::nullopt;
+  StatefulSetInfo info;
+  if (doc["spec"]["replicas"].get(info.replicas) != simdjson::SUCCESS) info.replicas = 1;
+  std::string_view uid;
+  if (doc["metadata"]["uid"].get(uid) == simdjson::SUCCESS) info.uid = uid;
+  return info;
+}
+
+}  // namespace
+
+std::optional<std::pair<std::string, uint32_t>> StatefulSetOrdinal(const std::string& pod_name) {
+  size_t dash = pod_name.rfind('-');
+  if (dash == std::string::npos || dash == 0 || dash + 1 >= pod_name.size()) return std::nullopt;
+  std::string digits = pod_name.substr(dash + 1);
+  if (digits.size() > 9) return std::nullopt;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+  }
+  return std::make_pair(pod_name.substr(0, dash), static_cast<uint32_t>(std::stoul(digits)));
+}
+
+GarbageCollector::GarbageCollector(uv_loop_t* loop, KubeClient* client, const ClusterView* view,
+                                   GarbageCollectorOptions options, ReclaimedCallback on_reclaimed)
+    : loop_(loop),
+      client_(client),
+      view_(view),
+      options_(options),
+      on_reclaimed_(std::move(on_reclaimed)),
+      timer_(new uv_timer_t) {
+  uv_timer_init(loop_, timer_);
+  timer_->data = this;
+}
+
+GarbageCollector::~GarbageCollector() = default;  // the timer is freed by Close
+
+int64_t GarbageCollector::NowMono() {
+  uv_update_time(loop_);
+  return static_cast<int64_t>(uv_now(loop_));
+}
+
+void GarbageCollector::Start() {
+  if (stopped_) return;
+  auto period = static_cast<uint64_t>(options_.sweep_interval_ms);
+  uv_timer_start(timer_, &GarbageCollector::OnTimer, period, period);
+}
+
+void GarbageCollector::OnTimer(uv_timer_t* t) { static_cast<GarbageCollector*>(t->data)->Sweep(); }
+
+void GarbageCollector::Stop() {
+  stopped_ = true;
+  uv_timer_stop(timer_);
+  for (auto& [token, id] : requests_) client_->Cancel(id);
+  requests_.clear();
+  jobs_.clear();
+  first_seen_.clear();
+}
+
+void GarbageCollector::Close(std::function<void()> done) {
+  Stop();
+  close_done_ = std::move(done);
+  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
+    auto* self = static_cast<GarbageCollector*>(h->data);
+    delete reinterpret_cast<uv_timer_t*>(h);
+    if (self->close_done_) {
+      auto d = std::move(self->close_done_);
+      d();
+    }
+  });
+}
+
+void GarbageCollector::Send(std::string_view method, const std::string& path, std::string body,
+                            Callback cb) {
+  uint64_t token = next_token_++;
+  std::string_view content_type = body.empty() ? "" : "application/json";
+  KubeClient::RequestId id = client_->Request(
+      method, path, std::move(body), content_type,
+      options_.request_timeout_ms, [this, token, cb = std::move(cb)](KubeResult<KubeResponse> r) {
+        requests_.erase(token);
+        cb(std::move(r));
+      });
+  requests_[token] = id;
+}
+
+void GarbageCollector::Sweep() {
+  if (stopped_ || !view_->blocks_synced || !view_->pods_synced || !view_->nodes_synced) return;
+  ++stats_.sweeps;
+  const int64_t now = NowMono();
+  std::map<std::string, int64_t> seen;
+  uint64_t orphans = 0;
+  for (const auto& [name, block] : view_->blocks) {
+    std::vector<Candidate> due;
+    for (const auto& [offset, a] : block.allocations) {
+      if (a.pod_name.empty() || a.pod_namespace.empty()) continue;
+      auto pod = view_->pods->find(a.pod_namespace + "/" + a.pod_name);
+      bool orphan = pod == view_->pods->end() ||
+                    (!a.sticky && !a.pod_uid.empty() && pod->second.uid != a.pod_uid);
+      if (!orphan) continue;
+      ++orphans;
+      std::string key = SeenKey(name, offset, a);
+      auto old = first_seen_.find(key);
+      int64_t first = old == first_seen_.end() ? now : old->second;
+      seen[key] = first;
+      if (now - first >= options_.reclaim_interval_ms) due.push_back({offset, a, key});
+    }
+    std::string gone_key;
+    if (block.allocations.empty() && !view_->nodes->count(block.node)) {
+      gone_key = "node|" + name + "|" + block.node;
+      auto old = first_seen_.find(gone_key);
+      int64_t first = old == first_seen_.end() ? now : old->second;
+      seen[gone_key] = first;
+      if (now - first < options_.reclaim_interval_ms) gone_key.clear();
+    }
+    if ((due.empty() && gone_key.empty()) || jobs_.count(name) || jobs_.size() >= options_.max_jobs) {
+      continue;
+    }
+    Job& job = jobs_[name];
+    job.block = name;
+    if (!due.empty()) {
+      job.candidates = std::move(due);
+      CheckCandidates(name);
+    } else {
+      job.gone_node = block.node;
+      job.gone_key = gone_key;
+      CheckNodeGone(name);
+    }
+  }
+  // Only what is orphaned now stays remembered (answers come later, on the loop).
+  first_seen_ = std::move(seen);
+  stats_.orphans_seen = orphans;
+}
+
+const IpBlock* GarbageCollector::CurrentBlock(const Job& job) const {
+  if (job.base) return &*job.base;
+  auto it = view_->blocks.find(job.block);
+  return it == view_->blocks.end() ? nullptr : &it->second;
+}
+
+void GarbageCollector::CheckCandidates(const std::string& block) {
+  Job& job = jobs_.at(block);
+  job.pending = job.candidates.size();
+  for (size_t i = 0; i < job.candidates.size(); ++i) {
+    job.candidates[i].verdict = Verdict::kPending;
+    CheckPod(block, i);
+  }
+}
+
+void GarbageCollector::CheckPod(const std::string& block, size_t index) {
+  const BlockAllocation& checked = jobs_.at(block).candidates[index].allocation;
+  std::string path = "/api/v1/namespaces/" + checked.pod_namespace + "/pods/" + checked.pod_name;
+  Send("GET", path, "", [this, block, index](KubeResult<KubeResponse> r) {
+    auto it = jobs_.find(block);
+    if (it == jobs_.end()) return;
+    const BlockAllocation& a = it->second.candidates[index].allocation;
+    if (r) {
+      auto pod = ParseKubeObject(r->body);
+      if (!pod) return Decided(block, index, Verdict::kUnknown);
+      // Never while the pod exists — unless it is another pod under the same name.
+      bool other_pod = !a.sticky && !a.pod_uid.empty() && pod->uid != a.pod_uid;
+      if (!other_pod) ++stats_.kept_pod_exists;
+      return Decided(block, index, other_pod ? Verdict::kReclaim : Verdict::kKeep);
+    }
+    if (!IsObjectNotFound(r.error(), a.pod_name)) {
+      ++stats_.errors;
+      return Decided(block, index, Verdict::kUnknown);
+    }
+    if (a.sticky && StatefulSetOrdinal(a.pod_name)) return CheckStatefulSet(block, index);
+    Decided(block, index, Verdict::kReclaim);
+  });
+}
+
+void GarbageCollector::CheckStatefulSet(const std::string& block, size_t index) {
+  const BlockAllocation& a = jobs_.at(block).candidates[index].allocation;
+  auto [sts, ordinal] = *StatefulSetOrdinal(a.pod_name);
+  std::string path = "/apis/apps/v1/namespaces/" + a.pod_namespace + "/statefulsets/" + sts;
+  Send("GET", path, "",
+       [this, block, index, sts = sts, ordinal = ordinal,
+        owner = a.owner_uid](KubeResult<KubeResponse> r) {
+         if (!jobs_.count(block)) return;
+         Verdict v = Verdict::kKeep;
+         if (r) {
+           // Wanted while the same StatefulSet (UID, when recorded) keeps the ordinal.
+           auto info = ParseStatefulSet(r->body);
+           if (info && (static_cast<int64_t>(ordinal) >= info->replicas ||
+                        (!owner.empty() && !info->uid.empty() && owner != info->uid))) {
+             v = Verdict::kReclaim;
+           }
+         } else if (IsObjectNotFound(r.error(), sts)) {
+           v = Verdict::kReclaim;
+         }
+         if (v == Verdict::kKeep) ++stats_.kept_sticky;
+         Decided(block, index, v);
+       });
+}
+
+void GarbageCollector::Decided(const std::string& block, size_t index, Verdict v) {
+  Job& job = jobs_.at(block);
+  Candidate& c = job.candidates[index];
+  c.verdict = v;
+  // Kept: the allocation must be seen orphaned twice again before another check.
+  if (v == Verdict::kKeep) first_seen_.erase(c.seen_key);
+  if (--job.pending == 0) WriteJob(block);
+}
+
+void GarbageCollector::WriteJob(const std::string& name) {
+  Job& job = jobs_.at(name);
+  const IpBlock* current = CurrentBlock(job);
+  if (!current) return Finish(name);  // the block is gone: nothing to free
+  IpBlock next = *current;
+  std::vector<std::pair<uint64_t, BlockAllocation>> removed;
+  for (const Candidate& c : job.candidates) {
+    if (c.verdict != Verdict::kReclaim) continue;
+    auto it = next.allocations.find(c.offset);
+    // Only the very allocation that was checked: a re-used offset is someone else's.
+    if (it == next.allocations.end() || !(it->second == c.allocation)) continue;
+    removed.emplace_back(c.offset, it->second);
+    next.allocations.erase(it);
+  }
+  if (removed.empty()) return Finish(name);
+  Send("PUT", std::string(kIpBlockCollection) + "/" + name, EncodeIpBlock(next),
+       [this, name, next, removed](KubeResult<KubeResponse> r) {
+         if (!jobs_.count(name)) return;
+         if (r) {
+           for (const auto& [offset, a] : removed) {
+             ++stats_.reclaimed;
+             LogInfo("reclaimed " + next.AddressAt(offset).ToString() + " (block " + name +
+                     ") of pod " + a.pod_namespace + "/" + a.pod_name + " uid " + a.pod_uid +
+                     ": the pod is gone");
+             if (on_reclaimed_) on_reclaimed_(next, offset, a);
+           }
+           return Finish(name);
+         }
+         if (r.error().http_status == 409 || r.error().http_status == 404) {
+           ++stats_.conflicts;
+           return Reread(name);
+         }
+         ++stats_.errors;
+         LogWarn("reclaiming in block " + name + ": " + r.error().message);
+         Finish(name);
+       });
+}
+
+// The block changed under us: read it, and re-check whatever is still there unchanged.
+void GarbageCollector::Reread(const std::string& name) {
+  Job& job = jobs_.at(name);
+  if (++job.attempt >= kMaxAttempts) return Finish(name);
+  Send("GET", std::string(kIpBlockCollection) + "/" + name, "",
+       [this, name](KubeResult<KubeResponse> r) {
+         auto it = jobs_.find(name);
+         if (it == jobs_.end()) return;
+         if (!r) return Finish(name);  // 404: gone with its allocations; else next sweep
+         auto fresh = DecodeIpBlock(r->body);
+         if (!fresh) return Finish(name);
+         Job& current = it->second;
+         std::vector<Candidate> still;
+         for (Candidate& c : current.candidates) {
+           if (c.verdict != Verdict::kReclaim) continue;
+           auto a = fresh->allocations.find(c.offset);
+           if (a != fresh->allocations.end() && a->second == c.allocation) still.push_back(c);
+         }
+         if (still.empty()) return Finish(name);
+         current.base = std::move(*fresh);
+         current.candidates = std::move(still);
+         CheckCandidates(name);
+       });
+}
+
+void GarbageCollector::CheckNodeGone(const std::string& name) {
+  Send("GET", "/api/v1/nodes/" + jobs_.at(name).gone_node, "", [this, name](KubeResult<KubeResponse> r) {
+    auto it = jobs_.find(name);
+    if (it == jobs_.end()) return;
+    Job& job = it->second;
+    if (r || !IsObjectNotFound(r.error(), job.gone_node)) {
+      if (r) first_seen_.erase(job.gone_key);  // the node exists after all
+      return Finish(name);
+    }
+    const IpBlock* block = CurrentBlock(job);
+    if (!block || !block->allocations.empty()) return Finish(name);
+    DeleteOptions options;
+    options.precondition_resource_version = block->resource_version;
+    options.precondition_uid = block->uid;
+    uint64_t token = next_token_++;
+    KubeClient::RequestId id = client_->Delete(
+        std::string(kIpBlockCollection) + "/" + name, options,
+        [this, token, name](KubeResult<KubeResponse> deleted) {
+          requests_.erase(token);
+          if (!jobs_.count(name)) return;
+          if (deleted) {
+            ++stats_.blocks_deleted;
+            LogInfo("deleted empty block " + name + " of deleted node " + jobs_.at(name).gone_node);
+          } else if (deleted.error().http_status == 409) {
+            ++stats_.conflicts;  // changed meanwhile (claimed, borrowed): keep it
+          } else if (deleted.error().http_status != 404) {
+            ++stats_.errors;
+          }
+          Finish(name);
+        });
+    requests_[token] = id;
+  });
+}
+
+void GarbageCollector::Finish(const std::string& block) { jobs_.erase(block); }
+
+}  // namespace sublease

@@ -1,0 +1,145 @@
+// GarbageCollector: the leader's reclaiming of addresses no node will give back
+// (DESIGN §3.5) — allocations whose pod is gone without a CNI DEL reaching a daemon
+// (node down, force delete, a pod deleted during its own ADD, an ambiguous write), and
+// empty blocks of deleted nodes. The reconciler races that produced duplicate addresses
+// in Whereabouts and Spiderpool are why every rule is conservative:
+//
+// - Orphan: an allocation whose pod (namespace/name) is not in the pods cache, or whose
+//   pod there has another UID (a re-created pod; not for sticky allocations, which belong
+//   to the name). Allocations without a pod name are never touched.
+// - Two observations: a sweep (every sweep_interval) records when it first saw an
+//   allocation orphaned; seen orphaned again at least reclaim_interval later, it becomes
+//   a candidate. Seen alive in between, the clock restarts.
+// - Final re-check, right before the write: GET the pod. Reclaim only on an object 404,
+//   or a pod with a different UID (non-sticky). Never while the pod exists. A sticky
+//   (StatefulSet) allocation whose pod is 404 is reclaimed only when its StatefulSet
+//   (GET apps/v1, name = pod name minus "-<ordinal>") is an object 404 or no longer
+//   wants the ordinal (ordinal >= spec.replicas, or a re-created StatefulSet: its UID is
+//   not the allocation's ownerUID). When the StatefulSet cannot be read
+//   (any other error, or the API serves no statefulsets) it is kept. A sticky
+//   allocation whose pod name has no ordinal is treated as not sticky.
+// - The removal is a CAS update of the block (resourceVersion). 409/404 → GET the block,
+//   and if a candidate is still there unchanged, re-check its pod and write again (at
+//   most kMaxAttempts). All of a block's candidates leave in one update.
+// - Blocks of deleted nodes: a block with no allocations whose spec.node is not in the
+//   nodes cache, seen so twice reclaim_interval apart, is deleted after GET node says
+//   404, with a resourceVersion precondition (a concurrent claim or borrow wins). A block
+//   of a deleted node that still holds live pods' allocations is kept as it is, affine
+//   to the deleted node: no daemon watches it, other nodes may borrow from it, its
+//   allocations are reclaimed as their pods go, and it is deleted once empty. (If the
+//   node comes back under the same name, its daemon finds its block again.)
+// Worst case from a pod's deletion to its address being free again:
+// sweep_interval + reclaim_interval + sweep_interval + two requests (30 s by default).
+// Loop thread only. Owns one uv timer: Close before destruction.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/leader/cluster_view.h"
+#include "sync/ipblock.h"
+#include "sync/kube_client.h"
+
+namespace sublease {
+
+struct GarbageCollectorOptions {
+  int64_t reclaim_interval_ms = 20'000;
+  int64_t sweep_interval_ms = 5'000;
+  size_t max_jobs = 4;                // blocks being checked/written at once
+  int64_t request_timeout_ms = 10'000;
+};
+
+struct GarbageCollectorStats {
+  uint64_t sweeps = 0;
+  uint64_t orphans_seen = 0;      // allocations currently observed orphaned (last sweep)
+  uint64_t reclaimed = 0;         // allocations removed from blocks
+  uint64_t kept_pod_exists = 0;   // candidates whose final re-check found the pod
+  uint64_t kept_sticky = 0;       // sticky candidates whose StatefulSet still wants them
+  uint64_t blocks_deleted = 0;    // empty blocks of deleted nodes
+  uint64_t conflicts = 0;         // CAS writes answered 409/404
+  uint64_t errors = 0;
+};
+
+class GarbageCollector {
+ public:
+  // Called for every allocation reclaimed (for logs, events and tests).
+  using ReclaimedCallback = std::function<void(const IpBlock& block, uint64_t offset,
+                                               const BlockAllocation& allocation)>;
+  static constexpr int kMaxAttempts = 4;
+
+  // `view` must outlive the collector and be complete (synced) before sweeps act.
+  GarbageCollector(uv_loop_t* loop, KubeClient* client, const ClusterView* view,
+                   GarbageCollectorOptions options, ReclaimedCallback on_reclaimed = nullptr);
+  ~GarbageCollector();
+  GarbageCollector(const GarbageCollector&) = delete;
+  GarbageCollector& operator=(const GarbageCollector&) = delete;
+
+  void Start();
+  // Synchronous: stops the timer and cancels every request; nothing is written after.
+  void Stop();
+  // Stop, then closes the timer; `done` on the loop afterwards.
+  void Close(std::function<void()> done);
+
+  // One observation pass (the timer calls it; tests may too).
+  void Sweep();
+  const GarbageCollectorStats& stats() const { return stats_; }
+
+ private:
+  enum class Verdict { kPending, kReclaim, kKeep, kUnknown };
+  struct Candidate {
+    uint64_t offset = 0;
+    BlockAllocation allocation;
+    std::string seen_key;
+    Verdict verdict = Verdict::kPending;
+  };
+  struct Job {
+    std::string block;
+    std::vector<Candidate> candidates;  // empty for a node-gone block deletion
+    std::string gone_node;              // set for a node-gone block deletion
+    std::string gone_key;
+    std::optional<IpBlock> base;        // the block as last read by this job (after a 409)
+    size_t pending = 0;
+    int attempt = 0;
+  };
+
+  int64_t NowMono();
+  using Callback = std::function<void(KubeResult<KubeResponse>)>;
+  void Send(std::string_view method, const std::string& path, std::string body, Callback cb);
+  void CheckCandidates(const std::string& block);
+  void CheckPod(const std::string& block, size_t index);
+  void CheckStatefulSet(const std::string& block, size_t index);
+  void Decided(const std::string& block, size_t index, Verdict v);
+  void WriteJob(const std::string& block);
+  void Reread(const std::string& block);
+  void CheckNodeGone(const std::string& block);
+  void Finish(const std::string& block);
+  const IpBlock* CurrentBlock(const Job& job) const;
+
+  static void OnTimer(uv_timer_t* t);
+
+  uv_loop_t* loop_;
+  KubeClient* client_;
+  const ClusterView* view_;
+  GarbageCollectorOptions options_;
+  ReclaimedCallback on_reclaimed_;
+  uv_timer_t* timer_;
+  bool stopped_ = false;
+  std::function<void()> close_done_;
+
+  std::map<std::string, int64_t> first_seen_;  // allocation or gone-node key -> mono ms
+  std::map<std::string, Job> jobs_;            // by block name
+  std::map<uint64_t, KubeClient::RequestId> requests_;
+  uint64_t next_token_ = 1;
+  GarbageCollectorStats stats_;
+};
+
+// "web-2" -> {"web", 2}; nullopt when the name does not end in "-<digits>".
+std::optional<std::pair<std::string, uint32_t>> StatefulSetOrdinal(const std::string& pod_name);
+
+}  // namespace sublease
