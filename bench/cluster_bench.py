@@ -40,7 +40,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "fakeapi"))
 from fakeapi_client import FakeApiServer  # noqa: E402
 
-BIN = os.environ.get("SUBLEASE_BIN") or os.path.join(ROOT, "build-e", "bin")
+BIN = os.environ.get("SUBLEASE_BIN") or os.path.join(ROOT, "build", "bin")
 SUBNETS = "/apis/kubeovn.io/v1/subnets"
 BLOCKS = "/apis/sublease.io/v1alpha1/ipblocks"
 PODS = "/api/v1/namespaces/default/pods"
@@ -119,23 +119,27 @@ class Bench:
         self.args = args
         self.dir = tempfile.mkdtemp(prefix="sublease-cbench-")
         self.api = None
+        self.run_dir = self.dir
         self.daemons = {}
 
     # -- processes --
-    def start_api(self):
-        d = os.path.join(self.dir, "api")
+    def start_api(self, scenario):
+        # Each scenario has its own API server, databases and logs.
+        self.run_dir = os.path.join(self.dir, scenario)
+        d = os.path.join(self.run_dir, "api")
         os.makedirs(d, exist_ok=True)
         self.api = FakeApiServer("--pod-grace-scale", "0", "--bookmark-interval", "1", state_dir=d).start()
 
     def start_daemon(self, node):
-        sock = os.path.join(self.dir, node + ".sock")
-        out = open(os.path.join(self.dir, node + ".log"), "ab")
+        sock = os.path.join(self.run_dir, node + ".sock")
+        out = open(os.path.join(self.run_dir, node + ".log"), "ab")
+        wrap = os.environ.get("BENCH_DAEMON_WRAP", "").split()  # e.g. "perf record -g -o FILE --"
         proc = subprocess.Popen(
-            [os.path.join(BIN, "subleased"), "--kubeconfig", self.api.info["kubeconfig"], "--node-name", node,
-             "--socket", sock, "--db", os.path.join(self.dir, node + ".db"), "--metrics-address", "",
+            wrap + [os.path.join(BIN, "subleased"), "--kubeconfig", self.api.info["kubeconfig"], "--node-name", node,
+             "--socket", sock, "--db", os.path.join(self.run_dir, node + ".db"), "--metrics-address", "",
              "--release-grace-ms", str(self.args.release_grace_ms), "--log-level", self.args.log_level],
             stdout=out, stderr=out)
-        self.daemons[node] = {"proc": proc, "sock": sock, "log": out, "db": os.path.join(self.dir, node + ".db")}
+        self.daemons[node] = {"proc": proc, "sock": sock, "log": out, "db": os.path.join(self.run_dir, node + ".db")}
 
     def wait_ready(self, node, seconds=60):
         d = self.daemons[node]
@@ -152,7 +156,7 @@ class Bench:
 
     def tail(self, node):
         try:
-            with open(os.path.join(self.dir, node + ".log"), errors="replace") as f:
+            with open(os.path.join(self.run_dir, node + ".log"), errors="replace") as f:
                 return f.read()[-2000:]
         except OSError:
             return ""
@@ -271,7 +275,7 @@ class Bench:
         pods, nets = (5, 2) if self.args.smoke else (250, 10)
         log("== 4. node reboot burst: %d pods x %d networks = %d allocations on one node ==" % (pods, nets, pods * nets))
         log("load average %s" % loadavg())
-        self.start_api()
+        self.start_api("reboot")
         providers = ["net%d.default" % i for i in range(nets)]
         for i in range(nets):
             self.req("POST", SUBNETS, subnet("net%d" % i, providers[i], "10.%d.0.0/16" % (100 + i)))
@@ -284,11 +288,11 @@ class Bench:
         self.start_daemon("node-0")
         total = pods * nets
         committed = self.wait_for("%d allocations in IPBlocks" % total,
-                                  lambda: len(self.block_allocations()) >= total, 120, 0.05)
+                                  lambda: len(self.block_allocations()) >= total, 120, self.args.poll)
         t_commit = time.monotonic() - t0
         got = self.wait_for("annotations on %d pods" % pods,
                             lambda: (lambda g: g if len(g) == pods else None)(self.annotated("burst-", providers)),
-                            120, 0.1)
+                            120, self.args.poll)
         t_annot = time.monotonic() - t0
         sh = self.share(mark, since, t_annot)
         allocs = self.block_allocations()
@@ -327,7 +331,7 @@ class Bench:
         log("== 5. Spiderpool scenario: %d daemons, %d pods (%d Deployments x %d), %d usable addresses =="
             % (nodes, total, deploys, per, total))
         log("load average %s" % loadavg())
-        self.start_api()
+        self.start_api("spiderpool")
         p = "big.default"
         self.req("POST", SUBNETS, subnet("big", p, cidr, gw, excl))
         for i in range(nodes):
@@ -486,6 +490,9 @@ def main():
     ap.add_argument("--release-grace-ms", type=int, default=300,
                     help="daemons' --release-grace-ms (no kubelet sends DEL here, so deleted pods' leases "
                          "are released after this grace)")
+    ap.add_argument("--poll", type=float, default=0.1,
+                    help="seconds between the burst's completion checks (each lists every IPBlock or pod, "
+                         "which costs the fake API server too)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--log-level", default="warn", help="daemons' --log-level")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) at exit")

@@ -4,7 +4,7 @@
 set -euo pipefail
 HERE_BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE_BENCH/.." && pwd)
-SUBLEASE_BIN=${SUBLEASE_BIN:-$ROOT/build-e/bin}
+SUBLEASE_BIN=${SUBLEASE_BIN:-$ROOT/build/bin}  # scripts/bench.sh sets it
 CNI_PLUGINS=${CNI_PLUGINS:-/usr/lib/cni}
 BENCH_OUT=${BENCH_OUT:-$(dirname "$SUBLEASE_BIN")/bench-results}
 BENCH_SMOKE=${BENCH_SMOKE:-0}

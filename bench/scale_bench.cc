@@ -2,7 +2,7 @@
 // the allocator's heap per lease, with 1k, 100k and 1M real leases held in a /8. The
 // leases carry realistic owner strings (Deployment pod name, UID, 64-hex container ID,
 // MAC, provider), as in daemon/allocator/allocator_bench.cc.
-//   build-e/bin/scale_bench --benchmark_min_time=0.2
+//   build/bin/scale_bench --benchmark_min_time=0.2   (bench/scale_bench.sh runs it)
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 

@@ -176,6 +176,13 @@ KubeClient::KubeClient(uv_loop_t* loop, KubeConfig config, const Clock* clock)
   curl_multi_setopt(M(multi_), CURLMOPT_SOCKETDATA, this);
   curl_multi_setopt(M(multi_), CURLMOPT_TIMERFUNCTION, &KubeClient::OnCurlTimer);
   curl_multi_setopt(M(multi_), CURLMOPT_TIMERDATA, this);
+  // Over HTTP/1.1 (an API server or proxy without HTTP/2) every concurrent request
+  // would open its own TLS connection: a burst of 2,500 allocations made thousands of
+  // handshakes (libcrypto was a third of the daemon's CPU, bench/cluster_bench.py) and
+  // timed out. Past this many connections, requests wait in curl for a free one. Watches
+  // hold a connection each (a handful), so requests always keep most of them; over
+  // HTTP/2 everything shares one connection and the cap does not bind.
+  curl_multi_setopt(M(multi_), CURLMOPT_MAX_HOST_CONNECTIONS, 16L);
   timer_ = new uv_timer_t;
   uv_timer_init(loop_, timer_);
   timer_->data = this;

@@ -374,6 +374,16 @@ class ClusterFaults(unittest.TestCase):
             return False
         with self.plock:
             live = {n: dict(p) for n, p in self.pods.items() if p["state"] == "live"}
+            stuck = [n for n, p in self.pods.items() if p["state"] == "deleting"]
+        # A worker whose DELETE gave up during a long outage left its pod half-deleted
+        # (the pod object still exists): finish the deletion, as the kubelet would.
+        for n in stuck:
+            self.why = "pod %s still being deleted" % n
+            self.api_request("DELETE", PODS + "/" + n + "?gracePeriodSeconds=0", ok=(200, 404))
+            with self.plock:
+                self.pods[n]["state"] = "deleted"
+        if stuck:
+            return False
         _, obj = self.api_request("GET", PODS)
         allocated = {}
         for item in obj["items"]:
@@ -392,17 +402,24 @@ class ClusterFaults(unittest.TestCase):
         blocks = {(a, pod, n) for a, pod, n, _ in self.block_allocations()}
         for node in self.daemons:
             leases = self.live_leases(node)
-            self.why = "%s: leases %s" % (node, sorted(leases)[:20])
-            if any(state != "committed" for _, _, state in leases):
+            not_committed = [l for l in leases if l[2] != "committed"]
+            if not_committed:
+                self.why = "%s: leases not committed: %s" % (node, not_committed[:10])
                 return False
-            if any(pod.split("/", 1)[1] not in live for _, pod, _ in leases):
-                return False  # a lease of a deleted pod, not yet released
+            of_deleted = [l for l in leases if l[1].split("/", 1)[1] not in live]
+            if of_deleted:  # a lease of a deleted pod, not yet released
+                self.why = "%s: leases of deleted pods: %s" % (node, of_deleted[:10])
+                return False
             # Every lease is in the IPBlocks under this node (the other way round does
             # not hold: an allocation whose answer was lost has no lease anywhere).
-            if any((a, pod, node) not in blocks for a, pod, _ in leases):
+            not_in_blocks = [l for l in leases if (l[0], l[1], node) not in blocks]
+            if not_in_blocks:
+                self.why = "%s: leases missing from the IPBlocks: %s" % (node, not_in_blocks[:10])
                 return False
             held = {pod.split("/", 1)[1] for _, pod, _ in leases}
-            if any(p["node"] == node and n not in held for n, p in live.items()):
+            unheld = [n for n, p in live.items() if p["node"] == node and n not in held]
+            if unheld:
+                self.why = "%s: live pods without a lease: %s" % (node, unheld[:10])
                 return False
         return allocated
 
