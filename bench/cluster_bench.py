@@ -320,6 +320,50 @@ class Bench:
         self.stop_all()
         return res
 
+    # -- 4b. conflicts: many nodes allocating from one subnet at once --
+    def conflicts(self):
+        """20 daemons, one /24, 10 pods per node created at once (200 of the 253 usable
+        addresses): API writes to IPBlocks per successful allocation, from the fake API
+        server's request log. The protocol promises this stays close to 1 (claims carry
+        their first allocation; group commit shares updates)."""
+        nodes, per, cidr = (3, 3, "10.81.0.0/26") if self.args.smoke else (20, 10, "10.81.0.0/24")
+        total = nodes * per
+        log("== 4b. conflicts: %d daemons, %d pods at once in one %s ==" % (nodes, total, cidr))
+        log("load average %s" % loadavg())
+        self.start_api("conflicts")
+        p = "shared.default"
+        self.req("POST", SUBNETS, subnet("shared", p, cidr))
+        for i in range(nodes):
+            self.start_daemon("node-%d" % i)
+        for n in self.daemons:
+            self.wait_ready(n)
+        time.sleep(1.0)
+        since, t0 = self.last_seq(), time.monotonic()
+        names = [("c-%03d" % i, "node-%d" % (i % nodes)) for i in range(total)]
+        self.parallel(names, lambda c, x: self.req("POST", PODS, pod(x[0], x[1], "shared"), conn=c), threads=8)
+        got = self.wait_for("%d pods annotated" % total,
+                            lambda: (lambda g: g if len(g) == total else None)(self.annotated("c-", [p])),
+                            120, self.args.poll)
+        elapsed = time.monotonic() - t0
+        addrs = [v[p] for v in got.values()]
+        if len(set(addrs)) != total:
+            raise Failed("duplicate addresses: %d pods, %d distinct" % (total, len(set(addrs))))
+        reqs, _ = self.request_log(since)
+        writes = {}
+        for r in reqs:
+            if r["resource"] == "ipblocks" and r["verb"] in WRITE_VERBS:
+                key = "%s %s" % (r["verb"], r["status"])
+                writes[key] = writes.get(key, 0) + 1
+        n_writes = sum(writes.values())
+        conflicts = sum(v for k, v in writes.items() if k.endswith(" 409"))
+        res = {"daemons": nodes, "allocations": total, "seconds": round(elapsed, 3),
+               "ipblock_writes": n_writes, "ipblock_writes_per_alloc": round(n_writes / total, 3),
+               "conflicts_409": conflicts, "by_verb_status": writes}
+        log("  %d pods on %d nodes annotated in %.2f s; %d IPBlock writes (%.3f per allocation), %d of them 409; %s"
+            % (total, nodes, elapsed, n_writes, n_writes / total, conflicts, json.dumps(writes, sort_keys=True)))
+        self.stop_all()
+        return res
+
     # -- 5. Spiderpool scenario --
     def spiderpool(self):
         if self.args.smoke:
@@ -485,7 +529,7 @@ class Bench:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["reboot", "spiderpool"])
+    ap.add_argument("--only", choices=["reboot", "conflicts", "spiderpool"])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes; correctness only (ctest)")
     ap.add_argument("--release-grace-ms", type=int, default=300,
                     help="daemons' --release-grace-ms (no kubelet sends DEL here, so deleted pods' leases "
@@ -504,6 +548,8 @@ def main():
     try:
         if args.only in (None, "reboot"):
             results["reboot"] = b.reboot()
+        if args.only in (None, "conflicts"):
+            results["conflicts"] = b.conflicts()
         if args.only in (None, "spiderpool"):
             results["spiderpool"] = b.spiderpool()
     except Failed as e:

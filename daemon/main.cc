@@ -16,6 +16,7 @@
 #include "daemon/cluster/block_engine.h"
 #include "daemon/cluster/kube_block_api.h"
 #include "daemon/leader/cluster_duties.h"
+#include "daemon/leader/event_recorder.h"
 #include "daemon/config.h"
 #include "daemon/server/http_server.h"
 #include "daemon/server/metrics.h"
@@ -201,8 +202,18 @@ int RunCluster(const Config& cfg) {
   BlockEngine::Options engine_options;
   engine_options.node = cfg.node_name;
   BlockEngine engine(&allocator, store->get(), &block_api, &clock, engine_options);
-  NodeShard shard(&loop, &allocator, store->get(), &engine, &client, &clock,
-                  NodeShardOptions{cfg.node_name, cfg.release_grace_ms});
+  // Allocation failures become Events on the pod (kubectl describe pod says why).
+  EventRecorderOptions events_options;
+  events_options.host = cfg.node_name;
+  EventRecorder events(&client, &clock, events_options);
+  NodeShardOptions shard_options;
+  shard_options.node = cfg.node_name;
+  shard_options.release_grace_ms = cfg.release_grace_ms;
+  shard_options.allocation_failed = [&events](const PodInfo& pod, const Error& error) {
+    std::string_view reason = EventReasonFor(error.code);
+    if (!reason.empty()) events.PodWarning({pod.namespace_name, pod.name, pod.uid}, reason, error.message);
+  };
+  NodeShard shard(&loop, &allocator, store->get(), &engine, &client, &clock, shard_options);
   InformerOptions subnets_opts;
   subnets_opts.path = "/apis/kubeovn.io/v1/subnets";
   InformerOptions blocks_opts;
@@ -218,6 +229,7 @@ int RunCluster(const Config& cfg) {
   Informer subnets(&client, subnets_opts, shard.subnet_handler());
   Informer blocks(&client, blocks_opts, shard.block_handler());
   Informer pods(&client, pods_opts, shard.pod_handler());
+  shard.set_pod_informer(&pods);
   shard.Start();
   subnets.Start();
   blocks.Start();
@@ -235,6 +247,7 @@ int RunCluster(const Config& cfg) {
               [&](std::function<void()> next) { pods.Close(std::move(next)); },
               [&](std::function<void()> next) { shard.Close(std::move(next)); },
               [&](std::function<void()> next) { duties.Close(std::move(next)); },
+              [&](std::function<void()> next) { events.Close(); next(); },
               [&](std::function<void()> next) { client.Close(std::move(next)); }},
              std::move(done));
   };

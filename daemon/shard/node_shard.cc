@@ -51,7 +51,17 @@ class NodeShard::PodHandler final : public InformerHandler {
   void OnAdded(const KubeObject& o) override { s_->PodChanged(o); }
   void OnModified(const KubeObject& o) override { s_->PodChanged(o); }
   void OnDeleted(const KubeObject& o) override { s_->PodGone(o); }
-  void OnSynced() override { s_->PodsSynced(); }
+  void OnSynced() override {
+    // After a (re)list the informer's cache is the whole truth; a relist after a resumed
+    // watch's 410 delivers no deletion for pods that went meanwhile (its cache started
+    // empty), so pods this shard still knows but the list lacks are gone.
+    if (s_->pod_informer_) {
+      std::set<std::string> present;
+      for (const auto& [key, object] : s_->pod_informer_->cache()) present.insert(key);
+      s_->ForgetPodsNotIn(present);
+    }
+    s_->PodsSynced();
+  }
   void OnResourceVersion(std::string_view rv) override { s_->NoteProgress(Feed::kPods, rv); }
 
  private:
@@ -167,7 +177,12 @@ void NodeShard::ListPodsOnce() {
       return;  // pods_synced_ stays false: Tick lists again
     }
     if (pods_synced_) return;  // the informer relisted meanwhile: it knows better
-    for (const KubeObject& pod : page->items) PodChanged(pod);
+    std::set<std::string> present;
+    for (const KubeObject& pod : page->items) {
+      present.insert(pod.Key());
+      PodChanged(pod);
+    }
+    ForgetPodsNotIn(present);
     PodsSynced();
   });
 }
@@ -383,6 +398,19 @@ static std::optional<std::pair<std::string, uint32_t>> SplitOrdinal(const std::s
   return std::make_pair(pod_name.substr(0, dash), ordinal);
 }
 
+void NodeShard::ForgetPodsNotIn(const std::set<std::string>& present) {
+  std::vector<KubeObject> gone;
+  for (const auto& [key, pod] : pods_) {
+    if (present.count(key)) continue;
+    KubeObject object;
+    object.name = pod.name;
+    object.namespace_name = pod.namespace_name;
+    object.uid = pod.uid;
+    gone.push_back(std::move(object));
+  }
+  for (const auto& object : gone) PodGone(object);
+}
+
 void NodeShard::PodsSynced() {
   pods_synced_ = true;
   // Leases whose pod vanished while the daemon was not watching (pods_ is complete now).
@@ -433,15 +461,51 @@ void NodeShard::OnAllocated(const AttachmentKey& key, const Result<Lease>& lease
   }
   if (!lease) {
     LogWarn("allocation for " + key.ToString() + " failed: " + lease.error().message);
+    constexpr std::string_view kPodPrefix = "pod:";
+    if (options_.allocation_failed && key.owner.rfind(kPodPrefix, 0) == 0) {
+      if (auto pod = pods_.find(key.owner.substr(kPodPrefix.size())); pod != pods_.end()) {
+        options_.allocation_failed(pod->second, lease.error());
+      }
+    }
+    return;
+  }
+  if (pods_synced_ && !pods_.count(lease->owner.pod_namespace + "/" + lease->owner.pod_name)) {
+    // The pod went away while its allocation was in flight (or its ADD came after its
+    // deletion): release it — but only once the API server confirms the pod is gone, since
+    // a brand-new pod may simply not have reached this node's watch yet.
+    ReleaseIfPodGone(*lease);
     return;
   }
   WriteAnnotations(*lease);
+}
+
+void NodeShard::ReleaseIfPodGone(const Lease& lease) {
+  AttachmentKey key = lease.key();
+  std::string pod_uid = lease.owner.pod_uid;
+  std::string pod_key = lease.owner.pod_namespace + "/" + lease.owner.pod_name;
+  std::string path = "/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name;
+  client_->Get(path, [this, key, pod_uid, pod_key](KubeResult<KubeResponse> r) {
+    if (r) {
+      // The pod exists: keep the lease unless it is a different pod under the same name
+      // that this lease was not made for (then the lease's pod is gone).
+      auto pod = ParseKubeObject(r->body);
+      if (!pod || pod_uid.empty() || pod->uid == pod_uid) return;
+    } else if (r.error().code != Code::kNotFound) {
+      ScheduleRelease(key, options_.release_grace_ms);  // cannot tell now; the pod watch may settle it
+      return;
+    }
+    if (pods_.count(pod_key)) return;  // it arrived meanwhile
+    ScheduleRelease(key, 0);
+  });
 }
 
 void NodeShard::WriteAnnotations(const Lease& lease) {
   auto pod = pods_.find(lease.owner.pod_namespace + "/" + lease.owner.pod_name);
   const Subnet* subnet = allocator_->FindSubnet(lease.subnet);
   if (pod == pods_.end() || !subnet) return;
+  // One write per attachment at a time: the pod's MODIFIED events that arrive while it
+  // is in flight do not show it yet and must not send it again.
+  if (!annotating_.insert(lease.key()).second) return;
   bool per_interface = false;
   if (auto n = pod->second.annotations.find(std::string(kNetworksAnnotation)); n != pod->second.annotations.end()) {
     if (auto sel = ParseNetworksAnnotation(n->second, pod->second.namespace_name)) {
@@ -476,6 +540,7 @@ void NodeShard::WriteAnnotations(const Lease& lease) {
   AttachmentKey key = lease.key();
   std::string path = "/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name;
   client_->MergePatch(path, AllocatedAnnotationsPatch(a), [this, key](KubeResult<KubeResponse> r) {
+    annotating_.erase(key);
     if (r) {
       ++stats_.annotations_written;
       annotations_due_.erase(key);

@@ -37,6 +37,9 @@ struct NodeShardOptions {
   std::string node;
   int64_t release_grace_ms = 30'000;   // pod gone, no DEL: release after this
   int64_t retry_interval_ms = 5'000;   // failed releases and annotation writes retry
+  // Called when an allocation for a pod on this node fails (the daemon turns it into a
+  // Kubernetes Event on the pod, so `kubectl describe pod` says why). May be empty.
+  std::function<void(const PodInfo& pod, const Error& error)> allocation_failed;
 };
 
 class NodeShard final : public CniBackend {
@@ -50,6 +53,9 @@ class NodeShard final : public CniBackend {
   InformerHandler* subnet_handler();
   InformerHandler* block_handler();
   InformerHandler* pod_handler();
+  // The informer that feeds pod_handler(): after each (re)list its cache is compared with
+  // the pods this shard knows (a relist after a resumed watch reports no deletions).
+  void set_pod_informer(const Informer* informer) { pod_informer_ = informer; }
 
   // The informer feeds. Each one's progress (resourceVersion) is kept in the store, at
   // most once a second and at Close, so a restart resumes its watch instead of listing.
@@ -100,6 +106,8 @@ class NodeShard final : public CniBackend {
   void ReconcilePod(const std::string& pod_key);
   void PodGone(const KubeObject& object);
   void PodsSynced();
+  // Treats every known pod whose key is not in `present` as deleted.
+  void ForgetPodsNotIn(const std::set<std::string>& present);
   // Start-up with a resumed pod feed: one list of this node's pods (retried on Tick).
   void ListPodsOnce();
   // Releases a StatefulSet member's lease unless its StatefulSet (same UID when known)
@@ -122,6 +130,9 @@ class NodeShard final : public CniBackend {
   void AllocateFor(AllocateRequest request, std::vector<WireRoute> routes, ReplyCallback done);
   void OnAllocated(const AttachmentKey& key, const Result<Lease>& lease);
   void WriteAnnotations(const Lease& lease);
+  // Releases a fresh lease whose pod this node does not know, after a GET confirms the
+  // pod is gone (404, or another UID holds the name).
+  void ReleaseIfPodGone(const Lease& lease);
   void ScheduleRelease(const AttachmentKey& key, int64_t delay_ms);
   void ReleaseNow(const AttachmentKey& key);
   void Tick();
@@ -142,6 +153,7 @@ class NodeShard final : public CniBackend {
   bool subnets_synced_ = false, blocks_synced_ = false, pods_synced_ = false, recovered_ = false;
   bool recovery_due_ = false;  // Recover failed (API server unreachable): retried on Tick
   bool pods_resumed_ = false, pods_listing_ = false;
+  const Informer* pod_informer_ = nullptr;
   // Per feed: the last resourceVersion seen, and whether it is newer than the stored one.
   std::map<Feed, std::pair<std::string, bool>> progress_;
 
@@ -150,6 +162,7 @@ class NodeShard final : public CniBackend {
   std::map<AttachmentKey, int64_t> release_due_ms_;   // leases to release at this time
   std::set<AttachmentKey> del_received_;              // CNI DEL came for these
   std::set<AttachmentKey> annotations_due_;           // annotation writes to (re)try
+  std::set<AttachmentKey> annotating_;                // annotation writes in flight
   std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
   uv_timer_t* timer_ = nullptr;
   Stats stats_;

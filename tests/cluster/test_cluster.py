@@ -250,6 +250,12 @@ class Cluster(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("static-ip", json.dumps(out))
         self.assertIsNone(self.allocated("thief", p))
+        # ... and `kubectl describe pod thief` says why: a Warning Event on the pod.
+        def conflict_event():
+            obj = self.req("GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dthief")
+            return [e for e in obj["items"] if e.get("reason") == "AddressConflict" and e.get("type") == "Warning"]
+        events = self.wait_for("an AddressConflict Event on pod thief", conflict_event, seconds=30)
+        self.assertIn("172.17.0.100", events[0]["message"])
 
     def test_2_api_server_down_serves_existing_and_refuses_new(self):
         p = "down.default"
