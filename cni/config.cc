@@ -7,31 +7,17 @@
 
 #include "cni/version.h"
 #include "common/ip.h"
+#include "common/json_types.h"
 
 namespace sublease::cni {
 namespace {
 
 using simdjson::dom::array;
 using simdjson::dom::element;
-using simdjson::dom::element_type;
 using simdjson::dom::object;
 
 constexpr std::string_view kFixHint =
     "fix the network config (for Multus: the NetworkAttachmentDefinition's spec.config)";
-
-std::string_view JsonTypeName(element_type t) {
-  switch (t) {
-    case element_type::ARRAY: return "an array";
-    case element_type::OBJECT: return "an object";
-    case element_type::INT64:
-    case element_type::UINT64:
-    case element_type::DOUBLE: return "a number";
-    case element_type::STRING: return "a string";
-    case element_type::BOOL: return "a boolean";
-    case element_type::NULL_VALUE: return "null";
-  }
-  return "unknown";
-}
 
 tl::unexpected<CniError> Invalid(std::string msg, std::string details = std::string(kFixHint)) {
   return FailCni(CniCode::kInvalidConfig, std::move(msg), std::move(details));
@@ -54,7 +40,7 @@ std::string Index(std::string_view path, size_t i) {
 // Absent and null both read as "not given".
 std::optional<element> Member(const object& o, std::string_view key) {
   element e;
-  if (o.at_key(key).get(e) != simdjson::SUCCESS || e.is_null()) return std::nullopt;
+  if (!JsonMember(o, key, e)) return std::nullopt;
   return e;
 }
 

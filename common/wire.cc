@@ -3,28 +3,14 @@
 #include <simdjson.h>
 
 #include "common/json_writer.h"
+#include "common/json_types.h"
 
 namespace sublease {
 namespace {
 
 using simdjson::dom::array;
 using simdjson::dom::element;
-using simdjson::dom::element_type;
 using simdjson::dom::object;
-
-std::string_view JsonTypeName(element_type t) {
-  switch (t) {
-    case element_type::ARRAY: return "an array";
-    case element_type::OBJECT: return "an object";
-    case element_type::INT64:
-    case element_type::UINT64:
-    case element_type::DOUBLE: return "a number";
-    case element_type::STRING: return "a string";
-    case element_type::BOOL: return "a boolean";
-    case element_type::NULL_VALUE: return "null";
-  }
-  return "unknown";
-}
 
 // Decodes one message kind; `what` names it in every error ("CniRequest").
 class Decoder {
@@ -55,7 +41,7 @@ class Decoder {
 
   // Absent and null both mean "not given" (Go encoders write nil slices as null).
   static bool Lookup(const object& o, std::string_view key, element& out) {
-    return o.at_key(key).get(out) == simdjson::SUCCESS && !out.is_null();
+    return JsonMember(o, key, out);
   }
 
   Result<std::string> String(const object& o, std::string_view key, std::string_view path) const {
