@@ -19,15 +19,6 @@ struct U128Hash {
   }
 };
 
-std::string CidrsOf(const Subnet& s) {
-  std::string out;
-  if (s.v4) out = s.v4->cidr.ToString();
-  if (s.v6) {
-    if (!out.empty()) out += ',';
-    out += s.v6->cidr.ToString();
-  }
-  return out;
-}
 
 // "10.0.0.5" or "10.0.0.5/24"; a prefix must equal the subnet's for that family.
 Result<IpAddr> ParseStatic(std::string_view text, const Subnet& subnet) {
@@ -43,7 +34,7 @@ Result<IpAddr> ParseStatic(std::string_view text, const Subnet& subnet) {
       len != fam->cidr.prefix_len()) {
     return Fail(Error::InvalidArgument("static address " + std::string(text) +
                                        ": the prefix must match subnet " + subnet.name + " (" +
-                                       CidrsOf(subnet) + ")"));
+                                       CidrText(subnet) + ")"));
   }
   return *addr;
 }
@@ -282,7 +273,7 @@ Result<void> Allocator::CheckWithin(const SubnetState& st, const AllocateRequest
         seen[Index(n.family())]) {
       return Fail(Error::InvalidArgument("allocation range " + n.ToString() +
                                          " is not one range per family inside subnet " +
-                                         st.subnet.name + " (" + CidrsOf(st.subnet) + ")"));
+                                         st.subnet.name + " (" + CidrText(st.subnet) + ")"));
     }
     seen[Index(n.family())] = true;
   }
@@ -304,7 +295,7 @@ Result<Lease> Allocator::Allocate(const AllocateRequest& request) {
     want.want[Index(f)] = st->subnet.family(f) && (!request.family || *request.family == f);
   }
   if (request.family && !st->subnet.family(*request.family)) {
-    return Fail(Error::InvalidArgument("subnet " + st->subnet.name + " (" + CidrsOf(st->subnet) +
+    return Fail(Error::InvalidArgument("subnet " + st->subnet.name + " (" + CidrText(st->subnet) +
                                        ") has no " + std::string(FamilyName(*request.family)) +
                                        " block; ip_family cannot ask for it"));
   }
@@ -415,7 +406,7 @@ Result<void> Allocator::SetBlockLocal(const std::string& subnet, const IpNet& bl
   if (st == nullptr) return Fail(Error::NotFound("subnet " + subnet + " is not known"));
   if (!st->InCidr(block.first()) || !st->InCidr(block.last())) {
     return Fail(Error::InvalidArgument("block " + block.ToString() + " is not inside subnet " +
-                                       subnet + " (" + CidrsOf(st->subnet) + ")"));
+                                       subnet + " (" + CidrText(st->subnet) + ")"));
   }
   auto& fs = st->fam[Index(block.family())];
   if (local) {
@@ -437,7 +428,7 @@ Result<void> Allocator::MarkForeign(const std::string& subnet, const IpAddr& add
   if (st == nullptr) return Fail(Error::NotFound("subnet " + subnet + " is not known"));
   if (!st->InCidr(address)) {
     return Fail(Error::InvalidArgument("address " + address.ToString() + " is not in subnet " +
-                                       subnet + " (" + CidrsOf(st->subnet) + ")"));
+                                       subnet + " (" + CidrText(st->subnet) + ")"));
   }
   auto& fs = st->fam[Index(address.family())];
   fs.foreign_holders[address.value()] = std::move(holder);

@@ -18,15 +18,6 @@ SubnetFamily* FamilyOf(Subnet& s, Family f) {
   return f == Family::kV4 ? (s.v4 ? &*s.v4 : nullptr) : (s.v6 ? &*s.v6 : nullptr);
 }
 
-std::string CidrText(const Subnet& s) {
-  std::string out;
-  if (s.v4) out = s.v4->cidr.ToString();
-  if (s.v6) {
-    if (!out.empty()) out += ',';
-    out += s.v6->cidr.ToString();
-  }
-  return out;
-}
 
 // cidrBlock: one block, or two of different families in either order.
 Result<void> ParseCidrBlock(std::string_view text, Subnet& out) {
@@ -235,6 +226,16 @@ Result<void> CheckAssignable(const Subnet& subnet, const IpAddr& address) {
                                        " address of subnet " + subnet.name + " (" + cidrs + ")"));
   }
   return Ok();
+}
+
+std::string CidrText(const Subnet& s) {
+  std::string out;
+  if (s.v4) out = s.v4->cidr.ToString();
+  if (s.v6) {
+    if (!out.empty()) out += ',';
+    out += s.v6->cidr.ToString();
+  }
+  return out;
 }
 
 }  // namespace sublease

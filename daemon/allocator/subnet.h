@@ -67,6 +67,9 @@ struct Subnet {
 // Applies Kube-OVN's rules (above). Errors are kInvalidArgument and name the field or item.
 Result<Subnet> NormalizeSubnet(const SubnetSpec& spec);
 
+// The subnet's CIDRs as Kube-OVN writes a cidrBlock: "v4", "v6" or "v4,v6".
+std::string CidrText(const Subnet& subnet);
+
 // The addresses of `cidr` that may be handed out before exclusions (rules above).
 IpRange HostRange(const IpNet& cidr);
 

@@ -519,22 +519,18 @@ void NodeShard::WriteAnnotations(const Lease& lease) {
   AllocatedAnnotations a;
   a.provider = lease.provider.empty() ? subnet->provider : lease.provider;
   a.ifname = per_interface ? lease.owner.ifname : "";
-  std::string addrs, cidrs, gws;
+  std::string addrs, gws;
   for (const auto& address : lease.addresses()) {
     const SubnetFamily* fam = subnet->family(address.family());
     if (!addrs.empty()) addrs += ',';
     addrs += address.ToString();
-    if (fam) {
-      if (!cidrs.empty()) cidrs += ',';
-      cidrs += fam->cidr.ToString();
-      if (fam->gateway) {
-        if (!gws.empty()) gws += ',';
-        gws += fam->gateway->ToString();
-      }
+    if (fam && fam->gateway) {
+      if (!gws.empty()) gws += ',';
+      gws += fam->gateway->ToString();
     }
   }
   a.addresses = addrs;
-  a.cidr = cidrs;
+  a.cidr = CidrText(*subnet);  // Kube-OVN writes the subnet's whole cidrBlock
   a.gateway = gws;
   a.mac = lease.mac;
   AttachmentKey key = lease.key();
