@@ -258,7 +258,12 @@ TEST_F(FakeApiServerTest, TlsWithTheClusterCaFromTheKubeconfig) {
   auto r = Await([&](auto cb) { Client(config).Get("/version", cb); });
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_NE(r->body.find("gitVersion"), std::string::npos);
-  auto log = Control("GET", "/requests");
+  // The server logs a request after answering it: poll (bounded) for the entry.
+  std::string log;
+  for (int i = 0; i < 50 && log.find("subleased/0.1.0") == std::string::npos; ++i) {
+    if (i > 0) RunUntil(&loop_, [] { return false; }, 20);
+    log = Control("GET", "/requests");
+  }
   EXPECT_NE(log.find("subleased/0.1.0"), std::string::npos) << log;
 }
 
