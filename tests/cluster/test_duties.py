@@ -14,132 +14,27 @@ Every wait is bounded; daemons and the API server are stopped at the end.
 Run: python3 -m unittest discover -s tests/cluster -p 'test_duties.py' -v   (SUBLEASE_BIN=build/bin)
 """
 import ipaddress
-import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "fakeapi"))
-from fakeapi_client import FakeApiServer  # noqa: E402
+sys.path.insert(0, HERE)
+import harness  # noqa: E402
+from harness import BIN, BLOCKS, PODS, SUBNETS, pod, subnet  # noqa: E402,F401
 
-BIN = os.environ.get("SUBLEASE_BIN") or os.path.join(HERE, "..", "..", "build", "bin")
 NODES = ["node-0", "node-1", "node-2"]
-SUBNETS = "/apis/kubeovn.io/v1/subnets"
-BLOCKS = "/apis/sublease.io/v1alpha1/ipblocks"
-PODS = "/api/v1/namespaces/default/pods"
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/sublease-leader"
 LEASE_DURATION_S = 15   # ClusterDutiesOptions defaults
 RETRY_PERIOD_S = 2
 
 
-def subnet(name, provider, cidr, gateway=None):
-    spec = {"provider": provider, "cidrBlock": cidr}
-    if gateway:
-        spec["gateway"] = gateway
-    return {"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": name}, "spec": spec}
-
-
-def pod(name, node, networks):
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default",
-                         "annotations": {"k8s.v1.cni.cncf.io/networks": networks}},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "alpine"}]}}
-
-
-class Duties(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="sublease-duties-")
-        os.makedirs(os.path.join(cls.dir, "api"))
-        cls.api = FakeApiServer("--pod-grace-scale", "0", "--bookmark-interval", "1",
-                                state_dir=os.path.join(cls.dir, "api")).start()
-        cls.kubeconfig = cls.api.info["kubeconfig"]
-        # Node objects: the leader deletes empty blocks of nodes that do not exist.
-        for node in NODES:
-            cls.api.request("POST", "/api/v1/nodes",
-                            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}, timeout=30)
-        cls.daemons = {}
-        for node in NODES:
-            cls.start_daemon(node)
-        for node in NODES:
-            cls.wait_ready(node)
-
-    @classmethod
-    def tearDownClass(cls):
-        for node in list(cls.daemons):
-            cls.stop_daemon(node)
-        cls.api.cleanup()
-        shutil.rmtree(cls.dir, ignore_errors=True)
-
-    @classmethod
-    def start_daemon(cls, node):
-        sock = os.path.join(cls.dir, node + ".sock")
-        log = open(os.path.join(cls.dir, node + ".log"), "ab")
-        proc = subprocess.Popen(
-            [os.path.join(BIN, "subleased"), "--kubeconfig", cls.kubeconfig, "--node-name", node,
-             "--socket", sock, "--db", os.path.join(cls.dir, node + ".db"), "--metrics-address", ""],
-            stdout=log, stderr=log)
-        cls.daemons[node] = {"proc": proc, "sock": sock, "log": log}
-
-    @classmethod
-    def stop_daemon(cls, node, sig=signal.SIGTERM):
-        d = cls.daemons.pop(node)
-        d["proc"].send_signal(sig)
-        try:
-            d["proc"].wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            d["proc"].kill()
-            d["proc"].wait(timeout=5)
-        d["log"].close()
-
-    @classmethod
-    def wait_ready(cls, node, seconds=30):
-        sock = cls.daemons[node]["sock"]
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if cls.daemons[node]["proc"].poll() is not None:
-                raise RuntimeError("subleased on %s exited: %s" % (node, cls.daemon_log(node)))
-            r = subprocess.run(["curl", "-sf", "--max-time", "2", "--unix-socket", sock,
-                                "http://x/v1/cni/status"], capture_output=True)
-            if r.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise RuntimeError("subleased on %s not ready in %d s: %s" % (node, seconds, cls.daemon_log(node)))
-
-    @classmethod
-    def daemon_log(cls, node):
-        try:
-            with open(os.path.join(cls.dir, node + ".log"), errors="replace") as f:
-                return f.read()[-3000:]
-        except OSError:
-            return ""
-
-    # -- helpers --
-    def req(self, method, path, body=None, ctype=None, ok=(200, 201)):
-        status, _, obj = self.api.request(method, path, body, ctype=ctype, timeout=30)
-        self.assertIn(status, ok, "%s %s -> %s %s" % (method, path, status, obj))
-        return obj
-
-    def get(self, path):
-        status, _, obj = self.api.request("GET", path, timeout=30)
-        return obj if status == 200 else None
-
-    def wait_for(self, what, fn, seconds=60, interval=0.2):
-        deadline = time.monotonic() + seconds
-        last = None
-        while time.monotonic() < deadline:
-            last = fn()
-            if last:
-                return last
-            time.sleep(interval)
-        self.fail("timed out after %d s waiting for %s (last: %r)\n%s" % (
-            seconds, what, last, "\n".join(self.daemon_log(n)[-1500:] for n in self.daemons)))
+class Duties(harness.DaemonTestCase):
+    NODES = NODES
+    CREATE_NODES = True
+    PREFIX = "sublease-duties-"
 
     def holder_node(self):
         lease = self.get(LEASE)
