@@ -462,9 +462,15 @@ void NodeShard::OnAllocated(const AttachmentKey& key, const Result<Lease>& lease
   if (!lease) {
     LogWarn("allocation for " + key.ToString() + " failed: " + lease.error().message);
     constexpr std::string_view kPodPrefix = "pod:";
-    if (options_.allocation_failed && key.owner.rfind(kPodPrefix, 0) == 0) {
-      if (auto pod = pods_.find(key.owner.substr(kPodPrefix.size())); pod != pods_.end()) {
-        options_.allocation_failed(pod->second, lease.error());
+    if (key.owner.rfind(kPodPrefix, 0) == 0) {
+      std::string pod_key = key.owner.substr(kPodPrefix.size());
+      if (auto pod = pods_.find(pod_key); pod != pods_.end()) {
+        if (options_.allocation_failed) options_.allocation_failed(pod->second, lease.error());
+        // Try again later: the API server may be back, or an address freed. A request
+        // that is wrong in itself waits for the pod to change instead.
+        if (lease.error().code != Code::kInvalidArgument && lease.error().code != Code::kNotFound) {
+          retry_pods_due_ms_[pod_key] = clock_->NowMs() + options_.retry_interval_ms;
+        }
       }
     }
     return;
@@ -779,6 +785,16 @@ void NodeShard::Tick() {
   for (const auto& key : holders) UpdateBlockHolder(key);
   if (recovery_due_) Recover();
   if (pods_resumed_ && !pods_synced_) ListPodsOnce();
+  std::vector<std::string> retry;
+  for (auto it = retry_pods_due_ms_.begin(); it != retry_pods_due_ms_.end();) {
+    if (it->second <= now) {
+      retry.push_back(it->first);
+      it = retry_pods_due_ms_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& pod_key : retry) ReconcilePod(pod_key);
   SaveProgress();
 }
 

@@ -163,6 +163,7 @@ class NodeShard final : public CniBackend {
   std::set<AttachmentKey> del_received_;              // CNI DEL came for these
   std::set<AttachmentKey> annotations_due_;           // annotation writes to (re)try
   std::set<AttachmentKey> annotating_;                // annotation writes in flight
+  std::map<std::string, int64_t> retry_pods_due_ms_;  // pods whose allocation failed: retry then
   std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
   uv_timer_t* timer_ = nullptr;
   Stats stats_;

@@ -387,5 +387,30 @@ class Cluster(harness.DaemonTestCase):
         self.assertEqual(sorted(self.live_leases(node, "crash")), sorted(names))
 
 
+    def test_7_exhausted_pod_gets_an_event_then_an_address_once_one_frees(self):
+        p = "small.default"
+        # A /29: six host addresses, the gateway excluded: five usable.
+        self.create_subnet(subnet("small", p, "10.94.0.0/29"))
+        time.sleep(1.0)
+        names = ["s-%d" % i for i in range(5)]
+        for i, name in enumerate(names):
+            self.req("POST", PODS, pod(name, "node-%d" % (i % 3), "small"))
+        for name in names:
+            self.wait_for("pod %s allocated" % name, lambda: self.allocated(name, p), seconds=30)
+        self.req("POST", PODS, pod("s-late", "node-3", "small"))
+
+        def exhausted_event():
+            obj = self.req("GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Ds-late")
+            return [e for e in obj["items"] if e.get("reason") == "AddressExhausted"]
+        self.wait_for("an AddressExhausted Event on pod s-late", exhausted_event, seconds=30)
+        self.assertIsNone(self.allocated("s-late", p))
+        # A pod goes (its node releases the address); the waiting pod gets it with no
+        # CNI ADD and no change to the pod: the shard retries failed allocations.
+        self.req("DELETE", PODS + "/s-0?gracePeriodSeconds=0")
+        ann = self.wait_for("s-late allocated once an address freed", lambda: self.allocated("s-late", p),
+                            seconds=60, interval=0.5)
+        self.assertIn(ipaddress.ip_address(ann[p + ".kubernetes.io/ip_address"]), ipaddress.ip_network("10.94.0.0/29"))
+
+
 if __name__ == "__main__":
     unittest.main()
