@@ -475,10 +475,12 @@ void NodeShard::OnAllocated(const AttachmentKey& key, const Result<Lease>& lease
     }
     return;
   }
-  if (pods_synced_ && !pods_.count(lease->owner.pod_namespace + "/" + lease->owner.pod_name)) {
+  if (!pods_.count(lease->owner.pod_namespace + "/" + lease->owner.pod_name)) {
     // The pod went away while its allocation was in flight (or its ADD came after its
-    // deletion): release it — but only once the API server confirms the pod is gone, since
-    // a brand-new pod may simply not have reached this node's watch yet.
+    // deletion, or the pod list is still being read after a restart — a lease still
+    // pending then is skipped by the orphan check): release it, but only once the API
+    // server confirms the pod is gone, since a brand-new pod may simply not have reached
+    // this node's watch yet.
     ReleaseIfPodGone(*lease);
     return;
   }
