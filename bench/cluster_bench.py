@@ -326,7 +326,7 @@ class Bench:
         addresses): API writes to IPBlocks per successful allocation, from the fake API
         server's request log. The protocol promises this stays close to 1 (claims carry
         their first allocation; group commit shares updates)."""
-        nodes, per, cidr = (3, 3, "10.81.0.0/26") if self.args.smoke else (20, 10, "10.81.0.0/24")
+        nodes, per, cidr = (3, 3, "10.81.0.0/26") if self.args.smoke else (20, self.args.per_node, "10.81.0.0/24")
         total = nodes * per
         log("== 4b. conflicts: %d daemons, %d pods at once in one %s ==" % (nodes, total, cidr))
         log("load average %s" % loadavg())
@@ -537,6 +537,8 @@ def main():
     ap.add_argument("--poll", type=float, default=0.1,
                     help="seconds between the burst's completion checks (each lists every IPBlock or pod, "
                          "which costs the fake API server too)")
+    ap.add_argument("--per-node", type=int, default=10,
+                    help="conflicts scenario: pods per node (20 nodes, one /24 of 253 usable addresses)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--log-level", default="warn", help="daemons' --log-level")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) at exit")
