@@ -412,5 +412,39 @@ class Cluster(harness.DaemonTestCase):
         self.assertIn(ipaddress.ip_address(ann[p + ".kubernetes.io/ip_address"]), ipaddress.ip_network("10.94.0.0/29"))
 
 
+    def test_8_api_server_gone_for_minutes_then_everything_converges(self):
+        p = "long.default"
+        node = "node-8"
+        self.create_subnet(subnet("long", p, "10.95.0.0/24"))
+        time.sleep(1.0)
+        self.req("POST", PODS, pod("l-before", node, "long"))
+        before = self.wait_for("l-before allocated", lambda: self.allocated("l-before", p), seconds=30)
+        status, _ = self.api.ctl("POST", "/unavailable", {"drop_connections": True})
+        self.assertEqual(status, 200)
+        t0 = time.monotonic()
+        try:
+            # Gone for more than a minute: existing pods keep being served, new ones get 11.
+            while time.monotonic() - t0 < 70:
+                rc, again = self.cni(node, "ADD", "l-before", "sb-l1", p)
+                self.assertEqual(rc, 0, again)
+                self.assertEqual(again["ips"][0]["address"].split("/")[0], before[p + ".kubernetes.io/ip_address"])
+                time.sleep(10)
+            rc, new = self.cni(node, "ADD", "l-during", "sb-l2", p)
+            self.assertEqual(new.get("code"), 11, new)
+        finally:
+            self.api.ctl("POST", "/available")
+        # Back: no manual step. A pod created now is allocated ahead of time (the node's
+        # watches came back by themselves), and the one refused during the outage works.
+        self.req("POST", PODS, pod("l-after", node, "long"))
+        self.req("POST", PODS, pod("l-during", node, "long"))  # (its kubelet retries the sandbox)
+        self.wait_for("l-after allocated once the API server is back",
+                      lambda: self.allocated("l-after", p), seconds=90, interval=0.5)
+
+        def retry():
+            rc, out = self.cni(node, "ADD", "l-during", "sb-l2", p)
+            return out if rc == 0 else None
+        self.wait_for("the ADD refused during the outage", retry, seconds=60, interval=1.0)
+
+
 if __name__ == "__main__":
     unittest.main()
