@@ -1,4 +1,4 @@
-// Test support for sync/: the recorded API server answers in testdata/, a bounded
+// Test support for sync/: the recorded API server answers (tests/fakeapi/k8s-reference), a bounded
 // loop runner, and ReplayServer, a plain-HTTP/1.1 server on the test's uv loop that
 // answers each request with what a handler returns (typically a recording). Tests only.
 #pragma once
@@ -13,7 +13,7 @@
 
 namespace sublease::testing {
 
-// The contents of sync/testdata/k8s-reference/<name>.
+// The contents of tests/fakeapi/k8s-reference/<name> (the recorded kube-apiserver answers).
 std::string ReadRecording(const std::string& name);
 // From a *.txt recording: the HTTP status and the body.
 int RecordedStatus(std::string_view recording);
