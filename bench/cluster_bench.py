@@ -349,6 +349,9 @@ class Bench:
         if len(set(addrs)) != total:
             raise Failed("duplicate addresses: %d pods, %d distinct" % (total, len(set(addrs))))
         reqs, _ = self.request_log(since)
+        if self.args.keep:  # every request of the run, for reading what collided
+            with open(os.path.join(self.run_dir, "requests.json"), "w") as f:
+                json.dump(reqs, f, indent=0)
         writes = {}
         for r in reqs:
             if r["resource"] == "ipblocks" and r["verb"] in WRITE_VERBS:

@@ -202,6 +202,11 @@ int RunCluster(const Config& cfg) {
   BlockEngine::Options engine_options;
   engine_options.node = cfg.node_name;
   BlockEngine engine(&allocator, store->get(), &block_api, &clock, engine_options);
+  // The journal's subnets allocate from this node's blocks only, like those the Subnet
+  // informer delivers later.
+  for (const std::string& subnet : allocator.SubnetNames()) {
+    if (auto r = engine.OnSubnetUpsert(subnet); !r) return Die(r.error().message);
+  }
   // Allocation failures become Events on the pod (kubectl describe pod says why).
   EventRecorderOptions events_options;
   events_options.host = cfg.node_name;

@@ -20,8 +20,8 @@
 // (OnBlockUpsert/OnBlockDeleted) and from the engine's own writes.
 //
 // Ownership: borrows the Allocator, Store, BlockApi and Clock; all must outlive the
-// engine. Subnets must be in the allocator (UpsertSubnet + SetClusterMode) and in the
-// store before requests for them arrive. Thread: the daemon's one loop thread.
+// engine. Subnets must be in the allocator (UpsertSubnet, then the engine's
+// OnSubnetUpsert) and in the store before requests for them arrive. Thread: the daemon's one loop thread.
 // Callbacks are asynchronous — they run from BlockApi callbacks — except that answers
 // needing no API call (a lease already committed, a request the allocator rejects) are
 // given before Allocate returns. Callbacks that arrive after the engine was destroyed
@@ -105,6 +105,13 @@ class BlockEngine {
   // call again later).
   void UpdateHolder(const AttachmentKey& key, VoidDone done);
 
+  // After each Allocator::UpsertSubnet of a subnet this node allocates from: puts the
+  // subnet in cluster mode (dynamic picks only from this node's blocks) and tells the
+  // allocator about the blocks already seen for it (their locality and foreign holds
+  // were lost on it while the subnet was unknown). kNotFound when the allocator does
+  // not know the subnet.
+  Result<void> OnSubnetUpsert(const std::string& subnet);
+
   // The informer feed for this node's blocks (label sublease.io/node=<me>).
   void OnBlockUpsert(const IpBlock& block);
   void OnBlockDeleted(const std::string& name);
@@ -183,6 +190,9 @@ class BlockEngine {
   std::map<std::string, std::unique_ptr<BlockState>> blocks_;  // by block name
   // Attachments with a request being served, each with the requests waiting behind it.
   std::map<AttachmentKey, std::deque<std::function<void()>>> keys_;
+  // While set, Enqueue only notes the block here and the caller pumps them all at the
+  // end: the allocations placed in one go leave in one write instead of the first alone.
+  std::set<std::string>* deferred_pumps_ = nullptr;
   // Per subnet: jobs waiting for a List to choose a block to claim or borrow from.
   std::map<std::string, std::vector<ClaimWaiter>> claim_waiters_;
   // Lives as long as the engine; callbacks hold a weak_ptr and do nothing once it expired.

@@ -74,6 +74,10 @@ BlockEngine::BlockState* BlockEngine::FindBlock(const std::string& name) {
 void BlockEngine::Enqueue(const std::string& subnet, const IpNet& cidr, Op op) {
   BlockState& b = Block(subnet, cidr);
   b.queued.push_back(std::move(op));
+  if (deferred_pumps_ != nullptr) {
+    deferred_pumps_->insert(b.name);
+    return;
+  }
   Pump(b);
 }
 
@@ -143,6 +147,7 @@ void BlockEngine::Write(BlockState& b) {
       }
       sent.push_back(std::move(op));  // nothing of ours there: nothing to update
     } else if (op.claim && b.object && b.object->node != options_.node) {
+      LogDebug("claim of IPBlock " + b.name + " lost to node " + b.object->node);
       refused.emplace_back(std::move(op),
                            Error::Conflict("block " + b.cidr.ToString() + " of subnet " + b.subnet +
                                            " was claimed by node " + b.object->node + " first"));
@@ -162,6 +167,11 @@ void BlockEngine::Write(BlockState& b) {
     }
   }
   bool changed = create ? !next.allocations.empty() : next.allocations != b.object->allocations;
+  if (changed && LogEnabled(LogLevel::kDebug)) {
+    LogDebug(std::string(create ? "creating" : "updating") + " IPBlock " + b.name + " (node " +
+             next.node + "): " + std::to_string(sent.size()) + " change(s), " +
+             std::to_string(next.allocations.size()) + " allocation(s) after");
+  }
   if (changed) {
     b.busy = true;
     std::weak_ptr<int> token = life_;
@@ -204,6 +214,8 @@ void BlockEngine::OnWritten(const std::string& name, std::vector<Op> sent, bool 
     return;
   }
   NoteFailure(r.error());
+  LogDebug(std::string(created ? "creating" : "updating") + " IPBlock " + name + " failed: " +
+           r.error().message);
   b.known = false;  // stale, gone, or (unavailable) unknown whether the write landed
   if (r.error().code == Code::kConflict || r.error().code == Code::kNotFound) {
     // Step 4: re-read, merge, re-send. Changes keep their order, ahead of newer ones.
@@ -356,6 +368,18 @@ void BlockEngine::Refresh(const std::string& subnet, const IpNet& cidr,
 }
 
 // --- The informer feed ---
+
+Result<void> BlockEngine::OnSubnetUpsert(const std::string& subnet) {
+  if (auto r = allocator_->SetClusterMode(subnet, true); !r) return r;
+  for (auto& [name, b] : blocks_) {
+    if (b->subnet != subnet) continue;
+    // Told again: SetBlockLocal and MarkForeign failed while the subnet was unknown, and a
+    // subnet deleted and re-created starts with no blocks. Both calls are idempotent.
+    b->local = false;
+    SyncAllocator(*b);
+  }
+  return Ok();
+}
 
 void BlockEngine::OnBlockUpsert(const IpBlock& block) {
   BlockState& b = Block(block.subnet, block.cidr);

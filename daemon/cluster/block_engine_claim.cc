@@ -36,6 +36,7 @@ std::optional<IpNet> BlockEngine::ClaimingBlockWithFree(const std::string& subne
 void BlockEngine::FindBlockFor(std::shared_ptr<Job> job, Family family) {
   const std::string& subnet = job->request.subnet;
   if (auto claiming = ClaimingBlockWithFree(subnet, family)) {
+    LogDebug("joining the claim of block " + claiming->ToString() + " for " + job->key.ToString());
     job->request.within.push_back(*claiming);
     job->claims.insert(BlockName(subnet, *claiming));
     return StartAllocate(job);
@@ -60,6 +61,10 @@ void BlockEngine::OnSubnetListed(const std::string& subnet, Result<std::vector<I
     return;
   }
   std::set<std::string> names = AbsorbList(subnet, std::move(*listed));
+  // Every waiter is placed before any write leaves, so that those choosing the same
+  // block (a claim and the allocations joining it) go out in one create.
+  std::set<std::string> to_pump;
+  deferred_pumps_ = &to_pump;
   for (ClaimWaiter& w : waiters) {
     if (allocator_->HasDynamicFree(subnet, w.family)) {
       // The list showed own blocks with room that this node had not seen yet (after a
@@ -82,9 +87,21 @@ void BlockEngine::OnSubnetListed(const std::string& subnet, Result<std::vector<I
                     std::to_string(names.size()) + " blocks); free addresses or grow the subnet")));
       continue;
     }
+    LogDebug(std::string(claim ? "claiming" : "borrowing from") + " block " + chosen->ToString() +
+             " of subnet " + subnet + " for " + w.job->key.ToString());
     w.job->request.within.push_back(*chosen);
-    if (claim) w.job->claims.insert(BlockName(subnet, *chosen));  // (a borrow names one address)
+    if (claim) {
+      w.job->claims.insert(BlockName(subnet, *chosen));  // (a borrow names one address)
+      // The list just showed that the block does not exist: the create needs no read
+      // first (if it was created meanwhile, the create's 409 is followed by one).
+      BlockState& b = Block(subnet, *chosen);
+      if (!b.known && !b.busy) SetObject(b, std::nullopt);
+    }
     StartAllocate(w.job);
+  }
+  deferred_pumps_ = nullptr;
+  for (const std::string& name : to_pump) {
+    if (BlockState* b = FindBlock(name)) Pump(*b);
   }
 }
 

@@ -47,12 +47,12 @@ class ClusterHarness {
     auto subnet = NormalizeSubnet(spec_);
     EXPECT_TRUE(subnet) << subnet.error().message;
     EXPECT_TRUE(node->allocator.UpsertSubnet(*subnet));
-    EXPECT_TRUE(node->allocator.SetClusterMode(spec_.name, true));
     EXPECT_TRUE(node->store->UpsertSubnet(*subnet, node->clock.NowMs()));
     options.node = name;
     if (options.seed == 0) options.seed = 1000 + nodes_.size();
     node->engine = std::make_unique<BlockEngine>(&node->allocator, node->store.get(), &api,
                                                  &node->clock, options);
+    EXPECT_TRUE(node->engine->OnSubnetUpsert(spec_.name));  // as the daemon does
     BlockEngine* engine = node->engine.get();
     api.Watch(
         name, [engine](const IpBlock& b) { engine->OnBlockUpsert(b); },

@@ -232,7 +232,23 @@ void NodeShard::UpsertSubnet(const KubeObject& object) {
     LogError("storing Subnet " + spec->name + ": " + r.error().message);
     return;
   }
-  if (auto r = allocator_->UpsertSubnet(*subnet); !r) LogError("Subnet " + spec->name + ": " + r.error().message);
+  const bool is_new = allocator_->FindSubnet(spec->name) == nullptr;
+  if (auto r = allocator_->UpsertSubnet(*subnet); !r) {
+    LogError("Subnet " + spec->name + ": " + r.error().message);
+    return;
+  }
+  // Dynamic picks from this node's blocks only (cluster mode).
+  if (auto r = engine_->OnSubnetUpsert(spec->name); !r) {
+    LogError("Subnet " + spec->name + ": " + r.error().message);
+    return;
+  }
+  // Pods that named its provider before the Subnet arrived (the two are often created
+  // together, and the feeds deliver them in any order) get their addresses now.
+  if (is_new && recovered_) {
+    std::vector<std::string> keys;
+    for (const auto& [key, pod] : pods_) keys.push_back(key);
+    for (const auto& key : keys) ReconcilePod(key);
+  }
 }
 
 void NodeShard::RemoveSubnet(const KubeObject& object) {

@@ -74,7 +74,10 @@ class DaemonTestCase(unittest.TestCase):
         for node in list(cls.daemons):
             cls.stop_daemon(node)
         cls.api.cleanup()
-        shutil.rmtree(cls.dir, ignore_errors=True)
+        if os.environ.get("SUBLEASE_KEEP_TEST_DIR"):  # daemon logs and databases, for a post-mortem
+            print("kept %s" % cls.dir, file=sys.stderr)
+        else:
+            shutil.rmtree(cls.dir, ignore_errors=True)
 
     @classmethod
     def start_daemon(cls, node):

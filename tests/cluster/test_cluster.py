@@ -36,7 +36,7 @@ def subnet(*args, **kwargs):
 
 class Cluster(harness.DaemonTestCase):
     NODES = ["node-%d" % i for i in range(NODES)]
-    DAEMON_ARGS = ["--release-grace-ms", "300"]
+    DAEMON_ARGS = ["--release-grace-ms", "300"] + (["--log-level", "debug"] if os.environ.get("DEBUG_DAEMONS") else [])
 
     def create_subnet(self, s):
         self.req("POST", SUBNETS, s)
@@ -444,6 +444,55 @@ class Cluster(harness.DaemonTestCase):
             rc, out = self.cni(node, "ADD", "l-during", "sb-l2", p)
             return out if rc == 0 else None
         self.wait_for("the ADD refused during the outage", retry, seconds=60, interval=1.0)
+
+    def test_9_each_node_allocates_from_its_own_block(self):
+        # With room to spare no node writes into another node's block: each claims one
+        # block of its own and its pods' allocations all go there (the locality that keeps
+        # nodes from colliding; docs/cluster-protocol.md). Also after a restart, when the
+        # subnet first comes from the node's database.
+        p = "own.default"
+        nodes = ["node-%d" % i for i in range(5)]
+        self.create_subnet(subnet("own", p, "10.96.0.0/16"))
+        time.sleep(1.0)
+        names = [("o-%02d" % i, nodes[i % len(nodes)]) for i in range(20)]
+        for name, node in names:
+            self.req("POST", PODS, pod(name, node, "own"))
+        for name, _ in names:
+            self.wait_for(name + " allocated", lambda: self.allocated(name, p), seconds=60)
+
+        def blocks_by_node():
+            out = {}
+            for b in self.req("GET", BLOCKS + "?labelSelector=sublease.io/subnet%3Down")["items"]:
+                for who in (b["spec"].get("allocations") or {}).values():
+                    self.assertEqual(who["node"], b["spec"]["node"],
+                                     "%s/%s was allocated by %s in %s's block %s"
+                                     % (who["namespace"], who["pod"], who["node"], b["spec"]["node"],
+                                        b["spec"]["cidr"]))
+                out.setdefault(b["spec"]["node"], set()).add(b["spec"]["cidr"])
+            return out
+        before = blocks_by_node()
+        self.assertEqual(sorted(before), nodes)
+        for node in nodes:
+            self.assertEqual(len(before[node]), 1, "%s claimed one block for 4 pods: %s" % (node, before[node]))
+        self.stop_daemon("node-0")
+        self.start_daemon("node-0")
+        self.wait_ready("node-0")
+        for name in ("o-r1", "o-r2"):
+            self.req("POST", PODS, pod(name, "node-0", "own"))
+            self.wait_for(name + " allocated", lambda: self.allocated(name, p), seconds=60)
+        self.assertEqual(blocks_by_node(), before, "node-0 kept allocating from its block after a restart")
+
+    def test_10_a_pod_created_before_its_subnet_is_allocated_once_the_subnet_arrives(self):
+        # `kubectl apply` of a Subnet and its pods together: the node's feeds may deliver
+        # the pod first. It gets its address ahead of time once the Subnet is there.
+        p = "late.default"
+        self.req("POST", PODS, pod("late-1", "node-2", "late"))
+        time.sleep(1.5)  # the daemon has seen the pod, with no Subnet for its provider
+        self.assertIsNone(self.allocated("late-1", p))
+        self.create_subnet(subnet("late", p, "10.97.0.0/24"))
+        got = self.wait_for("late-1 allocated after its Subnet arrived", lambda: self.allocated("late-1", p),
+                            seconds=30)
+        self.assertEqual(self.holder_of("late", got[p + ".kubernetes.io/ip_address"])["pod"], "late-1")
 
 
 if __name__ == "__main__":
