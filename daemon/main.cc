@@ -207,6 +207,20 @@ int RunCluster(const Config& cfg) {
   for (const std::string& subnet : allocator.SubnetNames()) {
     if (auto r = engine.OnSubnetUpsert(subnet); !r) return Die(r.error().message);
   }
+  metrics.SetGaugeCallback(
+      "sublease_block_engine_total", "IPBlock protocol counters of this node (monotonic)", [&engine] {
+        const BlockEngineStats& st = engine.stats();
+        auto n = [](uint64_t v) { return static_cast<double>(v); };
+        return MetricsRegistry::GaugeSamples{
+            {{{"event", "get"}}, n(st.gets)},           {{{"event", "list"}}, n(st.lists)},
+            {{{"event", "create"}}, n(st.creates)},     {{{"event", "update"}}, n(st.updates)},
+            {{{"event", "delete"}}, n(st.deletes)},     {{{"event", "conflict"}}, n(st.conflicts)},
+            {{{"event", "unavailable"}}, n(st.unavailable)},
+            {{{"event", "allocation"}}, n(st.allocations)},
+            {{{"event", "release"}}, n(st.releases)},   {{{"event", "claim"}}, n(st.claims)},
+            {{{"event", "borrow"}}, n(st.borrows)},     {{{"event", "repick"}}, n(st.repicks)},
+            {{{"event", "adoption"}}, n(st.adoptions)}, {{{"event", "adopted_away"}}, n(st.adopted_away)}};
+      });
   // Allocation failures become Events on the pod (kubectl describe pod says why).
   EventRecorderOptions events_options;
   events_options.host = cfg.node_name;

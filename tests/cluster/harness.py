@@ -80,13 +80,14 @@ class DaemonTestCase(unittest.TestCase):
             shutil.rmtree(cls.dir, ignore_errors=True)
 
     @classmethod
-    def start_daemon(cls, node):
+    def start_daemon(cls, node, extra_args=()):
         sock = os.path.join(cls.dir, node + ".sock")
         log = open(os.path.join(cls.dir, node + ".log"), "ab")
         proc = subprocess.Popen(
             [os.path.join(BIN, "subleased"), "--kubeconfig", cls.kubeconfig, "--node-name", node,
-             "--socket", sock, "--db", os.path.join(cls.dir, node + ".db"), "--metrics-address", ""]
-            + list(cls.DAEMON_ARGS), stdout=log, stderr=log)
+             "--socket", sock, "--db", os.path.join(cls.dir, node + ".db")]
+            + ([] if "--metrics-address" in extra_args else ["--metrics-address", ""])
+            + list(cls.DAEMON_ARGS) + list(extra_args), stdout=log, stderr=log)
         cls.daemons[node] = {"proc": proc, "sock": sock, "log": log}
 
     @classmethod

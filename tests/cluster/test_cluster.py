@@ -11,15 +11,19 @@ What it shows (issue: cluster mode):
   - with the API server down, a repeated ADD is served and a new one fails with CNI 11.
 Every wait is bounded; daemons and the API server are stopped at the end.
 Run: python3 -m unittest discover -s tests/cluster -v   (SUBLEASE_BIN=build/bin)
+Post-mortem: SUBLEASE_KEEP_TEST_DIR=1 keeps the daemons' logs and databases;
+SUBLEASE_TEST_LOG_LEVEL=debug makes the daemons log every block claim and write.
 """
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 import unittest
 import urllib.parse
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -36,7 +40,7 @@ def subnet(*args, **kwargs):
 
 class Cluster(harness.DaemonTestCase):
     NODES = ["node-%d" % i for i in range(NODES)]
-    DAEMON_ARGS = ["--release-grace-ms", "300"] + (["--log-level", "debug"] if os.environ.get("DEBUG_DAEMONS") else [])
+    DAEMON_ARGS = ["--release-grace-ms", "300", "--log-level", os.environ.get("SUBLEASE_TEST_LOG_LEVEL", "info")]
 
     def create_subnet(self, s):
         self.req("POST", SUBNETS, s)
@@ -475,12 +479,25 @@ class Cluster(harness.DaemonTestCase):
         for node in nodes:
             self.assertEqual(len(before[node]), 1, "%s claimed one block for 4 pods: %s" % (node, before[node]))
         self.stop_daemon("node-0")
-        self.start_daemon("node-0")
+        with socket.socket() as s:  # a free loopback port for the restarted daemon's metrics
+            s.bind(("127.0.0.1", 0))
+            metrics = "127.0.0.1:%d" % s.getsockname()[1]
+        self.start_daemon("node-0", ["--metrics-address", metrics])
         self.wait_ready("node-0")
         for name in ("o-r1", "o-r2"):
             self.req("POST", PODS, pod(name, "node-0", "own"))
             self.wait_for(name + " allocated", lambda: self.allocated(name, p), seconds=60)
         self.assertEqual(blocks_by_node(), before, "node-0 kept allocating from its block after a restart")
+        # The block protocol's counters say the same: two allocations, no claim, no borrow.
+        with urllib.request.urlopen("http://%s/metrics" % metrics, timeout=10) as r:
+            text = r.read().decode()
+        counters = {}
+        for line in text.splitlines():
+            if line.startswith("sublease_block_engine_total{"):
+                event = line.split('event="')[1].split('"')[0]
+                counters[event] = float(line.rsplit(" ", 1)[1])
+        self.assertEqual((counters.get("allocation"), counters.get("claim"), counters.get("borrow"),
+                          counters.get("create")), (2.0, 0.0, 0.0, 0.0), text)
 
     def test_10_a_pod_created_before_its_subnet_is_allocated_once_the_subnet_arrives(self):
         # `kubectl apply` of a Subnet and its pods together: the node's feeds may deliver
