@@ -233,6 +233,19 @@ int RunCluster(const Config& cfg) {
     if (!reason.empty()) events.PodWarning({pod.namespace_name, pod.name, pod.uid}, reason, error.message);
   };
   NodeShard shard(&loop, &allocator, store->get(), &engine, &client, &clock, shard_options);
+  metrics.SetGaugeCallback(
+      "sublease_shard_total", "This node's pod controller counters (monotonic)", [&shard] {
+        const NodeShard::Stats& st = shard.stats();
+        auto n = [](uint64_t v) { return static_cast<double>(v); };
+        return MetricsRegistry::GaugeSamples{
+            {{{"event", "ahead_of_time"}}, n(st.ahead_of_time)},
+            {{{"event", "on_demand"}}, n(st.on_demand)},
+            {{{"event", "annotations_written"}}, n(st.annotations_written)},
+            {{{"event", "annotation_patches"}}, n(st.annotation_patches)},
+            {{{"event", "release"}}, n(st.releases)},
+            {{{"event", "release_failure"}}, n(st.release_failures)},
+            {{{"event", "holder_update"}}, n(st.holder_updates)}};
+      });
   InformerOptions subnets_opts;
   subnets_opts.path = "/apis/kubeovn.io/v1/subnets";
   InformerOptions blocks_opts;
@@ -249,6 +262,8 @@ int RunCluster(const Config& cfg) {
   Informer blocks(&client, blocks_opts, shard.block_handler());
   Informer pods(&client, pods_opts, shard.pod_handler());
   shard.set_pod_informer(&pods);
+  shard.set_subnet_informer(&subnets);
+  shard.set_block_informer(&blocks);
   shard.Start();
   subnets.Start();
   blocks.Start();

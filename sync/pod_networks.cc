@@ -606,15 +606,33 @@ Result<std::vector<AttachmentRequest>> AttachmentsOf(
 }
 
 std::string AllocatedAnnotationsPatch(const AllocatedAnnotations& a) {
-  const std::string prefix = a.provider + ".kubernetes.io/";
-  const std::string suffix = a.ifname.empty() ? "" : "." + a.ifname;
+  return AllocatedAnnotationsPatch(std::vector<AllocatedAnnotations>{a});
+}
+
+std::string AllocatedAnnotationsPatch(const std::vector<AllocatedAnnotations>& all) {
+  // Keys in first-written order, values last-written.
+  std::vector<std::pair<std::string, std::string>> fields;
+  auto put = [&fields](std::string key, const std::string& value) {
+    for (auto& [k, v] : fields) {
+      if (k == key) {
+        v = value;
+        return;
+      }
+    }
+    fields.emplace_back(std::move(key), value);
+  };
+  for (const AllocatedAnnotations& a : all) {
+    const std::string prefix = a.provider + ".kubernetes.io/";
+    const std::string suffix = a.ifname.empty() ? "" : "." + a.ifname;
+    put(prefix + "ip_address" + suffix, a.addresses);
+    if (!a.mac.empty()) put(prefix + "mac_address" + suffix, a.mac);
+    put(prefix + "cidr", a.cidr);
+    if (!a.gateway.empty()) put(prefix + "gateway", a.gateway);
+    put(prefix + "allocated" + suffix, "true");
+  }
   JsonWriter w;
   w.BeginObject().Key("metadata").BeginObject().Key("annotations").BeginObject();
-  w.Field(prefix + "ip_address" + suffix, a.addresses);
-  if (!a.mac.empty()) w.Field(prefix + "mac_address" + suffix, a.mac);
-  w.Field(prefix + "cidr", a.cidr);
-  if (!a.gateway.empty()) w.Field(prefix + "gateway", a.gateway);
-  w.Field(prefix + "allocated" + suffix, "true");
+  for (const auto& [k, v] : fields) w.Field(k, v);
   w.EndObject().EndObject().EndObject();
   return w.Take();
 }

@@ -129,6 +129,10 @@ struct AllocatedAnnotations {
 // mac_address take Kube-OVN's per-interface form `….<ifname>` and the marker is
 // `allocated.<ifname>` (sublease's: Kube-OVN has no per-interface marker).
 std::string AllocatedAnnotationsPatch(const AllocatedAnnotations& a);
+// One patch for several attachments of one pod (the shard coalesces a pod's writes):
+// each attachment's keys in order; a key two attachments share (the flat `cidr` and
+// `gateway` of one provider) is written once, with the last value.
+std::string AllocatedAnnotationsPatch(const std::vector<AllocatedAnnotations>& all);
 
 // Whether the pod's annotations say the provider's address was written back
 // (`<P>.kubernetes.io/allocated` is "true"; with an ifname, `allocated.<ifname>`).

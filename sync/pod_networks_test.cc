@@ -499,6 +499,29 @@ TEST(AllocatedAnnotationsPatchTest, ExactBodies) {
   }
 }
 
+// A pod's attachments written together: every attachment's keys, a shared flat key once.
+TEST(AllocatedAnnotationsPatchTest, SeveralAttachmentsInOnePatch) {
+  std::vector<AllocatedAnnotations> all = {
+      {"a.default", "", "10.0.0.5", "10.0.0.0/24", "10.0.0.1", ""},
+      {"b.default", "net2", "10.1.0.5", "10.1.0.0/24", "", "02:00:00:00:00:01"},
+      {"b.default", "net3", "10.1.0.6", "10.1.0.0/24", "", ""},
+  };
+  EXPECT_EQ(AllocatedAnnotationsPatch(all),
+            R"({"metadata":{"annotations":{)"
+            R"("a.default.kubernetes.io/ip_address":"10.0.0.5",)"
+            R"("a.default.kubernetes.io/cidr":"10.0.0.0/24",)"
+            R"("a.default.kubernetes.io/gateway":"10.0.0.1",)"
+            R"("a.default.kubernetes.io/allocated":"true",)"
+            R"("b.default.kubernetes.io/ip_address.net2":"10.1.0.5",)"
+            R"("b.default.kubernetes.io/mac_address.net2":"02:00:00:00:00:01",)"
+            R"("b.default.kubernetes.io/cidr":"10.1.0.0/24",)"
+            R"("b.default.kubernetes.io/allocated.net2":"true",)"
+            R"("b.default.kubernetes.io/ip_address.net3":"10.1.0.6",)"
+            R"("b.default.kubernetes.io/allocated.net3":"true"}}})");
+  EXPECT_EQ(AllocatedAnnotationsPatch(std::vector<AllocatedAnnotations>{all[0]}),
+            AllocatedAnnotationsPatch(all[0]));
+}
+
 // What the patch writes, read back, is what IsAllocated and AttachmentsOf see.
 TEST(AllocatedAnnotationsPatchTest, PatchedPodReadsAsAllocatedWithItsAddresses) {
   const std::string patch = AllocatedAnnotationsPatch(

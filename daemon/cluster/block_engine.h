@@ -115,6 +115,11 @@ class BlockEngine {
   // The informer feed for this node's blocks (label sublease.io/node=<me>).
   void OnBlockUpsert(const IpBlock& block);
   void OnBlockDeleted(const std::string& name);
+  // After a relist of this node's blocks: own blocks the engine holds that `present`
+  // lacks were deleted meanwhile (a relist reports no deletions). Blocks with a request
+  // in flight, or whose own last write the watch has not shown yet (it may be newer than
+  // the list), are left to those.
+  void ForgetOwnBlocksNotIn(const std::set<std::string>& present);
 
   // Start-up, after the allocator was loaded from the store: each `pending` lease is
   // looked up in its block(s) — present with this attachment → committed; absent →

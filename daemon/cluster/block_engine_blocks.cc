@@ -394,6 +394,21 @@ void BlockEngine::OnBlockUpsert(const IpBlock& block) {
   Pump(b);
 }
 
+void BlockEngine::ForgetOwnBlocksNotIn(const std::set<std::string>& present) {
+  std::vector<std::string> gone;
+  for (const auto& [name, b] : blocks_) {
+    if (b->object && b->object->node == options_.node && !present.count(name) && !b->busy &&
+        b->queued.empty() && b->awaiting_version.empty()) {
+      gone.push_back(name);
+    }
+  }
+  for (const std::string& name : gone) {
+    LogInfo("IPBlock " + name + " of this node is gone from the API server (deleted while this "
+            "node was not watching)");
+    OnBlockDeleted(name);
+  }
+}
+
 void BlockEngine::OnBlockDeleted(const std::string& name) {
   BlockState* b = FindBlock(name);
   if (b == nullptr) return;

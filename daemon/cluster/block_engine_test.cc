@@ -285,6 +285,26 @@ TEST(BlockEngineTest, TwentyNodesStartingAtOnceOnA24AllocateWithFewConflicts) {
   }
 }
 
+// A relist of the node's blocks that lacks one the engine holds: it was deleted while the
+// node was not watching. The engine stops treating it as its own; allocating again finds
+// out what the API server really holds (here: the block after all, through the 409).
+TEST(BlockEngineTest, OwnBlocksMissingFromARelistAreForgotten) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
+  ASSERT_TRUE(a.allocator.HasDynamicFree("net", Family::kV4));
+  const std::string name = c.api.objects().begin()->first;
+  a.engine->ForgetOwnBlocksNotIn({name});  // present: nothing changes
+  EXPECT_TRUE(a.allocator.HasDynamicFree("net", Family::kV4));
+  a.engine->ForgetOwnBlocksNotIn({});
+  EXPECT_FALSE(a.allocator.HasDynamicFree("net", Family::kV4));
+  auto again = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(c.api.objects().size(), 1u);
+  EXPECT_EQ(c.api.objects().begin()->second.allocations.size(), 2u);
+  c.CheckInvariants();
+}
+
 TEST(BlockEngineTest, ExhaustionOfASmallSubnetIsReportedOnEveryNodeOnceFull) {
   ClusterHarness c(Spec("10.0.0.0/28"));  // 13 usable addresses, /32 blocks
   std::vector<Node*> nodes = {&c.AddNode("node-a"), &c.AddNode("node-b"), &c.AddNode("node-c")};

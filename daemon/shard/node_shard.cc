@@ -17,7 +17,22 @@ class NodeShard::SubnetHandler final : public InformerHandler {
   void OnAdded(const KubeObject& o) override { s_->UpsertSubnet(o); }
   void OnModified(const KubeObject& o) override { s_->UpsertSubnet(o); }
   void OnDeleted(const KubeObject& o) override { s_->RemoveSubnet(o); }
-  void OnSynced() override { s_->subnets_synced_ = true; }
+  void OnSynced() override {
+    // As for pods below: a relist after a resumed watch's 410 reports no deletion for
+    // Subnets deleted meanwhile (the journal still had them).
+    if (s_->subnet_informer_) {
+      std::vector<std::string> gone;
+      for (const std::string& name : s_->allocator_->SubnetNames()) {
+        if (!s_->subnet_informer_->cache().count(name)) gone.push_back(name);
+      }
+      for (const std::string& name : gone) {
+        KubeObject object;
+        object.name = name;
+        s_->RemoveSubnet(object);
+      }
+    }
+    s_->subnets_synced_ = true;
+  }
   void OnResourceVersion(std::string_view rv) override { s_->NoteProgress(Feed::kSubnets, rv); }
 
  private:
@@ -30,7 +45,14 @@ class NodeShard::BlockHandler final : public InformerHandler {
   void OnAdded(const KubeObject& o) override { Upsert(o); }
   void OnModified(const KubeObject& o) override { Upsert(o); }
   void OnDeleted(const KubeObject& o) override { s_->engine_->OnBlockDeleted(o.name); }
-  void OnSynced() override { s_->blocks_synced_ = true; }
+  void OnSynced() override {
+    if (s_->block_informer_) {
+      std::set<std::string> present;
+      for (const auto& [key, object] : s_->block_informer_->cache()) present.insert(object.name);
+      s_->engine_->ForgetOwnBlocksNotIn(present);
+    }
+    s_->blocks_synced_ = true;
+  }
   void OnResourceVersion(std::string_view rv) override { s_->NoteProgress(Feed::kBlocks, rv); }
 
  private:
@@ -143,6 +165,9 @@ void NodeShard::Start() {
   uv_timer_init(loop_, timer_);
   timer_->data = this;
   uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<NodeShard*>(t->data)->Tick(); }, 1000, 1000);
+  flush_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, flush_timer_);
+  flush_timer_->data = this;
   // Before readiness: pending leases are settled from their blocks (read one by one),
   // so nothing is answered from a reservation whose write may not have landed.
   Recover();
@@ -195,6 +220,13 @@ void NodeShard::Close(std::function<void()> done) {
     return;
   }
   uv_timer_stop(timer_);
+  uv_timer_stop(flush_timer_);
+  annotation_batch_.clear();  // (written again from the leases after a restart)
+  patching_.clear();
+  // The flush timer closes first; the tick timer's close callback runs `done`.
+  uv_close(reinterpret_cast<uv_handle_t*>(flush_timer_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  flush_timer_ = nullptr;
   auto* holder = new std::function<void()>(std::move(done));
   timer_->data = holder;
   uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
@@ -557,20 +589,62 @@ void NodeShard::WriteAnnotations(const Lease& lease) {
   a.cidr = CidrText(*subnet);  // Kube-OVN writes the subnet's whole cidrBlock
   a.gateway = gws;
   a.mac = lease.mac;
-  AttachmentKey key = lease.key();
   std::string path = "/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name;
-  client_->MergePatch(path, AllocatedAnnotationsPatch(a), [this, key](KubeResult<KubeResponse> r) {
-    annotating_.erase(key);
-    if (r) {
-      ++stats_.annotations_written;
-      annotations_due_.erase(key);
-    } else if (r.error().code == Code::kNotFound) {
-      annotations_due_.erase(key);  // the pod is gone
-    } else {
-      LogWarn("writing annotations for " + key.ToString() + ": " + r.error().message + " (will retry)");
-      annotations_due_.insert(key);
+  annotation_batch_[path].emplace_back(lease.key(), std::move(a));
+  ArmAnnotationFlush();
+}
+
+void NodeShard::ArmAnnotationFlush() {
+  if (flush_timer_ == nullptr) return FlushAnnotations();  // not started, or closing
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(flush_timer_))) return;
+  // Runs at the start of the next loop turn, after every callback of this one: the
+  // allocations a block write (or a List) completed together leave in one patch per pod.
+  uv_timer_start(flush_timer_, [](uv_timer_t* t) { static_cast<NodeShard*>(t->data)->FlushAnnotations(); },
+                 0, 0);
+}
+
+// One merge patch per pod, at most one in flight per pod (like the blocks' group commit):
+// writes for a pod being patched wait for that patch's answer and leave together.
+void NodeShard::FlushAnnotations() {
+  std::map<std::string, std::vector<std::pair<AttachmentKey, AllocatedAnnotations>>> batch;
+  for (auto it = annotation_batch_.begin(); it != annotation_batch_.end();) {
+    if (patching_.count(it->first)) {
+      ++it;
+      continue;
     }
-  });
+    batch.insert(annotation_batch_.extract(it++));
+  }
+  for (auto& [path, writes] : batch) {
+    patching_.insert(path);
+    std::vector<AttachmentKey> keys;
+    std::vector<AllocatedAnnotations> annotations;
+    for (auto& [key, a] : writes) {
+      keys.push_back(key);
+      annotations.push_back(std::move(a));
+    }
+    ++stats_.annotation_patches;
+    client_->MergePatch(path, AllocatedAnnotationsPatch(annotations),
+                        [this, path, keys = std::move(keys)](KubeResult<KubeResponse> r) {
+                          patching_.erase(path);
+                          if (annotation_batch_.count(path)) ArmAnnotationFlush();
+                          for (const AttachmentKey& key : keys) {
+                            annotating_.erase(key);
+                            if (r) {
+                              ++stats_.annotations_written;
+                              annotations_due_.erase(key);
+                            } else if (r.error().code == Code::kNotFound) {
+                              annotations_due_.erase(key);  // the pod is gone
+                            } else {
+                              annotations_due_.insert(key);
+                            }
+                          }
+                          if (!r && r.error().code != Code::kNotFound) {
+                            LogWarn("writing annotations for " + keys.front().ToString() +
+                                    (keys.size() > 1 ? " and " + std::to_string(keys.size() - 1) + " more" : "") +
+                                    ": " + r.error().message + " (will retry)");
+                          }
+                        });
+  }
 }
 
 std::vector<WireRoute> NodeShard::RoutesFor(const Lease& lease, const std::vector<WireRoute>& nad_routes) const {

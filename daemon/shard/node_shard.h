@@ -56,6 +56,10 @@ class NodeShard final : public CniBackend {
   // The informer that feeds pod_handler(): after each (re)list its cache is compared with
   // the pods this shard knows (a relist after a resumed watch reports no deletions).
   void set_pod_informer(const Informer* informer) { pod_informer_ = informer; }
+  // The Subnet and own-IPBlock informers: after a relist, what the shard and the engine
+  // still hold but the list lacks was deleted meanwhile.
+  void set_subnet_informer(const Informer* informer) { subnet_informer_ = informer; }
+  void set_block_informer(const Informer* informer) { block_informer_ = informer; }
 
   // The informer feeds. Each one's progress (resourceVersion) is kept in the store, at
   // most once a second and at Close, so a restart resumes its watch instead of listing.
@@ -84,8 +88,8 @@ class NodeShard final : public CniBackend {
   bool Ready() const override;
 
   struct Stats {
-    uint64_t ahead_of_time = 0, on_demand = 0, annotations_written = 0, releases = 0,
-             release_failures = 0, holder_updates = 0;
+    uint64_t ahead_of_time = 0, on_demand = 0, annotations_written = 0, annotation_patches = 0,
+             releases = 0, release_failures = 0, holder_updates = 0;
   };
   const Stats& stats() const { return stats_; }
 
@@ -129,7 +133,11 @@ class NodeShard final : public CniBackend {
   // Starts an allocation through the engine; `done` (may be empty) gets the CNI reply.
   void AllocateFor(AllocateRequest request, std::vector<WireRoute> routes, ReplyCallback done);
   void OnAllocated(const AttachmentKey& key, const Result<Lease>& lease);
+  // Queues the lease's annotations; the writes queued in one turn of the loop leave as
+  // one merge patch per pod (FlushAnnotations).
   void WriteAnnotations(const Lease& lease);
+  void ArmAnnotationFlush();
+  void FlushAnnotations();
   // Releases a fresh lease whose pod this node does not know, after a GET confirms the
   // pod is gone (404, or another UID holds the name).
   void ReleaseIfPodGone(const Lease& lease);
@@ -154,6 +162,8 @@ class NodeShard final : public CniBackend {
   bool recovery_due_ = false;  // Recover failed (API server unreachable): retried on Tick
   bool pods_resumed_ = false, pods_listing_ = false;
   const Informer* pod_informer_ = nullptr;
+  const Informer* subnet_informer_ = nullptr;
+  const Informer* block_informer_ = nullptr;
   // Per feed: the last resourceVersion seen, and whether it is newer than the stored one.
   std::map<Feed, std::pair<std::string, bool>> progress_;
 
@@ -165,7 +175,12 @@ class NodeShard final : public CniBackend {
   std::set<AttachmentKey> annotating_;                // annotation writes in flight
   std::map<std::string, int64_t> retry_pods_due_ms_;  // pods whose allocation failed: retry then
   std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
+  // Annotation writes waiting, by pod path: flushed by flush_timer_ at the next loop turn,
+  // or, for a pod with a patch in flight (patching_), when that patch is answered.
+  std::map<std::string, std::vector<std::pair<AttachmentKey, AllocatedAnnotations>>> annotation_batch_;
+  std::set<std::string> patching_;
   uv_timer_t* timer_ = nullptr;
+  uv_timer_t* flush_timer_ = nullptr;
   Stats stats_;
 };
 

@@ -511,6 +511,32 @@ class Cluster(harness.DaemonTestCase):
                             seconds=30)
         self.assertEqual(self.holder_of("late", got[p + ".kubernetes.io/ip_address"])["pod"], "late-1")
 
+    def test_11_a_subnet_deleted_while_a_node_was_down_is_gone_after_its_restart(self):
+        # The node resumes its Subnet watch from its database; the server's history no
+        # longer reaches back (410), so it lists again: the list lacks the Subnet, and a
+        # relist reports no deletions, so the daemon must notice by itself.
+        node = "node-3"
+
+        def known_subnets():
+            db = os.path.join(self.dir, node + ".db")
+            out = subprocess.run(["sqlite3", "file:%s?mode=ro" % db, "select name from subnets order by 1"],
+                                 capture_output=True, text=True, timeout=30)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            return out.stdout.split()
+        self.create_subnet(subnet("gone", "gone.default", "10.98.0.0/24"))
+        self.wait_for("node-3 stores Subnet gone", lambda: "gone" in known_subnets(), seconds=30)
+        self.stop_daemon(node)
+        self.req("DELETE", SUBNETS + "/gone")
+        status, _ = self.api.ctl("POST", "/compact")
+        self.assertEqual(status, 200)
+        self.start_daemon(node)
+        self.wait_ready(node)
+        self.wait_for("node-3 forgets Subnet gone", lambda: "gone" not in known_subnets(),
+                      seconds=30)
+        rc, out = self.cni(node, "ADD", "g-1", "sandbox-g1", "gone.default")
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("no Subnet has spec.provider gone.default", out.get("msg", "") + out.get("details", ""))
+
 
 if __name__ == "__main__":
     unittest.main()
