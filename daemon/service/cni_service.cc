@@ -188,7 +188,7 @@ Result<CniReply> CniService::Add(const CniRequest& request) {
   AttachmentKey key = AttachmentKey::For((*subnet)->name, owner);
   int64_t now = clock_->NowMs();
 
-  if (const Lease* held = allocator_->Find(key)) {
+  if (std::optional<Lease> held = allocator_->Find(key)) {
     // Idempotent: the same attachment asking again gets the same lease. A new sandbox
     // of the same pod takes the lease over (the runtime re-created it).
     if (held->owner.container_id != request.container_id) {
@@ -247,7 +247,7 @@ Result<void> CniService::Del(const CniRequest& request) {
   // CNI spec: DEL succeeds when nothing is allocated, also for an unknown provider.
   const Subnet* subnet = allocator_->FindSubnetByProvider(request.provider);
   if (!subnet) return Ok();
-  const Lease* lease = allocator_->Find(AttachmentKey::For(subnet->name, OwnerOf(request)));
+  std::optional<Lease> lease = allocator_->Find(AttachmentKey::For(subnet->name, OwnerOf(request)));
   if (!lease) return Ok();
   if (!request.container_id.empty() && lease->owner.container_id != request.container_id) {
     return Ok();  // the lease belongs to a newer sandbox of this pod
@@ -258,7 +258,7 @@ Result<void> CniService::Del(const CniRequest& request) {
 Result<CniReply> CniService::Check(const CniRequest& request) {
   auto subnet = SubnetFor(request.provider);
   if (!subnet) return Fail(subnet.error());
-  const Lease* lease = allocator_->Find(AttachmentKey::For((*subnet)->name, OwnerOf(request)));
+  std::optional<Lease> lease = allocator_->Find(AttachmentKey::For((*subnet)->name, OwnerOf(request)));
   if (!lease || lease->owner.container_id != request.container_id) {
     return Fail(Error::NotFound("container " + request.container_id + " interface " +
                                 request.ifname + " holds no lease in Subnet " + (*subnet)->name));
