@@ -209,9 +209,13 @@ namespace {
 std::string_view FieldText(Form form, const uint8_t* bytes, const HexLayout& layout,
                            std::string_view text, char* buf) {
   switch (form) {
-    case kEmpty: return {};
-    case kBytes: layout.Format(bytes, buf); return {buf, layout.pattern.size()};
-    case kText: return text;
+    case kEmpty:
+      return {};
+    case kBytes:
+      layout.Format(bytes, buf);
+      return {buf, layout.pattern.size()};
+    case kText:
+      return text;
   }
   return {};
 }
@@ -292,7 +296,8 @@ uint64_t LeaseTable::KeyHash(const Record& r) const {
     f.Add("pod:").Add(pool_.Get(r.pod_namespace)).Add("/").Add(t.pod_name);
   } else {
     char buf[kLongestForm];
-    f.Add("container:").Add(FieldText(r.cid_form(), r.container_id, kContainerId, t.container_id, buf));
+    f.Add("container:")
+        .Add(FieldText(r.cid_form(), r.container_id, kContainerId, t.container_id, buf));
   }
   return f.Sep().Add(pool_.Get(r.ifname)).Done();
 }
@@ -320,8 +325,7 @@ LeaseTable::Id LeaseTable::FindByAddress(std::string_view subnet, const IpAddr& 
     const Record& r = At(id);
     if (r.subnet != *sid) return false;
     if (address.is_v4()) return (r.flags & Record::kHasV4) && r.v4 == address.value();
-    return (r.flags & Record::kHasV6) &&
-           ((U128{r.v6[0]} << 64) | r.v6[1]) == address.value();
+    return (r.flags & Record::kHasV6) && ((U128{r.v6[0]} << 64) | r.v6[1]) == address.value();
   });
 }
 

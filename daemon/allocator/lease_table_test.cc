@@ -34,9 +34,12 @@ struct Case {
 const Case kCases[] = {
     {"typical", [](Lease&) {}},
     {"uid not a UUID", [](Lease& l) { l.owner.pod_uid = "uid-a"; }},
-    {"uid uppercase UUID", [](Lease& l) { l.owner.pod_uid = "3F6C1F5E-8D7A-4B8E-9C1A-0123456789AB"; }},
-    {"uid UUID without dashes", [](Lease& l) { l.owner.pod_uid = "3f6c1f5e8d7a4b8e9c1a0123456789ab"; }},
-    {"uid UUID dash misplaced", [](Lease& l) { l.owner.pod_uid = "3f6c1f5e8-d7a-4b8e-9c1a-0123456789ab"; }},
+    {"uid uppercase UUID",
+     [](Lease& l) { l.owner.pod_uid = "3F6C1F5E-8D7A-4B8E-9C1A-0123456789AB"; }},
+    {"uid UUID without dashes",
+     [](Lease& l) { l.owner.pod_uid = "3f6c1f5e8d7a4b8e9c1a0123456789ab"; }},
+    {"uid UUID dash misplaced",
+     [](Lease& l) { l.owner.pod_uid = "3f6c1f5e8-d7a-4b8e-9c1a-0123456789ab"; }},
     {"uid empty", [](Lease& l) { l.owner.pod_uid = ""; }},
     {"container ID short", [](Lease& l) { l.owner.container_id = "c1"; }},
     {"container ID uppercase",
@@ -66,11 +69,9 @@ const Case kCases[] = {
        l.v4.reset();
        l.v6 = Ip("fd00:1234::ffff:1");
      }},
-    {"dual stack",
-     [](Lease& l) { l.v6 = Ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"); }},
+    {"dual stack", [](Lease& l) { l.v6 = Ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"); }},
     {"no address", [](Lease& l) { l.v4.reset(); }},
-    {"ipv4 0.0.0.0 and 255.255.255.255",
-     [](Lease& l) { l.v4 = Ip("255.255.255.255"); }},
+    {"ipv4 0.0.0.0 and 255.255.255.255", [](Lease& l) { l.v4 = Ip("255.255.255.255"); }},
     {"pending sticky",
      [](Lease& l) {
        l.state = LeaseState::kPending;
