@@ -52,7 +52,6 @@ struct Allocator::SubnetState {
     IpRangeList local;       // union of this node's blocks
     IpRangeList local_free;  // free ∩ local
     IpRangeList foreign;     // other nodes' allocations this node sees
-    std::unordered_map<U128, const Lease*, U128Hash> holders;           // address -> lease
     std::unordered_map<U128, std::string, U128Hash> foreign_holders;    // address -> who
 
     void Unfree(const IpAddr& a) {
@@ -80,14 +79,11 @@ struct Allocator::SubnetState {
       st.local_free = st.free.Intersect(st.local);
     }
   }
-  const Lease* Holder(const IpAddr& a) const {
-    const auto& h = fam[Index(a.family())].holders;
-    auto it = h.find(a.value());
-    return it == h.end() ? nullptr : it->second;
-  }
   // A lease's or a foreign hold's description, or nullopt when nobody holds `a`.
-  std::optional<std::string> HolderDescription(const IpAddr& a) const {
-    if (const Lease* l = Holder(a)) return l->HolderDescription();
+  std::optional<std::string> HolderDescription(const LeaseTable& leases, const IpAddr& a) const {
+    if (auto id = leases.FindByAddress(subnet.name, a); id != LeaseTable::kNone) {
+      return leases.HolderDescription(id);
+    }
     const auto& f = fam[Index(a.family())].foreign_holders;
     auto it = f.find(a.value());
     if (it == f.end()) return std::nullopt;
@@ -153,16 +149,14 @@ std::vector<std::string> Allocator::SubnetNames() const {
   return out;
 }
 
-const Lease* Allocator::Take(SubnetState& st, Lease lease) {
-  const Lease* stored = leases_.Insert(std::move(lease));
-  for (const IpAddr& a : stored->addresses()) {
+void Allocator::Take(SubnetState& st, const Lease& lease) {
+  (void)leases_.Insert(lease);  // the key is not present: both callers looked it up
+  for (const IpAddr& a : lease.addresses()) {
     auto& fs = st.fam[Index(a.family())];
     fs.Unfree(a);
     fs.held.Add(a);
-    fs.holders.emplace(a.value(), stored);
   }
   ++st.lease_count;
-  return stored;
 }
 
 Result<void> Allocator::Restore(Lease lease) {
@@ -174,17 +168,17 @@ Result<void> Allocator::Restore(Lease lease) {
   if (lease.state == LeaseState::kReleased) {
     return Fail(Error::InvalidArgument("lease " + lease.key().ToString() + " is released"));
   }
-  if (const Lease* same = leases_.Find(lease.key())) {
+  if (auto same = leases_.FindId(lease.key()); same != LeaseTable::kNone) {
     return Fail(Error::Conflict("lease " + lease.key().ToString() + " is already held by " +
-                                same->HolderDescription()));
+                                leases_.HolderDescription(same)));
   }
   for (const IpAddr& a : lease.addresses()) {
-    if (const Lease* h = st->Holder(a)) {
+    if (auto h = leases_.FindByAddress(lease.subnet, a); h != LeaseTable::kNone) {
       return Fail(Error::Conflict("address " + a.ToString() + " of lease " + lease.key().ToString() +
-                                  " is already held by " + h->HolderDescription()));
+                                  " is already held by " + leases_.HolderDescription(h)));
     }
   }
-  Take(*st, std::move(lease));
+  Take(*st, lease);
   return Ok();
 }
 
@@ -208,7 +202,7 @@ Result<Allocator::Plan> Allocator::PlanStatic(const SubnetState& st,
                                          " but ip_family asks for " +
                                          std::string(FamilyName(*request.family))));
     }
-    if (auto h = st.HolderDescription(*addr)) {
+    if (auto h = st.HolderDescription(leases_, *addr)) {
       return Fail(Error::Conflict("address " + addr->ToString() + " in subnet " + subnet.name +
                                   " is held by " + *h));
     }
@@ -228,7 +222,7 @@ Result<Allocator::Plan> Allocator::PlanPool(const SubnetState& st,
   // The requester holds nothing yet (Allocate returned early otherwise), so every
   // holder is another attachment.
   auto index = SelectPoolEntry(*entries, request.ordinal, families,
-                               [&st](const IpAddr& a) { return st.HolderDescription(a); });
+                               [&](const IpAddr& a) { return st.HolderDescription(leases_, a); });
   if (!index) return Fail(index.error());
   const PoolEntry& e = (*entries)[*index];
   Plan plan;
@@ -284,11 +278,16 @@ Result<Lease> Allocator::Allocate(const AllocateRequest& request) {
   SubnetState* st = State(request.subnet);
   if (st == nullptr) return Fail(Error::NotFound("subnet " + request.subnet + " is not known"));
   AttachmentKey key = AttachmentKey::For(request.subnet, request.owner);
-  if (Lease* existing = leases_.Mutable(key)) {
+  if (auto id = leases_.FindId(key); id != LeaseTable::kNone) {
     // Idempotence: a re-created sandbox of the same pod keeps its lease. container_id
     // is not a key field when the key is the pod, so changing it is safe.
-    if (!request.owner.container_id.empty()) existing->owner.container_id = request.owner.container_id;
-    return *existing;
+    Lease existing = leases_.Get(id);
+    const std::string& cid = request.owner.container_id;
+    if (!cid.empty() && cid != existing.owner.container_id) {
+      existing.owner.container_id = cid;
+      leases_.Update(id, existing);
+    }
+    return existing;
   }
   Plan want;
   for (Family f : kFamilies) {
@@ -318,25 +317,26 @@ Result<Lease> Allocator::Allocate(const AllocateRequest& request) {
   lease.sticky = request.sticky;
   lease.mac = request.mac;
   lease.provider = request.provider;
-  return *Take(*st, std::move(lease));
+  Take(*st, lease);
+  return lease;
 }
 
 Result<void> Allocator::Commit(const AttachmentKey& key) {
-  Lease* l = leases_.Mutable(key);
-  if (l == nullptr) return Fail(Error::NotFound("no lease for " + key.ToString()));
-  l->state = LeaseState::kCommitted;
+  LeaseTable::Id id = leases_.FindId(key);
+  if (id == LeaseTable::kNone) return Fail(Error::NotFound("no lease for " + key.ToString()));
+  leases_.SetState(id, LeaseState::kCommitted);
   return Ok();
 }
 
 Result<Lease> Allocator::Release(const AttachmentKey& key) {
-  const Lease* l = leases_.Find(key);
-  if (l == nullptr) return Fail(Error::NotFound("no lease for " + key.ToString()));
-  Lease out = *l;
-  SubnetState* st = State(l->subnet);
+  LeaseTable::Id id = leases_.FindId(key);
+  if (id == LeaseTable::kNone) return Fail(Error::NotFound("no lease for " + key.ToString()));
+  Lease out = leases_.Get(id);
+  leases_.Erase(id);
+  SubnetState* st = State(out.subnet);
   if (st != nullptr) {  // invariant: a subnet with leases is never removed
     for (const IpAddr& a : out.addresses()) {
       auto& fs = st->fam[Index(a.family())];
-      fs.holders.erase(a.value());
       fs.held.Remove(a);
       // Only addresses usable under the current definition and not held by another
       // node become free again.
@@ -344,31 +344,33 @@ Result<Lease> Allocator::Release(const AttachmentKey& key) {
     }
     --st->lease_count;
   }
-  leases_.Erase(key);
   return out;
 }
 
 Result<void> Allocator::UpdateOwner(const AttachmentKey& key, const std::string& pod_uid,
                                     const std::string& container_id) {
-  Lease* lease = leases_.Mutable(key);
-  if (lease == nullptr) return Fail(Error::NotFound("no lease for " + key.ToString()));
+  LeaseTable::Id id = leases_.FindId(key);
+  if (id == LeaseTable::kNone) return Fail(Error::NotFound("no lease for " + key.ToString()));
+  Lease lease = leases_.Get(id);
   // Neither field is part of a pod-keyed AttachmentKey, so the table's index stays valid;
   // a container-keyed lease *is* its container.
-  if (lease->owner.pod_name.empty() && !container_id.empty() &&
-      container_id != lease->owner.container_id) {
+  if (lease.owner.pod_name.empty() && !container_id.empty() &&
+      container_id != lease.owner.container_id) {
     return Fail(Error::InvalidArgument("the lease of " + key.ToString() +
                                        " is keyed by its container ID and cannot change it"));
   }
-  if (!pod_uid.empty()) lease->owner.pod_uid = pod_uid;
-  if (!container_id.empty()) lease->owner.container_id = container_id;
+  if (!pod_uid.empty()) lease.owner.pod_uid = pod_uid;
+  if (!container_id.empty()) lease.owner.container_id = container_id;
+  leases_.Update(id, lease);
   return Ok();
 }
 
-const Lease* Allocator::Find(const AttachmentKey& key) const { return leases_.Find(key); }
+std::optional<Lease> Allocator::Find(const AttachmentKey& key) const { return leases_.Find(key); }
 
-const Lease* Allocator::Holder(const std::string& subnet, const IpAddr& address) const {
-  const SubnetState* st = State(subnet);
-  return st ? st->Holder(address) : nullptr;
+std::optional<Lease> Allocator::Holder(const std::string& subnet, const IpAddr& address) const {
+  LeaseTable::Id id = leases_.FindByAddress(subnet, address);
+  if (id == LeaseTable::kNone) return std::nullopt;
+  return leases_.Get(id);
 }
 
 void Allocator::ForEachLease(const std::function<void(const Lease&)>& fn) const {

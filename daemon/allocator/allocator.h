@@ -6,9 +6,9 @@
 // leases). No SQLite, no sockets, no clock: the service layer persists each decision in
 // the store inside one transaction and calls Release() to undo it if the store fails.
 // Single-threaded (the daemon's loop thread).
-// Memory (allocator_bench, realistic owner strings): ~700 bytes per lease, of which
-// ~590 are the Lease itself (struct + heap strings) and ~110 the key table and the
-// address -> lease index; free/held sets cost one map node per range, not per address.
+// Memory (scale_bench, realistic owner strings): see lease_table.h for the compact
+// record the leases are kept in; free/held sets cost one map node per range, not per
+// address.
 //
 // Precedence of a request (DESIGN §1.3): static addresses → pool → dynamic.
 // Invariants (tested by property tests):
@@ -128,8 +128,11 @@ class Allocator {
   Result<void> UpdateOwner(const AttachmentKey& key, const std::string& pod_uid,
                            const std::string& container_id);
 
-  const Lease* Find(const AttachmentKey& key) const;
-  const Lease* Holder(const std::string& subnet, const IpAddr& address) const;
+  // The stored lease as a value (leases are kept compactly, see lease_table.h), or
+  // nullopt. A copy: later calls do not change it.
+  std::optional<Lease> Find(const AttachmentKey& key) const;
+  std::optional<Lease> Holder(const std::string& subnet, const IpAddr& address) const;
+  // Every lease, in no particular order, each rebuilt as a value for the call.
   void ForEachLease(const std::function<void(const Lease&)>& fn) const;
   size_t LeaseCount() const;
 
@@ -167,7 +170,7 @@ class Allocator {
   Result<Plan> PlanPool(const SubnetState& st, const AllocateRequest& request) const;
   Result<void> PlanDynamic(const SubnetState& st, const AllocateRequest& request, Plan& plan) const;
   Result<void> CheckWithin(const SubnetState& st, const AllocateRequest& request) const;
-  const Lease* Take(SubnetState& st, Lease lease);
+  void Take(SubnetState& st, const Lease& lease);
 
   std::map<std::string, std::unique_ptr<SubnetState>> subnets_;
   LeaseTable leases_;

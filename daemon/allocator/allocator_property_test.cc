@@ -106,8 +106,8 @@ class PropertyRun {
   void CheckEverything() {
     ASSERT_EQ(alloc_.LeaseCount(), model_.leases.size());
     for (const auto& [addr, key] : model_.held) {
-      const Lease* h = alloc_.Holder("net", addr);
-      ASSERT_NE(h, nullptr) << addr.ToString();
+      std::optional<Lease> h = alloc_.Holder("net", addr);
+      ASSERT_TRUE(h.has_value()) << addr.ToString();
       ASSERT_EQ(h->key(), key) << addr.ToString();
     }
     auto u = *alloc_.Usage("net");

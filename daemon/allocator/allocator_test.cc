@@ -162,10 +162,10 @@ TEST_F(AllocatorTest, DualStackFailureInV6LeavesV4Untouched) {
   auto after = *alloc_.Usage("dual");
   EXPECT_EQ(after.v4_using, before.v4_using);
   EXPECT_EQ(after.v4_available_range, before.v4_available_range);
-  EXPECT_EQ(alloc_.Holder("dual", Ip("10.0.0.3")), nullptr);
+  EXPECT_EQ(alloc_.Holder("dual", Ip("10.0.0.3")), std::nullopt);
   // A static v6 conflict leaves the v4 half untouched as well.
   EXPECT_ERROR(ErrorOf(Static("dual", "c", {"10.0.0.7", "fd00::2"})), Code::kConflict, "held by pod default/a");
-  EXPECT_EQ(alloc_.Holder("dual", Ip("10.0.0.7")), nullptr);
+  EXPECT_EQ(alloc_.Holder("dual", Ip("10.0.0.7")), std::nullopt);
   EXPECT_EQ(alloc_.LeaseCount(), 1u);
 }
 
@@ -339,8 +339,8 @@ TEST_F(AllocatorTest, NewSandboxOfSamePodKeepsAddressAndUpdatesContainerId) {
   EXPECT_EQ(second->v4, first->v4);
   EXPECT_EQ(second->owner.container_id, "sandbox-2");
   EXPECT_EQ(second->state, LeaseState::kCommitted);
-  const Lease* stored = alloc_.Find(KeyOf(Req("net", "a")));
-  ASSERT_NE(stored, nullptr);
+  std::optional<Lease> stored = alloc_.Find(KeyOf(Req("net", "a")));
+  ASSERT_TRUE(stored.has_value());
   EXPECT_EQ(stored->owner.container_id, "sandbox-2");
   EXPECT_EQ(alloc_.Holder("net", *first->v4), stored);
 }
@@ -378,7 +378,7 @@ TEST_F(AllocatorTest, UpsertSubnetRecomputesFreeAndKeepsLeases) {
   auto u = *alloc_.Usage("net");
   EXPECT_EQ(u.v4_using, 2u);
   EXPECT_EQ(u.v4_available_range, "10.0.0.10-10.0.0.254");
-  EXPECT_NE(alloc_.Find(KeyOf(a)), nullptr);  // not revoked
+  EXPECT_NE(alloc_.Find(KeyOf(a)), std::nullopt);  // not revoked
   ASSERT_TRUE(alloc_.Release(KeyOf(a)));       // .2 is excluded now: not freed
   EXPECT_EQ(alloc_.Usage("net")->v4_available_range, "10.0.0.10-10.0.0.254");
   EXPECT_EQ(V4Of(Req("net", "c")), "10.0.0.10");
@@ -517,7 +517,7 @@ TEST_F(ClusterAllocatorTest, ForeignHoldsAreNeverHandedOutAndStaticRequestsNameT
   auto u = *alloc_.Usage("net");
   EXPECT_EQ(u.v4_using, 1u);  // a foreign hold is not a lease of this node
   EXPECT_EQ(alloc_.LeaseCount(), 1u);
-  EXPECT_EQ(alloc_.Holder("net", Ip("10.0.0.2")), nullptr);
+  EXPECT_EQ(alloc_.Holder("net", Ip("10.0.0.2")), std::nullopt);
 }
 
 TEST_F(ClusterAllocatorTest, UnmarkForeignReturnsTheAddressToTheLocalFreeSet) {

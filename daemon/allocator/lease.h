@@ -24,6 +24,7 @@ struct Owner {
   std::string pod_uid;
   std::string container_id;   // the sandbox currently holding the lease
   std::string ifname;         // interface inside the container, e.g. "net1"
+  friend bool operator==(const Owner&, const Owner&) = default;
 };
 
 struct AttachmentKey {
@@ -51,6 +52,7 @@ struct Lease {
   std::vector<IpAddr> addresses() const;  // v4 first
   // "ns/name (container c1, net1)" or "container c1 (net1)", for error messages.
   std::string HolderDescription() const;
+  friend bool operator==(const Lease&, const Lease&) = default;
 };
 
 }  // namespace sublease

@@ -90,7 +90,7 @@ void BlockEngine::Answer(const AttachmentKey& key, const LeaseDone& done, Result
 void BlockEngine::Allocate(const AllocateRequest& request, LeaseDone done) {
   AttachmentKey key = AttachmentKey::For(request.subnet, request.owner);
   RunForKey(key, [this, request, key, done = std::move(done)]() mutable {
-    if (const Lease* held = allocator_->Find(key)) {
+    if (std::optional<Lease> held = allocator_->Find(key)) {
       // Step 1: already held. A pending lease with nobody serving it is left from
       // before a restart; only Recover may decide it.
       if (held->state == LeaseState::kCommitted) return Answer(key, done, *held);
@@ -356,8 +356,8 @@ void BlockEngine::Release(const AttachmentKey& key, VoidDone done) {
 }
 
 void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
-  const Lease* held = allocator_->Find(key);
-  if (held == nullptr) return done(Ok());  // CNI spec: DEL succeeds when nothing is held
+  std::optional<Lease> held = allocator_->Find(key);
+  if (!held) return done(Ok());  // CNI spec: DEL succeeds when nothing is held
   Lease lease = *held;
   std::vector<IpAddr> addresses = lease.addresses();
   struct Pending {
@@ -397,8 +397,8 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
 
 void BlockEngine::UpdateHolder(const AttachmentKey& key, VoidDone done) {
   RunForKey(key, [this, key, done = std::move(done)]() mutable {
-    const Lease* held = allocator_->Find(key);
-    if (held == nullptr || held->state != LeaseState::kCommitted || held->addresses().empty()) {
+    std::optional<Lease> held = allocator_->Find(key);
+    if (!held || held->state != LeaseState::kCommitted || held->addresses().empty()) {
       done(Ok());
       return FinishKey(key);
     }
@@ -469,7 +469,7 @@ void BlockEngine::RecoverLease(const Lease& lease, std::function<void(bool ok)> 
             " is not known yet; left pending");
     return done(false);
   }
-  if (allocator_->Find(lease.key()) == nullptr) (void)allocator_->Restore(lease);
+  if (!allocator_->Find(lease.key())) (void)allocator_->Restore(lease);
   std::vector<IpAddr> addresses = lease.addresses();
   struct Reads {
     size_t left;

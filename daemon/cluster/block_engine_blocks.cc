@@ -293,8 +293,8 @@ void BlockEngine::SyncAllocator(BlockState& b) {
   if (b.object) {
     for (const auto& [offset, alloc] : b.object->allocations) {
       IpAddr a = b.cidr.first().Plus(offset);
-      const Lease* mine = allocator_->Holder(b.subnet, a);
-      if (mine == nullptr || mine->key() != KeyOfAllocation(b.subnet, alloc) ||
+      std::optional<Lease> mine = allocator_->Holder(b.subnet, a);
+      if (!mine || mine->key() != KeyOfAllocation(b.subnet, alloc) ||
           alloc.node != options_.node) {
         foreign.emplace(offset, DescribeAllocation(alloc));
       }
@@ -319,16 +319,16 @@ void BlockEngine::DropAdoptedLeases(BlockState& b) {
   std::vector<std::pair<AttachmentKey, std::string>> adopted;  // key, adopting node
   for (const auto& [offset, alloc] : b.object->allocations) {
     if (alloc.node == options_.node) continue;
-    const Lease* mine = allocator_->Holder(b.subnet, b.cidr.first().Plus(offset));
-    if (mine == nullptr || mine->state != LeaseState::kCommitted ||
+    std::optional<Lease> mine = allocator_->Holder(b.subnet, b.cidr.first().Plus(offset));
+    if (!mine || mine->state != LeaseState::kCommitted ||
         mine->key() != KeyOfAllocation(b.subnet, alloc) || keys_.count(mine->key()) > 0) {
       continue;
     }
     adopted.emplace_back(mine->key(), alloc.node);
   }
   for (const auto& [key, node] : adopted) {
-    const Lease* held = allocator_->Find(key);
-    if (held == nullptr) continue;
+    std::optional<Lease> held = allocator_->Find(key);
+    if (!held) continue;
     Lease lease = *held;
     if (auto r = store_->ReleaseLease(key, clock_->NowMs());
         !r && r.error().code != Code::kNotFound) {

@@ -320,7 +320,7 @@ TEST(BlockEngineTest, ExhaustionOfASmallSubnetIsReportedOnEveryNodeOnceFull) {
     EXPECT_EQ(l.error().code, Code::kExhausted) << l.error().message;
     EXPECT_NE(l.error().message.find("every block is claimed and full"), std::string::npos);
     EXPECT_EQ(n->allocator.Find(AttachmentKey::For("net", c.Request("late-" + n->name).owner)),
-              nullptr);
+              std::nullopt);
   }
   EXPECT_EQ(ok, 13u);
   c.CheckInvariants();
@@ -412,7 +412,7 @@ TEST(BlockEngineTest, RecoverCommitsPendingLeasesFoundInTheirBlockAndDropsTheRes
   c.api.RunAll(kMaxSteps);
   ASSERT_TRUE(second && *second) << (second ? second->error().message : "no answer");
   EXPECT_EQ(a.allocator.Find(landed->key())->state, LeaseState::kCommitted);
-  EXPECT_EQ(a.allocator.Find(lost->key()), nullptr);
+  EXPECT_EQ(a.allocator.Find(lost->key()), std::nullopt);
   EXPECT_EQ(a.store->LoadLiveLeases()->size(), 2u);
   c.CheckInvariants();
 }
@@ -491,7 +491,7 @@ TEST(BlockEngineTest, StatefulSetPodRecreatedOnAnotherNodeAdoptsItsAddress) {
   EXPECT_EQ(held->owner_uid, "sts-1");
   EXPECT_EQ(b.engine->stats().adoptions, 1u);
   // node-a's watch showed its allocation under node-b: its lease is gone, no API call.
-  EXPECT_EQ(a.allocator.Find(first->key()), nullptr);
+  EXPECT_EQ(a.allocator.Find(first->key()), std::nullopt);
   EXPECT_TRUE(a.store->LoadLiveLeases()->empty());
   EXPECT_EQ(a.engine->stats().adopted_away, 1u);
   EXPECT_EQ(c.api.counters().writes(), writes + 1);
@@ -531,7 +531,7 @@ TEST(BlockEngineTest, AReleaseByTheOldNodeNeverRemovesAnAdoptedAllocation) {
   EXPECT_EQ(a.engine->stats().releases, 1u);  // it did release (not drop) its lease
   ASSERT_NE(held, nullptr) << "the old node's release removed the adopted allocation";
   EXPECT_EQ(held->node, "node-b");
-  EXPECT_EQ(a.allocator.Find(first->key()), nullptr);
+  EXPECT_EQ(a.allocator.Find(first->key()), std::nullopt);
   c.CheckInvariants();
 }
 
@@ -546,7 +546,7 @@ TEST(BlockEngineTest, APodOfARecreatedStatefulSetDoesNotAdoptTheOldAllocation) {
   EXPECT_NE(fresh->v4, old->v4);
   EXPECT_EQ(b.engine->stats().adoptions, 0u);
   EXPECT_EQ(AllocationAt(c, *old->v4)->node, "node-a");
-  EXPECT_NE(a.allocator.Find(old->key()), nullptr);  // node-a releases it when it sees fit
+  EXPECT_NE(a.allocator.Find(old->key()), std::nullopt);  // node-a releases it when it sees fit
   EXPECT_EQ(AllocationAt(c, *fresh->v4)->owner_uid, "sts-2");
   c.CheckInvariants();
 }

@@ -20,16 +20,20 @@ Result<void> CniService::Load() {
     if (!subnet) return Fail(subnet.error().Wrap("stored subnet " + spec.name));
     if (auto r = allocator_->UpsertSubnet(*subnet); !r) return Fail(r.error());
   }
-  auto leases = store_->LoadLiveLeases();
-  if (!leases) return Fail(leases.error().Wrap("loading leases from the database"));
-  // Moved, not copied: at 100k leases a copy of every string doubled the start-up peak
-  // and left the freed copies scattered through the heap (heaptrack, BENCHMARKS.md).
-  for (auto& lease : *leases) {
+  // One lease at a time, straight from the query into the allocator's compact table: a
+  // vector of every loaded Lease doubled the start-up peak and left its freed strings
+  // scattered through the heap between the table's allocations (heaptrack, BENCHMARKS.md).
+  bool restore_failed = false;
+  auto loaded = store_->ForEachLiveLease([&](Lease lease) -> Result<void> {
     // Restore's errors name the lease (its key and the holder it collides with).
-    if (auto r = allocator_->Restore(std::move(lease)); !r) return Fail(r.error().Wrap("restoring leases"));
+    auto r = allocator_->Restore(std::move(lease));
+    restore_failed = !r;
+    return r ? Ok() : Fail(r.error().Wrap("restoring leases"));
+  });
+  if (!loaded) {
+    return Fail(restore_failed ? loaded.error()
+                               : loaded.error().Wrap("loading leases from the database"));
   }
-  leases->clear();
-  leases->shrink_to_fit();
   // Give the loading's freed heap back to the kernel: it is most of the resident memory
   // right after start-up otherwise (glibc keeps freed arenas).
   malloc_trim(0);
@@ -188,7 +192,7 @@ Result<CniReply> CniService::Add(const CniRequest& request) {
   AttachmentKey key = AttachmentKey::For((*subnet)->name, owner);
   int64_t now = clock_->NowMs();
 
-  if (const Lease* held = allocator_->Find(key)) {
+  if (std::optional<Lease> held = allocator_->Find(key)) {
     // Idempotent: the same attachment asking again gets the same lease. A new sandbox
     // of the same pod takes the lease over (the runtime re-created it).
     if (held->owner.container_id != request.container_id) {
@@ -247,7 +251,7 @@ Result<void> CniService::Del(const CniRequest& request) {
   // CNI spec: DEL succeeds when nothing is allocated, also for an unknown provider.
   const Subnet* subnet = allocator_->FindSubnetByProvider(request.provider);
   if (!subnet) return Ok();
-  const Lease* lease = allocator_->Find(AttachmentKey::For(subnet->name, OwnerOf(request)));
+  std::optional<Lease> lease = allocator_->Find(AttachmentKey::For(subnet->name, OwnerOf(request)));
   if (!lease) return Ok();
   if (!request.container_id.empty() && lease->owner.container_id != request.container_id) {
     return Ok();  // the lease belongs to a newer sandbox of this pod
@@ -258,7 +262,7 @@ Result<void> CniService::Del(const CniRequest& request) {
 Result<CniReply> CniService::Check(const CniRequest& request) {
   auto subnet = SubnetFor(request.provider);
   if (!subnet) return Fail(subnet.error());
-  const Lease* lease = allocator_->Find(AttachmentKey::For((*subnet)->name, OwnerOf(request)));
+  std::optional<Lease> lease = allocator_->Find(AttachmentKey::For((*subnet)->name, OwnerOf(request)));
   if (!lease || lease->owner.container_id != request.container_id) {
     return Fail(Error::NotFound("container " + request.container_id + " interface " +
                                 request.ifname + " holds no lease in Subnet " + (*subnet)->name));

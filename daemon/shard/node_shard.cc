@@ -337,7 +337,7 @@ void NodeShard::ReconcilePod(const std::string& pod_key) {
     if (!subnet) continue;  // not an attachment sublease serves
     Owner owner{stored.namespace_name, stored.name, stored.uid, "", att.ifname};
     AttachmentKey key = AttachmentKey::For(subnet->name, owner);
-    if (const Lease* lease = allocator_->Find(key)) {
+    if (std::optional<Lease> lease = allocator_->Find(key)) {
       if (lease->state != LeaseState::kCommitted) continue;
       if (!stored.uid.empty() && lease->owner.pod_uid != stored.uid) {
         // The pod was re-created under the same name (a StatefulSet member, or a pod
@@ -717,7 +717,7 @@ void NodeShard::Add(const CniRequest& cni, ReplyCallback done) {
   AttachmentKey key = AttachmentKey::For(subnet->name, owner);
   auto pod_it = pods_.find(cni.pod_namespace + "/" + cni.pod_name);
   const PodInfo* pod = pod_it == pods_.end() ? nullptr : &pod_it->second;
-  if (const Lease* held = allocator_->Find(key); held && held->state == LeaseState::kCommitted) {
+  if (std::optional<Lease> held = allocator_->Find(key); held && held->state == LeaseState::kCommitted) {
     // The runtime re-created the sandbox (or the pod was re-created under its name):
     // same pod, same address (DESIGN §3.4).
     bool new_sandbox = !cni.container_id.empty() && held->owner.container_id != cni.container_id;
@@ -754,7 +754,7 @@ void NodeShard::Del(const CniRequest& cni, DoneCallback done) {
   if (!subnet || cni.pod_name.empty()) return done(Ok());
   Owner owner{cni.pod_namespace, cni.pod_name, cni.pod_uid, cni.container_id, cni.ifname};
   AttachmentKey key = AttachmentKey::For(subnet->name, owner);
-  const Lease* lease = allocator_->Find(key);
+  std::optional<Lease> lease = allocator_->Find(key);
   if (!lease) return done(Ok());
   if (!cni.container_id.empty() && !lease->owner.container_id.empty() &&
       lease->owner.container_id != cni.container_id) {
@@ -773,7 +773,7 @@ void NodeShard::Check(const CniRequest& cni, ReplyCallback done) {
   const Subnet* subnet = allocator_->FindSubnetByProvider(cni.provider);
   if (!subnet) return done(Fail(Error::NotFound("no Subnet has spec.provider " + cni.provider)));
   Owner owner{cni.pod_namespace, cni.pod_name, cni.pod_uid, cni.container_id, cni.ifname};
-  const Lease* lease = allocator_->Find(AttachmentKey::For(subnet->name, owner));
+  std::optional<Lease> lease = allocator_->Find(AttachmentKey::For(subnet->name, owner));
   if (!lease || lease->state != LeaseState::kCommitted) {
     return done(Fail(Error::NotFound("pod " + cni.pod_namespace + "/" + cni.pod_name + " interface " +
                                      cni.ifname + " holds no committed lease in Subnet " + subnet->name)));
@@ -869,7 +869,7 @@ void NodeShard::Tick() {
   std::vector<AttachmentKey> annotate(annotations_due_.begin(), annotations_due_.end());
   annotations_due_.clear();
   for (const auto& key : annotate) {
-    if (const Lease* lease = allocator_->Find(key); lease && lease->state == LeaseState::kCommitted) {
+    if (std::optional<Lease> lease = allocator_->Find(key); lease && lease->state == LeaseState::kCommitted) {
       WriteAnnotations(*lease);
     }
   }

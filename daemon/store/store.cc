@@ -727,8 +727,18 @@ Result<void> Store::ReleaseLease(const AttachmentKey& key, int64_t now_ms) {
 }
 
 Result<std::vector<Lease>> Store::LoadLiveLeases() {
-  return Guarded(db_->getFilename(), "loading live leases", [&]() -> Result<std::vector<Lease>> {
-    std::vector<Lease> out;
+  std::vector<Lease> out;
+  auto r = ForEachLiveLease([&out](Lease l) -> Result<void> {
+    out.push_back(std::move(l));
+    return Ok();
+  });
+  if (!r) return Fail(r.error());
+  return out;
+}
+
+Result<void> Store::ForEachLiveLease(const std::function<Result<void>(Lease)>& fn) {
+  return Guarded(db_->getFilename(), "loading live leases", [&]() -> Result<void> {
+    std::optional<Lease> current;  // read, not yet handed over: its other family may follow
     std::string last_owner;
     Use q(stmts_->load_live);
     while (q->executeStep()) {
@@ -740,9 +750,12 @@ Result<std::vector<Lease>> Store::LoadLiveLeases() {
       std::string owner = q->getColumn(4).getString();
       std::string ifname = q->getColumn(5).getString();
       // Rows come ordered by attachment key: the rows of a dual-stack lease are adjacent.
-      const bool same = !out.empty() && out.back().subnet == subnet && last_owner == owner &&
-                        out.back().owner.ifname == ifname;
+      const bool same = current && current->subnet == subnet && last_owner == owner &&
+                        current->owner.ifname == ifname;
       if (!same) {
+        if (current) {
+          if (auto r = fn(std::move(*current)); !r) return r;
+        }
         Lease l;
         l.subnet = std::move(subnet);
         l.owner.ifname = std::move(ifname);
@@ -754,16 +767,17 @@ Result<std::vector<Lease>> Store::LoadLiveLeases() {
         l.sticky = q->getColumn(11).getInt() != 0;
         l.mac = q->getColumn(12).getString();
         l.state = *state;
-        out.push_back(std::move(l));
+        current = std::move(l);
         last_owner = std::move(owner);
       } else if (*state == LeaseState::kPending) {
         // Families disagree only if a crash split them; the less advanced state is the
         // honest one (the commit is not known to have reached the API server).
-        out.back().state = LeaseState::kPending;
+        current->state = LeaseState::kPending;
       }
-      (addr->is_v4() ? out.back().v4 : out.back().v6) = *addr;
+      (addr->is_v4() ? current->v4 : current->v6) = *addr;
     }
-    return out;
+    if (current) return fn(std::move(*current));
+    return Ok();
   });
 }
 

@@ -110,6 +110,11 @@ class Store {
   Result<void> ReleaseLease(const AttachmentKey& key, int64_t now_ms);
   // Every live (pending or committed) lease, for rebuilding the allocator at start-up.
   Result<std::vector<Lease>> LoadLiveLeases();
+  // The same leases, handed to `fn` one at a time as they are read, in attachment-key
+  // order, without holding them all: start-up at 100k leases would otherwise hold every
+  // lease twice and leave the freed copies scattered through the heap. Stops at, and
+  // returns, the first error of `fn`.
+  Result<void> ForEachLiveLease(const std::function<Result<void>(Lease)>& fn);
   // Who held an address, newest first (lease_history).
   Result<std::vector<HistoryEntry>> History(const std::string& address, size_t limit);
 

@@ -422,6 +422,35 @@ TEST_F(StoreTest, DualStackLeaseRoundTripsAsOneLease) {
   EXPECT_EQ(d.provider, "macvlan.default");
 }
 
+TEST_F(StoreTest, ForEachLiveLeaseHandsOverWholeLeasesAndStopsAtTheFirstError) {
+  ASSERT_TRUE(store_->InsertLease(PodLease("d", "a", "10.1.0.1", "fd00::1"), kT0));
+  ASSERT_TRUE(store_->InsertLease(PodLease("d", "b", "10.1.0.2", "fd00::2"), kT0));
+  ASSERT_TRUE(store_->InsertLease(PodLease("d", "c", "10.1.0.3"), kT0));
+  std::vector<Lease> seen;
+  auto all = store_->ForEachLiveLease([&](Lease l) -> Result<void> {
+    seen.push_back(std::move(l));
+    return Ok();
+  });
+  ASSERT_TRUE(all) << all.error().message;
+  ASSERT_EQ(seen.size(), 3u);  // dual-stack rows merged into one lease each
+  EXPECT_EQ(seen[0].owner.pod_name, "a");
+  EXPECT_TRUE(seen[0].v4 && seen[0].v6);
+  EXPECT_TRUE(seen[1].v4 && seen[1].v6);
+  EXPECT_TRUE(seen[2].v4 && !seen[2].v6);
+  EXPECT_EQ(*store_->LoadLiveLeases(), seen);
+
+  size_t calls = 0;
+  auto stopped = store_->ForEachLiveLease([&](Lease l) -> Result<void> {
+    ++calls;
+    if (l.owner.pod_name == "b") return Fail(Error::Conflict("refused " + l.owner.pod_name));
+    return Ok();
+  });
+  ASSERT_FALSE(stopped);
+  EXPECT_EQ(stopped.error().code, Code::kConflict);
+  EXPECT_EQ(stopped.error().message, "refused b");
+  EXPECT_EQ(calls, 2u);
+}
+
 TEST_F(StoreTest, DualStackInsertIsAllOrNothing) {
   ASSERT_TRUE(store_->InsertLease(PodLease("d", "holder", nullptr, "fd00::7"), kT0));
   // Alone: the IPv4 row of a lease whose IPv6 address is taken is not left behind.
