@@ -1,5 +1,6 @@
 #include "common/json_reader.h"
 
+#include <array>
 #include <charconv>
 #include <cstdint>
 #include <system_error>
@@ -48,6 +49,14 @@ const JsonValue* JsonValue::Find(std::string_view key) const {
   }
   return nullptr;
 }
+
+// Bytes that end a plain run inside a string: quote, backslash, control characters and
+// the start of a UTF-8 sequence (validated separately).
+constexpr auto kSpecial = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c) t[c] = c == '"' || c == '\\' || c < 0x20 || c >= 0x80;
+  return t;
+}();
 
 // Recursive descent over the text; pos_ is the next unread byte. Every Parse* either
 // consumes a whole production or sets error_ and returns false.
@@ -127,6 +136,9 @@ class JsonParser {
     if (depth > kMaxJsonDepth) return Err("nested too deeply");
     ++pos_;  // '{'
     v.type_ = JsonType::kObject;
+    // The documents read here have a handful of members: one allocation each.
+    v.keys_.reserve(8);
+    v.items_.reserve(8);
     SkipSpace();
     if (!AtEnd() && Peek() == '}') {
       ++pos_;
@@ -299,12 +311,8 @@ class JsonParser {
     for (;;) {
       // Copy the plain run in one go.
       size_t run = pos_;
-      while (!AtEnd()) {
-        auto c = static_cast<unsigned char>(Peek());
-        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80) break;
-        ++pos_;
-      }
-      out.append(text_.substr(run, pos_ - run));
+      while (pos_ < text_.size() && !kSpecial[static_cast<unsigned char>(text_[pos_])]) ++pos_;
+      out.append(text_.data() + run, pos_ - run);
       if (AtEnd()) return Err("unterminated string");
       auto c = static_cast<unsigned char>(Peek());
       if (c == '"') {
