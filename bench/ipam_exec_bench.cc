@@ -8,11 +8,14 @@
 //       --variant NAME PLUGIN CONFIG_FILE [--variant ...] [--json OUT]
 //   ipam_exec_bench --version-only -n 500 --variant sublease PLUGIN -   (exec of VERSION)
 //
-// Timing is CLOCK_MONOTONIC around fork..waitpid. Correctness only decides the exit code:
+// Timing is CLOCK_MONOTONIC around fork..waitpid; "cpu p50" is the plugin process's own
+// user+system CPU time (wait4's rusage), which other load on the machine barely moves,
+// unlike the wall time. Correctness only decides the exit code:
 // every invocation must exit 0 and every ADD must print a result with "ips". Timing never
 // fails the run.
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +35,7 @@ namespace {
 struct Variant {
   std::string name, plugin, config;
   std::vector<double> add_ms, del_ms, pair_ms, version_ms;
+  std::vector<double> add_cpu_ms, del_cpu_ms, pair_cpu_ms, version_cpu_ms;
   int failures = 0;
   std::string first_error;
 };
@@ -43,9 +47,9 @@ double NowMs() {
 }
 
 // Runs `plugin` with `env`, writing `input` to its stdin; returns the exit status (or -1),
-// stdout in *out and the elapsed wall time in *ms.
+// stdout in *out, the elapsed wall time in *ms and the child's CPU time in *cpu_ms.
 int Run(const std::string& plugin, const std::vector<std::string>& env, const std::string& input,
-        std::string* out, double* ms) {
+        std::string* out, double* ms, double* cpu_ms) {
   int in_pipe[2], out_pipe[2];
   if (pipe2(in_pipe, O_CLOEXEC) != 0 || pipe2(out_pipe, O_CLOEXEC) != 0) return -1;
   std::vector<char*> envp;
@@ -82,9 +86,12 @@ int Run(const std::string& plugin, const std::vector<std::string>& env, const st
   }
   close(out_pipe[0]);
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  rusage ru{};
+  while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
   }
   *ms = NowMs() - start;
+  *cpu_ms = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -162,11 +169,12 @@ int main(int argc, char** argv) {
   for (int it = 0; it < n; ++it) {
     for (size_t vi = 0; vi < variants.size(); ++vi) {
       Variant& v = variants[vi];
-      double ms = 0;
+      double ms = 0, cpu = 0;
       if (version_only) {
-        int rc = Run(v.plugin, {"CNI_COMMAND=VERSION"}, "", &out, &ms);
+        int rc = Run(v.plugin, {"CNI_COMMAND=VERSION"}, "", &out, &ms, &cpu);
         if (rc != 0 || out.find("cniVersion") == std::string::npos) Fail(v, "VERSION rc=" + std::to_string(rc));
         v.version_ms.push_back(ms);
+        v.version_cpu_ms.push_back(cpu);
         continue;
       }
       // CNI spec: container IDs are [a-zA-Z0-9][a-zA-Z0-9_.-]*, so no variant name here.
@@ -177,36 +185,47 @@ int main(int argc, char** argv) {
               ";K8S_POD_INFRA_CONTAINER_ID=" + cid,
           "PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
       env.push_back("CNI_COMMAND=ADD");
-      double add = 0, del = 0;
-      int rc = Run(v.plugin, env, v.config, &out, &add);
+      double add = 0, del = 0, add_cpu = 0, del_cpu = 0;
+      int rc = Run(v.plugin, env, v.config, &out, &add, &add_cpu);
       if (rc != 0 || out.find("\"ips\"") == std::string::npos) {
         Fail(v, "ADD rc=" + std::to_string(rc) + ": " + out.substr(0, 300));
       }
       env.back() = "CNI_COMMAND=DEL";
-      rc = Run(v.plugin, env, v.config, &out, &del);
+      rc = Run(v.plugin, env, v.config, &out, &del, &del_cpu);
       if (rc != 0) Fail(v, "DEL rc=" + std::to_string(rc) + ": " + out.substr(0, 300));
       v.add_ms.push_back(add);
       v.del_ms.push_back(del);
       v.pair_ms.push_back(add + del);
+      v.add_cpu_ms.push_back(add_cpu);
+      v.del_cpu_ms.push_back(del_cpu);
+      v.pair_cpu_ms.push_back(add_cpu + del_cpu);
     }
     if ((it + 1) % progress_every == 0) std::fprintf(stderr, "  %d/%d\n", it + 1, n);
   }
   std::FILE* json = json_out.empty() ? nullptr : std::fopen(json_out.c_str(), "w");
   if (json) std::fprintf(json, "{");
-  std::printf("%-22s %-8s %9s %9s %9s %9s\n", "variant", "op", "p50 ms", "p90 ms", "p99 ms", "mean ms");
+  std::printf("%-22s %-8s %9s %9s %9s %9s %9s\n", "variant", "op", "p50 ms", "p90 ms", "p99 ms",
+              "mean ms", "cpu p50");
   bool first = true;
   for (auto& v : variants) {
-    std::vector<std::pair<const char*, std::vector<double>*>> ops =
-        version_only ? std::vector<std::pair<const char*, std::vector<double>*>>{{"VERSION", &v.version_ms}}
-                     : std::vector<std::pair<const char*, std::vector<double>*>>{
-                           {"ADD", &v.add_ms}, {"DEL", &v.del_ms}, {"ADD+DEL", &v.pair_ms}};
-    for (auto& [op, samples] : ops) {
-      std::printf("%-22s %-8s %9.3f %9.3f %9.3f %9.3f\n", v.name.c_str(), op, Pct(*samples, 50),
-                  Pct(*samples, 90), Pct(*samples, 99), Mean(*samples));
+    struct Op {
+      const char* name;
+      std::vector<double>* samples;
+      std::vector<double>* cpu;
+    };
+    std::vector<Op> ops = version_only ? std::vector<Op>{{"VERSION", &v.version_ms, &v.version_cpu_ms}}
+                                       : std::vector<Op>{{"ADD", &v.add_ms, &v.add_cpu_ms},
+                                                         {"DEL", &v.del_ms, &v.del_cpu_ms},
+                                                         {"ADD+DEL", &v.pair_ms, &v.pair_cpu_ms}};
+    for (auto& [op, samples, cpu] : ops) {
+      std::printf("%-22s %-8s %9.3f %9.3f %9.3f %9.3f %9.3f\n", v.name.c_str(), op, Pct(*samples, 50),
+                  Pct(*samples, 90), Pct(*samples, 99), Mean(*samples), Pct(*cpu, 50));
       if (json) {
-        std::fprintf(json, "%s\"%s/%s\":{\"n\":%zu,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"mean\":%.4f}",
+        std::fprintf(json,
+                     "%s\"%s/%s\":{\"n\":%zu,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"mean\":%.4f,"
+                     "\"cpu_p50\":%.4f}",
                      first ? "" : ",", v.name.c_str(), op, samples->size(), Pct(*samples, 50),
-                     Pct(*samples, 90), Pct(*samples, 99), Mean(*samples));
+                     Pct(*samples, 90), Pct(*samples, 99), Mean(*samples), Pct(*cpu, 50));
         first = false;
       }
     }

@@ -1,20 +1,15 @@
 #include "cni/config.h"
 
-#include <simdjson.h>
 #include <sys/un.h>
 
 #include <charconv>
 
 #include "cni/version.h"
 #include "common/ip.h"
-#include "common/json_types.h"
+#include "common/json_reader.h"
 
 namespace sublease::cni {
 namespace {
-
-using simdjson::dom::array;
-using simdjson::dom::element;
-using simdjson::dom::object;
 
 constexpr std::string_view kFixHint =
     "fix the network config (for Multus: the NetworkAttachmentDefinition's spec.config)";
@@ -24,7 +19,7 @@ tl::unexpected<CniError> Invalid(std::string msg, std::string details = std::str
 }
 
 tl::unexpected<CniError> WrongType(std::string_view path, std::string_view want,
-                                   const element& got) {
+                                   const JsonValue& got) {
   return Invalid(std::string(path) + " must be " + std::string(want) + ", not " +
                  std::string(JsonTypeName(got.type())));
 }
@@ -37,41 +32,35 @@ std::string Index(std::string_view path, size_t i) {
   return std::string(path) + "[" + std::to_string(i) + "]";
 }
 
-// Absent and null both read as "not given".
-std::optional<element> Member(const object& o, std::string_view key) {
-  element e;
-  if (!JsonMember(o, key, e)) return std::nullopt;
-  return e;
-}
-
-CniResult<std::string> String(const object& o, std::string_view key, std::string_view parent) {
-  auto e = Member(o, key);
-  if (!e) return std::string();
+// Absent and null both read as "not given" (JsonValue::Find).
+CniResult<std::string> String(const JsonValue& o, std::string_view key, std::string_view parent) {
+  const JsonValue* e = o.Find(key);
+  if (e == nullptr) return std::string();
   std::string_view s;
-  if (e->get(s) != simdjson::SUCCESS) return WrongType(Join(parent, key), "a string", *e);
+  if (!e->Get(&s)) return WrongType(Join(parent, key), "a string", *e);
   return std::string(s);
 }
 
-CniResult<std::optional<object>> Object(const object& o, std::string_view key,
-                                        std::string_view parent) {
-  auto e = Member(o, key);
-  if (!e) return std::optional<object>();
-  object obj;
-  if (e->get(obj) != simdjson::SUCCESS) return WrongType(Join(parent, key), "an object", *e);
-  return std::optional<object>(obj);
+// The member `key` if it is an object, nullptr if not given.
+CniResult<const JsonValue*> Object(const JsonValue& o, std::string_view key,
+                                   std::string_view parent) {
+  const JsonValue* e = o.Find(key);
+  if (e == nullptr) return e;
+  if (e->type() != JsonType::kObject) return WrongType(Join(parent, key), "an object", *e);
+  return e;
 }
 
-CniResult<std::optional<array>> Array(const object& o, std::string_view key,
-                                      std::string_view parent, std::string_view want) {
-  auto e = Member(o, key);
-  if (!e) return std::optional<array>();
-  array arr;
-  if (e->get(arr) != simdjson::SUCCESS) return WrongType(Join(parent, key), want, *e);
-  return std::optional<array>(arr);
+// The elements of member `key` if it is an array, nullptr if not given.
+CniResult<const std::vector<JsonValue>*> Array(const JsonValue& o, std::string_view key,
+                                               std::string_view parent, std::string_view want) {
+  const JsonValue* e = o.Find(key);
+  if (e == nullptr) return nullptr;
+  if (e->type() != JsonType::kArray) return WrongType(Join(parent, key), want, *e);
+  return &e->items();
 }
 
 // A list of static addresses (runtimeConfig.ips, args.cni.ips), each validated.
-CniResult<std::vector<std::string>> StaticIps(const object& o, std::string_view key,
+CniResult<std::vector<std::string>> StaticIps(const JsonValue& o, std::string_view key,
                                               std::string_view parent) {
   std::vector<std::string> out;
   auto arr = Array(o, key, parent, "an array of strings");
@@ -79,9 +68,9 @@ CniResult<std::vector<std::string>> StaticIps(const object& o, std::string_view 
   if (!*arr) return out;
   std::string path = Join(parent, key);
   size_t i = 0;
-  for (element item : **arr) {
+  for (const JsonValue& item : **arr) {
     std::string_view s;
-    if (item.get(s) != simdjson::SUCCESS) return WrongType(Index(path, i), "a string", item);
+    if (!item.Get(&s)) return WrongType(Index(path, i), "a string", item);
     if (auto v = ValidateStaticAddress(s); !v) {
       return Invalid(Index(path, i) + " is not an IP address: \"" + std::string(s) + "\"",
                      v.error().message);
@@ -92,16 +81,15 @@ CniResult<std::vector<std::string>> StaticIps(const object& o, std::string_view 
   return out;
 }
 
-CniResult<std::vector<WireRoute>> Routes(const object& ipam) {
+CniResult<std::vector<WireRoute>> Routes(const JsonValue& ipam) {
   std::vector<WireRoute> routes;
   auto arr = Array(ipam, "routes", "ipam", "an array of objects");
   if (!arr) return tl::unexpected(arr.error());
   if (!*arr) return routes;
   size_t i = 0;
-  for (element item : **arr) {
+  for (const JsonValue& route : **arr) {
     std::string path = Index("ipam.routes", i++);
-    object route;
-    if (item.get(route) != simdjson::SUCCESS) return WrongType(path, "an object", item);
+    if (route.type() != JsonType::kObject) return WrongType(path, "an object", route);
     auto dst = String(route, "dst", path);
     if (!dst) return tl::unexpected(dst.error());
     auto gw = String(route, "gw", path);
@@ -128,11 +116,11 @@ CniResult<std::vector<WireRoute>> Routes(const object& ipam) {
   return routes;
 }
 
-CniResult<double> Timeout(const object& ipam) {
-  auto e = Member(ipam, "timeout_seconds");
-  if (!e) return kDefaultTimeoutSeconds;
+CniResult<double> Timeout(const JsonValue& ipam) {
+  const JsonValue* e = ipam.Find("timeout_seconds");
+  if (e == nullptr) return kDefaultTimeoutSeconds;
   double seconds = 0;
-  if (e->get(seconds) != simdjson::SUCCESS) {
+  if (!e->Get(&seconds)) {
     return WrongType("ipam.timeout_seconds", "a number", *e);
   }
   if (!(seconds > 0 && seconds <= kMaxTimeoutSeconds)) {
@@ -142,16 +130,15 @@ CniResult<double> Timeout(const object& ipam) {
   return seconds;
 }
 
-CniResult<std::vector<std::string>> PrevResultIps(const object& prev) {
+CniResult<std::vector<std::string>> PrevResultIps(const JsonValue& prev) {
   std::vector<std::string> out;
   auto arr = Array(prev, "ips", "prevResult", "an array of objects");
   if (!arr) return tl::unexpected(arr.error());
   if (!*arr) return out;
   size_t i = 0;
-  for (element item : **arr) {
+  for (const JsonValue& ip : **arr) {
     std::string path = Index("prevResult.ips", i++);
-    object ip;
-    if (item.get(ip) != simdjson::SUCCESS) return WrongType(path, "an object", item);
+    if (ip.type() != JsonType::kObject) return WrongType(path, "an object", ip);
     auto address = String(ip, "address", path);
     if (!address) return tl::unexpected(address.error());
     out.push_back(std::move(*address));
@@ -159,20 +146,19 @@ CniResult<std::vector<std::string>> PrevResultIps(const object& prev) {
   return out;
 }
 
-CniResult<std::optional<std::vector<WireAttachment>>> ValidAttachments(const object& root) {
+CniResult<std::optional<std::vector<WireAttachment>>> ValidAttachments(const JsonValue& root) {
   // libcni also writes the list under cni.dev/attachments, the key an earlier
   // draft of the spec used; accept either.
   std::string_view key = "cni.dev/valid-attachments";
-  if (!Member(root, key)) key = "cni.dev/attachments";
+  if (root.Find(key) == nullptr) key = "cni.dev/attachments";
   auto arr = Array(root, key, "", "an array of objects");
   if (!arr) return tl::unexpected(arr.error());
   if (!*arr) return std::optional<std::vector<WireAttachment>>();
   std::vector<WireAttachment> out;
   size_t i = 0;
-  for (element item : **arr) {
+  for (const JsonValue& att : **arr) {
     std::string path = Index(key, i++);
-    object att;
-    if (item.get(att) != simdjson::SUCCESS) return WrongType(path, "an object", item);
+    if (att.type() != JsonType::kObject) return WrongType(path, "an object", att);
     auto id = String(att, "containerID", path);
     if (!id) return tl::unexpected(id.error());
     auto ifname = String(att, "ifname", path);
@@ -208,17 +194,15 @@ Result<void> ValidateStaticAddress(std::string_view text) {
 }
 
 CniResult<NetConf> ParseNetConf(std::string_view json, std::string* version) {
-  simdjson::dom::parser parser;
-  simdjson::padded_string padded(json);
-  element root_element;
-  if (auto err = parser.parse(padded).get(root_element); err) {
+  auto parsed = ParseJson(json);
+  if (!parsed) {
     return FailCni(CniCode::kDecodeFailure, "network config on stdin is not valid JSON",
-                   std::string("JSON parser: ") + simdjson::error_message(err));
+                   "JSON parser: " + parsed.error().message);
   }
-  object root;
-  if (root_element.get(root) != simdjson::SUCCESS) {
+  const JsonValue& root = *parsed;
+  if (root.type() != JsonType::kObject) {
     return FailCni(CniCode::kDecodeFailure, "network config on stdin is not a JSON object",
-                   "got " + std::string(JsonTypeName(root_element.type())));
+                   "got " + std::string(JsonTypeName(root.type())));
   }
 
   NetConf conf;
@@ -243,7 +227,7 @@ CniResult<NetConf> ParseNetConf(std::string_view json, std::string* version) {
   auto ipam = Object(root, "ipam", "");
   if (!ipam) return tl::unexpected(ipam.error());
   if (!*ipam) return Invalid("ipam is missing");
-  const object& ipam_obj = **ipam;
+  const JsonValue& ipam_obj = **ipam;
   auto type = String(ipam_obj, "type", "ipam");
   if (!type) return tl::unexpected(type.error());
   conf.ipam_type = std::move(*type);

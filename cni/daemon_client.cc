@@ -1,8 +1,7 @@
 #include "cni/daemon_client.h"
 
-#include <simdjson.h>
-
 #include "cni/unix_http.h"
+#include "common/json_reader.h"
 
 namespace sublease::cni {
 
@@ -50,10 +49,10 @@ Result<void> DaemonClient::Status() const {
   auto body = Call("GET", "/v1/cni/status", "");
   if (!body) return Fail(body.error());
   // A 200 must still say {"ready": true}: the answer is the daemon's judgement.
-  simdjson::dom::parser parser;
-  simdjson::padded_string padded(*body);
+  auto doc = ParseJson(*body);
+  const JsonValue* field = doc ? doc->Find("ready") : nullptr;
   bool ready = false;
-  if (parser.parse(padded)["ready"].get(ready) != simdjson::SUCCESS) {
+  if (field == nullptr || !field->Get(&ready)) {
     return Fail(Error::Internal("unreadable answer to status: \"" + body->substr(0, 200) + "\""));
   }
   if (!ready) return Fail(Error::Unavailable("the sublease daemon says it is not ready"));

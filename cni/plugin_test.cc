@@ -3,13 +3,13 @@
 #include "cni/plugin.h"
 
 #include <gtest/gtest.h>
-#include <simdjson.h>
 
 #include <chrono>
 #include <map>
 #include <string>
 
 #include "cni/fake_daemon.h"
+#include "common/json_reader.h"
 #include "common/wire.h"
 
 namespace sublease::cni {
@@ -42,18 +42,18 @@ Outcome RunPluginWith(const Env& env, const std::string& stdin_text) {
 
 // The "code" of a CNI error printed on stdout, or -1 when there is none.
 int64_t ErrorCode(const std::string& out) {
-  simdjson::dom::parser parser;
-  simdjson::padded_string padded(out);
-  int64_t code = -1;
-  if (parser.parse(padded)["code"].get(code) != simdjson::SUCCESS) return -1;
-  return code;
+  auto doc = ParseJson(out);
+  const JsonValue* field = doc ? doc->Find("code") : nullptr;
+  double code = -1;
+  if (field == nullptr || !field->Get(&code)) return -1;
+  return static_cast<int64_t>(code);
 }
 
 std::string ErrorDetails(const std::string& out) {
-  simdjson::dom::parser parser;
-  simdjson::padded_string padded(out);
+  auto doc = ParseJson(out);
+  const JsonValue* field = doc ? doc->Find("details") : nullptr;
   std::string_view details;
-  if (parser.parse(padded)["details"].get(details) != simdjson::SUCCESS) return "";
+  if (field == nullptr || !field->Get(&details)) return "";
   return std::string(details);
 }
 

@@ -1,6 +1,7 @@
-// Small helpers over simdjson's DOM shared by every JSON reader in the project (the
-// wire format, the CNI config, API objects, pod annotations), so their error messages
-// name JSON types the same way.
+// Small helpers over simdjson's DOM shared by the JSON readers that use simdjson (API
+// objects, pod annotations), so their error messages name JSON types the same way as
+// common/json_reader.h (the wire format, the CNI config) does. Header-only: users link
+// simdjson themselves; common does not.
 #pragma once
 
 #include <simdjson.h>

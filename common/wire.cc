@@ -1,67 +1,55 @@
 #include "common/wire.h"
 
-#include <simdjson.h>
-
+#include "common/json_reader.h"
 #include "common/json_writer.h"
-#include "common/json_types.h"
 
 namespace sublease {
 namespace {
-
-using simdjson::dom::array;
-using simdjson::dom::element;
-using simdjson::dom::object;
 
 // Decodes one message kind; `what` names it in every error ("CniRequest").
 class Decoder {
  public:
   explicit Decoder(std::string_view what) : what_(what) {}
 
-  Result<object> Parse(std::string_view json) {
-    // padded_string copies: simdjson reads up to SIMDJSON_PADDING bytes past the end.
-    simdjson::padded_string padded(json);
-    element root;
-    if (auto err = parser_.parse(padded).get(root); err) {
+  // The document's root object; it stays owned by the Decoder.
+  Result<const JsonValue*> Parse(std::string_view json) {
+    auto root = ParseJson(json);
+    if (!root) {
       return Fail(Error::InvalidArgument(std::string(what_) +
-                                         " is not valid JSON: " + simdjson::error_message(err)));
+                                         " is not valid JSON: " + root.error().message));
     }
-    object obj;
-    if (root.get(obj) != simdjson::SUCCESS) {
+    root_ = std::move(*root);
+    if (root_.type() != JsonType::kObject) {
       return Fail(Error::InvalidArgument(std::string(what_) + " must be a JSON object, not " +
-                                         std::string(JsonTypeName(root.type()))));
+                                         std::string(JsonTypeName(root_.type()))));
     }
-    return obj;
+    return &root_;
   }
 
-  Error WrongType(std::string_view field, std::string_view want, const element& got) const {
+  Error WrongType(std::string_view field, std::string_view want, const JsonValue& got) const {
     return Error::InvalidArgument(std::string(what_) + ": field \"" + std::string(field) +
                                   "\" must be " + std::string(want) + ", not " +
                                   std::string(JsonTypeName(got.type())));
   }
 
-  // Absent and null both mean "not given" (Go encoders write nil slices as null).
-  static bool Lookup(const object& o, std::string_view key, element& out) {
-    return JsonMember(o, key, out);
-  }
-
-  Result<std::string> String(const object& o, std::string_view key, std::string_view path) const {
-    element e;
-    if (!Lookup(o, key, e)) return std::string();
+  Result<std::string> String(const JsonValue& o, std::string_view key,
+                             std::string_view path) const {
+    const JsonValue* e = o.Find(key);
+    if (e == nullptr) return std::string();
     std::string_view s;
-    if (e.get(s) != simdjson::SUCCESS) return Fail(WrongType(path, "a string", e));
+    if (!e->Get(&s)) return Fail(WrongType(path, "a string", *e));
     return std::string(s);
   }
 
-  Result<std::vector<std::string>> StringArray(const object& o, std::string_view key) const {
+  Result<std::vector<std::string>> StringArray(const JsonValue& o, std::string_view key) const {
     std::vector<std::string> out;
-    element e;
-    if (!Lookup(o, key, e)) return out;
-    array arr;
-    if (e.get(arr) != simdjson::SUCCESS) return Fail(WrongType(key, "an array of strings", e));
+    const JsonValue* e = o.Find(key);
+    if (e == nullptr) return out;
+    if (e->type() != JsonType::kArray) return Fail(WrongType(key, "an array of strings", *e));
     size_t i = 0;
-    for (element item : arr) {
+    for (const JsonValue& item : e->items()) {
       std::string_view s;
-      if (item.get(s) != simdjson::SUCCESS) {
+      if (!item.Get(&s)) {
         return Fail(WrongType(std::string(key) + "[" + std::to_string(i) + "]", "a string", item));
       }
       out.emplace_back(s);
@@ -72,42 +60,40 @@ class Decoder {
 
   // Calls each(obj, "key[i]") for every element of an array of objects.
   template <typename Fn>
-  Result<void> ObjectArray(const object& o, std::string_view key, Fn each) const {
-    element e;
-    if (!Lookup(o, key, e)) return Ok();
-    array arr;
-    if (e.get(arr) != simdjson::SUCCESS) return Fail(WrongType(key, "an array of objects", e));
+  Result<void> ObjectArray(const JsonValue& o, std::string_view key, Fn each) const {
+    const JsonValue* e = o.Find(key);
+    if (e == nullptr) return Ok();
+    if (e->type() != JsonType::kArray) return Fail(WrongType(key, "an array of objects", *e));
     size_t i = 0;
-    for (element item : arr) {
+    for (const JsonValue& item : e->items()) {
       std::string path = std::string(key) + "[" + std::to_string(i++) + "]";
-      object item_obj;
-      if (item.get(item_obj) != simdjson::SUCCESS) return Fail(WrongType(path, "an object", item));
-      if (auto r = each(item_obj, path); !r) return r;
+      if (item.type() != JsonType::kObject) return Fail(WrongType(path, "an object", item));
+      if (auto r = each(item, path); !r) return r;
     }
     return Ok();
   }
 
-  Result<std::vector<WireRoute>> Routes(const object& o) const {
+  Result<std::vector<WireRoute>> Routes(const JsonValue& o) const {
     std::vector<WireRoute> routes;
-    auto r =
-        ObjectArray(o, "routes", [&](const object& item, const std::string& path) -> Result<void> {
-          WireRoute route;
-          auto dst = String(item, "dst", path + ".dst");
-          if (!dst) return Fail(dst.error());
-          auto gw = String(item, "gw", path + ".gw");
-          if (!gw) return Fail(gw.error());
-          route.dst = std::move(*dst);
-          route.gw = std::move(*gw);
-          routes.push_back(std::move(route));
-          return Ok();
-        });
+    auto r = ObjectArray(o, "routes",
+                         [&](const JsonValue& item, const std::string& path) -> Result<void> {
+                           WireRoute route;
+                           auto dst = String(item, "dst", path + ".dst");
+                           if (!dst) return Fail(dst.error());
+                           auto gw = String(item, "gw", path + ".gw");
+                           if (!gw) return Fail(gw.error());
+                           route.dst = std::move(*dst);
+                           route.gw = std::move(*gw);
+                           routes.push_back(std::move(route));
+                           return Ok();
+                         });
     if (!r) return Fail(r.error());
     return routes;
   }
 
  private:
   std::string_view what_;
-  simdjson::dom::parser parser_;
+  JsonValue root_;
 };
 
 void WriteRoutes(JsonWriter& w, const std::vector<WireRoute>& routes) {
@@ -155,14 +141,14 @@ Result<CniRequest> DecodeCniRequest(std::string_view json) {
         StringField{"netns", &r.netns}, StringField{"provider", &r.provider},
         StringField{"podNamespace", &r.pod_namespace}, StringField{"podName", &r.pod_name},
         StringField{"podUID", &r.pod_uid}, StringField{"mac", &r.mac}}) {
-    auto v = d.String(*obj, key, key);
+    auto v = d.String(**obj, key, key);
     if (!v) return Fail(v.error());
     *out = std::move(*v);
   }
-  auto ips = d.StringArray(*obj, "ips");
+  auto ips = d.StringArray(**obj, "ips");
   if (!ips) return Fail(ips.error());
   r.ips = std::move(*ips);
-  auto routes = d.Routes(*obj);
+  auto routes = d.Routes(**obj);
   if (!routes) return Fail(routes.error());
   r.routes = std::move(*routes);
   if (r.provider.empty()) {
@@ -188,20 +174,20 @@ Result<CniReply> DecodeCniReply(std::string_view json) {
   auto obj = d.Parse(json);
   if (!obj) return Fail(obj.error());
   CniReply r;
-  auto ips =
-      d.ObjectArray(*obj, "ips", [&](const object& item, const std::string& path) -> Result<void> {
-        auto address = d.String(item, "address", path + ".address");
-        if (!address) return Fail(address.error());
-        auto gateway = d.String(item, "gateway", path + ".gateway");
-        if (!gateway) return Fail(gateway.error());
-        r.ips.push_back({std::move(*address), std::move(*gateway)});
-        return Ok();
-      });
+  auto ips = d.ObjectArray(**obj, "ips",
+                           [&](const JsonValue& item, const std::string& path) -> Result<void> {
+                             auto address = d.String(item, "address", path + ".address");
+                             if (!address) return Fail(address.error());
+                             auto gateway = d.String(item, "gateway", path + ".gateway");
+                             if (!gateway) return Fail(gateway.error());
+                             r.ips.push_back({std::move(*address), std::move(*gateway)});
+                             return Ok();
+                           });
   if (!ips) return Fail(ips.error());
-  auto routes = d.Routes(*obj);
+  auto routes = d.Routes(**obj);
   if (!routes) return Fail(routes.error());
   r.routes = std::move(*routes);
-  auto mac = d.String(*obj, "mac", "mac");
+  auto mac = d.String(**obj, "mac", "mac");
   if (!mac) return Fail(mac.error());
   r.mac = std::move(*mac);
   return r;
@@ -222,20 +208,19 @@ Result<GcRequest> DecodeGcRequest(std::string_view json) {
   auto obj = d.Parse(json);
   if (!obj) return Fail(obj.error());
   GcRequest r;
-  auto provider = d.String(*obj, "provider", "provider");
+  auto provider = d.String(**obj, "provider", "provider");
   if (!provider) return Fail(provider.error());
   r.provider = std::move(*provider);
   if (r.provider.empty()) {
     return Fail(Error::InvalidArgument("GcRequest: field \"provider\" is required"));
   }
-  element list;
   // An absent list would mean "nothing is valid" and release every lease of the
   // provider; make the sender say so explicitly.
-  if (!Decoder::Lookup(*obj, "validAttachments", list)) {
+  if ((*obj)->Find("validAttachments") == nullptr) {
     return Fail(Error::InvalidArgument("GcRequest: field \"validAttachments\" is required"));
   }
-  auto atts = d.ObjectArray(*obj, "validAttachments",
-                            [&](const object& item, const std::string& path) -> Result<void> {
+  auto atts = d.ObjectArray(**obj, "validAttachments",
+                            [&](const JsonValue& item, const std::string& path) -> Result<void> {
                               auto id = d.String(item, "containerID", path + ".containerID");
                               if (!id) return Fail(id.error());
                               auto ifname = d.String(item, "ifname", path + ".ifname");
@@ -261,8 +246,8 @@ Error DecodeWireError(int http_status, std::string_view body) {
   Decoder d("error body");
   auto obj = d.Parse(body);
   if (obj) {
-    auto code = d.String(*obj, "code", "code");
-    auto message = d.String(*obj, "message", "message");
+    auto code = d.String(**obj, "code", "code");
+    auto message = d.String(**obj, "message", "message");
     if (code && message && !message->empty()) {
       auto parsed = CodeFromName(*code);
       return {parsed.value_or(fallback), std::move(*message)};

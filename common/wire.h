@@ -2,7 +2,7 @@
 //
 // docs/protocol.md is the reference (paths, fields, status codes); this header is its
 // C++ face. Both the plugin (cni/) and the daemon (daemon/server, daemon/service) use
-// these structs, so the two sides cannot drift. Decoding uses simdjson and rejects
+// these structs, so the two sides cannot drift. Decoding (common/json_reader.h) rejects
 // wrong types with a message naming the field. Pure values; no I/O.
 #pragma once
 
