@@ -413,7 +413,32 @@ void BlockEngine::OnBlockDeleted(const std::string& name) {
   BlockState* b = FindBlock(name);
   if (b == nullptr) return;
   b->awaiting_version.clear();
+  std::optional<IpBlock> was = std::move(b->object);
   SetObject(*b, std::nullopt);
+  // Nothing in sublease deletes a block that holds allocations (this node retires only
+  // empty ones, the leader's collection too): someone deleted it by hand. Its allocations
+  // are written back as they were — also other nodes' borrows — in a create claiming the
+  // block again, so that no address in use becomes free anywhere (the collection frees
+  // those whose pods are gone). If another node claimed the block first, they go in as
+  // borrows, and only those whose offsets it took meanwhile are lost (and logged).
+  if (was && was->node == options_.node && !was->allocations.empty()) {
+    LogWarn("IPBlock " + name + " of this node was deleted while it held " +
+            std::to_string(was->allocations.size()) + " allocation(s); writing them back");
+    std::weak_ptr<int> token = life_;
+    for (const auto& [offset, alloc] : was->allocations) {
+      Op op;
+      op.kind = Op::Kind::kAdd;
+      op.offset = offset;
+      op.key = KeyOfAllocation(b->subnet, alloc);
+      op.allocation = alloc;
+      op.done = [token, name, who = DescribeAllocation(alloc)](Result<void> r) {
+        if (token.expired() || r) return;
+        LogError("could not write back the allocation of " + who + " in IPBlock " + name + ": " +
+                 r.error().message);
+      };
+      b->queued.push_back(std::move(op));
+    }
+  }
   Pump(*b);
 }
 

@@ -305,6 +305,39 @@ TEST(BlockEngineTest, OwnBlocksMissingFromARelistAreForgotten) {
   c.CheckInvariants();
 }
 
+// A person deletes a node's block while pods hold addresses in it (a borrow of another
+// node's included): the node writes every allocation back, so none of those addresses
+// becomes free for anyone else.
+TEST(BlockEngineTest, AnOwnBlockDeletedWithAllocationsIsWrittenBack) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p1")));
+  ASSERT_EQ(c.api.objects().size(), 1u);
+  IpBlock before = c.api.objects().begin()->second;
+  // node-b's borrow of a static address in node-a's block.
+  AllocateRequest borrow = c.Request("q0");
+  borrow.static_ips = {"10.0.0.6"};
+  ASSERT_TRUE(c.AllocateNow(b, borrow));
+  before = c.api.objects().at(before.name);
+  ASSERT_EQ(before.allocations.size(), 3u);
+  std::optional<Result<void>> deleted;
+  c.api.Delete(before.name, before.resource_version, [&](Result<void> r) { deleted = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(deleted && *deleted);
+  ASSERT_EQ(c.api.objects().count(before.name), 1u) << "the block was not written back";
+  const IpBlock& after = c.api.objects().at(before.name);
+  EXPECT_EQ(after.node, "node-a");
+  EXPECT_EQ(after.allocations, before.allocations);
+  // And the node goes on allocating from it, without a new claim.
+  uint64_t creates = a.engine->stats().creates;
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p2")));
+  EXPECT_EQ(a.engine->stats().creates, creates);
+  EXPECT_EQ(c.api.objects().at(before.name).allocations.size(), 4u);
+  c.CheckInvariants();
+}
+
 TEST(BlockEngineTest, ExhaustionOfASmallSubnetIsReportedOnEveryNodeOnceFull) {
   ClusterHarness c(Spec("10.0.0.0/28"));  // 13 usable addresses, /32 blocks
   std::vector<Node*> nodes = {&c.AddNode("node-a"), &c.AddNode("node-b"), &c.AddNode("node-c")};
