@@ -185,12 +185,13 @@ class ClusterFaults(unittest.TestCase):
         for i in range(NODES):
             node = "node-%d" % i
             self.daemons[node] = Daemon(self.dir, node, [
-                "--kubeconfig", kubeconfig, "--node-name", node, "--release-grace-ms", "300"])
+                "--kubeconfig", kubeconfig, "--node-name", node, "--release-grace-ms", "300",
+                "--log-level", os.environ.get("SUBLEASE_TEST_LOG_LEVEL", "info")])
         self.passed = False
         self.why = ""
         self.violations = []
         self.vlock = threading.Lock()
-        # pod name -> {"node", "addr" (first address seen), "state": live|deleting|deleted}
+        # pod name -> {"node", "addr" (first address seen), "state": creating|live|deleting|deleted}
         self.pods = {}
         self.plock = threading.Lock()
         self.counters = {"created": 0, "adds_ok": 0, "adds_failed": 0, "dels": 0, "deleted": 0,
@@ -270,9 +271,14 @@ class ClusterFaults(unittest.TestCase):
                 "metadata": {"name": name, "namespace": "default",
                              "annotations": {"k8s.v1.cni.cncf.io/networks": "faults"}},
                 "spec": {"nodeName": node, "containers": [{"name": "c", "image": "alpine"}]}}
+        # "creating" until the create is answered: another worker must not pick the pod
+        # for deletion meanwhile (its DELETE would 404 while the retried POST lands later,
+        # leaving a pod this test believes deleted).
         with self.plock:
-            self.pods[name] = {"node": node, "addr": None, "state": "live", "lock": threading.Lock()}
+            self.pods[name] = {"node": node, "addr": None, "state": "creating", "lock": threading.Lock()}
         status, obj = self.api_request("POST", PODS, body, ok=(201, 409))
+        with self.plock:
+            self.pods[name]["state"] = "live"
         self.counters["created"] += 1
         if add:
             self.cni_add(name)
