@@ -442,6 +442,34 @@ TEST_F(StoreTest, DualStackInsertIsAllOrNothing) {
   EXPECT_EQ(store_->History("10.1.0.7", 10)->size(), 0u);
 }
 
+// One-row writes join a transaction without a savepoint: a failing statement must still
+// leave nothing of its own (no lease row, no history row) and keep the earlier work.
+TEST_F(StoreTest, FailedOneRowWritesInsideATransactionLeaveNothingOfTheirOwn) {
+  {
+    auto tx = store_->Begin();
+    ASSERT_TRUE(tx);
+    ASSERT_TRUE(store_->InsertLease(PodLease("a", "early", "10.0.0.2"), kT0));
+    // The address is held: conflict (unique index leases_live_address).
+    auto taken = store_->InsertLease(PodLease("a", "other", "10.0.0.2"), kT0 + 1);
+    ASSERT_FALSE(taken);
+    EXPECT_EQ(taken.error().code, Code::kConflict);
+    // The attachment holds a lease: conflict (unique index leases_live_attachment).
+    auto twice = store_->InsertLease(PodLease("a", "early", "10.0.0.3"), kT0 + 1);
+    ASSERT_FALSE(twice);
+    EXPECT_EQ(twice.error().code, Code::kConflict);
+    // Nothing to release.
+    EXPECT_EQ(store_->ReleaseLease(PodLease("a", "nobody", "10.0.0.9").key(), kT0).error().code,
+              Code::kNotFound);
+    ASSERT_TRUE(store_->InsertLease(PodLease("a", "late", "10.0.0.4"), kT0 + 2));
+    ASSERT_TRUE(tx->Commit());
+  }
+  auto leases = store_->LoadLiveLeases();
+  ASSERT_EQ(leases->size(), 2u);
+  EXPECT_EQ(store_->History("10.0.0.2", 10)->size(), 1u);  // "early" only
+  EXPECT_EQ(store_->History("10.0.0.3", 10)->size(), 0u);
+  EXPECT_EQ(store_->History("10.0.0.4", 10)->size(), 1u);
+}
+
 TEST_F(StoreTest, LeaseStateOnlyMovesForward) {
   const Lease l = PodLease("a", "p", "10.0.0.5");
   ASSERT_TRUE(store_->InsertLease(l, kT0));
