@@ -438,8 +438,26 @@ Result<void> Transaction::Commit() {
 
 // ---- Opening ----
 
-Store::Store(std::unique_ptr<SQLite::Database> db)
-    : db_(std::move(db)), stmts_(std::make_unique<Statements>(*db_)) {}
+Store::Store(std::unique_ptr<SQLite::Database> db, int wal_checkpoint_pages)
+    : db_(std::move(db)),
+      stmts_(std::make_unique<Statements>(*db_)),
+      wal_checkpoint_pages_(wal_checkpoint_pages) {
+  // Replaces SQLite's automatic checkpoint (itself a WAL hook) with the same thing at our
+  // bound, counting pages on the way.
+  sqlite3_wal_hook(db_->getHandle(), &Store::OnWalCommit, this);
+}
+
+int Store::OnWalCommit(void* store, sqlite3* db, const char* name, int pages) {
+  auto* self = static_cast<Store*>(store);
+  self->wal_pages_ = pages;
+  self->commits_++;
+  if (self->wal_checkpoint_pages_ > 0 && pages >= self->wal_checkpoint_pages_) {
+    // As SQLite's own hook: the commit has succeeded whatever the checkpoint does (busy
+    // when a Checkpointer is running: the next commit tries again).
+    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  }
+  return SQLITE_OK;
+}
 
 Store::~Store() = default;
 
@@ -491,7 +509,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreO
                                        : "PRAGMA synchronous = NORMAL");
     db->exec("PRAGMA foreign_keys = ON");
     if (auto ok = Migrate(*db); !ok) return Fail(ok.error());
-    return std::unique_ptr<Store>(new Store(std::move(db)));
+    return std::unique_ptr<Store>(new Store(std::move(db), options.wal_checkpoint_pages));
   });
   // Closing the connection to a corrupt database must not checkpoint its WAL into it
   // nor delete the WAL: it is moved aside for a person exactly as found (recovery.h).
@@ -527,7 +545,7 @@ Result<std::unique_ptr<Store>> Store::OpenReadOnly(const std::string& path) {
                                   std::to_string(LatestSchemaVersion()) +
                                   "; start subleased once to migrate it"));
     }
-    return std::unique_ptr<Store>(new Store(std::move(db)));
+    return std::unique_ptr<Store>(new Store(std::move(db), 0));
   });
 }
 
@@ -854,6 +872,51 @@ Result<void> Store::PutSyncState(const std::string& key, const std::string& valu
     q->exec();
     return Ok();
   });
+}
+
+// ---- Checkpointer ----
+
+Checkpointer::Checkpointer(std::unique_ptr<SQLite::Database> db) : db_(std::move(db)) {}
+
+Checkpointer::~Checkpointer() = default;
+
+Result<std::unique_ptr<Checkpointer>> Checkpointer::Open(const std::string& path) {
+  std::error_code ec;
+  if (path == ":memory:" || !std::filesystem::exists(path, ec)) {
+    return Fail(Error::NotFound("database " + path + " does not exist"));
+  }
+  try {
+    // No busy timeout: a checkpoint that finds another one running gives up at once.
+    auto db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE);
+    // This connection never writes; it must not checkpoint on close either, racing the
+    // Store's (harmless, but it would sync on the caller's thread at shutdown).
+    sqlite3_db_config(db->getHandle(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+    // A connection finds the WAL when it first reads; until then a checkpoint does nothing.
+    const std::string mode = db->execAndGet("PRAGMA journal_mode").getString();
+    (void)db->execAndGet("SELECT count(*) FROM sqlite_schema");
+    if (mode != "wal") {
+      return Fail(Error::Internal(Describe(path) + " is not in WAL mode (" + mode +
+                                  "); open it with Store::Open first"));
+    }
+    return std::unique_ptr<Checkpointer>(new Checkpointer(std::move(db)));
+  } catch (const SQLite::Exception& e) {
+    return Fail(FromSqlite(e, "opening a checkpoint connection", path));
+  }
+}
+
+Result<Checkpointer::Progress> Checkpointer::Run() {
+  Progress p;
+  const int rc = sqlite3_wal_checkpoint_v2(db_->getHandle(), "main", SQLITE_CHECKPOINT_PASSIVE,
+                                           &p.wal_pages, &p.copied_pages);
+  if (rc == SQLITE_BUSY) return Fail(Error::Unavailable("a checkpoint is already running"));
+  if (rc == SQLITE_OK && p.wal_pages < 0) {
+    return Fail(Error::Internal("checkpointing " + Describe(db_->getFilename()) + ": not in WAL mode"));
+  }
+  if (rc != SQLITE_OK) {
+    return Fail(Error::Internal("checkpointing " + Describe(db_->getFilename()) + ": " +
+                                sqlite3_errmsg(db_->getHandle())));
+  }
+  return p;
 }
 
 }  // namespace sublease
