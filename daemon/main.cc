@@ -184,7 +184,9 @@ int RunStandalone(const Config& cfg) {
   BatchingBackend backend(&loop, &service);  // group commit: one transaction per loop turn
   auto checkpointer = Checkpointer::Open(cfg.db);
   if (!checkpointer) return Die(checkpointer.error().message);
-  BackgroundCheckpoint checkpoint(&loop, store->get(), std::move(*checkpointer));
+  BackgroundCheckpointOptions checkpoint_options;
+  checkpoint_options.max_pages = kWalBoundPages;
+  BackgroundCheckpoint checkpoint(&loop, store->get(), std::move(*checkpointer), checkpoint_options);
   checkpoint.Start();
   int rc = Serve(&loop, cfg, &backend, &allocator, &metrics, [&backend, &checkpoint](std::function<void()> done) {
     backend.Close([&checkpoint, done = std::move(done)]() mutable { checkpoint.Close(std::move(done)); });

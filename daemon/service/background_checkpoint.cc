@@ -23,6 +23,7 @@ void BackgroundCheckpoint::Start() {
 void BackgroundCheckpoint::Poll() {
   if (running_ || closing_) return;
   if (store_->Commits() == commits_at_last_run_ || store_->WalPages() < options_.min_pages) return;
+  if (options_.max_pages > 0 && store_->WalPages() >= options_.max_pages) return;  // the Store's turn
   commits_at_last_run_ = store_->Commits();
   running_ = true;
   uv_queue_work(loop_, &work_, &BackgroundCheckpoint::OnWork, &BackgroundCheckpoint::OnAfterWork);

@@ -8,7 +8,9 @@
 // connection) runs a PASSIVE checkpoint on the thread pool (uv_queue_work) while the
 // loop goes on committing. The Store keeps its own bound (StoreOptions::
 // wal_checkpoint_pages) for when this falls behind, and that bound is what starts the
-// WAL over under steady load. Nothing here changes what is durable when: every commit is
+// WAL over under steady load (SQLite restarts the WAL only when a transaction begins
+// with every page copied, which a concurrent checkpoint never sees while commits go on):
+// the WAL stays under about the bound plus one commit. Nothing here changes what is durable when: every commit is
 // in the WAL before it is answered, as before. Loop thread only (the checkpoint itself
 // runs on a pool thread and touches nothing but its own connection).
 #pragma once
@@ -24,7 +26,12 @@
 namespace sublease {
 
 struct BackgroundCheckpointOptions {
-  int min_pages = 1000;     // SQLite's own automatic checkpoint size
+  int min_pages = 1000;  // SQLite's own automatic checkpoint size
+  // The Store's bound (StoreOptions::wal_checkpoint_pages; 0: none). Past it the Store
+  // checkpoints in its next commit, which is what starts the WAL over when commits never
+  // pause; a checkpoint running here then would only make that one give up (busy) and
+  // let the WAL grow on, so none is started.
+  int max_pages = 0;
   uint64_t period_ms = 50;
 };
 
