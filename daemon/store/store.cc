@@ -198,6 +198,21 @@ auto Atomically(Control& c, Writes writes, std::string_view what, Body&& body) -
   }
 }
 
+// Process-wide SQLite settings, applied before the first connection opens (later calls
+// are refused by SQLite, harmlessly). No bulk page-cache allocation: by default every
+// page cache, including the ephemeral b-tree that a CHECK (x IN (...)) builds for each
+// lease row written, first mallocs room for 20 pages (~86 KiB) and frees it at the end
+// of the statement. At the top of the heap that free gave the memory back to the kernel
+// (brk) and the next statement faulted it in again: up to 90,000 brk calls and 400,000
+// page faults per 20,000 allocations (BENCHMARKS.md section 3), depending on heap layout.
+void ConfigureSqliteOnce() {
+  static const bool configured = [] {
+    sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0);
+    return true;
+  }();
+  (void)configured;
+}
+
 int UserVersion(SQLite::Database& db) { return db.execAndGet("PRAGMA user_version").getInt(); }
 
 Result<void> CheckIntegrity(SQLite::Database& db) {
@@ -468,6 +483,7 @@ bool Store::IsCorruption(const Error& e) {
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreOptions& options) {
+  ConfigureSqliteOnce();
   std::unique_ptr<SQLite::Database> db;
   try {
     db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE,
@@ -520,6 +536,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreO
 }
 
 Result<std::unique_ptr<Store>> Store::OpenReadOnly(const std::string& path) {
+  ConfigureSqliteOnce();
   std::error_code ec;
   if (path != ":memory:" && !std::filesystem::exists(path, ec)) {
     return Fail(Error::NotFound("database " + path + " does not exist (subleased creates it " +
