@@ -1,7 +1,7 @@
 -- 0002_checks_without_in_lists: the CHECKs on leases.state and lease_history.event say
 -- the same as in 0001, written `x = 'a' OR x = 'b' OR x = 'c'` instead of `x IN ('a',
 -- 'b', 'c')`. SQLite evaluates an IN over three or more constants through an ephemeral
--- b-tree that it builds and drops for every row written: each allocation wrote three
+-- b-tree that it builds and drops for every row written: each allocation writes five
 -- such rows, about 8% of the daemon's time (BENCHMARKS.md section 3).
 -- SQLite cannot alter a CHECK, so both tables are rebuilt (every row kept, ids
 -- included) and their indexes, triggers and views are recreated exactly as 0001 made
