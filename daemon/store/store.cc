@@ -127,40 +127,90 @@ auto Guarded(const std::string& path, std::string_view what, Body&& body) -> dec
   }
 }
 
-// Runs body atomically: inside the caller's open Transaction through a savepoint (so a
-// failed call leaves the caller's earlier work intact and none of its own), or in a
-// transaction of its own (BEGIN IMMEDIATE) when none is open. A body that returns an
-// error is undone like one that throws.
+// Transaction control, prepared once (Database::exec parses its text on every call,
+// and these run several times per request).
+struct Control {
+  explicit Control(SQLite::Database& d)
+      : db(d),
+        begin(d, "BEGIN IMMEDIATE"),
+        commit(d, "COMMIT"),
+        rollback(d, "ROLLBACK"),
+        savepoint(d, "SAVEPOINT sublease_op"),
+        release(d, "RELEASE sublease_op"),
+        rollback_to(d, "ROLLBACK TO sublease_op") {}
+  // Runs a statement that returns no rows, leaving it reset; Try never throws.
+  static void Run(SQLite::Statement& s) { Use(s)->exec(); }
+  static void Try(SQLite::Statement& s) { Use(s)->tryExecuteStep(); }
+
+  SQLite::Database& db;
+  SQLite::Statement begin;
+  SQLite::Statement commit;
+  SQLite::Statement rollback;
+  SQLite::Statement savepoint;
+  SQLite::Statement release;
+  SQLite::Statement rollback_to;
+};
+
+// How many writing statements a body of Atomically runs: one (after any reads), or
+// several. Inside an open transaction one statement needs no savepoint: SQLite undoes a
+// failing statement by itself (its statement journal), so the call leaves nothing
+// behind either way. Several need one, or a failure halfway would keep the first ones'
+// writes. A savepoint is two more statements per call, which group commit would pay
+// for every request of a batch.
+enum class Writes { kOne, kSeveral };
+
+// Runs body atomically: inside the caller's open Transaction (through a savepoint when
+// it writes several statements, so a failed call leaves the caller's earlier work intact
+// and none of its own), or in a transaction of its own (BEGIN IMMEDIATE) when none is
+// open. A body that returns an error is undone like one that throws.
 template <typename Body>
-auto Atomically(SQLite::Database& db, std::string_view what, Body&& body) -> decltype(body()) {
-  const bool own = sqlite3_get_autocommit(db.getHandle()) != 0;
+auto Atomically(Control& c, Writes writes, std::string_view what, Body&& body) -> decltype(body()) {
+  const bool own = sqlite3_get_autocommit(c.db.getHandle()) != 0;
+  const bool savepoint = !own && writes == Writes::kSeveral;
   bool open = false;
   auto undo = [&] {
     if (!open) return;
     if (own) {
-      db.tryExec("ROLLBACK");
-    } else {
-      db.tryExec("ROLLBACK TO sublease_op");
-      db.tryExec("RELEASE sublease_op");
+      Control::Try(c.rollback);
+    } else if (savepoint) {
+      Control::Try(c.rollback_to);
+      Control::Try(c.release);
     }
   };
   try {
-    db.exec(own ? "BEGIN IMMEDIATE" : "SAVEPOINT sublease_op");
+    if (own) Control::Run(c.begin);
+    if (savepoint) Control::Run(c.savepoint);
     open = true;
     auto result = body();
     if (result) {
-      db.exec(own ? "COMMIT" : "RELEASE sublease_op");
+      if (own) Control::Run(c.commit);
+      if (savepoint) Control::Run(c.release);
     } else {
       undo();
     }
     return result;
   } catch (const SQLite::Exception& e) {
     undo();
-    return Fail(FromSqlite(e, what, db.getFilename()));
+    return Fail(FromSqlite(e, what, c.db.getFilename()));
   } catch (const std::exception& e) {
     undo();
     return Fail(Error::Internal(std::string(what) + ": " + e.what()));
   }
+}
+
+// Process-wide SQLite settings, applied before the first connection opens (later calls
+// are refused by SQLite, harmlessly). No bulk page-cache allocation: by default every
+// page cache, including the ephemeral b-tree that a CHECK (x IN (...)) builds for each
+// lease row written, first mallocs room for 20 pages (~86 KiB) and frees it at the end
+// of the statement. At the top of the heap that free gave the memory back to the kernel
+// (brk) and the next statement faulted it in again: up to 90,000 brk calls and 400,000
+// page faults per 20,000 allocations (BENCHMARKS.md section 3), depending on heap layout.
+void ConfigureSqliteOnce() {
+  static const bool configured = [] {
+    sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0);
+    return true;
+  }();
+  (void)configured;
 }
 
 int UserVersion(SQLite::Database& db) { return db.execAndGet("PRAGMA user_version").getInt(); }
@@ -234,6 +284,7 @@ const char* StateName(LeaseState s) {
 struct Store::Statements {
   explicit Statements(SQLite::Database& d)
       : db(d),
+        control(d),
         subnet_id(d, "SELECT id FROM subnets WHERE name = ?"),
         upsert_subnet(d, R"(
           INSERT INTO subnets (name, provider, protocol, cidr_v4, cidr_v6, gateway_v4, gateway_v6,
@@ -358,6 +409,7 @@ struct Store::Statements {
   }
 
   SQLite::Database& db;
+  Control control;
   SQLite::Statement subnet_id;
   SQLite::Statement upsert_subnet;
   SQLite::Statement delete_exclusions;
@@ -380,7 +432,7 @@ struct Store::Statements {
 // ---- Transaction ----
 
 Transaction::~Transaction() {
-  if (store_ != nullptr && !done_) store_->db_->tryExec("ROLLBACK");
+  if (store_ != nullptr && !done_) Control::Try(store_->stmts_->control.rollback);
 }
 
 Transaction::Transaction(Transaction&& other) noexcept : store_(other.store_), done_(other.done_) {
@@ -393,7 +445,7 @@ Result<void> Transaction::Commit() {
     return Fail(Error::Internal("Transaction::Commit called on a finished transaction"));
   }
   return Guarded(store_->db_->getFilename(), "commit", [&]() -> Result<void> {
-    store_->db_->exec("COMMIT");
+    Control::Run(store_->stmts_->control.commit);
     done_ = true;
     return Ok();
   });
@@ -401,8 +453,26 @@ Result<void> Transaction::Commit() {
 
 // ---- Opening ----
 
-Store::Store(std::unique_ptr<SQLite::Database> db)
-    : db_(std::move(db)), stmts_(std::make_unique<Statements>(*db_)) {}
+Store::Store(std::unique_ptr<SQLite::Database> db, int wal_checkpoint_pages)
+    : db_(std::move(db)),
+      stmts_(std::make_unique<Statements>(*db_)),
+      wal_checkpoint_pages_(wal_checkpoint_pages) {
+  // Replaces SQLite's automatic checkpoint (itself a WAL hook) with the same thing at our
+  // bound, counting pages on the way.
+  sqlite3_wal_hook(db_->getHandle(), &Store::OnWalCommit, this);
+}
+
+int Store::OnWalCommit(void* store, sqlite3* db, const char* name, int pages) {
+  auto* self = static_cast<Store*>(store);
+  self->wal_pages_ = pages;
+  self->commits_++;
+  if (self->wal_checkpoint_pages_ > 0 && pages >= self->wal_checkpoint_pages_) {
+    // As SQLite's own hook: the commit has succeeded whatever the checkpoint does (busy
+    // when a Checkpointer is running: the next commit tries again).
+    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  }
+  return SQLITE_OK;
+}
 
 Store::~Store() = default;
 
@@ -413,6 +483,7 @@ bool Store::IsCorruption(const Error& e) {
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreOptions& options) {
+  ConfigureSqliteOnce();
   std::unique_ptr<SQLite::Database> db;
   try {
     db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE,
@@ -454,7 +525,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreO
                                        : "PRAGMA synchronous = NORMAL");
     db->exec("PRAGMA foreign_keys = ON");
     if (auto ok = Migrate(*db); !ok) return Fail(ok.error());
-    return std::unique_ptr<Store>(new Store(std::move(db)));
+    return std::unique_ptr<Store>(new Store(std::move(db), options.wal_checkpoint_pages));
   });
   // Closing the connection to a corrupt database must not checkpoint its WAL into it
   // nor delete the WAL: it is moved aside for a person exactly as found (recovery.h).
@@ -465,6 +536,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreO
 }
 
 Result<std::unique_ptr<Store>> Store::OpenReadOnly(const std::string& path) {
+  ConfigureSqliteOnce();
   std::error_code ec;
   if (path != ":memory:" && !std::filesystem::exists(path, ec)) {
     return Fail(Error::NotFound("database " + path + " does not exist (subleased creates it " +
@@ -490,7 +562,7 @@ Result<std::unique_ptr<Store>> Store::OpenReadOnly(const std::string& path) {
                                   std::to_string(LatestSchemaVersion()) +
                                   "; start subleased once to migrate it"));
     }
-    return std::unique_ptr<Store>(new Store(std::move(db)));
+    return std::unique_ptr<Store>(new Store(std::move(db), 0));
   });
 }
 
@@ -504,7 +576,7 @@ Result<Transaction> Store::Begin() {
       return Fail(Error::Internal("Store::Begin called while a transaction is open; "
                                   "transactions do not nest"));
     }
-    db_->exec("BEGIN IMMEDIATE");
+    Control::Run(stmts_->control.begin);
     return Transaction(this);
   });
 }
@@ -516,7 +588,7 @@ Result<void> Store::UpsertSubnet(const Subnet& subnet, int64_t now_ms) {
   if (!subnet.v4 && !subnet.v6) {
     return Fail(Error::InvalidArgument("UpsertSubnet: subnet " + subnet.name + " has no CIDR"));
   }
-  return Atomically(*db_, "saving subnet " + subnet.name, [&]() -> Result<void> {
+  return Atomically(stmts_->control, Writes::kSeveral, "saving subnet " + subnet.name, [&]() -> Result<void> {
     Statements& s = *stmts_;
     JsonWriter exclude_ips;
     exclude_ips.BeginArray();
@@ -581,7 +653,7 @@ Result<void> Store::UpsertSubnet(const Subnet& subnet, int64_t now_ms) {
 }
 
 Result<void> Store::DeleteSubnet(const std::string& name) {
-  return Atomically(*db_, "deleting subnet " + name, [&]() -> Result<void> {
+  return Atomically(stmts_->control, Writes::kOne, "deleting subnet " + name, [&]() -> Result<void> {
     auto sid = stmts_->SubnetId(name);
     if (!sid) return Fail(sid.error());
     int64_t live = 0;
@@ -639,7 +711,9 @@ Result<void> Store::InsertLease(const Lease& lease, int64_t now_ms) {
     return Fail(Error::InvalidArgument("InsertLease " + key.ToString() +
                                        ": v4 must hold an IPv4 address and v6 an IPv6 one"));
   }
-  return Atomically(*db_, "leasing for " + key.ToString(), [&]() -> Result<void> {
+  // A dual-stack lease is two rows: both or neither.
+  const Writes writes = lease.addresses().size() > 1 ? Writes::kSeveral : Writes::kOne;
+  return Atomically(stmts_->control, writes, "leasing for " + key.ToString(), [&]() -> Result<void> {
     auto sid = stmts_->SubnetId(lease.subnet);
     if (!sid) return Fail(sid.error());
     // A dual-stack lease is one row per family sharing the attachment key.
@@ -679,7 +753,7 @@ Result<void> Store::SetLeaseState(const AttachmentKey& key, LeaseState state, in
         ": a lease only moves forward (pending -> committed -> released); insert a new lease "
         "to reserve an address again"));
   }
-  return Atomically(*db_, "marking " + key.ToString() + " " + StateName(state),
+  return Atomically(stmts_->control, Writes::kOne, "marking " + key.ToString() + " " + StateName(state),
                     [&]() -> Result<void> {
     Use q(stmts_->set_state);
     q->bind(1, StateName(state));
@@ -698,7 +772,7 @@ Result<void> Store::UpdateLeaseContainer(const AttachmentKey& key, const std::st
                                        ": a lease keyed by container ID cannot change container; "
                                        "release it and lease again"));
   }
-  return Atomically(*db_, "moving " + key.ToString() + " to container " + container_id,
+  return Atomically(stmts_->control, Writes::kOne, "moving " + key.ToString() + " to container " + container_id,
                     [&]() -> Result<void> {
     Use q(stmts_->update_container);
     q->bind(1, container_id);
@@ -711,7 +785,7 @@ Result<void> Store::UpdateLeaseContainer(const AttachmentKey& key, const std::st
 
 Result<void> Store::UpdateLeasePodUid(const AttachmentKey& key, const std::string& pod_uid,
                                       int64_t now_ms) {
-  return Atomically(*db_, "recording pod UID " + pod_uid + " for " + key.ToString(),
+  return Atomically(stmts_->control, Writes::kOne, "recording pod UID " + pod_uid + " for " + key.ToString(),
                     [&]() -> Result<void> {
     Use q(stmts_->update_pod_uid);
     q->bind(1, pod_uid);
@@ -821,7 +895,7 @@ Result<std::optional<std::string>> Store::GetSyncState(const std::string& key) {
 
 Result<void> Store::PutSyncState(const std::string& key, const std::string& value,
                                  int64_t now_ms) {
-  return Atomically(*db_, "saving sync state " + key, [&]() -> Result<void> {
+  return Atomically(stmts_->control, Writes::kOne, "saving sync state " + key, [&]() -> Result<void> {
     Use q(stmts_->put_sync);
     q->bind(1, key);
     q->bind(2, value);
@@ -829,6 +903,51 @@ Result<void> Store::PutSyncState(const std::string& key, const std::string& valu
     q->exec();
     return Ok();
   });
+}
+
+// ---- Checkpointer ----
+
+Checkpointer::Checkpointer(std::unique_ptr<SQLite::Database> db) : db_(std::move(db)) {}
+
+Checkpointer::~Checkpointer() = default;
+
+Result<std::unique_ptr<Checkpointer>> Checkpointer::Open(const std::string& path) {
+  std::error_code ec;
+  if (path == ":memory:" || !std::filesystem::exists(path, ec)) {
+    return Fail(Error::NotFound("database " + path + " does not exist"));
+  }
+  try {
+    // No busy timeout: a checkpoint that finds another one running gives up at once.
+    auto db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE);
+    // This connection never writes; it must not checkpoint on close either, racing the
+    // Store's (harmless, but it would sync on the caller's thread at shutdown).
+    sqlite3_db_config(db->getHandle(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+    // A connection finds the WAL when it first reads; until then a checkpoint does nothing.
+    const std::string mode = db->execAndGet("PRAGMA journal_mode").getString();
+    (void)db->execAndGet("SELECT count(*) FROM sqlite_schema");
+    if (mode != "wal") {
+      return Fail(Error::Internal(Describe(path) + " is not in WAL mode (" + mode +
+                                  "); open it with Store::Open first"));
+    }
+    return std::unique_ptr<Checkpointer>(new Checkpointer(std::move(db)));
+  } catch (const SQLite::Exception& e) {
+    return Fail(FromSqlite(e, "opening a checkpoint connection", path));
+  }
+}
+
+Result<Checkpointer::Progress> Checkpointer::Run() {
+  Progress p;
+  const int rc = sqlite3_wal_checkpoint_v2(db_->getHandle(), "main", SQLITE_CHECKPOINT_PASSIVE,
+                                           &p.wal_pages, &p.copied_pages);
+  if (rc == SQLITE_BUSY) return Fail(Error::Unavailable("a checkpoint is already running"));
+  if (rc == SQLITE_OK && p.wal_pages < 0) {
+    return Fail(Error::Internal("checkpointing " + Describe(db_->getFilename()) + ": not in WAL mode"));
+  }
+  if (rc != SQLITE_OK) {
+    return Fail(Error::Internal("checkpointing " + Describe(db_->getFilename()) + ": " +
+                                sqlite3_errmsg(db_->getHandle())));
+  }
+  return p;
 }
 
 }  // namespace sublease

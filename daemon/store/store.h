@@ -20,6 +20,7 @@
 #include "daemon/allocator/subnet.h"
 
 namespace SQLite { class Database; }
+struct sqlite3;
 
 namespace sublease {
 
@@ -56,6 +57,12 @@ struct StoreOptions {
   // (the database stays consistent). true: synchronous=FULL, an fsync per commit,
   // which survives power loss too at the price of one disk flush per allocation.
   bool sync_every_commit = false;
+  // The bound on the WAL, in pages (4 KiB): a commit that leaves at least this many in
+  // the WAL checkpoints them into the database file there and then, on the committing
+  // thread (SQLite's automatic checkpoint, whose default is 1000). 0: never. The daemon
+  // raises it and copies the WAL from another thread (Checkpointer) as it grows, so
+  // that commits rarely pay for a checkpoint and its fsyncs.
+  int wal_checkpoint_pages = 1000;
 };
 
 class Store {
@@ -118,6 +125,11 @@ class Store {
   // Who held an address, newest first (lease_history).
   Result<std::vector<HistoryEntry>> History(const std::string& address, size_t limit);
 
+  // WAL pages after this connection's last commit (0 before the first), and how many
+  // commits it has made: a Checkpointer's caller decides from these when to run it.
+  int WalPages() const { return wal_pages_; }
+  uint64_t Commits() const { return commits_; }
+
   // Informer progress and other small facts: key -> value.
   Result<std::optional<std::string>> GetSyncState(const std::string& key);
   Result<void> PutSyncState(const std::string& key, const std::string& value, int64_t now_ms);
@@ -125,9 +137,39 @@ class Store {
  private:
   friend class Transaction;
   struct Statements;
-  explicit Store(std::unique_ptr<SQLite::Database> db);
+  Store(std::unique_ptr<SQLite::Database> db, int wal_checkpoint_pages);
+  static int OnWalCommit(void* store, struct sqlite3* db, const char* name, int pages);
   std::unique_ptr<SQLite::Database> db_;
   std::unique_ptr<Statements> stmts_;
+  int wal_checkpoint_pages_;
+  int wal_pages_ = 0;
+  uint64_t commits_ = 0;
+};
+
+// A second connection to a Store's database file whose one job is checkpointing: copying
+// committed WAL pages into the database file (and syncing it), so that another thread can
+// do it while the Store's thread goes on committing. A PASSIVE checkpoint neither waits
+// for nor blocks the writer; it copies what was committed when it started. The writer
+// starts the WAL over at its next commit once every page is copied (under steady load
+// that happens through the writer's own bound, StoreOptions::wal_checkpoint_pages).
+// Durability is unchanged: a commit is in the WAL before the Store answers it.
+// Run() from one thread at a time; any thread.
+class Checkpointer {
+ public:
+  // kNotFound when the file does not exist (the Store creates it).
+  static Result<std::unique_ptr<Checkpointer>> Open(const std::string& path);
+  ~Checkpointer();
+
+  struct Progress {
+    int wal_pages = 0;     // in the WAL when it ran
+    int copied_pages = 0;  // of those, now in the database file
+  };
+  // A PASSIVE checkpoint. kUnavailable when another checkpoint was running.
+  Result<Progress> Run();
+
+ private:
+  explicit Checkpointer(std::unique_ptr<SQLite::Database> db);
+  std::unique_ptr<SQLite::Database> db_;
 };
 
 }  // namespace sublease

@@ -158,6 +158,52 @@ TEST(MigrationTest, AppliesOnceAndReopenKeepsData) {
   EXPECT_EQ(raw.execAndGet("SELECT count(*) FROM sqlite_master").getInt(), objects_before);
 }
 
+// 0002 rebuilds leases and lease_history: a database written at version 1 keeps every
+// row (ids too), and the rewritten CHECKs refuse what the old ones refused.
+TEST(MigrationTest, Version1DatabaseKeepsItsLeasesAndHistory) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  {
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    raw.exec("PRAGMA foreign_keys = ON");
+    raw.exec(std::string(Migrations()[0].sql));
+    raw.exec("PRAGMA user_version = 1");
+    raw.exec(R"(
+      INSERT INTO subnets (name, provider, protocol, cidr_v4, spec_cidr_block, created_ms, updated_ms)
+      VALUES ('a', 'macvlan.default', 'IPv4', '10.0.0.0/24', '10.0.0.0/24', 1, 1);
+      INSERT INTO leases (id, subnet_id, family, address, address_text, state, owner, ifname,
+                          pod_namespace, pod_name, created_ms, committed_ms, updated_ms)
+      VALUES (7, 1, 4, x'0a000005', '10.0.0.5', 'committed', 'pod:default/p', 'net1',
+              'default', 'p', 1, 1, 1),
+             (9, 1, 4, x'0a000006', '10.0.0.6', 'committed', 'pod:default/q', 'net1',
+              'default', 'q', 2, 2, 2);
+      UPDATE leases SET state = 'released', released_ms = 3, updated_ms = 3 WHERE id = 9;)");
+  }
+  auto store = MustOpen(path);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*store->SchemaVersion(), Store::LatestSchemaVersion());
+  auto live = store->LoadLiveLeases();
+  ASSERT_EQ(live->size(), 1u);
+  EXPECT_EQ(live->front().owner.pod_name, "p");
+  EXPECT_EQ(store->History("10.0.0.6", 10)->size(), 3u);  // allocated, committed, released
+  // Still the same invariants: the address of the live lease is taken, the state moves
+  // forward only, and the history keeps counting.
+  EXPECT_EQ(store->InsertLease(PodLease("a", "r", "10.0.0.5"), kT0).error().code, Code::kConflict);
+  ASSERT_TRUE(store->ReleaseLease(PodLease("a", "p", "10.0.0.5").key(), kT0));
+  EXPECT_EQ(store->History("10.0.0.5", 10)->size(), 3u);
+  store.reset();
+  SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+  EXPECT_EQ(raw.execAndGet("SELECT group_concat(id) FROM (SELECT id FROM leases ORDER BY id)").getString(), "7,9");
+  EXPECT_THROW(raw.exec("UPDATE leases SET state = 'gone' WHERE id = 7"), SQLite::Exception);
+  EXPECT_THROW(raw.exec(R"(INSERT INTO lease_history (at_ms, event, lease_id, subnet, family, address,
+                             address_text, owner, pod_namespace, pod_name, pod_uid, container_id, ifname)
+                           VALUES (1, 'borrowed', 7, 'a', 4, x'0a000005', '10.0.0.5', 'o', '', '', '', '', ''))"),
+               SQLite::Exception);
+  EXPECT_EQ(raw.execAndGet("SELECT count(*) FROM leases_view").getInt(), 2);
+  EXPECT_EQ(raw.execAndGet("SELECT used FROM subnet_usage").getInt(), 0);
+  EXPECT_EQ(raw.execAndGet("SELECT count(*) FROM history_view").getInt(), 6);
+}
+
 TEST(OpenTest, RefusesSchemaFromNewerSublease) {
   TempDir dir;
   const std::string path = dir.File("s.db");
@@ -469,6 +515,34 @@ TEST_F(StoreTest, DualStackInsertIsAllOrNothing) {
   auto leases = store_->LoadLiveLeases();
   ASSERT_EQ(leases->size(), 2u);
   EXPECT_EQ(store_->History("10.1.0.7", 10)->size(), 0u);
+}
+
+// One-row writes join a transaction without a savepoint: a failing statement must still
+// leave nothing of its own (no lease row, no history row) and keep the earlier work.
+TEST_F(StoreTest, FailedOneRowWritesInsideATransactionLeaveNothingOfTheirOwn) {
+  {
+    auto tx = store_->Begin();
+    ASSERT_TRUE(tx);
+    ASSERT_TRUE(store_->InsertLease(PodLease("a", "early", "10.0.0.2"), kT0));
+    // The address is held: conflict (unique index leases_live_address).
+    auto taken = store_->InsertLease(PodLease("a", "other", "10.0.0.2"), kT0 + 1);
+    ASSERT_FALSE(taken);
+    EXPECT_EQ(taken.error().code, Code::kConflict);
+    // The attachment holds a lease: conflict (unique index leases_live_attachment).
+    auto twice = store_->InsertLease(PodLease("a", "early", "10.0.0.3"), kT0 + 1);
+    ASSERT_FALSE(twice);
+    EXPECT_EQ(twice.error().code, Code::kConflict);
+    // Nothing to release.
+    EXPECT_EQ(store_->ReleaseLease(PodLease("a", "nobody", "10.0.0.9").key(), kT0).error().code,
+              Code::kNotFound);
+    ASSERT_TRUE(store_->InsertLease(PodLease("a", "late", "10.0.0.4"), kT0 + 2));
+    ASSERT_TRUE(tx->Commit());
+  }
+  auto leases = store_->LoadLiveLeases();
+  ASSERT_EQ(leases->size(), 2u);
+  EXPECT_EQ(store_->History("10.0.0.2", 10)->size(), 1u);  // "early" only
+  EXPECT_EQ(store_->History("10.0.0.3", 10)->size(), 0u);
+  EXPECT_EQ(store_->History("10.0.0.4", 10)->size(), 1u);
 }
 
 TEST_F(StoreTest, LeaseStateOnlyMovesForward) {
