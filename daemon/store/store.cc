@@ -141,6 +141,11 @@ struct Control {
   // Runs a statement that returns no rows, leaving it reset; Try never throws.
   static void Run(SQLite::Statement& s) { Use(s)->exec(); }
   static void Try(SQLite::Statement& s) { Use(s)->tryExecuteStep(); }
+  // A Transaction is open (Store::Begin until its commit or rollback). When SQLite ends
+  // it by itself (an I/O error, disk full, out of memory roll the whole transaction
+  // back), later writes must fail instead of running in transactions of their own: the
+  // caller will undo the whole batch in memory when its commit fails.
+  bool transaction_expected = false;
 
   SQLite::Database& db;
   SQLite::Statement begin;
@@ -166,6 +171,10 @@ enum class Writes { kOne, kSeveral };
 template <typename Body>
 auto Atomically(Control& c, Writes writes, std::string_view what, Body&& body) -> decltype(body()) {
   const bool own = sqlite3_get_autocommit(c.db.getHandle()) != 0;
+  if (own && c.transaction_expected) {
+    return Fail(Error::Unavailable(std::string(what) + ": the database rolled back the open "
+                                   "transaction after an earlier error in it; try again"));
+  }
   const bool savepoint = !own && writes == Writes::kSeveral;
   bool open = false;
   auto undo = [&] {
@@ -432,7 +441,10 @@ struct Store::Statements {
 // ---- Transaction ----
 
 Transaction::~Transaction() {
-  if (store_ != nullptr && !done_) Control::Try(store_->stmts_->control.rollback);
+  if (store_ != nullptr && !done_) {
+    Control::Try(store_->stmts_->control.rollback);
+    store_->stmts_->control.transaction_expected = false;
+  }
 }
 
 Transaction::Transaction(Transaction&& other) noexcept : store_(other.store_), done_(other.done_) {
@@ -445,8 +457,13 @@ Result<void> Transaction::Commit() {
     return Fail(Error::Internal("Transaction::Commit called on a finished transaction"));
   }
   return Guarded(store_->db_->getFilename(), "commit", [&]() -> Result<void> {
+    if (sqlite3_get_autocommit(store_->db_->getHandle()) != 0) {
+      return Fail(Error::Unavailable("commit: the database rolled the transaction back after an "
+                                     "error in it; nothing of it was kept"));
+    }
     Control::Run(store_->stmts_->control.commit);
     done_ = true;
+    store_->stmts_->control.transaction_expected = false;
     return Ok();
   });
 }
@@ -577,6 +594,7 @@ Result<Transaction> Store::Begin() {
                                   "transactions do not nest"));
     }
     Control::Run(stmts_->control.begin);
+    stmts_->control.transaction_expected = true;
     return Transaction(this);
   });
 }

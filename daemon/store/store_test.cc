@@ -974,5 +974,58 @@ TEST(WriteFailureTest, AWriteThatCannotGrowTheFileRollsBackAndSaysNothingWasWrit
          "8 half a transaction visible, 9 store unusable after, 10 reopen, 11 count after reopen";
 }
 
+// One big transaction (as a batch of many requests) whose pages spill out of the cache
+// into a WAL that cannot grow: SQLite may then roll the whole transaction back by itself.
+// Whatever it does, the transaction stays all or nothing: a write after such a rollback
+// fails instead of committing on its own, and so does the commit.
+TEST(WriteFailureTest, ATransactionRolledBackBySqliteStaysAllOrNothing) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  const pid_t pid = Fork([&] {
+    signal(SIGXFSZ, SIG_IGN);
+    auto store = Store::Open(path);
+    if (!store || !(*store)->UpsertSubnet(MakeSubnet("net", "10.0.0.0/8"), kT0)) _exit(2);
+    std::error_code ec;
+    const auto wal = static_cast<rlim_t>(fs::file_size(path + "-wal", ec));
+    const auto main_db = static_cast<rlim_t>(fs::file_size(path, ec));
+    rlimit tight{std::max(wal, main_db) + 256 * 1024, RLIM_INFINITY};
+    if (setrlimit(RLIMIT_FSIZE, &tight) != 0) _exit(3);
+    auto tx = (*store)->Begin();
+    if (!tx) _exit(4);
+    int failed_at = -1, ok_after_failure = 0;
+    bool said_rolled_back = false;
+    for (int i = 0; i < 40000; ++i) {
+      const std::string a = "10." + std::to_string(i / 64516) + "." + std::to_string(i / 254 % 254) +
+                            "." + std::to_string(i % 254 + 1);
+      auto r = (*store)->InsertLease(PodLease("net", Name("p", i), a.c_str()), kT0);
+      if (!r) {
+        said_rolled_back = said_rolled_back || r.error().message.find("rolled back") != std::string::npos;
+        if (failed_at < 0) failed_at = i;
+        if (i - failed_at > 20) break;
+      } else if (failed_at >= 0) {
+        ++ok_after_failure;
+      }
+    }
+    if (failed_at < 0) _exit(5);  // the limit never bit
+    auto committed = tx->Commit();
+    rlimit loose{RLIM_INFINITY, RLIM_INFINITY};
+    if (setrlimit(RLIMIT_FSIZE, &loose) != 0) _exit(6);
+    auto live = (*store)->LoadLiveLeases();
+    if (!live) _exit(7);
+    // All or nothing: a failed commit kept nothing; a good one everything that succeeded.
+    if (!committed && !live->empty()) _exit(8);
+    if (committed && live->size() != static_cast<size_t>(failed_at + ok_after_failure)) _exit(9);
+    std::fprintf(stderr, "first failure at insert %d; %d inserts succeeded after it; rolled back by "
+                 "SQLite: %s; commit %s\n", failed_at, ok_after_failure, said_rolled_back ? "yes" : "no",
+                 committed ? "succeeded" : "failed");
+    _exit(0);
+  });
+  const int status = WaitExit(pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "2 setup, 3 setrlimit, 4 begin, 5 limit never hit, 6 unlimit, 7 load, 8 a failed "
+         "commit kept leases (writes after SQLite's rollback committed on their own), 9 count";
+}
+
 }  // namespace
 }  // namespace sublease
