@@ -114,7 +114,9 @@ class BlockEngine {
 
   // The informer feed for this node's blocks (label sublease.io/node=<me>).
   void OnBlockUpsert(const IpBlock& block);
-  void OnBlockDeleted(const std::string& name);
+  // `uid`: the deleted object's metadata.uid when known; a deletion of an older incarnation
+  // of the block (retired, then claimed again) than the one the engine holds is ignored.
+  void OnBlockDeleted(const std::string& name, const std::string& uid = "");
   // After a relist of this node's blocks: own blocks the engine holds that `present`
   // lacks were deleted meanwhile (a relist reports no deletions). Blocks with a request
   // in flight, or whose own last write the watch has not shown yet (it may be newer than
@@ -170,6 +172,7 @@ class BlockEngine {
   BlockState* FindBlock(const std::string& name);
   void Enqueue(const std::string& subnet, const IpNet& cidr, Op op);
   void Pump(BlockState& b);
+  void WriteBack(BlockState& b, const IpBlock& last);
   void Read(BlockState& b);
   void Write(BlockState& b);
   void OnWritten(const std::string& name, std::vector<Op> sent, bool created, Result<IpBlock> r);

@@ -86,6 +86,19 @@ void BlockEngine::FailOps(std::vector<Op>& ops, const Error& e) {
 }
 
 void BlockEngine::Pump(BlockState& b) {
+  if (!b.busy && b.deleted_while_busy) {
+    // The request in flight at the deletion is answered: what it brought back (our write
+    // that landed before the delete, or a read served before it) is newer than the copy.
+    IpBlock last = std::move(*b.deleted_while_busy);
+    b.deleted_while_busy.reset();
+    if (b.object && b.object->node == options_.node) {
+      last = *b.object;
+      SetObject(b, std::nullopt);
+    }
+    // (No object: the read or write found it gone. Another node's: it claimed the block
+    // meanwhile, and the write-back goes in as borrows.)
+    WriteBack(b, last);
+  }
   if (b.busy || b.queued.empty()) return;
   if (!b.known) return Read(b);
   Write(b);
@@ -409,37 +422,54 @@ void BlockEngine::ForgetOwnBlocksNotIn(const std::set<std::string>& present) {
   }
 }
 
-void BlockEngine::OnBlockDeleted(const std::string& name) {
+void BlockEngine::OnBlockDeleted(const std::string& name, const std::string& uid) {
   BlockState* b = FindBlock(name);
   if (b == nullptr) return;
+  if (!uid.empty() && b->object && !b->object->uid.empty() && b->object->uid != uid) {
+    return;  // an older incarnation's deletion, delivered after this node claimed it again
+  }
   b->awaiting_version.clear();
-  std::optional<IpBlock> was = std::move(b->object);
-  SetObject(*b, std::nullopt);
   // Nothing in sublease deletes a block that holds allocations (this node retires only
   // empty ones, the leader's collection too): someone deleted it by hand. Its allocations
-  // are written back as they were — also other nodes' borrows — in a create claiming the
-  // block again, so that no address in use becomes free anywhere (the collection frees
-  // those whose pods are gone). If another node claimed the block first, they go in as
-  // borrows, and only those whose offsets it took meanwhile are lost (and logged).
-  if (was && was->node == options_.node && !was->allocations.empty()) {
-    LogWarn("IPBlock " + name + " of this node was deleted while it held " +
-            std::to_string(was->allocations.size()) + " allocation(s); writing them back");
-    std::weak_ptr<int> token = life_;
-    for (const auto& [offset, alloc] : was->allocations) {
-      Op op;
-      op.kind = Op::Kind::kAdd;
-      op.offset = offset;
-      op.key = KeyOfAllocation(b->subnet, alloc);
-      op.allocation = alloc;
-      op.done = [token, name, who = DescribeAllocation(alloc)](Result<void> r) {
-        if (token.expired() || r) return;
-        LogError("could not write back the allocation of " + who + " in IPBlock " + name + ": " +
-                 r.error().message);
-      };
-      b->queued.push_back(std::move(op));
-    }
+  // are written back — also other nodes' borrows — in a create claiming the block again,
+  // so that no address in use becomes free anywhere (the collection frees those whose
+  // pods are gone). If another node claimed the block first, they go in as borrows, and
+  // only those whose offsets it took meanwhile are lost (and logged).
+  const bool had = b->object && b->object->node == options_.node && !b->object->allocations.empty();
+  if (b->busy) {
+    // A write of ours may have landed just before the delete, or a read been served
+    // before it: decide when that answer is in (Pump).
+    if (had) b->deleted_while_busy = *b->object;
+    return;
   }
+  std::optional<IpBlock> was = std::move(b->object);
+  SetObject(*b, std::nullopt);
+  if (had) WriteBack(*b, *was);
   Pump(*b);
+}
+
+// Queues `last`'s allocations ahead of everything else for the block: they are the oldest
+// state, and a release queued or requeued meanwhile must come after them (else it would
+// remove nothing, and the write-back would put the released address back).
+void BlockEngine::WriteBack(BlockState& b, const IpBlock& last) {
+  if (last.allocations.empty()) return;
+  LogWarn("IPBlock " + b.name + " of this node was deleted while it held " +
+          std::to_string(last.allocations.size()) + " allocation(s); writing them back");
+  std::weak_ptr<int> token = life_;
+  for (auto it = last.allocations.rbegin(); it != last.allocations.rend(); ++it) {
+    const auto& [offset, alloc] = *it;
+    Op op;
+    op.kind = Op::Kind::kAdd;
+    op.offset = offset;
+    op.key = KeyOfAllocation(b.subnet, alloc);
+    op.allocation = alloc;
+    op.done = [token, name = b.name, who = DescribeAllocation(alloc)](Result<void> r) {
+      if (token.expired() || r) return;
+      LogError("could not write back the allocation of " + who + " in IPBlock " + name + ": " +
+               r.error().message);
+    };
+    b.queued.push_front(std::move(op));
+  }
 }
 
 }  // namespace sublease

@@ -49,6 +49,10 @@ struct BlockEngine::BlockState {
   std::deque<std::string> watched_versions;  // the last few versions the watch delivered
   std::deque<Op> queued;
   std::set<uint64_t> foreign;  // offsets marked in the allocator as foreign holds
+  // The watch said this own block was deleted while a read or write of it was in flight:
+  // the object as it was then, written back once that request is answered (its answer
+  // may carry a newer state of the block; see WriteBackDeleted).
+  std::optional<IpBlock> deleted_while_busy;
 };
 
 // One Allocate call in progress.

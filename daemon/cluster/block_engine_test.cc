@@ -338,6 +338,42 @@ TEST(BlockEngineTest, AnOwnBlockDeletedWithAllocationsIsWrittenBack) {
   c.CheckInvariants();
 }
 
+// The deletion reaches the node while its write of the block is in flight, and that
+// write landed just before the delete: the write-back must hold the written allocation
+// too (it is not in the copy the engine held when the deletion arrived).
+TEST(BlockEngineTest, ABlockDeletedWhileItsWriteIsInFlightIsWrittenBackWithThatWrite) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p1")));
+  const std::string name = c.api.objects().begin()->first;
+  std::optional<Result<Lease>> p2;
+  a.engine->Allocate(c.Request("p2"), [&](Result<Lease> l) { p2 = std::move(l); });
+  ASSERT_TRUE(c.api.RunNext());  // the update lands; its answer is queued
+  ASSERT_EQ(c.api.objects().at(name).allocations.size(), 3u);
+  std::optional<Result<void>> deleted;
+  c.api.Delete(name, c.api.objects().at(name).resource_version,
+               [&](Result<void> r) { deleted = std::move(r); });
+  // Run the delete's apply (the last step queued), then everything but the update's
+  // answer (the oldest step): the watch, on another connection, shows the update and the
+  // deletion before that answer arrives.
+  // Steps now: [watch: update, answer: update, apply: delete].
+  ASSERT_EQ(c.api.pending(), 3u);
+  ASSERT_TRUE(c.api.RunStep(2));
+  ASSERT_EQ(c.api.objects().count(name), 0u);
+  // [watch: update, answer: update, watch: delete, answer: delete]
+  ASSERT_TRUE(c.api.RunStep(0));
+  while (c.api.pending() > 1) ASSERT_TRUE(c.api.RunStep(1));
+  ASSERT_TRUE(deleted && *deleted);
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(p2 && *p2) << (p2 ? p2->error().message : "no answer");
+  ASSERT_EQ(c.api.objects().count(name), 1u) << "the block was not written back";
+  std::set<std::string> pods;
+  for (const auto& [offset, alloc] : c.api.objects().at(name).allocations) pods.insert(alloc.pod_name);
+  EXPECT_EQ(pods, (std::set<std::string>{"p0", "p1", "p2"}));
+  c.CheckInvariants();
+}
+
 TEST(BlockEngineTest, ExhaustionOfASmallSubnetIsReportedOnEveryNodeOnceFull) {
   ClusterHarness c(Spec("10.0.0.0/28"));  // 13 usable addresses, /32 blocks
   std::vector<Node*> nodes = {&c.AddNode("node-a"), &c.AddNode("node-b"), &c.AddNode("node-c")};

@@ -56,7 +56,7 @@ class ClusterHarness {
     BlockEngine* engine = node->engine.get();
     api.Watch(
         name, [engine](const IpBlock& b) { engine->OnBlockUpsert(b); },
-        [engine](const std::string& n) { engine->OnBlockDeleted(n); });
+        [engine](const std::string& n, const std::string& uid) { engine->OnBlockDeleted(n, uid); });
     nodes_.push_back(std::move(node));
     return *nodes_.back();
   }

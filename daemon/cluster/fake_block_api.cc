@@ -142,7 +142,7 @@ void FakeBlockApi::Notify(const IpBlock& block, bool deleted) {
   for (size_t w = 0; w < watchers_.size(); ++w) {
     if (watchers_[w].node != block.node) continue;
     if (deleted) {
-      Deliver(w, [this, w, name = block.name] { watchers_[w].deleted(name); });
+      Deliver(w, [this, w, name = block.name, uid = block.uid] { watchers_[w].deleted(name, uid); });
     } else {
       Deliver(w, [this, w, block] { watchers_[w].upsert(block); });
     }
@@ -153,6 +153,12 @@ void FakeBlockApi::RunAt(size_t index) {
   std::function<void()> step = std::move(steps_[index]);
   steps_.erase(steps_.begin() + static_cast<std::ptrdiff_t>(index));
   step();
+}
+
+bool FakeBlockApi::RunStep(size_t index) {
+  if (index >= steps_.size()) return false;
+  RunAt(index);
+  return true;
 }
 
 bool FakeBlockApi::RunNext() {

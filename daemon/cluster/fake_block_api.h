@@ -38,7 +38,7 @@ struct BlockApiCounters {
 class FakeBlockApi final : public BlockApi {
  public:
   using UpsertFn = std::function<void(const IpBlock&)>;
-  using DeletedFn = std::function<void(const std::string& name)>;
+  using DeletedFn = std::function<void(const std::string& name, const std::string& uid)>;
 
   void Get(const std::string& name, MaybeBlockDone done) override;
   void ListSubnet(const std::string& subnet, ListDone done) override;
@@ -59,6 +59,8 @@ class FakeBlockApi final : public BlockApi {
   bool RunNext();
   // Runs a step chosen uniformly at random; false when none is pending.
   bool RunRandom(std::mt19937& rng);
+  // Runs the step at `index` (0 = oldest); false when there is no such step.
+  bool RunStep(size_t index);
   // Runs steps (oldest first, or random with `rng`) until none is left or `max_steps`
   // ran; returns how many ran.
   size_t RunAll(size_t max_steps, std::mt19937* rng = nullptr);

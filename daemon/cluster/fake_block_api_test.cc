@@ -87,7 +87,7 @@ TEST(FakeBlockApiTest, WatchesDeliverTheirNodesChangesInOrder) {
   std::vector<std::string> seen;
   api.Watch(
       "a", [&](const IpBlock& b) { seen.push_back("up " + b.resource_version); },
-      [&](const std::string& n) { seen.push_back("del " + n); });
+      [&](const std::string& n, const std::string&) { seen.push_back("del " + n); });
   IpBlock v1 = api.Put(Block("a"));
   IpBlock v2 = api.Put(v1);
   api.Put([] {

@@ -44,7 +44,7 @@ class NodeShard::BlockHandler final : public InformerHandler {
   explicit BlockHandler(NodeShard* s) : s_(s) {}
   void OnAdded(const KubeObject& o) override { Upsert(o); }
   void OnModified(const KubeObject& o) override { Upsert(o); }
-  void OnDeleted(const KubeObject& o) override { s_->engine_->OnBlockDeleted(o.name); }
+  void OnDeleted(const KubeObject& o) override { s_->engine_->OnBlockDeleted(o.name, o.uid); }
   void OnSynced() override {
     if (s_->block_informer_) {
       std::set<std::string> present;
@@ -269,8 +269,9 @@ void NodeShard::UpsertSubnet(const KubeObject& object) {
     LogError("Subnet " + spec->name + ": " + r.error().message);
     return;
   }
-  // Dynamic picks from this node's blocks only (cluster mode).
-  if (auto r = engine_->OnSubnetUpsert(spec->name); !r) {
+  // Dynamic picks from this node's blocks only (cluster mode). The allocator keeps the
+  // mode and the blocks' locality across later upserts (every status write is one).
+  if (auto r = is_new ? engine_->OnSubnetUpsert(spec->name) : Result<void>(Ok()); !r) {
     LogError("Subnet " + spec->name + ": " + r.error().message);
     return;
   }
