@@ -9,7 +9,7 @@ packages=(
   libexpected-dev libyaml-cpp-dev libcli11-dev libhttp-parser-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   containernetworking-plugins iproute2 iputils-ping curl procps jq
-  python3 openssl python3-yaml systemd dpkg-dev file
+  python3 openssl python3-yaml systemd dpkg-dev file nghttp2-proxy
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -609,7 +609,8 @@ std::string AllocatedAnnotationsPatch(const AllocatedAnnotations& a) {
   return AllocatedAnnotationsPatch(std::vector<AllocatedAnnotations>{a});
 }
 
-std::string AllocatedAnnotationsPatch(const std::vector<AllocatedAnnotations>& all) {
+std::string AllocatedAnnotationsPatch(const std::vector<AllocatedAnnotations>& all,
+                                      const std::string& pod_uid) {
   // Keys in first-written order, values last-written.
   std::vector<std::pair<std::string, std::string>> fields;
   auto put = [&fields](std::string key, const std::string& value) {
@@ -631,7 +632,9 @@ std::string AllocatedAnnotationsPatch(const std::vector<AllocatedAnnotations>& a
     put(prefix + "allocated" + suffix, "true");
   }
   JsonWriter w;
-  w.BeginObject().Key("metadata").BeginObject().Key("annotations").BeginObject();
+  w.BeginObject().Key("metadata").BeginObject();
+  if (!pod_uid.empty()) w.Field("uid", pod_uid);
+  w.Key("annotations").BeginObject();
   for (const auto& [k, v] : fields) w.Field(k, v);
   w.EndObject().EndObject().EndObject();
   return w.Take();

@@ -132,7 +132,12 @@ std::string AllocatedAnnotationsPatch(const AllocatedAnnotations& a);
 // One patch for several attachments of one pod (the shard coalesces a pod's writes):
 // each attachment's keys in order; a key two attachments share (the flat `cidr` and
 // `gateway` of one provider) is written once, with the last value.
-std::string AllocatedAnnotationsPatch(const std::vector<AllocatedAnnotations>& all);
+// With `pod_uid`, the patch also carries metadata.uid: the API server then applies it
+// only to that pod, and answers 409 Conflict ("Precondition failed: UID in precondition")
+// when the name now belongs to a pod re-created meanwhile (as the kubelet's status
+// patches do).
+std::string AllocatedAnnotationsPatch(const std::vector<AllocatedAnnotations>& all,
+                                      const std::string& pod_uid = "");
 
 // Whether the pod's annotations say the provider's address was written back
 // (`<P>.kubernetes.io/allocated` is "true"; with an ifname, `allocated.<ifname>`).

@@ -520,6 +520,12 @@ TEST(AllocatedAnnotationsPatchTest, SeveralAttachmentsInOnePatch) {
             R"("b.default.kubernetes.io/allocated.net3":"true"}}})");
   EXPECT_EQ(AllocatedAnnotationsPatch(std::vector<AllocatedAnnotations>{all[0]}),
             AllocatedAnnotationsPatch(all[0]));
+  EXPECT_EQ(AllocatedAnnotationsPatch({all[0]}, "0b8c5f1e-6a86-4a1c-9b1e-3c1d2f3a4b5c"),
+            R"({"metadata":{"uid":"0b8c5f1e-6a86-4a1c-9b1e-3c1d2f3a4b5c","annotations":{)"
+            R"("a.default.kubernetes.io/ip_address":"10.0.0.5",)"
+            R"("a.default.kubernetes.io/cidr":"10.0.0.0/24",)"
+            R"("a.default.kubernetes.io/gateway":"10.0.0.1",)"
+            R"("a.default.kubernetes.io/allocated":"true"}}})");
 }
 
 // What the patch writes, read back, is what IsAllocated and AttachmentsOf see.

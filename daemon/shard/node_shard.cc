@@ -590,7 +590,9 @@ void NodeShard::WriteAnnotations(const Lease& lease) {
   a.cidr = CidrText(*subnet);  // Kube-OVN writes the subnet's whole cidrBlock
   a.gateway = gws;
   a.mac = lease.mac;
-  std::string path = "/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name;
+  // The batch is per pod object: the path, and the UID the patch is conditional on.
+  std::string path = "/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name +
+                     "\n" + lease.owner.pod_uid;
   annotation_batch_[path].emplace_back(lease.key(), std::move(a));
   ArmAnnotationFlush();
 }
@@ -624,8 +626,12 @@ void NodeShard::FlushAnnotations() {
       annotations.push_back(std::move(a));
     }
     ++stats_.annotation_patches;
-    client_->MergePatch(path, AllocatedAnnotationsPatch(annotations),
+    const size_t nl = path.find('\n');
+    // Conditional on the pod's UID: a pod re-created under the name meanwhile (another
+    // lease, perhaps another address) answers 409 instead of taking these annotations.
+    client_->MergePatch(path.substr(0, nl), AllocatedAnnotationsPatch(annotations, path.substr(nl + 1)),
                         [this, path, keys = std::move(keys)](KubeResult<KubeResponse> r) {
+                          // (The keys of one batch belong to one pod: same namespace and name.)
                           patching_.erase(path);
                           if (annotation_batch_.count(path)) ArmAnnotationFlush();
                           for (const AttachmentKey& key : keys) {
@@ -633,13 +639,20 @@ void NodeShard::FlushAnnotations() {
                             if (r) {
                               ++stats_.annotations_written;
                               annotations_due_.erase(key);
-                            } else if (r.error().code == Code::kNotFound) {
-                              annotations_due_.erase(key);  // the pod is gone
+                            } else if (r.error().code == Code::kNotFound ||
+                                       r.error().code == Code::kConflict) {
+                              annotations_due_.erase(key);  // the pod is gone, or another now
                             } else {
                               annotations_due_.insert(key);
                             }
                           }
-                          if (!r && r.error().code != Code::kNotFound) {
+                          if (!r && r.error().code == Code::kConflict) {
+                            // Another pod has the name now: it gets its own annotations (its
+                            // writes were turned away while this patch was in flight).
+                            const std::string& owner = keys.front().owner;  // "pod:<ns>/<name>"
+                            if (owner.rfind("pod:", 0) == 0) ReconcilePod(owner.substr(4));
+                          }
+                          if (!r && r.error().code != Code::kNotFound && r.error().code != Code::kConflict) {
                             LogWarn("writing annotations for " + keys.front().ToString() +
                                     (keys.size() > 1 ? " and " + std::to_string(keys.size() - 1) + " more" : "") +
                                     ": " + r.error().message + " (will retry)");

@@ -175,7 +175,8 @@ class NodeShard final : public CniBackend {
   std::set<AttachmentKey> annotating_;                // annotation writes in flight
   std::map<std::string, int64_t> retry_pods_due_ms_;  // pods whose allocation failed: retry then
   std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
-  // Annotation writes waiting, by pod path: flushed by flush_timer_ at the next loop turn,
+  // Annotation writes waiting, by pod ("<path>\n<pod UID>": the patch is conditional on
+  // the UID): flushed by flush_timer_ at the next loop turn,
   // or, for a pod with a patch in flight (patching_), when that patch is answered.
   std::map<std::string, std::vector<std::pair<AttachmentKey, AllocatedAnnotations>>> annotation_batch_;
   std::set<std::string> patching_;

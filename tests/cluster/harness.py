@@ -58,7 +58,7 @@ class DaemonTestCase(unittest.TestCase):
         os.makedirs(os.path.join(cls.dir, "api"))
         cls.api = FakeApiServer("--pod-grace-scale", "0", "--bookmark-interval", "1",
                                 state_dir=os.path.join(cls.dir, "api")).start()
-        cls.kubeconfig = cls.api.info["kubeconfig"]
+        cls.kubeconfig = cls.daemon_kubeconfig()
         if cls.CREATE_NODES:
             for node in cls.NODES:
                 cls.api.request("POST", "/api/v1/nodes",
@@ -68,6 +68,11 @@ class DaemonTestCase(unittest.TestCase):
             cls.start_daemon(node)
         for node in cls.NODES:
             cls.wait_ready(node)
+
+    @classmethod
+    def daemon_kubeconfig(cls):
+        """The kubeconfig the daemons get (a test may put something in front of the API)."""
+        return cls.api.info["kubeconfig"]
 
     @classmethod
     def tearDownClass(cls):

@@ -537,6 +537,39 @@ class Cluster(harness.DaemonTestCase):
         self.assertNotEqual(rc, 0, out)
         self.assertIn("no Subnet has spec.provider gone.default", out.get("msg", "") + out.get("details", ""))
 
+    def test_12_annotations_in_flight_never_land_on_a_pod_re_created_under_the_name(self):
+        # The annotation patch is conditional on the pod's UID: a patch delayed past the
+        # pod's deletion and re-creation under the same name (with another address) is
+        # refused by the API server (409), and the new pod shows its own address.
+        p = "recreated.default"
+        node = "node-5"
+        self.create_subnet(subnet("recreated", p, "10.99.0.0/24"))
+        time.sleep(1.0)
+        status, _ = self.api.ctl("POST", "/faults", {"method": "PATCH", "path_prefix": PODS + "/rc-1",
+                                                     "action": "delay", "delay_ms": 8000, "count": 1})
+        self.assertIn(status, (200, 201))
+        try:
+            self.req("POST", PODS, pod("rc-1", node, "recreated"))
+            first = self.wait_for("rc-1's address in its block", lambda: next(
+                (ip for ip, who, _ in self.block_allocations("recreated") if who == "default/rc-1"), None), seconds=10)
+            self.req("DELETE", PODS + "/rc-1?gracePeriodSeconds=0")
+            self.wait_for("the first rc-1's address released", lambda: self.holder_of("recreated", first) is None,
+                          seconds=10)
+            second = "10.99.0.77"
+            self.assertNotEqual(first, second)
+            self.req("POST", PODS, pod("rc-1", node, "recreated", {p + ".kubernetes.io/ip_address": second}))
+            self.wait_for("the second rc-1's address in its block",
+                          lambda: (self.holder_of("recreated", second) or {}).get("pod") == "rc-1", seconds=10)
+            _, faults = self.api.ctl("GET", "/faults")
+            self.assertEqual(faults["faults"][0]["hits"], 1, "the first pod's patch is the one delayed")
+        finally:
+            self.api.ctl("DELETE", "/faults")
+        got = self.wait_for("rc-1 annotated with its own address once the delayed patch was refused",
+                            lambda: (lambda a: a if a.get(p + ".kubernetes.io/ip_address") == second else None)(
+                                self.allocated("rc-1", p) or {}), seconds=30)
+        time.sleep(1.0)  # nothing late overwrites it
+        self.assertEqual(self.allocated("rc-1", p)[p + ".kubernetes.io/ip_address"], second, got)
+
 
 if __name__ == "__main__":
     unittest.main()
