@@ -120,7 +120,8 @@ class BlockEngine {
   // After a relist of this node's blocks: own blocks the engine holds that `present`
   // lacks were deleted meanwhile (a relist reports no deletions). Blocks with a request
   // in flight, or whose own last write the watch has not shown yet (it may be newer than
-  // the list), are left to those.
+  // the list), are left to those; the latter are read again before their next write
+  // (the relisted watch will not show that write).
   void ForgetOwnBlocksNotIn(const std::set<std::string>& present);
 
   // Start-up, after the allocator was loaded from the store: each `pending` lease is

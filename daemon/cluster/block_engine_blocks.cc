@@ -410,6 +410,12 @@ void BlockEngine::OnBlockUpsert(const IpBlock& block) {
 void BlockEngine::ForgetOwnBlocksNotIn(const std::set<std::string>& present) {
   std::vector<std::string> gone;
   for (const auto& [name, b] : blocks_) {
+    if (b->object && b->object->node == options_.node && !b->awaiting_version.empty() && !b->busy) {
+      // The watch that was to show our last write is gone (a relist replaced it), and it
+      // is the only thing that lets later events of this block in: read the block before
+      // the next write to it instead of writing from a copy that may be stale.
+      b->known = false;
+    }
     if (b->object && b->object->node == options_.node && !present.count(name) && !b->busy &&
         b->queued.empty() && b->awaiting_version.empty()) {
       gone.push_back(name);
