@@ -144,7 +144,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfCase{"RuntimeIpNotAddress", Conf("", R"("runtimeConfig":{"ips":["10.0.0.1/40"]},)"),
                     CniCode::kInvalidConfig, "runtimeConfig.ips[0] is not an IP address"},
         // Regression: a NUL ended inet_pton's input, so this passed as 10.0.0.1.
-        BadConfCase{"RuntimeIpWithNul", Conf("", R"("runtimeConfig":{"ips":["10.0.0.1\u0000junk"]},)"),
+        BadConfCase{"RuntimeIpWithNul",
+                    Conf("", R"("runtimeConfig":{"ips":["10.0.0.1\u0000junk"]},)"),
                     CniCode::kInvalidConfig, "runtimeConfig.ips[0] is not an IP address"},
         BadConfCase{"RouteGwWithNul", Conf(R"(,"routes":[{"gw":"10.0.0.1\u0000"}])"),
                     CniCode::kInvalidConfig, "ipam.routes[0].gw is not an IP"},
