@@ -143,6 +143,12 @@ INSTANTIATE_TEST_SUITE_P(
                     CniCode::kInvalidConfig, "runtimeConfig.ips[1] must be a string"},
         BadConfCase{"RuntimeIpNotAddress", Conf("", R"("runtimeConfig":{"ips":["10.0.0.1/40"]},)"),
                     CniCode::kInvalidConfig, "runtimeConfig.ips[0] is not an IP address"},
+        // Regression: a NUL ended inet_pton's input, so this passed as 10.0.0.1.
+        BadConfCase{"RuntimeIpWithNul",
+                    Conf("", R"("runtimeConfig":{"ips":["10.0.0.1\u0000junk"]},)"),
+                    CniCode::kInvalidConfig, "runtimeConfig.ips[0] is not an IP address"},
+        BadConfCase{"RouteGwWithNul", Conf(R"(,"routes":[{"gw":"10.0.0.1\u0000"}])"),
+                    CniCode::kInvalidConfig, "ipam.routes[0].gw is not an IP"},
         BadConfCase{"RuntimeMacNotString", Conf("", R"("runtimeConfig":{"mac":1},)"),
                     CniCode::kInvalidConfig, "runtimeConfig.mac must be a string"},
         BadConfCase{"ArgsCniNotObject", Conf("", R"("args":{"cni":true},)"),

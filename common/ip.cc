@@ -15,8 +15,9 @@ U128 FamilyMax(Family f) {
 }
 
 Result<IpAddr> IpAddr::Parse(std::string_view text) {
-  // inet_pton needs a NUL-terminated string; addresses are short.
-  if (text.empty() || text.size() > 45) {
+  // inet_pton needs a NUL-terminated string; addresses are short. A NUL inside the
+  // text would end inet_pton's input early and accept "10.0.0.1\0junk".
+  if (text.empty() || text.size() > 45 || text.find('\0') != std::string_view::npos) {
     return Fail(Error::InvalidArgument("'" + std::string(text) + "' is not an IP address"));
   }
   char buf[46];

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <string_view>
+
 namespace sublease {
 namespace {
 
@@ -26,6 +28,16 @@ TEST(IpAddrTest, RejectsGarbageWithMessageNamingIt) {
     EXPECT_EQ(a.error().code, Code::kInvalidArgument);
     EXPECT_NE(a.error().message.find(std::string("'") + bad + "'"), std::string::npos) << a.error().message;
   }
+}
+
+// Regression: inet_pton stops at a NUL, so "10.0.0.1\0junk" (a JSON "\u0000" in a
+// CNI config or request) used to parse as 10.0.0.1.
+TEST(IpAddrTest, RejectsEmbeddedNul) {
+  for (std::string_view bad : {std::string_view("10.0.0.1\0junk", 13),
+                               std::string_view("fd00::1\0", 8), std::string_view("\0", 1)}) {
+    EXPECT_FALSE(IpAddr::Parse(bad)) << bad.size();
+  }
+  EXPECT_FALSE(IpNet::Parse(std::string_view("10.0.0.0\0x/8", 12)));
 }
 
 TEST(IpAddrTest, BytesRoundTripAndOrderIsNumeric) {

@@ -136,9 +136,13 @@ class JsonParser {
     if (depth > kMaxJsonDepth) return Err("nested too deeply");
     ++pos_;  // '{'
     v.type_ = JsonType::kObject;
-    // The documents read here have a handful of members: one allocation each.
-    v.keys_.reserve(8);
-    v.items_.reserve(8);
+    // The root object of the documents read here has a handful of members: one
+    // allocation each. Only the root: reserving in every object let 3 bytes of input
+    // ("{},") cost 1 KiB, so a 4 MiB config of empty objects took 1.5 GiB.
+    if (depth == 1) {
+      v.keys_.reserve(8);
+      v.items_.reserve(8);
+    }
     SkipSpace();
     if (!AtEnd() && Peek() == '}') {
       ++pos_;

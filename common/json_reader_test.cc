@@ -171,7 +171,21 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"Utf8TooHigh", "\"\xf4\x90\x80\x80\"", "invalid UTF-8"},
         BadCase{"TruncatedUtf8", "\"\xe2\x82", "invalid UTF-8"},
         BadCase{"NulOutsideString", std::string("{}\0", 3), "unexpected data after the value"},
-        BadCase{"TooDeep", std::string(300, '['), "nested too deeply"}),
+        BadCase{"TooDeep", std::string(300, '['), "nested too deeply"},
+        // Deep input fails at the limit, not 100,000 frames into the stack.
+        BadCase{"HundredThousandBrackets", std::string(100000, '[') + std::string(100000, ']'),
+                "nested too deeply at byte 256"},
+        BadCase{"HundredThousandObjects",
+                [] {
+                  std::string s;
+                  for (int i = 0; i < 100000; ++i) s += R"({"a":)";
+                  return s;
+                }(),
+                "nested too deeply at byte 1280"},
+        BadCase{"HugeNegative", "-1e400", "number out of range"},
+        BadCase{"Underflow", "1e-400", "number out of range"},
+        BadCase{"HugeExponent", "1e999999999999999999999", "number out of range"},
+        BadCase{"MillionDigits", std::string(1000000, '9'), "number out of range"}),
     [](const testing::TestParamInfo<BadCase>& p) { return p.param.name; });
 
 TEST(JsonReaderTest, AcceptsNestingUpToTheLimit) {
@@ -179,6 +193,36 @@ TEST(JsonReaderTest, AcceptsNestingUpToTheLimit) {
   EXPECT_TRUE(ParseJson(ok));
   std::string deep = std::string(kMaxJsonDepth + 1, '[') + std::string(kMaxJsonDepth + 1, ']');
   EXPECT_FALSE(ParseJson(deep));
+}
+
+TEST(JsonReaderTest, LongStringsAndLongNumbersWithinRangeDecode) {
+  auto s = ParseJson("\"" + std::string(1 << 20, 'x') + "\"");
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(StringOf(*s).size(), 1u << 20);
+  double d = 0;
+  auto digits = ParseJson("0." + std::string(100000, '5'));
+  ASSERT_TRUE(digits && digits->Get(&d));
+  EXPECT_DOUBLE_EQ(d, 0.5555555555555556);
+  auto zero = ParseJson("0e99999999999999999999");
+  ASSERT_TRUE(zero && zero->Get(&d));
+  EXPECT_EQ(d, 0);
+}
+
+// Regression: every object reserved room for 8 members, so "[{},{},...]" cost ~1 KiB
+// of memory per 3 bytes of input (a 4 MiB CNI config of empty objects took 1.5 GiB).
+// Only the root object reserves now.
+TEST(JsonReaderTest, NestedObjectsReserveNoMemberSlots) {
+  auto doc = ParseJson(R"({"a":{},"b":[{},{"k":1}]})");
+  ASSERT_TRUE(doc) << doc.error().message;
+  const JsonValue* a = doc->Find("a");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->items().capacity(), 0u);
+  EXPECT_EQ(a->keys().capacity(), 0u);
+  const JsonValue* b = doc->Find("b");
+  ASSERT_NE(b, nullptr);
+  ASSERT_EQ(b->items().size(), 2u);
+  EXPECT_EQ(b->items()[0].items().capacity(), 0u);
+  EXPECT_LE(b->items()[1].items().capacity(), 1u);
 }
 
 // Differential check against simdjson (what these documents were parsed with before,
