@@ -1,5 +1,7 @@
 #include "common/wire.h"
 
+#include <algorithm>
+
 #include "common/json_reader.h"
 #include "common/json_writer.h"
 
@@ -95,6 +97,54 @@ class Decoder {
   std::string_view what_;
   JsonValue root_;
 };
+
+// Length of the well-formed UTF-8 sequence that starts `s` (RFC 3629: no overlong
+// forms, no surrogates, nothing above U+10FFFF); 0 if there is none.
+size_t Utf8SequenceLength(std::string_view s) {
+  if (s.empty()) return 0;
+  auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  unsigned char c = b(0);
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (s.size() < n || b(1) < lo || b(1) > hi) return 0;
+  for (size_t i = 2; i < n; ++i) {
+    if (b(i) < 0x80 || b(i) > 0xBF) return 0;
+  }
+  return n;
+}
+
+// At most `max` bytes of a body for an error message, valid UTF-8 whatever the body
+// was: the message ends up in the plugin's JSON output. A byte that starts no
+// well-formed sequence becomes '?'; the cut never splits a sequence.
+std::string QuoteBody(std::string_view body, size_t max) {
+  std::string out;
+  for (size_t i = 0; i < body.size();) {
+    size_t n = Utf8SequenceLength(body.substr(i));
+    if (out.size() + std::max<size_t>(n, 1) > max) break;
+    if (n == 0) {
+      out += '?';
+      ++i;
+    } else {
+      out.append(body.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
+}
 
 void WriteRoutes(JsonWriter& w, const std::vector<WireRoute>& routes) {
   w.Key("routes").BeginArray();
@@ -254,7 +304,7 @@ Error DecodeWireError(int http_status, std::string_view body) {
     }
   }
   constexpr size_t kMaxQuoted = 200;
-  std::string text(body.substr(0, kMaxQuoted));
+  std::string text = QuoteBody(body, kMaxQuoted);
   return {fallback, status_text + " with an unreadable error body" +
                         (text.empty() ? std::string() : ": " + text)};
 }

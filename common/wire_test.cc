@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "common/json_reader.h"
+
 namespace sublease {
 namespace {
 
@@ -172,6 +174,24 @@ TEST(WireTest, UnreadableErrorBodyTakesCodeFromStatus) {
   EXPECT_EQ(unknown.code, Code::kInternal);
   EXPECT_EQ(unknown.message, "boom");
   EXPECT_EQ(DecodeWireError(500, "").code, Code::kInternal);
+}
+
+// Regression (wire_error_fuzz): the quoted body was copied byte for byte, so a proxy's
+// invalid UTF-8, or a cut at 200 bytes inside a sequence, put invalid UTF-8 into the
+// message and from there into the plugin's JSON output.
+TEST(WireTest, UnreadableErrorBodyIsQuotedAsValidUtf8) {
+  Error bad = DecodeWireError(502, "Bad Gat\x9b\x88" "ay");
+  EXPECT_EQ(bad.code, Code::kUnavailable);
+  EXPECT_NE(bad.message.find("Bad Gat??ay"), std::string::npos) << bad.message;
+  EXPECT_TRUE(ParseJson(EncodeWireError(bad))) << bad.message;
+
+  Error cut = DecodeWireError(500, std::string(199, 'a') + "\xc3\xa9");  // é at byte 199
+  EXPECT_TRUE(ParseJson(EncodeWireError(cut))) << cut.message;
+  EXPECT_NE(cut.message.find(std::string(199, 'a')), std::string::npos);
+  EXPECT_EQ(cut.message.find('\xc3'), std::string::npos);
+
+  Error kept = DecodeWireError(500, "caf\xc3\xa9 \xf0\x9f\x98\x80");
+  EXPECT_NE(kept.message.find("caf\xc3\xa9 \xf0\x9f\x98\x80"), std::string::npos);
 }
 
 }  // namespace
