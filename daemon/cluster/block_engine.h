@@ -21,7 +21,8 @@
 //
 // Ownership: borrows the Allocator, Store, BlockApi and Clock; all must outlive the
 // engine. Subnets must be in the allocator (UpsertSubnet, then the engine's
-// OnSubnetUpsert) and in the store before requests for them arrive. Thread: the daemon's one loop thread.
+// OnSubnetUpsert) and in the store before requests for them arrive. Thread: the
+// daemon's one loop thread.
 // Callbacks are asynchronous — they run from BlockApi callbacks — except that answers
 // needing no API call (a lease already committed, a request the allocator rejects) are
 // given before Allocate returns. Callbacks that arrive after the engine was destroyed
