@@ -7,6 +7,33 @@
 
 namespace sublease {
 
+size_t Utf8SequenceLength(std::string_view s) {
+  if (s.empty()) return 0;
+  auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  unsigned char c = b(0);
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (s.size() < n || b(1) < lo || b(1) > hi) return 0;
+  for (size_t i = 2; i < n; ++i) {
+    if (b(i) < 0x80 || b(i) > 0xBF) return 0;
+  }
+  return n;
+}
+
 std::string_view JsonTypeName(JsonType t) {
   switch (t) {
     case JsonType::kArray:
@@ -280,31 +307,10 @@ class JsonParser {
     return true;
   }
 
-  // One UTF-8 sequence starting at a byte >= 0x80 (RFC 3629: no overlong forms, no
-  // surrogates, nothing above U+10FFFF); copied to out as is.
+  // One UTF-8 sequence starting at a byte >= 0x80, copied to out as is.
   bool CopyUtf8(std::string& out) {
-    auto b = [&](size_t i) { return static_cast<unsigned char>(text_[pos_ + i]); };
-    unsigned char c = b(0);
-    size_t n = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      n = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      n = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return Err("invalid UTF-8 in a string");
-    }
-    if (text_.size() - pos_ < n) return Err("invalid UTF-8 in a string");
-    if (b(1) < lo || b(1) > hi) return Err("invalid UTF-8 in a string");
-    for (size_t i = 2; i < n; ++i) {
-      if (b(i) < 0x80 || b(i) > 0xBF) return Err("invalid UTF-8 in a string");
-    }
+    size_t n = Utf8SequenceLength(text_.substr(pos_));
+    if (n < 2) return Err("invalid UTF-8 in a string");
     out.append(text_.substr(pos_, n));
     pos_ += n;
     return true;

@@ -27,6 +27,10 @@ enum class JsonType { kNull, kBool, kNumber, kString, kArray, kObject };
 // like `field "ips" must be an array, not a string` (the words json_types.h uses).
 std::string_view JsonTypeName(JsonType t);
 
+// Length of the well-formed UTF-8 sequence that starts `s` (RFC 3629: no overlong
+// forms, no surrogates, nothing above U+10FFFF): 1 for ASCII, 0 if there is none.
+size_t Utf8SequenceLength(std::string_view s);
+
 class JsonValue {
  public:
   JsonType type() const { return type_; }

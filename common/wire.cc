@@ -98,35 +98,6 @@ class Decoder {
   JsonValue root_;
 };
 
-// Length of the well-formed UTF-8 sequence that starts `s` (RFC 3629: no overlong
-// forms, no surrogates, nothing above U+10FFFF); 0 if there is none.
-size_t Utf8SequenceLength(std::string_view s) {
-  if (s.empty()) return 0;
-  auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
-  unsigned char c = b(0);
-  if (c < 0x80) return 1;
-  size_t n = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (s.size() < n || b(1) < lo || b(1) > hi) return 0;
-  for (size_t i = 2; i < n; ++i) {
-    if (b(i) < 0x80 || b(i) > 0xBF) return 0;
-  }
-  return n;
-}
-
 // At most `max` bytes of a body for an error message, valid UTF-8 whatever the body
 // was: the message ends up in the plugin's JSON output. A byte that starts no
 // well-formed sequence becomes '?'; the cut never splits a sequence.
