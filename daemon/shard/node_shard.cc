@@ -183,9 +183,7 @@ void NodeShard::Recover() {
     }
     recovered_ = true;
     // Pods seen while their leases were pending were skipped: settle them now.
-    std::vector<std::string> keys;
-    for (const auto& [key, pod] : pods_) keys.push_back(key);
-    for (const auto& key : keys) ReconcilePod(key);
+    ReconcileAllPods();
   });
 }
 
@@ -277,11 +275,7 @@ void NodeShard::UpsertSubnet(const KubeObject& object) {
   }
   // Pods that named its provider before the Subnet arrived (the two are often created
   // together, and the feeds deliver them in any order) get their addresses now.
-  if (is_new && recovered_) {
-    std::vector<std::string> keys;
-    for (const auto& [key, pod] : pods_) keys.push_back(key);
-    for (const auto& key : keys) ReconcilePod(key);
-  }
+  if (is_new && recovered_) ReconcileAllPods();
 }
 
 void NodeShard::RemoveSubnet(const KubeObject& object) {
@@ -316,6 +310,12 @@ void NodeShard::PodChanged(const KubeObject& object) {
 
 // Allocates ahead of time what the pod asks for and has no lease for yet, and writes
 // back the annotations of committed leases it does not show yet.
+void NodeShard::ReconcileAllPods() {
+  std::vector<std::string> keys;  // (ReconcilePod may change pods_)
+  for (const auto& [key, pod] : pods_) keys.push_back(key);
+  for (const auto& key : keys) ReconcilePod(key);
+}
+
 void NodeShard::ReconcilePod(const std::string& pod_key) {
   auto found = pods_.find(pod_key);
   if (found == pods_.end()) return;
@@ -591,9 +591,9 @@ void NodeShard::WriteAnnotations(const Lease& lease) {
   a.gateway = gws;
   a.mac = lease.mac;
   // The batch is per pod object: the path, and the UID the patch is conditional on.
-  std::string path = "/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name +
-                     "\n" + lease.owner.pod_uid;
-  annotation_batch_[path].emplace_back(lease.key(), std::move(a));
+  PodTarget target{"/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name,
+                   lease.owner.pod_uid};
+  annotation_batch_[target].emplace_back(lease.key(), std::move(a));
   ArmAnnotationFlush();
 }
 
@@ -609,7 +609,7 @@ void NodeShard::ArmAnnotationFlush() {
 // One merge patch per pod, at most one in flight per pod (like the blocks' group commit):
 // writes for a pod being patched wait for that patch's answer and leave together.
 void NodeShard::FlushAnnotations() {
-  std::map<std::string, std::vector<std::pair<AttachmentKey, AllocatedAnnotations>>> batch;
+  std::map<PodTarget, std::vector<std::pair<AttachmentKey, AllocatedAnnotations>>> batch;
   for (auto it = annotation_batch_.begin(); it != annotation_batch_.end();) {
     if (patching_.count(it->first)) {
       ++it;
@@ -617,8 +617,8 @@ void NodeShard::FlushAnnotations() {
     }
     batch.insert(annotation_batch_.extract(it++));
   }
-  for (auto& [path, writes] : batch) {
-    patching_.insert(path);
+  for (auto& [target, writes] : batch) {
+    patching_.insert(target);
     std::vector<AttachmentKey> keys;
     std::vector<AllocatedAnnotations> annotations;
     for (auto& [key, a] : writes) {
@@ -626,14 +626,13 @@ void NodeShard::FlushAnnotations() {
       annotations.push_back(std::move(a));
     }
     ++stats_.annotation_patches;
-    const size_t nl = path.find('\n');
     // Conditional on the pod's UID: a pod re-created under the name meanwhile (another
     // lease, perhaps another address) answers 409 instead of taking these annotations.
-    client_->MergePatch(path.substr(0, nl), AllocatedAnnotationsPatch(annotations, path.substr(nl + 1)),
-                        [this, path, keys = std::move(keys)](KubeResult<KubeResponse> r) {
+    client_->MergePatch(target.first, AllocatedAnnotationsPatch(annotations, target.second),
+                        [this, target = target, keys = std::move(keys)](KubeResult<KubeResponse> r) {
                           // (The keys of one batch belong to one pod: same namespace and name.)
-                          patching_.erase(path);
-                          if (annotation_batch_.count(path)) ArmAnnotationFlush();
+                          patching_.erase(target);
+                          if (annotation_batch_.count(target)) ArmAnnotationFlush();
                           for (const AttachmentKey& key : keys) {
                             annotating_.erase(key);
                             if (r) {

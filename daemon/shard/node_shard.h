@@ -108,6 +108,7 @@ class NodeShard final : public CniBackend {
   // Pods.
   void PodChanged(const KubeObject& object);
   void ReconcilePod(const std::string& pod_key);
+  void ReconcileAllPods();
   void PodGone(const KubeObject& object);
   void PodsSynced();
   // Treats every known pod whose key is not in `present` as deleted.
@@ -175,11 +176,12 @@ class NodeShard final : public CniBackend {
   std::set<AttachmentKey> annotating_;                // annotation writes in flight
   std::map<std::string, int64_t> retry_pods_due_ms_;  // pods whose allocation failed: retry then
   std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
-  // Annotation writes waiting, by pod ("<path>\n<pod UID>": the patch is conditional on
-  // the UID): flushed by flush_timer_ at the next loop turn,
+  // A pod object to patch: its path, and the UID the patch is conditional on.
+  using PodTarget = std::pair<std::string, std::string>;
+  // Annotation writes waiting, by pod: flushed by flush_timer_ at the next loop turn,
   // or, for a pod with a patch in flight (patching_), when that patch is answered.
-  std::map<std::string, std::vector<std::pair<AttachmentKey, AllocatedAnnotations>>> annotation_batch_;
-  std::set<std::string> patching_;
+  std::map<PodTarget, std::vector<std::pair<AttachmentKey, AllocatedAnnotations>>> annotation_batch_;
+  std::set<PodTarget> patching_;
   uv_timer_t* timer_ = nullptr;
   uv_timer_t* flush_timer_ = nullptr;
   Stats stats_;
