@@ -180,32 +180,32 @@ void BlockEngine::Write(BlockState& b) {
     }
   }
   bool changed = create ? !next.allocations.empty() : next.allocations != b.object->allocations;
-  if (changed && LogEnabled(LogLevel::kDebug)) {
+  // Callbacks last: they may queue more changes for this block (state is consistent).
+  if (!changed) {
+    for (auto& [op, e] : refused) op.done(Fail(e));
+    for (Op& op : sent) op.done(Ok());
+    if (!b.busy) MaybeRetire(b);
+    return;
+  }
+  if (LogEnabled(LogLevel::kDebug)) {
     LogDebug(std::string(create ? "creating" : "updating") + " IPBlock " + b.name + " (node " +
              next.node + "): " + std::to_string(sent.size()) + " change(s), " +
              std::to_string(next.allocations.size()) + " allocation(s) after");
   }
-  if (changed) {
-    b.busy = true;
-    std::weak_ptr<int> token = life_;
-    auto on_done = [this, token, name = b.name, sent = std::move(sent),
-                    create](Result<IpBlock> r) mutable {
-      if (!token.expired()) OnWritten(name, std::move(sent), create, std::move(r));
-    };
-    if (create) {
-      ++stats_.creates;
-      api_->Create(next, std::move(on_done));
-    } else {
-      ++stats_.updates;
-      api_->Update(next, std::move(on_done));
-    }
+  b.busy = true;
+  std::weak_ptr<int> token = life_;
+  auto on_done = [this, token, name = b.name, sent = std::move(sent),
+                  create](Result<IpBlock> r) mutable {
+    if (!token.expired()) OnWritten(name, std::move(sent), create, std::move(r));
+  };
+  if (create) {
+    ++stats_.creates;
+    api_->Create(next, std::move(on_done));
+  } else {
+    ++stats_.updates;
+    api_->Update(next, std::move(on_done));
   }
-  // Callbacks last: they may queue more changes for this block (state is consistent).
   for (auto& [op, e] : refused) op.done(Fail(e));
-  if (!changed) {
-    for (Op& op : sent) op.done(Ok());
-    if (!b.busy) MaybeRetire(b);
-  }
 }
 
 void BlockEngine::OnWritten(const std::string& name, std::vector<Op> sent, bool created,
