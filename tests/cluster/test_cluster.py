@@ -62,14 +62,16 @@ class Cluster(harness.DaemonTestCase):
                 out.append((str(net.network_address + int(off)), who["namespace"] + "/" + who["pod"], b["spec"]["node"]))
         return out
 
-    def live_leases(self, node, subnet_name):
+    def db_query(self, node, sql):
+        """The words sqlite3 prints for `sql` on the node's database (read-only)."""
         db = os.path.join(self.dir, node + ".db")
-        out = subprocess.run(["sqlite3", "file:%s?mode=ro" % db,
-                              "select l.pod_name from leases l join subnets s on s.id = l.subnet_id "
-                              "where s.name = '%s' and l.state <> 'released' order by 1" % subnet_name],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["sqlite3", "file:%s?mode=ro" % db, sql], capture_output=True, text=True, timeout=30)
         self.assertEqual(out.returncode, 0, out.stderr)
         return out.stdout.split()
+
+    def live_leases(self, node, subnet_name):
+        return self.db_query(node, "select l.pod_name from leases l join subnets s on s.id = l.subnet_id "
+                                   "where s.name = '%s' and l.state <> 'released' order by 1" % subnet_name)
 
     def holder_of(self, subnet_name, ip):
         for b in self.req("GET", BLOCKS + "?labelSelector=sublease.io/subnet%3D" + subnet_name)["items"]:
@@ -523,11 +525,7 @@ class Cluster(harness.DaemonTestCase):
         node = "node-3"
 
         def known_subnets():
-            db = os.path.join(self.dir, node + ".db")
-            out = subprocess.run(["sqlite3", "file:%s?mode=ro" % db, "select name from subnets order by 1"],
-                                 capture_output=True, text=True, timeout=30)
-            self.assertEqual(out.returncode, 0, out.stderr)
-            return out.stdout.split()
+            return self.db_query(node, "select name from subnets order by 1")
         self.create_subnet(subnet("gone", "gone.default", "10.98.0.0/24"))
         self.wait_for("node-3 stores Subnet gone", lambda: "gone" in known_subnets(), seconds=30)
         self.stop_daemon(node)
