@@ -393,7 +393,7 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
   }
 }
 
-// --- UpdateHolder ---
+// --- UpdateHolder, ConfirmHolder ---
 
 void BlockEngine::UpdateHolder(const AttachmentKey& key, VoidDone done) {
   RunForKey(key, [this, key, done = std::move(done)]() mutable {
@@ -402,32 +402,68 @@ void BlockEngine::UpdateHolder(const AttachmentKey& key, VoidDone done) {
       done(Ok());
       return FinishKey(key);
     }
-    Lease lease = *held;
-    struct Pending {
-      size_t left;
-      std::optional<Error> error;
-      VoidDone done;
-    };
-    auto state = std::make_shared<Pending>(Pending{lease.addresses().size(), std::nullopt,
-                                                   std::move(done)});
-    std::weak_ptr<int> token = life_;
-    for (const IpAddr& a : lease.addresses()) {
-      IpNet cidr = *BlockOfAddress(lease.subnet, a);
-      Op op;
-      op.kind = Op::Kind::kUpdate;
-      op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
-      op.key = key;
-      op.allocation = AllocationFor(lease);
-      op.done = [this, key, state, token](Result<void> r) {
-        if (token.expired()) return;
-        if (!r && !state->error) state->error = r.error();
-        if (--state->left > 0) return;
-        state->done(state->error ? Result<void>(Fail(*state->error)) : Result<void>(Ok()));
-        FinishKey(key);
-      };
-      Enqueue(lease.subnet, cidr, std::move(op));
-    }
+    WriteHolder(*held, AllocationFor(*held), /*must_exist=*/false, std::move(done));
   });
+}
+
+void BlockEngine::ConfirmHolder(const AttachmentKey& key, const std::string& pod_uid,
+                                const std::string& container_id, VoidDone done) {
+  RunForKey(key, [this, key, pod_uid, container_id, done = std::move(done)]() mutable {
+    std::optional<Lease> held = allocator_->Find(key);
+    if (!held || held->state != LeaseState::kCommitted) {
+      done(Fail(Error::NotFound("no committed lease of " + key.ToString())));
+      return FinishKey(key);
+    }
+    BlockAllocation allocation = AllocationFor(*held);
+    if (!pod_uid.empty()) allocation.pod_uid = pod_uid;
+    if (!container_id.empty()) allocation.container_id = container_id;
+    WriteHolder(*held, allocation, /*must_exist=*/true,
+                [this, key, done = std::move(done)](Result<void> r) {
+                  // Freed in its block (the pod looked gone to the collection) and maybe
+                  // taken by another node since: never to be served from here again.
+                  if (!r && r.error().code == Code::kNotFound &&
+                      !DropLeaseLocally(key, "was freed in its IPBlock by the garbage collection",
+                                        nullptr)) {
+                    return done(Fail(Error::Internal("dropping the freed lease of " + key.ToString())));
+                  }
+                  done(std::move(r));
+                });
+  });
+}
+
+void BlockEngine::WriteHolder(const Lease& lease, const BlockAllocation& allocation, bool must_exist,
+                              VoidDone done) {
+  AttachmentKey key = lease.key();
+  std::vector<IpAddr> addresses = lease.addresses();
+  if (addresses.empty()) {
+    done(Ok());
+    return FinishKey(key);
+  }
+  struct Pending {
+    size_t left;
+    std::optional<Error> error;
+    VoidDone done;
+  };
+  auto state = std::make_shared<Pending>(Pending{addresses.size(), std::nullopt, std::move(done)});
+  std::weak_ptr<int> token = life_;
+  for (const IpAddr& a : addresses) {
+    IpNet cidr = *BlockOfAddress(lease.subnet, a);
+    Op op;
+    op.kind = Op::Kind::kUpdate;
+    op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
+    op.key = key;
+    op.allocation = allocation;
+    op.must_exist = must_exist;
+    op.done = [this, key, state, token](Result<void> r) {
+      if (token.expired()) return;
+      // A lost allocation outranks another family's failure: the lease must go.
+      if (!r && (!state->error || r.error().code == Code::kNotFound)) state->error = r.error();
+      if (--state->left > 0) return;
+      state->done(state->error ? Result<void>(Fail(*state->error)) : Result<void>(Ok()));
+      FinishKey(key);
+    };
+    Enqueue(lease.subnet, cidr, std::move(op));
+  }
 }
 
 // --- Recover ---

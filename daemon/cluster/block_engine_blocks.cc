@@ -20,13 +20,17 @@ std::string DescribeAllocation(const BlockAllocation& a) {
   return l.HolderDescription() + " on node " + (a.node.empty() ? std::string("?") : a.node);
 }
 
-std::optional<int> BlockEngine::BlockPrefix(const std::string& subnet, Family family) const {
-  const Subnet* s = allocator_->FindSubnet(subnet);
-  const SubnetFamily* sf = s ? s->family(family) : nullptr;
+std::optional<int> BlockEngine::BlockPrefixOf(const Subnet& subnet, Family family) {
+  const SubnetFamily* sf = subnet.family(family);
   if (sf == nullptr) return std::nullopt;
-  auto prefix = BlockPrefixFor(sf->cidr, s->spec.block_size);
+  auto prefix = BlockPrefixFor(sf->cidr, subnet.spec.block_size);
   // A malformed override is reported on the Subnet's status; the default keeps working.
   return prefix ? *prefix : DefaultBlockPrefix(sf->cidr);
+}
+
+std::optional<int> BlockEngine::BlockPrefix(const std::string& subnet, Family family) const {
+  const Subnet* s = allocator_->FindSubnet(subnet);
+  return s ? BlockPrefixOf(*s, family) : std::nullopt;
 }
 
 std::optional<IpNet> BlockEngine::BlockOfAddress(const std::string& subnet, const IpAddr& a) const {
@@ -141,6 +145,7 @@ void BlockEngine::Write(BlockState& b) {
   const bool create = !b.object;
   std::vector<Op> sent;
   std::vector<std::pair<Op, Error>> refused;
+  std::vector<Op> reread;  // confirmations that found nothing in the copy: read, then judge
   while (!b.queued.empty()) {
     Op op = std::move(b.queued.front());
     b.queued.pop_front();
@@ -157,8 +162,19 @@ void BlockEngine::Write(BlockState& b) {
       if (ours) {
         if (!op.allocation.pod_uid.empty()) it->second.pod_uid = op.allocation.pod_uid;
         if (!op.allocation.container_id.empty()) it->second.container_id = op.allocation.container_id;
+        sent.push_back(std::move(op));
+      } else if (op.must_exist && !op.reread) {
+        // The copy may predate our allocation (the watch lags): judge on a fresh read.
+        op.reread = true;
+        reread.push_back(std::move(op));
+      } else if (op.must_exist) {
+        IpAddr a = b.cidr.first().Plus(op.offset);
+        refused.emplace_back(std::move(op),
+                             Error::NotFound("address " + a.ToString() + " is no longer this node's in IPBlock " +
+                                             b.name + " (the cluster's garbage collection freed it)"));
+      } else {
+        sent.push_back(std::move(op));  // nothing of ours there: nothing to update
       }
-      sent.push_back(std::move(op));  // nothing of ours there: nothing to update
     } else if (op.claim && b.object && b.object->node != options_.node) {
       LogDebug("claim of IPBlock " + b.name + " lost to node " + b.object->node);
       refused.emplace_back(std::move(op),
@@ -180,10 +196,16 @@ void BlockEngine::Write(BlockState& b) {
     }
   }
   bool changed = create ? !next.allocations.empty() : next.allocations != b.object->allocations;
+  // They wait for the answer of this write (fresh), or for a read when nothing is written.
+  for (auto it = reread.rbegin(); it != reread.rend(); ++it) b.queued.push_front(std::move(*it));
   // Callbacks last: they may queue more changes for this block (state is consistent).
   if (!changed) {
     for (auto& [op, e] : refused) op.done(Fail(e));
     for (Op& op : sent) op.done(Ok());
+    if (!reread.empty()) {
+      b.known = false;
+      return Pump(b);
+    }
     if (!b.busy) MaybeRetire(b);
     return;
   }
@@ -340,27 +362,31 @@ void BlockEngine::DropAdoptedLeases(BlockState& b) {
     adopted.emplace_back(mine->key(), alloc.node);
   }
   for (const auto& [key, node] : adopted) {
-    std::optional<Lease> held = allocator_->Find(key);
-    if (!held) continue;
-    Lease lease = *held;
-    if (auto r = store_->ReleaseLease(key, clock_->NowMs());
-        !r && r.error().code != Code::kNotFound) {
-      LogWarn("dropping the lease of " + key.ToString() + " (adopted by node " + node +
-              "): " + r.error().message);
-      continue;  // the store and the allocator stay in step; tried again on the next sync
-    }
-    (void)allocator_->Release(key);
-    ++stats_.adopted_away;
-    LogInfo("the lease of " + key.ToString() + " was adopted by node " + node +
-            " (its pod was re-created there); dropped here");
-    // The lease's other family lives in another block: what is left there is now a
-    // foreign hold (taken until the cluster's reconciler frees it), not free.
-    for (const IpAddr& a : lease.addresses()) {
-      auto cidr = BlockOfAddress(lease.subnet, a);
-      BlockState* other = cidr ? FindBlock(BlockName(lease.subnet, *cidr)) : nullptr;
-      if (other != nullptr && other != &b) SyncAllocator(*other);
+    if (DropLeaseLocally(key, "was adopted by node " + node + " (its pod was re-created there)", &b)) {
+      ++stats_.adopted_away;
     }
   }
+}
+
+bool BlockEngine::DropLeaseLocally(const AttachmentKey& key, const std::string& why,
+                                   const BlockState* synced) {
+  std::optional<Lease> held = allocator_->Find(key);
+  if (!held) return true;
+  Lease lease = *held;
+  if (auto r = store_->ReleaseLease(key, clock_->NowMs()); !r && r.error().code != Code::kNotFound) {
+    LogWarn("dropping the lease of " + key.ToString() + " (it " + why + "): " + r.error().message);
+    return false;  // the store and the allocator stay in step; tried again on the next sync
+  }
+  (void)allocator_->Release(key);
+  LogInfo("the lease of " + key.ToString() + " " + why + "; dropped here");
+  // What is left of the lease in its blocks (another family's allocation) is now a
+  // foreign hold (taken until the cluster's reconciler frees it), not free.
+  for (const IpAddr& a : lease.addresses()) {
+    auto cidr = BlockOfAddress(lease.subnet, a);
+    BlockState* other = cidr ? FindBlock(BlockName(lease.subnet, *cidr)) : nullptr;
+    if (other != nullptr && other != synced) SyncAllocator(*other);
+  }
+  return true;
 }
 
 void BlockEngine::Refresh(const std::string& subnet, const IpNet& cidr,

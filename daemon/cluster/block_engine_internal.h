@@ -32,6 +32,10 @@ struct BlockEngine::Op {
   // kAdd adopting a StatefulSet pod's allocation: an allocation of the same key, sticky,
   // with the same owner UID, made by any node, is replaced by `allocation`.
   bool adopt = false;
+  // kUpdate confirming a holder (ConfirmHolder): fails kNotFound when the block has no
+  // allocation of `key` by this node, judged on a fresh read (`reread` once set).
+  bool must_exist = false;
+  bool reread = false;
   int rounds = 0;              // 409 → re-read rounds so far (bounded)
   std::function<void(Result<void>)> done;
 };

@@ -686,6 +686,76 @@ TEST(BlockEngineTest, UpdateHolderWritesTheNewSandboxIntoTheBlock) {
   c.CheckInvariants();
 }
 
+// A StatefulSet pod re-created under its name may keep its lease only if its block still
+// has it: the cluster's collection may have freed it (the pod looked gone) and another
+// node taken the address, while this node's copy of the block still shows it.
+TEST(BlockEngineTest, ConfirmHolderWritesTheNewPodWhenTheAllocationIsStillThere) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  auto l = c.AllocateNow(a, c.Request("web-0"));
+  ASSERT_TRUE(l);
+  std::optional<Result<void>> done;
+  a.engine->ConfirmHolder(l->key(), "uid-new", "sandbox-2", [&](Result<void> r) { done = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(done && *done) << (done ? done->error().message : "no answer");
+  EXPECT_EQ(AllocationAt(c, *l->v4)->pod_uid, "uid-new");
+  EXPECT_EQ(AllocationAt(c, *l->v4)->container_id, "sandbox-2");
+  // The lease itself is the caller's to update (after success): unchanged here.
+  EXPECT_EQ(a.allocator.Find(l->key())->owner.pod_uid, l->owner.pod_uid);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, ConfirmHolderFindsAFreedBorrowAndDropsTheLease) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(b, c.Request("b0")));  // node-b claims 10.0.0.0/29
+  auto borrowed = c.AllocateNow(a, c.Request("web-0", {"10.0.0.5"}));
+  ASSERT_TRUE(borrowed) << borrowed.error().message;
+  // The collection frees it in node-b's block (node-a does not watch that block, so its
+  // copy still shows the allocation), then node-b takes the address.
+  IpBlock block = c.api.objects().at(BlockName("net", *IpNet::Parse("10.0.0.0/29")));
+  block.allocations.erase(5);
+  c.api.Put(block);
+  c.api.RunAll(kMaxSteps);
+  auto taken = c.AllocateNow(b, c.Request("thief", {"10.0.0.5"}));
+  ASSERT_TRUE(taken) << taken.error().message;
+  std::optional<Result<void>> done;
+  a.engine->ConfirmHolder(borrowed->key(), "uid-new", "", [&](Result<void> r) { done = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(done.has_value());
+  ASSERT_FALSE(*done);
+  EXPECT_EQ(done->error().code, Code::kNotFound) << done->error().message;
+  EXPECT_FALSE(a.allocator.Find(borrowed->key()).has_value()) << "the freed lease is never served again";
+  auto stored = a.store->LoadLiveLeases();
+  ASSERT_TRUE(stored);
+  EXPECT_TRUE(stored->empty());
+  EXPECT_EQ(AllocationAt(c, Ip("10.0.0.5"))->pod_name, "thief");  // nothing was written back
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, ConfirmHolderReadsAnOwnBlockWhoseCopyLacksTheAllocation) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  auto l = c.AllocateNow(a, c.Request("web-0"));
+  ASSERT_TRUE(l);
+  // Freed by the collection; node-a's watch delivers it (its copy now lacks the
+  // allocation, as it would for one the watch shows late, too).
+  IpBlock block = c.api.objects().begin()->second;
+  block.allocations.clear();
+  c.api.Put(block);
+  c.api.RunAll(kMaxSteps);
+  uint64_t gets = a.engine->stats().gets;
+  std::optional<Result<void>> done;
+  a.engine->ConfirmHolder(l->key(), "uid-new", "", [&](Result<void> r) { done = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(done.has_value());
+  ASSERT_FALSE(*done);
+  EXPECT_EQ(done->error().code, Code::kNotFound);
+  EXPECT_EQ(a.engine->stats().gets, gets + 1) << "judged on a fresh read, not the copy";
+  EXPECT_FALSE(a.allocator.Find(l->key()).has_value());
+}
+
 TEST(BlockEngineTest, AfterAListOwnBlocksWithRoomAreUsedBeforeClaimingAnother) {
   ClusterHarness c(Spec("10.0.0.0/24"));
   Node& a = c.AddNode("node-a", Deterministic());
