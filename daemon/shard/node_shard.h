@@ -90,6 +90,7 @@ class NodeShard final : public CniBackend {
   struct Stats {
     uint64_t ahead_of_time = 0, on_demand = 0, annotations_written = 0, annotation_patches = 0,
              releases = 0, release_failures = 0, holder_updates = 0;
+    uint64_t pod_reads = 0;  // ADDs for a pod this node had not seen: read it first
   };
   const Stats& stats() const { return stats_; }
 
@@ -98,6 +99,7 @@ class NodeShard final : public CniBackend {
   class BlockHandler;
   class PodHandler;
   struct Inflight {
+    std::string pod_uid;  // the pod the work is for ("" = not known)
     std::vector<ReplyCallback> waiters;
     std::vector<WireRoute> routes;  // the NAD's routes of the first CNI request, if any
   };
@@ -107,6 +109,9 @@ class NodeShard final : public CniBackend {
   void RemoveSubnet(const KubeObject& object);
   // Pods.
   void PodChanged(const KubeObject& object);
+  // Takes the pod into pods_ (no release is due for it any more); its key, or nullopt
+  // when it is malformed or on another node.
+  std::optional<std::string> StorePod(const KubeObject& object);
   void ReconcilePod(const std::string& pod_key);
   void ReconcileAllPods();
   void PodGone(const KubeObject& object);
@@ -145,7 +150,28 @@ class NodeShard final : public CniBackend {
   void ScheduleRelease(const AttachmentKey& key, int64_t delay_ms);
   void ReleaseNow(const AttachmentKey& key);
   void Tick();
-  AllocateRequest RequestFor(const Subnet& subnet, const CniRequest& cni, const PodInfo* pod) const;
+  // What the pod asks for: the CNI request's own (Multus runtimeConfig) overridden by
+  // the pod's annotations for this attachment (DESIGN §1.3 precedence).
+  AllocateRequest RequestFor(const Subnet& subnet, const CniRequest& cni, const PodInfo& pod) const;
+  static void ApplyAttachment(const PodInfo& pod, const AttachmentRequest& a, AllocateRequest* request);
+  // The pod's attachments as its annotations ask (none when they are malformed).
+  static std::vector<AttachmentRequest> AttachmentsWanted(const PodInfo& pod);
+  // The keys of those attachments that a Subnet of this node serves.
+  std::set<AttachmentKey> WantedKeys(const PodInfo& pod) const;
+  bool LeaseSatisfies(const Lease& lease, const AllocateRequest& want) const;
+  // CNI ADD. The cached pod an ADD may be decided from: seen on this node, with the UID
+  // the runtime names (when it names one); nullptr = read it first.
+  const PodInfo* KnownPod(const CniRequest& cni) const;
+  void AddFor(const CniRequest& cni, ReplyCallback done, bool pod_was_read);
+  void JoinInflight(const AttachmentKey& key, const CniRequest& cni, ReplyCallback done);
+  // GETs the pod (a consistent read), checks its UID and node, stores it, and serves
+  // the ADD from it. Cannot read → kUnavailable (CNI 11); no such pod → kNotFound.
+  void ReadPodThen(const CniRequest& cni, ReplyCallback done);
+  // A committed lease of an earlier pod of the same name, for the new pod asking `want`:
+  // kept if it is what `want` would get and its block still holds it (ConfirmHolder);
+  // else released (or found freed) and allocated anew. Answers through inflight_.
+  void FollowLease(const Lease& held, AllocateRequest want, const std::string& container_id,
+                   std::vector<WireRoute> routes, ReplyCallback done);
   CniReply ReplyFor(const Subnet& subnet, const Lease& lease, const std::vector<WireRoute>& routes) const;
   std::vector<WireRoute> RoutesFor(const Lease& lease, const std::vector<WireRoute>& nad_routes) const;
 

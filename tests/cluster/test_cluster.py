@@ -178,7 +178,16 @@ class Cluster(harness.DaemonTestCase):
             self.assertEqual(new.get("code"), 11, new)
         finally:
             self.api.ctl("POST", "/available")
-        # Back: allocation works again with no manual step.
+        # Back: allocation works again with no manual step (the pod is created now: an
+        # ADD for a pod the API server does not have gets an error, never an address).
+        def refused_as_missing():
+            rc, out = self.cni("node-7", "ADD", "newcomer", "sb-2", p)
+            self.assertNotEqual(rc, 0, out)
+            return "does not exist" in json.dumps(out)
+        self.wait_for("an ADD for a pod that does not exist refused as such", refused_as_missing,
+                      seconds=60, interval=0.5)
+        self.req("POST", PODS, pod("newcomer", "node-7", "down"))
+
         def retry():
             rc, out = self.cni("node-7", "ADD", "newcomer", "sb-2", p)
             return out if rc == 0 else None
