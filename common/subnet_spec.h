@@ -23,4 +23,15 @@ struct SubnetSpec {
   friend bool operator==(const SubnetSpec&, const SubnetSpec&) = default;
 };
 
+// A kubeovn.io/v1 IPPool's fields that allocation depends on, as written (checked by
+// ResolvePools, daemon/allocator/ippool.h).
+struct IpPoolSpec {
+  std::string name;
+  std::string subnet;                   // spec.subnet
+  std::vector<std::string> ips;         // "ip", "cidr" or "first..last"
+  std::vector<std::string> namespaces;  // spec.namespaces (default network only in Kube-OVN)
+  std::string creation_timestamp;       // metadata.creationTimestamp (RFC 3339)
+  friend bool operator==(const IpPoolSpec&, const IpPoolSpec&) = default;
+};
+
 }  // namespace sublease

@@ -46,21 +46,29 @@ Result<IpAddr> ParseStatic(std::string_view text, const Subnet& subnet) {
 // in the same step, so the invariants hold between any two public calls.
 struct Allocator::SubnetState {
   struct FamilyState {
-    explicit FamilyState(Family f) : free(f), held(f), local(f), local_free(f), foreign(f) {}
-    IpRangeList free;
+    explicit FamilyState(Family f)
+        : free(f), held(f), local(f), local_free(f), foreign(f), pooled(f), pool_free(f) {}
+    IpRangeList free;  // for dynamic picks: without the named pools' addresses
     IpRangeList held;
     IpRangeList local;       // union of this node's blocks
     IpRangeList local_free;  // free ∩ local
     IpRangeList foreign;     // other nodes' allocations this node sees
     std::unordered_map<U128, std::string, U128Hash> foreign_holders;    // address -> who
+    IpRangeList pooled;     // the Ready named pools' usable addresses
+    IpRangeList pool_free;  // pooled - held - foreign
 
     void Unfree(const IpAddr& a) {
       free.Remove(a);
       local_free.Remove(a);
+      pool_free.Remove(a);
     }
     // Returns `a` to the free sets when nothing else keeps it out.
     void MaybeFree(const IpAddr& a, const SubnetFamily* sf) {
       if (sf == nullptr || !sf->usable.Contains(a) || held.Contains(a) || foreign.Contains(a)) return;
+      if (pooled.Contains(a)) {
+        pool_free.Add(a);
+        return;
+      }
       free.Add(a);
       if (local.Contains(a)) local_free.Add(a);
     }
@@ -69,13 +77,23 @@ struct Allocator::SubnetState {
   FamilyState fam[2] = {FamilyState(Family::kV4), FamilyState(Family::kV6)};
   size_t lease_count = 0;
   bool cluster = false;
+  std::map<std::string, PoolAddresses> pools;  // the Ready named pools, by name
 
-  // free = usable - held - foreign; held addresses outside `usable` simply stay out.
+  // free = usable - pooled - held - foreign, pool_free = pooled - held - foreign; held
+  // addresses outside `usable` simply stay out.
   void RecomputeFree() {
     for (Family f : kFamilies) {
       const SubnetFamily* sf = subnet.family(f);
       FamilyState& st = fam[Index(f)];
-      st.free = sf ? sf->usable.Subtract(st.held).Subtract(st.foreign) : IpRangeList(f);
+      st.pooled = IpRangeList(f);
+      for (const auto& [name, p] : pools) {
+        p.of(f).ForEach([&st](const IpRange& r) { st.pooled.Add(r.first, r.last); });
+      }
+      st.pooled = sf ? st.pooled.Intersect(sf->usable) : IpRangeList(f);
+      IpRangeList taken = st.held;
+      st.foreign.ForEach([&taken](const IpRange& r) { taken.Add(r.first, r.last); });
+      st.free = sf ? sf->usable.Subtract(st.pooled).Subtract(taken) : IpRangeList(f);
+      st.pool_free = st.pooled.Subtract(taken);
       st.local_free = st.free.Intersect(st.local);
     }
   }
@@ -213,6 +231,13 @@ Result<Allocator::Plan> Allocator::PlanStatic(const SubnetState& st,
 
 Result<Allocator::Plan> Allocator::PlanPool(const SubnetState& st,
                                             const AllocateRequest& request) const {
+  if (IsPoolName(request.pool)) {
+    // Only cluster mode reads IPPool objects (the shard turns the name into named_pool).
+    return Fail(
+        Error::InvalidArgument("ip_pool \"" + std::string(TrimSpace(request.pool)) +
+                               "\" names an IPPool, and IPPools are served in cluster mode only; "
+                               "list the addresses instead (\"a,b,c\")"));
+  }
   auto entries = ParsePool(request.pool, st.subnet);
   if (!entries) return Fail(entries.error());
   PoolFamilies families{!request.family || *request.family == Family::kV4,
@@ -228,6 +253,49 @@ Result<Allocator::Plan> Allocator::PlanPool(const SubnetState& st,
   Plan plan;
   if (families.v4) plan.addr[0] = e.v4;
   if (families.v6) plan.addr[1] = e.v6;
+  return plan;
+}
+
+Result<Allocator::Plan> Allocator::PlanNamedPool(const SubnetState& st,
+                                                 const AllocateRequest& request) const {
+  const std::string& name = request.named_pool;
+  auto pool = st.pools.find(name);
+  if (pool == st.pools.end()) {
+    return Fail(
+        Error::NotFound("IPPool " + name + " is not a Ready pool of Subnet " + st.subnet.name));
+  }
+  Plan plan;
+  bool any = false;
+  for (Family f : kFamilies) {
+    if (!st.subnet.family(f) || (request.family && *request.family != f)) continue;
+    const IpRangeList& mine = pool->second.of(f);
+    if (mine.empty()) {
+      if (request.family) {
+        return Fail(Error::InvalidArgument(
+            "IPPool " + name + " has no " + std::string(FamilyName(f)) + " address in Subnet " +
+            st.subnet.name + ", and ip_family asks for " + std::string(FamilyName(f))));
+      }
+      continue;  // a family the pool lacks is allocated dynamically
+    }
+    any = true;
+    // Lowest free of the pool: O(pool ranges × log ranges).
+    const IpRangeList& free = st.fam[Index(f)].pool_free;
+    mine.ForEach([&](const IpRange& r) {
+      if (plan.addr[Index(f)]) return;
+      if (auto a = free.LowestAtOrAbove(r.first); a && *a <= r.last) plan.addr[Index(f)] = a;
+    });
+    if (!plan.addr[Index(f)]) {
+      return Fail(Error::Exhausted("IPPool " + name + " has no free " + std::string(FamilyName(f)) +
+                                   " address (" + U128ToString(mine.Count()) +
+                                   " usable, all held); add addresses to its "
+                                   "spec.ips or free some"));
+    }
+  }
+  if (!any) {
+    return Fail(Error::Exhausted("IPPool " + name + " has no usable address in Subnet " +
+                                 st.subnet.name + " (" + CidrText(st.subnet) +
+                                 "; its spec.ips lie outside the CIDR, or are excluded)"));
+  }
   return plan;
 }
 
@@ -299,8 +367,13 @@ Result<Lease> Allocator::Allocate(const AllocateRequest& request) {
                                        " block; ip_family cannot ask for it"));
   }
   Result<Plan> plan = Plan{};
-  if (!request.static_ips.empty()) plan = PlanStatic(*st, request);
-  else if (!TrimSpace(request.pool).empty()) plan = PlanPool(*st, request);
+  if (!request.static_ips.empty()) {
+    plan = PlanStatic(*st, request);
+  } else if (!request.named_pool.empty()) {
+    plan = PlanNamedPool(*st, request);
+  } else if (!TrimSpace(request.pool).empty()) {
+    plan = PlanPool(*st, request);
+  }
   if (!plan) return Fail(plan.error());
   plan->want[0] = want.want[0];
   plan->want[1] = want.want[1];
@@ -385,13 +458,20 @@ Result<SubnetUsage> Allocator::Usage(const std::string& subnet) const {
   const auto& v4 = st->fam[0];
   const auto& v6 = st->fam[1];
   SubnetUsage u;
-  u.v4_available = v4.free.Count();
+  // Available: free for anyone plus free in a named pool.
+  auto available = [](const SubnetState::FamilyState& fs) {
+    IpRangeList all = fs.free;
+    fs.pool_free.ForEach([&all](const IpRange& r) { all.Add(r.first, r.last); });
+    return all;
+  };
+  IpRangeList a4 = available(v4), a6 = available(v6);
+  u.v4_available = a4.Count();
   u.v4_using = v4.held.Count();
-  u.v6_available = v6.free.Count();
+  u.v6_available = a6.Count();
   u.v6_using = v6.held.Count();
-  u.v4_available_range = v4.free.ToString();
+  u.v4_available_range = a4.ToString();
   u.v4_using_range = v4.held.ToString();
-  u.v6_available_range = v6.free.ToString();
+  u.v6_available_range = a6.ToString();
   u.v6_using_range = v6.held.ToString();
   return u;
 }
@@ -464,6 +544,36 @@ std::optional<IpAddr> Allocator::LowestFreeAtOrAbove(const std::string& subnet,
   const SubnetState* st = State(subnet);
   if (st == nullptr) return std::nullopt;
   return st->fam[Index(from.family())].free.LowestAtOrAbove(from);
+}
+
+Result<void> Allocator::SetNamedPools(const std::string& subnet,
+                                      std::map<std::string, PoolAddresses> pools) {
+  SubnetState* st = State(subnet);
+  if (st == nullptr) return Fail(Error::NotFound("subnet " + subnet + " is not known"));
+  st->pools = std::move(pools);
+  st->RecomputeFree();
+  return Ok();
+}
+
+bool Allocator::HasNamedPool(const std::string& subnet, const std::string& name) const {
+  const SubnetState* st = State(subnet);
+  return st != nullptr && st->pools.count(name) > 0;
+}
+
+bool Allocator::NamedPoolContains(const std::string& subnet, const std::string& name,
+                                  const IpAddr& address) const {
+  const SubnetState* st = State(subnet);
+  if (st == nullptr) return false;
+  auto it = st->pools.find(name);
+  return it != st->pools.end() && it->second.of(address.family()).Contains(address);
+}
+
+bool Allocator::NamedPoolHasFamily(const std::string& subnet, const std::string& name,
+                                   Family family) const {
+  const SubnetState* st = State(subnet);
+  if (st == nullptr) return false;
+  auto it = st->pools.find(name);
+  return it != st->pools.end() && !it->second.of(family).empty();
 }
 
 bool Allocator::HasDynamicFree(const std::string& subnet, Family family) const {

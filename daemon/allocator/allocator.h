@@ -10,7 +10,8 @@
 // record the leases are kept in; free/held sets cost one map node per range, not per
 // address.
 //
-// Precedence of a request (DESIGN §1.3): static addresses → pool → dynamic.
+// Precedence of a request (DESIGN §1.3): static addresses → pool (a list, or a named
+// IPPool) → dynamic. A named IPPool's addresses are never picked dynamically.
 // Invariants (tested by property tests):
 //   - no address is held by two live leases;
 //   - dynamic allocation hands out only addresses of a subnet's `usable` set, lowest
@@ -28,7 +29,8 @@
 // blocks, SetBlockLocal). Other nodes' allocations that this node can see are *foreign
 // holds* (MarkForeign): not leases, but never free, and a static or pool request for one
 // is a kConflict naming the holder. Per subnet and family, in both modes:
-//   - free = usable - held - foreign;
+//   - free = usable - held - foreign - pooled (the Ready named pools' addresses);
+//   - pool_free = pooled - held - foreign (a named pool's pick: its lowest);
 //   - local_free = free ∩ local blocks (kept up to date with free, O(log ranges));
 //   - a plain dynamic pick takes the lowest of local_free in cluster mode, of free
 //     otherwise; a pick restricted by AllocateRequest::within takes the lowest of
@@ -46,6 +48,7 @@
 #include "common/ip.h"
 #include "common/result.h"
 #include "daemon/allocator/ip_range_list.h"
+#include "daemon/allocator/ippool.h"
 #include "daemon/allocator/lease.h"
 #include "daemon/allocator/lease_table.h"
 #include "daemon/allocator/subnet.h"
@@ -61,6 +64,10 @@ struct AllocateRequest {
   // The raw ip_pool annotation ("a,b,c", or "a4,a6;b4,b6" for dual stack). Used only
   // when static_ips is empty.
   std::string pool;
+  // A named pool (an ip_pool annotation that names a kubeovn.io IPPool, ippool.h): the
+  // lowest free address of the pool in each family it has (a family it lacks is
+  // allocated dynamically). Used only when static_ips is empty; `pool` is then empty.
+  std::string named_pool;
   // StatefulSet ordinal (digits after the pod name's last '-') when the pod belongs to
   // a StatefulSet; selects pool entry [ordinal] instead of the first free entry.
   std::optional<uint32_t> ordinal;
@@ -136,7 +143,22 @@ class Allocator {
   void ForEachLease(const std::function<void(const Lease&)>& fn) const;
   size_t LeaseCount() const;
 
+  // Available counts free addresses of the subnet's named pools too.
   Result<SubnetUsage> Usage(const std::string& subnet) const;
+
+  // --- Named pools (ippool.h) ---
+  // Replaces the subnet's Ready pools (by name: their usable addresses). Their
+  // addresses leave dynamic allocation and are handed out only to requests naming the
+  // pool; leases already holding them keep them. Kept across UpsertSubnet (clipped to
+  // the new usable set). kNotFound for an unknown subnet.
+  Result<void> SetNamedPools(const std::string& subnet, std::map<std::string, PoolAddresses> pools);
+  // Whether `name` is a Ready pool of the subnet, and whether `address` is one of its.
+  bool HasNamedPool(const std::string& subnet, const std::string& name) const;
+  bool NamedPoolContains(const std::string& subnet, const std::string& name,
+                         const IpAddr& address) const;
+  // Whether the pool has usable addresses of `family` (a request naming it takes that
+  // family from the pool, never dynamically).
+  bool NamedPoolHasFamily(const std::string& subnet, const std::string& name, Family family) const;
 
   // --- Cluster mode (see the header comment). kNotFound for an unknown subnet. ---
   // On: plain dynamic picks come only from local blocks (none yet = exhausted). Off
@@ -168,6 +190,7 @@ class Allocator {
   SubnetState* State(const std::string& name) const;
   Result<Plan> PlanStatic(const SubnetState& st, const AllocateRequest& request) const;
   Result<Plan> PlanPool(const SubnetState& st, const AllocateRequest& request) const;
+  Result<Plan> PlanNamedPool(const SubnetState& st, const AllocateRequest& request) const;
   Result<void> PlanDynamic(const SubnetState& st, const AllocateRequest& request, Plan& plan) const;
   Result<void> CheckWithin(const SubnetState& st, const AllocateRequest& request) const;
   void Take(SubnetState& st, const Lease& lease);
