@@ -344,4 +344,36 @@ Result<SubnetSpec> DecodeSubnet(std::string_view json) {
   return spec;
 }
 
+Result<IpPoolSpec> DecodeIpPool(std::string_view json) {
+  Reader r("IPPool");
+  auto root = r.Parse(Parser(), json);
+  if (!root) return Fail(root.error());
+  IpPoolSpec spec;
+  auto meta = r.Object(*root, "metadata", "metadata");
+  if (!meta) return Fail(meta.error());
+  if (*meta) {
+    auto name = r.String(**meta, "name", "metadata.name");
+    if (!name) return Fail(name.error());
+    spec.name = std::move(*name);
+    auto created = r.String(**meta, "creationTimestamp", "metadata.creationTimestamp");
+    if (!created) return Fail(created.error());
+    spec.creation_timestamp = std::move(*created);
+  }
+  if (spec.name.empty()) return Fail(Error::InvalidArgument("IPPool has no metadata.name"));
+  r.Rename("IPPool " + spec.name);
+  auto s = r.Object(*root, "spec", "spec");
+  if (!s) return Fail(s.error());
+  if (!*s) return spec;  // ResolvePools reports the missing subnet.
+  auto subnet = r.String(**s, "subnet", "spec.subnet");
+  if (!subnet) return Fail(subnet.error());
+  spec.subnet = std::move(*subnet);
+  auto ips = r.StringArray(**s, "ips", "spec.ips");
+  if (!ips) return Fail(ips.error());
+  spec.ips = std::move(*ips);
+  auto namespaces = r.StringArray(**s, "namespaces", "spec.namespaces");
+  if (!namespaces) return Fail(namespaces.error());
+  spec.namespaces = std::move(*namespaces);
+  return spec;
+}
+
 }  // namespace sublease

@@ -94,4 +94,9 @@ Result<IpBlock> DecodeIpBlock(std::string_view json);
 // for a wrong type or a missing metadata.name.
 Result<SubnetSpec> DecodeSubnet(std::string_view json);
 
+// A kubeovn.io/v1 IPPool object (raw JSON) -> metadata.name, .creationTimestamp,
+// spec.subnet, .ips, .namespaces, as written. kInvalidArgument naming the field for a
+// wrong type or a missing metadata.name.
+Result<IpPoolSpec> DecodeIpPool(std::string_view json);
+
 }  // namespace sublease

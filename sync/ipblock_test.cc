@@ -353,5 +353,25 @@ TEST(DecodeSubnetTest, DecodeErrorsNameTheField) {
   }
 }
 
+TEST(DecodeIpPoolTest, ReadsKubeOvnsFields) {
+  auto spec = DecodeIpPool(R"({"apiVersion":"kubeovn.io/v1","kind":"IPPool",
+    "metadata":{"name":"blue","creationTimestamp":"2026-12-03T02:00:00Z","uid":"u"},
+    "spec":{"subnet":"macvlan","ips":["10.0.0.5","10.0.1.0/30","10.0.2.1..10.0.2.9"],
+            "namespaces":["ns1"],"enableAddressSet":false},"status":{"v4UsingIPs":1}})");
+  ASSERT_TRUE(spec) << spec.error().message;
+  EXPECT_EQ(*spec, (IpPoolSpec{"blue",
+                               "macvlan",
+                               {"10.0.0.5", "10.0.1.0/30", "10.0.2.1..10.0.2.9"},
+                               {"ns1"},
+                               "2026-12-03T02:00:00Z"}));
+}
+
+TEST(DecodeIpPoolTest, WrongTypesAreNamed) {
+  auto bad = DecodeIpPool(R"({"metadata":{"name":"p"},"spec":{"subnet":"s","ips":"10.0.0.5"}})");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("spec.ips"), std::string::npos) << bad.error().message;
+  EXPECT_FALSE(DecodeIpPool(R"({"metadata":{},"spec":{"subnet":"s"}})"));
+}
+
 }  // namespace
 }  // namespace sublease
