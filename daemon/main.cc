@@ -282,6 +282,12 @@ int RunCluster(const Config& cfg) {
   Informer subnets(&client, subnets_opts, shard.subnet_handler());
   Informer blocks(&client, blocks_opts, shard.block_handler());
   Informer pods(&client, pods_opts, shard.pod_handler());
+  // Every IPPool (few and small; always listed, never resumed): all nodes agree which
+  // addresses belong to which pool.
+  InformerOptions ippools_opts;
+  ippools_opts.path = "/apis/kubeovn.io/v1/ippools";
+  Informer ippools(&client, ippools_opts, shard.ippool_handler());
+  shard.set_ippool_informer(&ippools);
   shard.set_pod_informer(&pods);
   shard.set_subnet_informer(&subnets);
   shard.set_block_informer(&blocks);
@@ -289,6 +295,7 @@ int RunCluster(const Config& cfg) {
   subnets.Start();
   blocks.Start();
   pods.Start();
+  ippools.Start();
   // The cluster's duties (Subnet status, garbage collection) run on whichever node
   // holds the leader Lease.
   ClusterDutiesOptions duties_options;
@@ -300,9 +307,13 @@ int RunCluster(const Config& cfg) {
     Sequence({[&](std::function<void()> next) { subnets.Close(std::move(next)); },
               [&](std::function<void()> next) { blocks.Close(std::move(next)); },
               [&](std::function<void()> next) { pods.Close(std::move(next)); },
+              [&](std::function<void()> next) { ippools.Close(std::move(next)); },
               [&](std::function<void()> next) { shard.Close(std::move(next)); },
               [&](std::function<void()> next) { duties.Close(std::move(next)); },
-              [&](std::function<void()> next) { events.Close(); next(); },
+              [&](std::function<void()> next) {
+                events.Close();
+                next();
+              },
               [&](std::function<void()> next) { client.Close(std::move(next)); }},
              std::move(done));
   };

@@ -174,11 +174,40 @@ void BlockEngine::StartAllocate(std::shared_ptr<Job> job) {
 
 void BlockEngine::AfterAllocatorRefused(std::shared_ptr<Job> job, const Error& error) {
   const Subnet* subnet = allocator_->FindSubnet(job->request.subnet);
+  if (error.code == Code::kExhausted && !job->request.named_pool.empty() && !job->refreshed) {
+    // A named pool's addresses in other nodes' blocks are held as of this node's last
+    // read of those blocks: re-read the ones holding pool addresses once before the
+    // pool is called full (a holder may have released one meanwhile).
+    std::vector<IpNet> stale;
+    for (const auto& [name, b] : blocks_) {
+      if (b->subnet != job->request.subnet || b->local || b->busy || b->foreign.empty()) continue;
+      for (uint64_t offset : b->foreign) {
+        if (allocator_->NamedPoolContains(b->subnet, job->request.named_pool,
+                                          b->cidr.first().Plus(offset))) {
+          stale.push_back(b->cidr);
+          break;
+        }
+      }
+    }
+    if (!stale.empty()) {
+      job->refreshed = true;
+      auto left = std::make_shared<size_t>(stale.size());
+      for (const IpNet& cidr : stale) {
+        Refresh(job->request.subnet, cidr, [this, job, left] {
+          if (--*left == 0) StartAllocate(job);
+        });
+      }
+      return;
+    }
+  }
   if (error.code == Code::kExhausted && subnet != nullptr) {
     // Step 6: a family with no free address in this node's blocks needs a block.
     for (Family f : kFamilies) {
+      // (A family a named IPPool covers comes from the pool alone: no block helps.)
       if (Wants(*subnet, job->request, f) && !HasWithin(job->request, f) &&
-          !allocator_->HasDynamicFree(job->request.subnet, f)) {
+          !allocator_->HasDynamicFree(job->request.subnet, f) &&
+          !(!job->request.named_pool.empty() &&
+            allocator_->NamedPoolHasFamily(job->request.subnet, job->request.named_pool, f))) {
         return FindBlockFor(job, f);
       }
     }

@@ -7,6 +7,7 @@
 
 #include "common/log.h"
 #include "daemon/allocator/pool.h"
+#include "daemon/allocator/text.h"
 #include "daemon/service/cni_service.h"
 #include "sync/ipblock.h"
 
@@ -103,13 +104,18 @@ NodeShard::NodeShard(uv_loop_t* loop, Allocator* allocator, Store* store, BlockE
       options_(std::move(options)),
       subnet_handler_(std::make_unique<SubnetHandler>(this)),
       block_handler_(std::make_unique<BlockHandler>(this)),
-      pod_handler_(std::make_unique<PodHandler>(this)) {}
+      pod_handler_(std::make_unique<PodHandler>(this)),
+      pool_feed_(std::make_unique<IpPoolFeed>(allocator, [this] {
+        // Pods waiting for a pool (missing, not Ready) may be served now.
+        if (recovered_) ReconcileAllPods();
+      })) {}
 
 NodeShard::~NodeShard() = default;
 
 InformerHandler* NodeShard::subnet_handler() { return subnet_handler_.get(); }
 InformerHandler* NodeShard::block_handler() { return block_handler_.get(); }
 InformerHandler* NodeShard::pod_handler() { return pod_handler_.get(); }
+InformerHandler* NodeShard::ippool_handler() { return pool_feed_.get(); }
 
 std::string NodeShard::ProgressKey(Feed feed) const {
   switch (feed) {
@@ -174,6 +180,18 @@ void NodeShard::Start() {
   // so nothing is answered from a reservation whose write may not have landed.
   Recover();
   if (pods_resumed_) ListPodsOnce();
+  ProbeIpPools();
+}
+
+void NodeShard::ProbeIpPools() {
+  if (pool_probing_ || pool_feed_->synced()) return;
+  pool_probing_ = true;
+  ListOptions options;
+  options.limit = 1;
+  client_->List("/apis/kubeovn.io/v1/ippools", options, [this](KubeResult<KubeResponse> r) {
+    pool_probing_ = false;
+    if (!r && r.error().code == Code::kNotFound) pool_feed_->MarkResourceMissing();
+  });
 }
 
 void NodeShard::Recover() {
@@ -238,7 +256,9 @@ void NodeShard::Close(std::function<void()> done) {
   timer_ = nullptr;
 }
 
-bool NodeShard::Ready() const { return subnets_synced_ && blocks_synced_ && pods_synced_ && recovered_; }
+bool NodeShard::Ready() const {
+  return subnets_synced_ && blocks_synced_ && pods_synced_ && recovered_ && pool_feed_->synced();
+}
 
 // ---- Subnets ----
 
@@ -292,6 +312,7 @@ void NodeShard::UpsertSubnet(const KubeObject& object) {
     LogError("Subnet " + spec->name + ": " + r.error().message);
     return;
   }
+  pool_feed_->Apply();  // its IPPools, resolved against the new definition
   // Pods that named its provider before the Subnet arrived (the two are often created
   // together, and the feeds deliver them in any order) get their addresses now.
   if (is_new && recovered_) ReconcileAllPods();
@@ -307,6 +328,7 @@ void NodeShard::RemoveSubnet(const KubeObject& object) {
   if (auto r = store_->DeleteSubnet(object.name); !r && r.error().code != Code::kNotFound) {
     LogWarn("removing Subnet " + object.name + " from the database: " + r.error().message);
   }
+  pool_feed_->Apply();
 }
 
 // ---- Pods ----
@@ -513,6 +535,56 @@ void NodeShard::AllocateFor(AllocateRequest request, std::vector<WireRoute> rout
   Inflight& entry = inflight_[key];
   if (done) entry.waiters.push_back(std::move(done));
   entry.routes = std::move(routes);
+  if (!request.named_pool.empty()) return AllocateFromNamedPool(key, std::move(request), false);
+  engine_->Allocate(request, [this, key](Result<Lease> lease) { OnAllocated(key, lease); });
+}
+
+void NodeShard::AllocateFromNamedPool(const AttachmentKey& key, AllocateRequest request,
+                                      bool pool_was_read) {
+  const std::string name = request.named_pool;
+  const ResolvedPool* pool = pool_feed_->Find(name);
+  if (pool == nullptr) {
+    if (pool_was_read) {
+      return OnAllocated(
+          key, Fail(Error::Internal("IPPool " + name + " was read but is still not known here")));
+    }
+    // The watch may not have delivered it yet (created just before the pod): read it.
+    // Never fall back to a dynamic address for a pod that asked for a pool.
+    ++stats_.pool_reads;
+    client_->Get("/apis/kubeovn.io/v1/ippools/" + name, [this, key, name,
+                                                         request = std::move(request)](
+                                                            KubeResult<KubeResponse> r) mutable {
+      if (!inflight_.count(key)) return;  // closed meanwhile
+      if (!r && r.error().code == Code::kNotFound) {
+        // (kInvalidArgument: the pod's annotation is what is wrong, and it gets an Event.)
+        std::string why = "IPPool " + name + " (ip_pool annotation) does not exist; create a " +
+                          "kubeovn.io/v1 IPPool " + name + " with spec.subnet: " + request.subnet +
+                          ", or correct the annotation; nothing was allocated";
+        return OnAllocated(key, Fail(Error::InvalidArgument(why)));
+      }
+      auto object =
+          r ? ParseKubeObject(r->body) : Result<KubeObject>(Fail(static_cast<Error>(r.error())));
+      if (!object) {
+        return OnAllocated(key, Fail(Error::Unavailable("reading IPPool " + name + ": " +
+                                                        object.error().message + "; try again")));
+      }
+      pool_feed_->Upsert(*object);
+      AllocateFromNamedPool(key, std::move(request), true);
+    });
+    return;
+  }
+  if (pool->spec.subnet != request.subnet) {
+    return OnAllocated(
+        key, Fail(Error::InvalidArgument(
+                 "IPPool " + name + " belongs to Subnet " + pool->spec.subnet +
+                 ", but this attachment (provider " + request.provider + ") is served by Subnet " +
+                 request.subnet + "; name a pool of Subnet " + request.subnet +
+                 " in the ip_pool annotation; nothing was allocated")));
+  }
+  if (!pool->ready) {
+    return OnAllocated(
+        key, Fail(Error::InvalidArgument("IPPool " + name + " is not Ready: " + pool->message)));
+  }
   engine_->Allocate(request, [this, key](Result<Lease> lease) { OnAllocated(key, lease); });
 }
 
@@ -707,6 +779,11 @@ void NodeShard::ApplyAttachment(const PodInfo& pod, const AttachmentRequest& a, 
   // Precedence (DESIGN §1.3): ip_address annotation → Multus ips → ip_pool → dynamic.
   if (!a.static_ips.empty()) request->static_ips = a.static_ips;
   request->pool = a.pool;
+  if (IsPoolName(a.pool)) {
+    // A single token that is not an address names a kubeovn.io/v1 IPPool.
+    request->named_pool = std::string(TrimSpace(a.pool));
+    request->pool.clear();
+  }
   request->ordinal = a.ordinal;
   request->family = a.family;
   request->sticky = a.sticky;
@@ -776,6 +853,18 @@ bool NodeShard::LeaseSatisfies(const Lease& lease, const AllocateRequest& want) 
       if (!a || !held(*a)) return false;
     }
     return true;
+  }
+  if (!want.named_pool.empty()) {
+    // Each held address of a family the pool has is one of the pool's.
+    const ResolvedPool* pool = pool_feed_->Find(want.named_pool);
+    if (pool == nullptr || !pool->ready) return false;
+    bool any = false;
+    for (const IpAddr& a : have) {
+      if (pool->usable.of(a.family()).empty()) continue;
+      if (!allocator_->NamedPoolContains(lease.subnet, want.named_pool, a)) return false;
+      any = true;
+    }
+    return any;
   }
   if (!want.pool.empty()) {
     const Subnet* subnet = allocator_->FindSubnet(lease.subnet);
@@ -1106,6 +1195,7 @@ void NodeShard::Tick() {
     }
   }
   for (const auto& pod_key : retry) ReconcilePod(pod_key);
+  if (!pool_feed_->synced() && ++pool_probe_ticks_ % 10 == 0) ProbeIpPools();
   SaveProgress();
 }
 

@@ -26,6 +26,7 @@
 #include "daemon/allocator/allocator.h"
 #include "daemon/cluster/block_engine.h"
 #include "daemon/service/cni_backend.h"
+#include "daemon/shard/ippool_feed.h"
 #include "daemon/store/store.h"
 #include "sync/informer.h"
 #include "sync/kube_client.h"
@@ -53,6 +54,10 @@ class NodeShard final : public CniBackend {
   InformerHandler* subnet_handler();
   InformerHandler* block_handler();
   InformerHandler* pod_handler();
+  // The IPPool feed (all kubeovn.io/v1 IPPools; ippool_feed.h). Readiness waits for its
+  // first list, so that no dynamic pick lands in a pool this node has not seen.
+  InformerHandler* ippool_handler();
+  void set_ippool_informer(const Informer* informer) { pool_feed_->set_informer(informer); }
   // The informer that feeds pod_handler(): after each (re)list its cache is compared with
   // the pods this shard knows (a relist after a resumed watch reports no deletions).
   void set_pod_informer(const Informer* informer) { pod_informer_ = informer; }
@@ -91,6 +96,7 @@ class NodeShard final : public CniBackend {
     uint64_t ahead_of_time = 0, on_demand = 0, annotations_written = 0, annotation_patches = 0,
              releases = 0, release_failures = 0, holder_updates = 0;
     uint64_t pod_reads = 0;  // ADDs for a pod this node had not seen: read it first
+    uint64_t pool_reads = 0;  // requests naming an IPPool this node had not seen: read it first
   };
   const Stats& stats() const { return stats_; }
 
@@ -139,6 +145,14 @@ class NodeShard final : public CniBackend {
   // Starts an allocation through the engine; `done` (may be empty) gets the CNI reply.
   void AllocateFor(AllocateRequest request, std::vector<WireRoute> routes, ReplyCallback done);
   void OnAllocated(const AttachmentKey& key, const Result<Lease>& lease);
+  // A request naming an IPPool (request.named_pool): from the pool as this node has it,
+  // or after reading it by name (never from a pool not seen: no dynamic fallback).
+  // Answers through OnAllocated: the pool missing (kNotFound), of another Subnet or not
+  // Ready (kInvalidArgument), unreadable (kUnavailable).
+  void AllocateFromNamedPool(const AttachmentKey& key, AllocateRequest request, bool pool_was_read);
+  // Until the IPPool feed has synced (at start, then every 10 s): one List that tells
+  // whether the IPPool resource exists at all (404: no CRD, no pools; ready without).
+  void ProbeIpPools();
   // Queues the lease's annotations; the writes queued in one turn of the loop leave as
   // one merge patch per pod (FlushAnnotations).
   void WriteAnnotations(const Lease& lease);
@@ -185,6 +199,9 @@ class NodeShard final : public CniBackend {
   std::unique_ptr<SubnetHandler> subnet_handler_;
   std::unique_ptr<BlockHandler> block_handler_;
   std::unique_ptr<PodHandler> pod_handler_;
+  std::unique_ptr<IpPoolFeed> pool_feed_;
+  int pool_probe_ticks_ = 0;
+  bool pool_probing_ = false;
   bool subnets_synced_ = false, blocks_synced_ = false, pods_synced_ = false, recovered_ = false;
   bool recovery_due_ = false;  // Recover failed (API server unreachable): retried on Tick
   bool pods_resumed_ = false, pods_listing_ = false;
