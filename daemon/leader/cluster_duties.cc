@@ -56,10 +56,12 @@ class FnHandler final : public InformerHandler {
 // One term of leadership: the informers, the view they feed and the two writers.
 struct ClusterDuties::Term {
   ClusterView view;
-  FnHandler subnets_handler, blocks_handler, pods_handler, nodes_handler;
+  FnHandler subnets_handler, blocks_handler, pods_handler, nodes_handler, ippools_handler;
+  bool ippools_synced = false;
   std::unique_ptr<SubnetStatusWriter> status;
+  std::unique_ptr<IpPoolStatusWriter> pool_status;
   std::unique_ptr<GarbageCollector> gc;
-  std::vector<std::unique_ptr<Informer>> informers;  // subnets, blocks, pods, nodes
+  std::vector<std::unique_ptr<Informer>> informers;  // subnets, blocks, pods, nodes, ippools
 };
 
 ClusterDuties::ClusterDuties(uv_loop_t* loop, KubeClient* client, const Clock* clock,
@@ -87,11 +89,30 @@ void ClusterDuties::BeginTerm() {
   gc_options.sweep_interval_ms = options_.sweep_interval_ms;
   t->gc = std::make_unique<GarbageCollector>(loop_, client_, &t->view, gc_options, on_reclaimed_);
 
+  IpPoolStatusWriterOptions pool_status_options;
+  pool_status_options.debounce_ms = options_.status_debounce_ms;
+  t->pool_status =
+      std::make_unique<IpPoolStatusWriter>(loop_, client_, clock_, &t->view, pool_status_options);
+
   auto status_synced = [t] {
-    if (t->view.subnets_synced && t->view.blocks_synced) t->status->Synced();
+    if (!t->view.subnets_synced || !t->view.blocks_synced) return;
+    t->status->Synced();
+    if (t->ippools_synced) t->pool_status->Synced();
   };
-  t->subnets_handler.upsert = [t](const KubeObject& o) { t->status->SubnetUpserted(o); };
-  t->subnets_handler.remove = [t](const KubeObject& o) { t->status->SubnetDeleted(o); };
+  t->subnets_handler.upsert = [t](const KubeObject& o) {
+    t->status->SubnetUpserted(o);
+    t->pool_status->SubnetUpserted(o);
+  };
+  t->subnets_handler.remove = [t](const KubeObject& o) {
+    t->status->SubnetDeleted(o);
+    t->pool_status->SubnetDeleted(o);
+  };
+  t->ippools_handler.upsert = [t](const KubeObject& o) { t->pool_status->PoolUpserted(o); };
+  t->ippools_handler.remove = [t](const KubeObject& o) { t->pool_status->PoolDeleted(o); };
+  t->ippools_handler.synced = [t, status_synced] {
+    t->ippools_synced = true;
+    status_synced();
+  };
   t->subnets_handler.synced = [t, status_synced] {
     t->view.subnets_synced = true;
     status_synced();
@@ -104,10 +125,14 @@ void ClusterDuties::BeginTerm() {
     }
     IpBlock& stored = t->view.blocks[o.name] = std::move(*block);
     t->status->BlockChanged(o.name, &stored);
+    t->pool_status->BlockChanged(stored.subnet);
   };
   t->blocks_handler.remove = [t](const KubeObject& o) {
-    t->view.blocks.erase(o.name);
+    auto it = t->view.blocks.find(o.name);
+    std::string subnet = it == t->view.blocks.end() ? "" : it->second.subnet;
+    if (it != t->view.blocks.end()) t->view.blocks.erase(it);
     t->status->BlockChanged(o.name, nullptr);
+    if (!subnet.empty()) t->pool_status->BlockChanged(subnet);
   };
   t->blocks_handler.synced = [t, status_synced] {
     t->view.blocks_synced = true;
@@ -126,6 +151,7 @@ void ClusterDuties::BeginTerm() {
   add(std::string(kIpBlockCollection).c_str(), &t->blocks_handler);
   add("/api/v1/pods", &t->pods_handler);
   add("/api/v1/nodes", &t->nodes_handler);
+  add("/apis/kubeovn.io/v1/ippools", &t->ippools_handler);
   t->view.pods = &t->informers[2]->cache();
   t->view.nodes = &t->informers[3]->cache();
   term_ = std::move(term);
@@ -138,6 +164,7 @@ void ClusterDuties::EndTerm() {
   if (!term_) return;
   // Synchronously: nothing is written from here on.
   term_->status->Stop();
+  term_->pool_status->Stop();
   term_->gc->Stop();
   last_gc_ = term_->gc->stats();
   last_status_ = term_->status->stats();
@@ -147,7 +174,7 @@ void ClusterDuties::EndTerm() {
 void ClusterDuties::CloseTerm(std::unique_ptr<Term> term) {
   ++closing_terms_;
   Term* t = term.release();
-  auto remaining = std::make_shared<int>(static_cast<int>(t->informers.size()) + 2);
+  auto remaining = std::make_shared<int>(static_cast<int>(t->informers.size()) + 3);
   auto one_done = [this, t, remaining] {
     if (--*remaining > 0) return;
     delete t;
@@ -156,6 +183,7 @@ void ClusterDuties::CloseTerm(std::unique_ptr<Term> term) {
   };
   for (auto& informer : t->informers) informer->Close(one_done);
   t->status->Close(one_done);
+  t->pool_status->Close(one_done);
   t->gc->Close(one_done);
 }
 

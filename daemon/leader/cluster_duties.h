@@ -1,5 +1,6 @@
 // ClusterDuties: what one daemon at a time does for the whole cluster (DESIGN §3.5):
-// Subnet status and conditions (SubnetStatusWriter) and garbage collection
+// Subnet and IPPool status and conditions (SubnetStatusWriter, IpPoolStatusWriter) and
+// garbage collection
 // (GarbageCollector), while it holds the coordination.k8s.io Lease (LeaderElector).
 //
 // Every daemon runs one and campaigns; only the leader acts. While leading it opens its
@@ -30,6 +31,7 @@
 
 #include "common/clock.h"
 #include "daemon/leader/garbage_collector.h"
+#include "daemon/leader/ippool_status.h"
 #include "daemon/leader/leader_elector.h"
 #include "daemon/leader/status_writer.h"
 #include "sync/kube_client.h"

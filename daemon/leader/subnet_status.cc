@@ -57,6 +57,8 @@ void WriteCount(JsonWriter& w, std::string_view key, U128 v) {
   }
 }
 
+}  // namespace
+
 SubnetCondition Condition(std::string type, bool ok, std::string reason, std::string message,
                           const std::vector<SubnetCondition>& previous, const std::string& now) {
   SubnetCondition c{std::move(type), ok ? "True" : "False", std::move(reason), std::move(message),
@@ -68,8 +70,6 @@ SubnetCondition Condition(std::string type, bool ok, std::string reason, std::st
   }
   return c;
 }
-
-}  // namespace
 
 SubnetVerdict ValidateSubnet(const SubnetSpec& spec, const std::vector<SubnetSpec>& others) {
   SubnetVerdict v;
@@ -152,7 +152,17 @@ SubnetStatusValue DesiredStatus(const SubnetVerdict& verdict, const std::optiona
   return s;
 }
 
-Result<SubnetStatusValue> ParseSubnetStatus(std::string_view subnet_json) {
+namespace {
+// "v4availableIPs"/"v4availableIPrange" (Subnet) or "v4AvailableIPs"/"v4AvailableIPRange"
+// (IPPool): `what` is "available" or "using".
+std::string StatusKey(StatusKeys keys, const char* family, std::string what, bool range) {
+  if (keys == StatusKeys::kIpPool) what[0] = static_cast<char>(what[0] - 'a' + 'A');
+  return std::string(family) + what +
+         (range ? (keys == StatusKeys::kIpPool ? "IPRange" : "IPrange") : "IPs");
+}
+}  // namespace
+
+Result<SubnetStatusValue> ParseSubnetStatus(std::string_view subnet_json, StatusKeys keys) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
   if (parser.parse(subnet_json.data(), subnet_json.size()).get(doc) != simdjson::SUCCESS) {
@@ -161,7 +171,7 @@ Result<SubnetStatusValue> ParseSubnetStatus(std::string_view subnet_json) {
   SubnetStatusValue s;
   simdjson::dom::element status;
   if (doc["status"].get(status) != simdjson::SUCCESS || !status.is_object()) return s;
-  auto count = [&](const char* key) -> U128 {
+  auto count = [&](const std::string& key) -> U128 {
     simdjson::dom::element e;
     if (status[key].get(e) != simdjson::SUCCESS) return 0;
     uint64_t u = 0;
@@ -170,14 +180,16 @@ Result<SubnetStatusValue> ParseSubnetStatus(std::string_view subnet_json) {
     if (e.get(d) == simdjson::SUCCESS && d > 0) return static_cast<U128>(d);
     return 0;
   };
-  auto text = [](simdjson::dom::element obj, const char* key) -> std::string {
+  auto text = [](simdjson::dom::element obj, const std::string& key) -> std::string {
     std::string_view v;
     return obj[key].get(v) == simdjson::SUCCESS ? std::string(v) : std::string();
   };
-  s.v4 = {count("v4usingIPs"), count("v4availableIPs"), text(status, "v4usingIPrange"),
-          text(status, "v4availableIPrange")};
-  s.v6 = {count("v6usingIPs"), count("v6availableIPs"), text(status, "v6usingIPrange"),
-          text(status, "v6availableIPrange")};
+  for (auto [family, usage] : {std::pair{"v4", &s.v4}, std::pair{"v6", &s.v6}}) {
+    *usage = {count(StatusKey(keys, family, "using", false)),
+              count(StatusKey(keys, family, "available", false)),
+              text(status, StatusKey(keys, family, "using", true)),
+              text(status, StatusKey(keys, family, "available", true))};
+  }
   simdjson::dom::array conditions;
   if (status["conditions"].get(conditions) == simdjson::SUCCESS) {
     for (simdjson::dom::element c : conditions) {
@@ -207,17 +219,15 @@ bool SameStatus(const SubnetStatusValue& a, const SubnetStatusValue& b) {
   return true;
 }
 
-std::string EncodeStatusPatch(const SubnetStatusValue& s) {
+std::string EncodeStatusPatch(const SubnetStatusValue& s, StatusKeys keys) {
   JsonWriter w;
   w.BeginObject().Key("status").BeginObject();
-  WriteCount(w, "v4availableIPs", s.v4.available_ips);
-  WriteCount(w, "v4usingIPs", s.v4.using_ips);
-  w.Field("v4availableIPrange", s.v4.available_range);
-  w.Field("v4usingIPrange", s.v4.using_range);
-  WriteCount(w, "v6availableIPs", s.v6.available_ips);
-  WriteCount(w, "v6usingIPs", s.v6.using_ips);
-  w.Field("v6availableIPrange", s.v6.available_range);
-  w.Field("v6usingIPrange", s.v6.using_range);
+  for (auto [family, usage] : {std::pair{"v4", &s.v4}, std::pair{"v6", &s.v6}}) {
+    WriteCount(w, StatusKey(keys, family, "available", false), usage->available_ips);
+    WriteCount(w, StatusKey(keys, family, "using", false), usage->using_ips);
+    w.Field(StatusKey(keys, family, "available", true), usage->available_range);
+    w.Field(StatusKey(keys, family, "using", true), usage->using_range);
+  }
   w.Key("conditions").BeginArray();
   for (const auto& c : s.conditions) {
     w.BeginObject()

@@ -79,12 +79,24 @@ SubnetStatusValue DesiredStatus(const SubnetVerdict& verdict, const std::optiona
                                 const std::vector<SubnetCondition>& previous,
                                 const std::string& now);
 
+// The status keys of a Subnet ("v4availableIPs", "v4availableIPrange") or of an IPPool
+// ("v4AvailableIPs", "v4AvailableIPRange"); the same values otherwise.
+enum class StatusKeys { kSubnet, kIpPool };
+
 // Reads status.{v4,v6}{available,using}{IPs,IPrange} and status.conditions from a
-// Subnet object; absent fields read as 0/"". kInvalidArgument for malformed JSON.
-Result<SubnetStatusValue> ParseSubnetStatus(std::string_view subnet_json);
+// Subnet object (or an IPPool's); absent fields read as 0/"". kInvalidArgument for
+// malformed JSON.
+Result<SubnetStatusValue> ParseSubnetStatus(std::string_view subnet_json,
+                                            StatusKeys keys = StatusKeys::kSubnet);
 // True when a write would change nothing a reader sees (times are ignored).
 bool SameStatus(const SubnetStatusValue& a, const SubnetStatusValue& b);
 // {"status":{...}} for a merge patch on the /status subresource.
-std::string EncodeStatusPatch(const SubnetStatusValue& status);
+std::string EncodeStatusPatch(const SubnetStatusValue& status,
+                              StatusKeys keys = StatusKeys::kSubnet);
+
+// A condition `type` with status True/False; lastTransitionTime is kept from `previous`
+// when its status did not change.
+SubnetCondition Condition(std::string type, bool ok, std::string reason, std::string message,
+                          const std::vector<SubnetCondition>& previous, const std::string& now);
 
 }  // namespace sublease

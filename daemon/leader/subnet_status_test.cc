@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "daemon/leader/ippool_status.h"
+
 namespace sublease {
 namespace {
 
@@ -138,6 +140,37 @@ TEST(SubnetStatusTest, HugeIpv6CountsAreWrittenAsNumbers) {
   auto parsed = ParseSubnetStatus(patch);
   ASSERT_TRUE(parsed) << patch;
   EXPECT_TRUE(SameStatus(s, *parsed)) << patch;
+}
+
+TEST(IpPoolStatusTest, CountsThePoolsAddressesInUseAndFreeAndWritesKubeOvnsKeys) {
+  auto subnet =
+      NormalizeSubnet(Spec("s", "m.default", "10.0.0.0/24,fd00::/120", "", {"10.0.0.12"}));
+  ASSERT_TRUE(subnet);
+  std::map<std::string, const Subnet*> subnets{{"s", &*subnet}};
+  auto pools = ResolvePools({{"p", "s", {"10.0.0.10..10.0.0.13", "fd00::10"}, {}, "t1"},
+                             {"q", "s", {"10.0.0.13"}, {}, "t2"}},
+                            subnets);
+  auto st = DesiredPoolStatus(
+      pools.at("p"), Addrs({"10.0.0.10", "10.0.0.12", "10.0.0.99", "fd00::10"}), {}, "now");
+  EXPECT_EQ(st.v4.using_ips, 2u);  // .12 is excluded but held (a static pod): in use
+  EXPECT_EQ(st.v4.using_range, "10.0.0.10,10.0.0.12");
+  EXPECT_EQ(st.v4.available_range, "10.0.0.11,10.0.0.13");
+  EXPECT_EQ(st.v6.using_ips, 1u);
+  EXPECT_EQ(st.v6.available_ips, 0u);
+  ASSERT_EQ(st.conditions.size(), 1u);
+  EXPECT_EQ(st.conditions[0].status, "True");
+  auto later = DesiredPoolStatus(pools.at("q"), {}, {}, "now");
+  EXPECT_EQ(later.conditions[0].status, "False");
+  EXPECT_EQ(later.v4.available_ips, 0u);
+  EXPECT_NE(later.conditions[0].message.find("IPPool q has conflict IPs with IPPool p"),
+            std::string::npos);
+  std::string patch = EncodeStatusPatch(st, StatusKeys::kIpPool);
+  EXPECT_NE(patch.find("\"v4AvailableIPs\":2"), std::string::npos) << patch;
+  EXPECT_NE(patch.find("\"v4UsingIPRange\":\"10.0.0.10,10.0.0.12\""), std::string::npos) << patch;
+  auto parsed = ParseSubnetStatus(patch, StatusKeys::kIpPool);
+  ASSERT_TRUE(parsed);
+  EXPECT_TRUE(SameStatus(*parsed, st));
+  EXPECT_FALSE(SameStatus(*ParseSubnetStatus(patch), st));  // Subnet keys: not the pool's
 }
 
 }  // namespace
