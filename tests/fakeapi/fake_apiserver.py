@@ -1010,6 +1010,14 @@ SUBNET_COLUMNS = [
     _col("ExcludeIPs", ".spec.excludeIps"),
 ]
 
+IPPOOL_COLUMNS = [
+    _col("Subnet", ".spec.subnet"), _col("IPs", ".spec.ips"),
+    _col("V4Used", ".status.v4UsingIPs", "number"),
+    _col("V4Available", ".status.v4AvailableIPs", "number"),
+    _col("V6Used", ".status.v6UsingIPs", "number"),
+    _col("V6Available", ".status.v6AvailableIPs", "number"),
+]
+
 IPBLOCK_COLUMNS = [
     _col("Subnet", ".spec.subnet"), _col("CIDR", ".spec.cidr"), _col("Node", ".spec.node"),
     _col("Age", ".metadata.creationTimestamp", "date"),
@@ -1045,6 +1053,10 @@ def default_crds():
         dict(group="kubeovn.io", version="v1", plural="subnets", kind="Subnet",
              scope="Cluster", shortNames=["subnet"], status=True,
              printerColumns=SUBNET_COLUMNS, schema=SUBNET_SCHEMA),
+        # Kube-OVN's IPPool (packaging/kubernetes/crd-ippool.yaml): every daemon watches them.
+        dict(group="kubeovn.io", version="v1", plural="ippools", kind="IPPool",
+             scope="Cluster", shortNames=["ippool"], status=True,
+             printerColumns=IPPOOL_COLUMNS, schema=None),
         dict(group="sublease.io", version="v1alpha1", plural="ipblocks", kind="IPBlock",
              scope="Cluster", shortNames=["ipb"], status=False,
              printerColumns=IPBLOCK_COLUMNS, schema=None),
