@@ -39,6 +39,7 @@ Result<void> ApplyYaml(const std::string& path, Config* cfg) {
       else if (key == "idle-timeout-ms") cfg->idle_timeout_ms = v.as<uint64_t>();
       else if (key == "max-connections") cfg->max_connections = v.as<uint64_t>();
       else if (key == "release-grace-ms") cfg->release_grace_ms = v.as<int64_t>();
+      else if (key == "ip-objects") cfg->ip_objects = v.as<bool>();
       else return Fail(Error::InvalidArgument("--config " + path + ": unknown option '" + key + "' (see subleased --help)"));
     }
   } catch (const YAML::Exception& e) {
@@ -84,6 +85,9 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
       "A connection with no complete request for this long is closed")->default_str(std::to_string(defaults.idle_timeout_ms));
   auto* o_grace = app.add_option("--release-grace-ms", flags.release_grace_ms,
       "Cluster mode: a lease whose pod is gone without a CNI DEL is released after this")->default_str(std::to_string(defaults.release_grace_ms));
+  auto* o_ip_objects = app.add_option("--ip-objects", flags.ip_objects,
+      "Cluster mode: write a Kube-OVN IP object (ips.kubeovn.io) per allocation, for `kubectl get ips` "
+      "(true/false)")->default_str(defaults.ip_objects ? "true" : "false");
   auto* o_maxconn = app.add_option("--max-connections", flags.max_connections,
       "Concurrent connections beyond this are refused")->default_str(std::to_string(defaults.max_connections));
   try {
@@ -113,6 +117,7 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   if (o_idle->count()) cfg.idle_timeout_ms = flags.idle_timeout_ms;
   if (o_maxconn->count()) cfg.max_connections = flags.max_connections;
   if (o_grace->count()) cfg.release_grace_ms = flags.release_grace_ms;
+  if (o_ip_objects->count()) cfg.ip_objects = flags.ip_objects;
 
   LogLevel level;
   if (!ParseLogLevel(cfg.log_level, &level)) {

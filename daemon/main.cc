@@ -246,8 +246,11 @@ int RunCluster(const Config& cfg) {
   EventRecorderOptions events_options;
   events_options.host = cfg.node_name;
   EventRecorder events(&client, &clock, events_options);
+  // Kube-OVN `IP` objects, off the ADD path (--ip-objects).
+  IpObjectWriter ip_objects(&loop, &client, IpObjectWriterOptions{});
   NodeShardOptions shard_options;
   shard_options.node = cfg.node_name;
+  if (cfg.ip_objects) shard_options.ip_objects = &ip_objects;
   shard_options.release_grace_ms = cfg.release_grace_ms;
   shard_options.allocation_failed = [&events](const PodInfo& pod, const Error& error) {
     std::string_view reason = EventReasonFor(error.code);
@@ -309,6 +312,7 @@ int RunCluster(const Config& cfg) {
               [&](std::function<void()> next) { pods.Close(std::move(next)); },
               [&](std::function<void()> next) { ippools.Close(std::move(next)); },
               [&](std::function<void()> next) { shard.Close(std::move(next)); },
+              [&](std::function<void()> next) { ip_objects.Close(std::move(next)); },
               [&](std::function<void()> next) { duties.Close(std::move(next)); },
               [&](std::function<void()> next) {
                 events.Close();

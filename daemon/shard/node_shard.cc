@@ -629,6 +629,50 @@ void NodeShard::OnAllocated(const AttachmentKey& key, const Result<Lease>& lease
     return;
   }
   WriteAnnotations(*lease);
+  MirrorIpObject(*lease);
+}
+
+void NodeShard::MirrorIpObject(const Lease& lease) {
+  if (options_.ip_objects == nullptr) return;
+  auto pod = pods_.find(lease.owner.pod_namespace + "/" + lease.owner.pod_name);
+  if (pod == pods_.end()) return;
+  const Subnet* subnet = allocator_->FindSubnet(lease.subnet);
+  const std::string provider = !lease.provider.empty() ? lease.provider
+                               : subnet                ? subnet->provider
+                                                       : "";
+  bool per_interface = false;
+  for (const auto& a : AttachmentsWanted(pod->second)) {
+    if (a.provider == provider && a.ifname == lease.owner.ifname) per_interface = a.per_interface;
+  }
+  IpObject o;
+  o.name = IpObjectName(lease.owner.pod_name, lease.owner.pod_namespace, provider,
+                        per_interface ? lease.owner.ifname : "");
+  o.pod_name = lease.owner.pod_name;
+  o.namespace_name = lease.owner.pod_namespace;
+  o.subnet = lease.subnet;
+  o.node = options_.node;
+  o.v4 = lease.v4 ? lease.v4->ToString() : "";
+  o.v6 = lease.v6 ? lease.v6->ToString() : "";
+  o.mac = lease.mac;
+  o.pod_type = pod->second.IsStatefulSetMember() ? "StatefulSet" : "";
+  ip_object_names_[lease.key()] = o.name;
+  options_.ip_objects->Put(std::move(o));
+}
+
+void NodeShard::ForgetIpObject(const Lease& lease) {
+  if (options_.ip_objects == nullptr) return;
+  auto it = ip_object_names_.find(lease.key());
+  // (After a restart the name is not remembered: Kube-OVN's flat name.)
+  std::string name = it != ip_object_names_.end()
+                         ? it->second
+                         : IpObjectName(lease.owner.pod_name, lease.owner.pod_namespace,
+                                        !lease.provider.empty() ? lease.provider
+                                        : allocator_->FindSubnet(lease.subnet)
+                                            ? allocator_->FindSubnet(lease.subnet)->provider
+                                            : "",
+                                        "");
+  if (it != ip_object_names_.end()) ip_object_names_.erase(it);
+  options_.ip_objects->Remove(name);
 }
 
 void NodeShard::ReleaseIfPodGone(const Lease& lease) {
@@ -1150,10 +1194,12 @@ void NodeShard::ScheduleRelease(const AttachmentKey& key, int64_t delay_ms) {
 }
 
 void NodeShard::ReleaseNow(const AttachmentKey& key) {
-  engine_->Release(key, [this, key](Result<void> r) {
+  std::optional<Lease> lease = allocator_->Find(key);
+  engine_->Release(key, [this, key, lease](Result<void> r) {
     if (r || r.error().code == Code::kNotFound) {
       ++stats_.releases;
       del_received_.erase(key);
+      if (r && lease) ForgetIpObject(*lease);
       return;
     }
     ++stats_.release_failures;

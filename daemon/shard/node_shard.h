@@ -26,6 +26,7 @@
 #include "daemon/allocator/allocator.h"
 #include "daemon/cluster/block_engine.h"
 #include "daemon/service/cni_backend.h"
+#include "daemon/shard/ip_objects.h"
 #include "daemon/shard/ippool_feed.h"
 #include "daemon/store/store.h"
 #include "sync/informer.h"
@@ -41,6 +42,8 @@ struct NodeShardOptions {
   // Called when an allocation for a pod on this node fails (the daemon turns it into a
   // Kubernetes Event on the pod, so `kubectl describe pod` says why). May be empty.
   std::function<void(const PodInfo& pod, const Error& error)> allocation_failed;
+  // Kube-OVN `IP` objects mirroring this node's allocations (ip_objects.h); nullptr = off.
+  IpObjectWriter* ip_objects = nullptr;
 };
 
 class NodeShard final : public CniBackend {
@@ -153,6 +156,10 @@ class NodeShard final : public CniBackend {
   // Until the IPPool feed has synced (at start, then every 10 s): one List that tells
   // whether the IPPool resource exists at all (404: no CRD, no pools; ready without).
   void ProbeIpPools();
+  // The lease's Kube-OVN `IP` object is written (after its commit) or deleted (after its
+  // release), off the ADD path, when IP objects are on.
+  void MirrorIpObject(const Lease& lease);
+  void ForgetIpObject(const Lease& lease);
   // Queues the lease's annotations; the writes queued in one turn of the loop leave as
   // one merge patch per pod (FlushAnnotations).
   void WriteAnnotations(const Lease& lease);
@@ -201,6 +208,7 @@ class NodeShard final : public CniBackend {
   std::unique_ptr<PodHandler> pod_handler_;
   std::unique_ptr<IpPoolFeed> pool_feed_;
   int pool_probe_ticks_ = 0;
+  std::map<AttachmentKey, std::string> ip_object_names_;  // IP objects written, by lease
   bool pool_probing_ = false;
   bool subnets_synced_ = false, blocks_synced_ = false, pods_synced_ = false, recovered_ = false;
   bool recovery_due_ = false;  // Recover failed (API server unreachable): retried on Tick

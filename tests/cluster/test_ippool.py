@@ -241,6 +241,34 @@ class IpPools(harness.DaemonTestCase):
                       self.pool_status("dp").get("v4UsingIPs") == 1 and
                       self.pool_status("dp").get("v4AvailableIPRange") == "10.82.0.11")
 
+    def test_6b_ip_objects_mirror_allocations_and_go_with_them(self):
+        ips = "/apis/kubeovn.io/v1/ips"
+        self.req("POST", PODS, pod("ipobj-0", "node-a", "pooled", {P + ".kubernetes.io/ip_address": "10.80.0.150"}))
+        # The provider attached twice: per-interface mode, one object per interface.
+        self.req("POST", PODS, pod("ipobj-1", "node-b", "pooled@net1,pooled@net2",
+                                   {P + ".kubernetes.io/ip_address.net1": "10.80.0.151"}))
+        flat = self.wait_for("IP object of ipobj-0", lambda: self.get(ips + "/ipobj-0.default." + P))
+        self.assertEqual(flat["spec"]["v4IpAddress"], "10.80.0.150")
+        self.assertEqual(flat["spec"]["ipAddress"], "10.80.0.150")
+        self.assertEqual((flat["spec"]["podName"], flat["spec"]["namespace"], flat["spec"]["subnet"],
+                          flat["spec"]["nodeName"], flat["spec"]["podType"]),
+                         ("ipobj-0", "default", "pooled", "node-a", ""))
+        self.assertEqual(flat["metadata"]["labels"], {"ovn.kubernetes.io/subnet": "pooled", "pooled": "",
+                                                      "ovn.kubernetes.io/node-name": "node-a",
+                                                      "ovn.kubernetes.io/ip_reserved": "false"})
+        per_if = self.wait_for("IP object of ipobj-1 (per interface)",
+                               lambda: self.get(ips + "/ipobj-1.default." + P + ".net1"))
+        self.assertEqual(per_if["spec"]["v4IpAddress"], "10.80.0.151")
+        self.wait_for("ipobj-1's second interface", lambda: self.get(ips + "/ipobj-1.default." + P + ".net2"))
+        self.req("DELETE", PODS + "/ipobj-0?gracePeriodSeconds=0")
+        self.wait_for("ipobj-0's IP object deleted with its address",
+                      lambda: self.get(ips + "/ipobj-0.default." + P) is None)
+        # One delete for one release.
+        status, log = self.api.ctl("GET", "/requests")
+        deletes = [r for r in log["requests"] if r["method"] == "DELETE" and r["path"] == ips + "/ipobj-0.default." + P]
+        self.assertEqual(len(deletes), 1, deletes)
+        self.assertIsNotNone(self.get(ips + "/ipobj-1.default." + P + ".net1"))
+
     def test_7_an_add_naming_a_pool_the_watch_has_not_delivered_reads_it_never_goes_dynamic(self):
         # From now on the IPPool lists and watches fail: the daemons see a new pool only
         # by reading it by name.

@@ -1018,6 +1018,11 @@ IPPOOL_COLUMNS = [
     _col("V6Available", ".status.v6AvailableIPs", "number"),
 ]
 
+IP_COLUMNS = [
+    _col("V4IP", ".spec.v4IpAddress"), _col("V6IP", ".spec.v6IpAddress"),
+    _col("Mac", ".spec.macAddress"), _col("Node", ".spec.nodeName"), _col("Subnet", ".spec.subnet"),
+]
+
 IPBLOCK_COLUMNS = [
     _col("Subnet", ".spec.subnet"), _col("CIDR", ".spec.cidr"), _col("Node", ".spec.node"),
     _col("Age", ".metadata.creationTimestamp", "date"),
@@ -1057,6 +1062,10 @@ def default_crds():
         dict(group="kubeovn.io", version="v1", plural="ippools", kind="IPPool",
              scope="Cluster", shortNames=["ippool"], status=True,
              printerColumns=IPPOOL_COLUMNS, schema=None),
+        # Kube-OVN's IP (packaging/kubernetes/crd-ip.yaml): one per allocation.
+        dict(group="kubeovn.io", version="v1", plural="ips", kind="IP",
+             scope="Cluster", shortNames=["ip"], status=False,
+             printerColumns=IP_COLUMNS, schema=None),
         dict(group="sublease.io", version="v1alpha1", plural="ipblocks", kind="IPBlock",
              scope="Cluster", shortNames=["ipb"], status=False,
              printerColumns=IPBLOCK_COLUMNS, schema=None),

@@ -48,7 +48,7 @@ class Manifests(unittest.TestCase):
     def test_kustomization_renders_all_objects(self):
         kinds = sorted(d["kind"] for d in self.docs)
         self.assertEqual(kinds, sorted(["CustomResourceDefinition", "CustomResourceDefinition",
-                                        "CustomResourceDefinition",
+                                        "CustomResourceDefinition", "CustomResourceDefinition",
                                         "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                                         "Role", "RoleBinding", "ConfigMap", "DaemonSet"]))
 
