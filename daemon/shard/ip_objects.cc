@@ -101,15 +101,19 @@ void IpObjectWriter::Flush() {
   }
 }
 
+namespace {
+// A user's reservation (Kube-OVN's reserved IP): never overwritten or deleted here.
+bool IsReservation(const KubeObject& object) {
+  auto it = object.labels.find("ovn.kubernetes.io/ip_reserved");
+  return it != object.labels.end() && it->second == "true";
+}
+}  // namespace
+
 void IpObjectWriter::Send(const std::string& name, std::optional<IpObject> want) {
   in_flight_.insert(name);
   if (!want) {
-    ++stats_.deletes;
-    client_->Delete(std::string(kIps) + "/" + name, DeleteOptions{},
-                    [this, name](KubeResult<KubeResponse> r) {
-                      Done(name, std::nullopt, r || r.error().http_status == 404);
-                    });
-    return;
+    if (!written_.count(name)) return CheckThenDelete(name);
+    return Delete(name);
   }
   ++stats_.creates;
   client_->Create(kIps, EncodeIpObject(*want),
@@ -120,7 +124,32 @@ void IpObjectWriter::Send(const std::string& name, std::optional<IpObject> want)
                   });
 }
 
-// The object exists (adopted from another node, or left over): read it, then replace it.
+void IpObjectWriter::Delete(const std::string& name) {
+  ++stats_.deletes;
+  client_->Delete(std::string(kIps) + "/" + name, DeleteOptions{},
+                  [this, name](KubeResult<KubeResponse> r) {
+                    if (closed_) return;
+                    Done(name, std::nullopt, r || r.error().http_status == 404);
+                  });
+}
+
+// Not written by this writer (a restart came between): a user's reservation of the same
+// name is left alone.
+void IpObjectWriter::CheckThenDelete(const std::string& name) {
+  ++stats_.gets;
+  client_->Get(std::string(kIps) + "/" + name, [this, name](KubeResult<KubeResponse> r) {
+    if (closed_) return;
+    if (!r && r.error().http_status == 404) return Done(name, std::nullopt, true);
+    auto object =
+        r ? ParseKubeObject(r->body) : Result<KubeObject>(Fail(static_cast<Error>(r.error())));
+    if (!object) return Done(name, std::nullopt, false);
+    if (IsReservation(*object)) return Done(name, std::nullopt, true);
+    Delete(name);
+  });
+}
+
+// The object exists (adopted from another node, or left over): read it, then replace it,
+// unless it is a user's reservation.
 void IpObjectWriter::Update(const std::string& name, IpObject want) {
   ++stats_.gets;
   client_->Get(
@@ -129,10 +158,20 @@ void IpObjectWriter::Update(const std::string& name, IpObject want) {
         auto object =
             r ? ParseKubeObject(r->body) : Result<KubeObject>(Fail(static_cast<Error>(r.error())));
         if (!object) return Done(name, want, false);
+        if (IsReservation(*object)) {
+          // Reserved IPs are not honoured yet (docs/kubeovn-compat.md): the user's object stays.
+          LogWarn("IP object " + name +
+                  " is a reservation (ovn.kubernetes.io/ip_reserved=true); sublease does not "
+                  "honour reservations yet and leaves it unchanged");
+          return Done(name, std::nullopt, true);
+        }
         ++stats_.updates;
-        client_->Update(
-            std::string(kIps) + "/" + name, EncodeIpObject(want, object->resource_version),
-            [this, name, want](KubeResult<KubeResponse> u) { Done(name, want, u.has_value()); });
+        client_->Update(std::string(kIps) + "/" + name,
+                        EncodeIpObject(want, object->resource_version),
+                        [this, name, want](KubeResult<KubeResponse> u) {
+                          if (closed_) return;
+                          Done(name, want, u.has_value());
+                        });
       });
 }
 

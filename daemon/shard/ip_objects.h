@@ -7,7 +7,9 @@
 // the queue cancel out (a pod that came and went costs nothing). One write per
 // allocation (a create) and one per release (a delete); an object that already exists (a
 // StatefulSet pod adopted from another node, or one left over) costs a GET and an update.
-// A failed write is retried after `retry_ms`; a delete answered 404 is done. Objects are
+// A failed write is retried after `retry_ms`; a delete answered 404 is done. An object
+// labelled ovn.kubernetes.io/ip_reserved=true (a user's reservation) is never overwritten,
+// nor deleted unless this writer wrote it. Objects are
 // named as Kube-OVN names them for an attachment: `<pod>.<namespace>.<provider>`, plus
 // `.<interface>` in per-interface mode. Loop thread only; Close before destruction.
 #pragma once
@@ -67,6 +69,8 @@ class IpObjectWriter {
   void Flush();
   void Send(const std::string& name, std::optional<IpObject> want);
   void Update(const std::string& name, IpObject want);
+  void Delete(const std::string& name);
+  void CheckThenDelete(const std::string& name);
   void Done(const std::string& name, std::optional<IpObject> want, bool ok);
 
   uv_loop_t* loop_;

@@ -94,6 +94,14 @@ class IpPools(harness.DaemonTestCase):
                 return b["spec"]["node"], who and who.get("node")
         return None, None
 
+    def block_allocs(self):
+        out = []
+        for b in self.req("GET", BLOCKS + "?labelSelector=sublease.io/subnet%3Dpooled")["items"]:
+            net = ipaddress.ip_network(b["spec"]["cidr"])
+            for off, who in (b["spec"].get("allocations") or {}).items():
+                out.append((str(net.network_address + int(off)), who["namespace"] + "/" + who["pod"], who.get("node")))
+        return out
+
     def run_cni(self, node, command, pod_name, container, uid, provider=P):
         conf = {"cniVersion": "1.0.0", "name": "macvlan", "type": "macvlan",
                 "ipam": {"type": "kube-ovn", "server_socket": self.daemons[node]["sock"], "provider": provider}}
@@ -268,6 +276,22 @@ class IpPools(harness.DaemonTestCase):
         deletes = [r for r in log["requests"] if r["method"] == "DELETE" and r["path"] == ips + "/ipobj-0.default." + P]
         self.assertEqual(len(deletes), 1, deletes)
         self.assertIsNotNone(self.get(ips + "/ipobj-1.default." + P + ".net1"))
+        # A user's reservation of the same name (Kube-OVN's reserved IP, not honoured yet) is
+        # never overwritten nor deleted.
+        resv = {"apiVersion": "kubeovn.io/v1", "kind": "IP",
+                "metadata": {"name": "resv-0.default." + P, "labels": {"ovn.kubernetes.io/ip_reserved": "true"}},
+                "spec": {"podName": "resv-0", "namespace": "default", "subnet": "pooled", "v4IpAddress": "10.80.0.160"}}
+        self.req("POST", ips, resv)
+        self.req("POST", PODS, pod("resv-0", "node-c", "pooled"))
+        self.wait_for("resv-0 allocated", lambda: self.allocated("resv-0"))
+        self.wait_for("the writer saw the reservation",
+                      lambda: "is a reservation" in self.daemon_log("node-c"), seconds=30)
+        self.req("DELETE", PODS + "/resv-0?gracePeriodSeconds=0")
+        self.wait_for("resv-0 released", lambda: not [a for a, who, _ in self.block_allocs() if who == "default/resv-0"])
+        time.sleep(1.0)  # (nothing to wait for: this checks that nothing happens)
+        kept = self.get(ips + "/resv-0.default." + P)
+        self.assertIsNotNone(kept)
+        self.assertEqual(kept["spec"]["v4IpAddress"], "10.80.0.160")
 
     def test_7_an_add_naming_a_pool_the_watch_has_not_delivered_reads_it_never_goes_dynamic(self):
         # From now on the IPPool lists and watches fail: the daemons see a new pool only
