@@ -120,6 +120,18 @@ void IpObjectWriter::Send(const std::string& name, std::optional<IpObject> want)
                   [this, name, want](KubeResult<KubeResponse> r) mutable {
                     if (closed_) return;
                     if (!r && r.error().IsAlreadyExists()) return Update(name, std::move(*want));
+                    if (!r && r.error().http_status == 404) {
+                      // No ips.kubeovn.io resource (its CRD is not installed): nothing to
+                      // mirror into; said once, and the write is dropped, not retried.
+                      if (!missing_resource_logged_) {
+                        LogWarn(
+                            "the API server has no kubeovn.io/v1 IP resource: IP objects are not "
+                            "written (install packaging/kubernetes/crd-ip.yaml, or set "
+                            "ip-objects: false)");
+                        missing_resource_logged_ = true;
+                      }
+                      return Done(name, std::nullopt, true);
+                    }
                     Done(name, want, r.has_value());
                   });
 }
