@@ -109,9 +109,10 @@ void ClusterDuties::BeginTerm() {
   };
   t->ippools_handler.upsert = [t](const KubeObject& o) { t->pool_status->PoolUpserted(o); };
   t->ippools_handler.remove = [t](const KubeObject& o) { t->pool_status->PoolDeleted(o); };
-  t->ippools_handler.synced = [t, status_synced] {
+  t->ippools_handler.synced = [t] {
+    // (Only the pools' status: the Subnets' was started by the Subnet and block feeds.)
     t->ippools_synced = true;
-    status_synced();
+    if (t->view.subnets_synced && t->view.blocks_synced) t->pool_status->Synced();
   };
   t->subnets_handler.synced = [t, status_synced] {
     t->view.subnets_synced = true;

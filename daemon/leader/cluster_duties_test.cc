@@ -262,6 +262,13 @@ TEST_F(ClusterDutiesTest, SubnetStatusFollowsTheAllocations) {
   PutBlock({{0, Alloc("b", "y")}}, "node-b", "10.0.0.200/29");
   ASSERT_TRUE(Wait([&] { return status("v4usingIPs") == "3"; }, 5000));
   EXPECT_EQ(status("v4usingIPrange"), "10.0.0.5-10.0.0.6,10.0.0.200");
+  // The server may show a write whose answer the loop has not taken yet: wait for it.
+  ASSERT_TRUE(Wait(
+      [&] {
+        auto st = duties_->stats().status;
+        return st.written + st.unchanged + st.errors >= st.computed;
+      },
+      5000));
   uint64_t written = duties_->stats().status.written;
   Pump(1000);
   EXPECT_EQ(duties_->stats().status.written, written) << "no write when nothing changed";
