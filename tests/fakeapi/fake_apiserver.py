@@ -2883,7 +2883,12 @@ TIMING_ENV = {
     "error_rate": "FAKEAPI_ERROR_RATE",
     "error_write_phase": "FAKEAPI_ERROR_WRITE_PHASE",
     "seed": "FAKEAPI_TIMING_SEED",
+    "exempt_user_agents": "FAKEAPI_EXEMPT_USER_AGENTS",
 }
+
+# The tests' own client (fakeapi_client.py) plays the kubelet, the scheduler and users,
+# which retry on their own: random 429/500 would fail a test's setup, not the daemon.
+DEFAULT_EXEMPT_USER_AGENTS = ("fakeapi-test/",)
 
 ERROR_WRITE_PHASES = ("before", "after", "random")
 MAX_TIMING_MS = 10000.0
@@ -2968,6 +2973,7 @@ class Timing:
             self.throttle_retry_after = 1
             self.error_rate = 0.0
             self.error_write_phase = "before"
+            self.exempt_user_agents = DEFAULT_EXEMPT_USER_AGENTS
             self.counts = {"throttled": 0, "errors_before": 0, "errors_after": 0, "errors_read": 0,
                            "writes": 0}
 
@@ -3016,6 +3022,12 @@ class Timing:
                 if v not in ERROR_WRITE_PHASES:
                     raise ValueError("error_write_phase: %r is not one of %s" % (v, ", ".join(ERROR_WRITE_PHASES)))
                 parsed[k] = v
+            elif k == "exempt_user_agents":
+                if isinstance(v, str):
+                    v = [x.strip() for x in v.split(",") if x.strip()]
+                if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+                    raise ValueError("exempt_user_agents: a list of User-Agent prefixes")
+                parsed[k] = tuple(v)
             elif k == "seed":
                 try:
                     parsed[k] = int(v) if v not in (None, "") else None
@@ -3036,6 +3048,7 @@ class Timing:
                     "throttle_retry_after": self.throttle_retry_after,
                     "error_rate": self.error_rate,
                     "error_write_phase": self.error_write_phase,
+                    "exempt_user_agents": list(self.exempt_user_agents),
                     "seed": self.seed, "counts": dict(self.counts)}
 
     def _draw(self, rng_range):
@@ -3056,11 +3069,13 @@ class Timing:
     def write_latency(self):
         return self._draw(self.write_latency_ms)
 
-    def pick_fault(self, is_write):
+    def pick_fault(self, is_write, user_agent=""):
         """None, "throttle", "error_before", "error_after" or "error" (a read) for one
         non-watch API request."""
         with self.lock:
             if self.throttle_rate <= 0 and self.error_rate <= 0:
+                return None
+            if any(user_agent.startswith(p) for p in self.exempt_user_agents):
                 return None
             x = self.rng.random()
             if x < self.throttle_rate:
@@ -3377,7 +3392,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return None
         if self._params.get("watch") in ("1", "true", "True"):
             return None
-        fault = self.server.mgr.api.timing.pick_fault(method not in ("GET", "HEAD"))
+        fault = self.server.mgr.api.timing.pick_fault(method not in ("GET", "HEAD"),
+                                                      self.headers.get("User-Agent") or "")
         if fault == "throttle":
             raise self.server.mgr.api.timing.throttle_error()
         if fault in ("error", "error_before"):

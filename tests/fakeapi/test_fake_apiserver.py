@@ -1094,6 +1094,10 @@ def rv_of(obj):
     return int(obj["metadata"]["resourceVersion"])
 
 
+# The tests' own User-Agent (fakeapi-test/) is exempt from random 429/500 by default.
+FAULTED = {"User-Agent": "timing-test/1.0"}
+
+
 class TimingTests(Base):
     def setUp(self):
         self.assertEqual(self.s.ctl("DELETE", "/timing")[0], 200)
@@ -1246,7 +1250,7 @@ class TimingTests(Base):
         self.timing(throttle_rate=0.25, throttle_retry_after=2, seed=11)
         codes = []
         for _ in range(200):
-            code, hdrs, body = self.req("GET", EXAMPLES + "?limit=1")
+            code, hdrs, body = self.req("GET", EXAMPLES + "?limit=1", headers=FAULTED)
             codes.append(code)
             if code == 429:
                 self.assertEqual(hdrs.get("retry-after"), "2")
@@ -1265,15 +1269,18 @@ class TimingTests(Base):
             self.assertEqual(w.status, 200)
             w.close()
         self.assertEqual(self.s.ctl("GET", "/state")[0], 200)
-        self.assertEqual(self.req("GET", "/_fake/state")[0], 200)
-        self.assertEqual(self.req("GET", "/version")[0], 200)
-        self.assertEqual(self.req("GET", EXAMPLES)[0], 429)
+        self.assertEqual(self.req("GET", "/_fake/state", headers=FAULTED)[0], 200)
+        self.assertEqual(self.req("GET", "/version", headers=FAULTED)[0], 200)
+        self.assertEqual(self.req("GET", EXAMPLES, headers=FAULTED)[0], 429)
+        self.assertEqual(self.req("GET", EXAMPLES)[0], 200, "the test driver is exempt")
+        self.timing(exempt_user_agents=[])
+        self.assertEqual(self.req("GET", EXAMPLES)[0], 429, "unless told otherwise")
 
     def test_timing_error_rate_on_reads(self):
         self.timing(error_rate=0.2, seed=3)
         codes = []
         for _ in range(200):
-            code, hdrs, body = self.req("GET", EXAMPLES + "?limit=1")
+            code, hdrs, body = self.req("GET", EXAMPLES + "?limit=1", headers=FAULTED)
             codes.append(code)
             if code == 500:
                 self.assertEqual(body["reason"], "InternalError")
@@ -1286,7 +1293,8 @@ class TimingTests(Base):
         for phase, applied in (("before", False), ("after", True)):
             self.ensure_gone(EXAMPLES + "/err-" + phase)
             self.timing(error_rate=1.0, error_write_phase=phase)
-            code, _, body = self.req("POST", EXAMPLES, example("err-" + phase, "e-node"))
+            code, _, body = self.req("POST", EXAMPLES, example("err-" + phase, "e-node"),
+                                     headers=FAULTED)
             self.assertEqual(code, 500, body)
             self.assertEqual(body["reason"], "InternalError")
             self.timing(error_rate=0.0)
@@ -1295,7 +1303,7 @@ class TimingTests(Base):
         self.timing(error_rate=1.0, error_write_phase="random", seed=21)
         for i in range(20):
             self.ensure_gone(EXAMPLES + "/err-r%d" % i)
-            self.req("POST", EXAMPLES, example("err-r%d" % i, "e-node"))
+            self.req("POST", EXAMPLES, example("err-r%d" % i, "e-node"), headers=FAULTED)
         self.timing(error_rate=0.0)
         there = [self.req("GET", EXAMPLES + "/err-r%d" % i)[0] == 200 for i in range(20)]
         self.assertTrue(any(there) and not all(there), there)
