@@ -111,6 +111,16 @@ class FakeApiServer:
         except OSError:
             return ""
 
+    def timing_summary(self):
+        """A line naming the server's timing (FAKEAPI_TIMING and friends reach it through
+        the environment) and the seed that replays it; None when all timing is off."""
+        t = (self.info or {}).get("timing") or {}
+        if not (t.get("watch_delay_ms") or any(t.get("write_latency_ms") or []) or t.get("throttle_rate")
+                or t.get("error_rate")):
+            return None
+        return "fake API server timing: %s; replay with FAKEAPI_TIMING_SEED=%s" % (
+            {k: v for k, v in t.items() if k not in ("counts", "seed")}, t.get("seed"))
+
     def __enter__(self):
         return self.start()
 
