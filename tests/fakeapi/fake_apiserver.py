@@ -3303,9 +3303,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if user is None:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             info["user"] = user
-            self._timing_fault = self._pick_timing_fault(method, path)
-            if self._timing_fault:
-                info["fault"] = "timing-" + self._timing_fault
+            self._timing_fault = self._pick_timing_fault(method, path, info)
             self._route(method, path, raw, user, info)
         except AbortConnection:
             self.close_connection = True
@@ -3384,7 +3382,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_error_status(e)
         return True
 
-    def _pick_timing_fault(self, method, path):
+    def _pick_timing_fault(self, method, path, info):
         """Timing's random 429/500 for a non-watch request under /api or /apis (after
         authentication, as APF runs after it).  Answers by raising; an "error_after" on a
         write is raised by _route once the write is applied."""
@@ -3394,6 +3392,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return None
         fault = self.server.mgr.api.timing.pick_fault(method not in ("GET", "HEAD"),
                                                       self.headers.get("User-Agent") or "")
+        if fault:
+            info["fault"] = "timing-" + fault   # the request log names it
         if fault == "throttle":
             raise self.server.mgr.api.timing.throttle_error()
         if fault in ("error", "error_before"):
