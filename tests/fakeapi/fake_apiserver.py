@@ -2701,7 +2701,10 @@ class Api:
                             evs.append(pending.popleft()[1])
                         if bookmarks and now >= next_bm:
                             # never beyond what this watcher has been sent
-                            bm_rv = pending[0][1].rv - 1 if pending else st.rv
+                            if pending:
+                                bm_rv = pending[0][1].rv - 1
+                            else:   # nothing of this resource between queued and now
+                                bm_rv = queued = max(queued, st.rv)
                         if evs or bm_rv is not None:
                             break
                         if now >= deadline:

@@ -1348,6 +1348,32 @@ class TimingTests(Base):
         bad.cleanup()
         self.assertIn("watch delay of pods", str(e.exception))
 
+    def test_timing_watch_that_was_bookmarked_to_the_present_survives_compaction(self):
+        # The delivery queue must not forget how far a bookmark took a quiet watch: after a
+        # compaction at the current version it goes on, as before timing existed.
+        s = FakeApiServer("--bookmark-interval", "0.2").start()
+        try:
+            rv = s.request("GET", PODS)[2]["metadata"]["resourceVersion"]
+            s.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                     "metadata": {"name": "other"}})
+            w = s.watch("/api/v1/namespaces/default/pods?watch=1&allowWatchBookmarks=true"
+                        "&timeoutSeconds=10&resourceVersion=" + rv)
+            try:
+                code, _, ns = s.request("GET", "/api/v1/namespaces/other")
+                now = rv_of(ns)
+                evs = w.events_until(lambda evs: is_bm(evs[-1]) and rv_of(evs[-1]["object"]) >= now,
+                                     max_seconds=5)
+                self.assertTrue(evs and rv_of(evs[-1]["object"]) >= now, evs)
+                self.assertEqual(s.ctl("POST", "/compact")[0], 200)
+                code, _, _ = s.request("POST", PODS, pod("after-compaction"))
+                self.assertEqual(code, 201)
+                evs = w.events_until(lambda evs: evs[-1]["type"] != "BOOKMARK", max_seconds=5)
+                self.assertEqual(evs[-1]["type"], "ADDED", evs)
+            finally:
+                w.close()
+        finally:
+            s.cleanup()
+
     def test_timing_is_off_by_default(self):
         s = FakeApiServer(env={k: None for k in ("FAKEAPI_TIMING", "FAKEAPI_WATCH_DELAY_MS",
                                                  "FAKEAPI_WRITE_LATENCY_MS", "FAKEAPI_THROTTLE_RATE",
