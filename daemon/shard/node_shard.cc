@@ -202,8 +202,10 @@ void NodeShard::Recover() {
       recovery_due_ = true;
     }
     recovered_ = true;
-    // Pods seen while their leases were pending were skipped: settle them now.
+    // Pods seen while their leases were pending were skipped: settle them now; and a
+    // lease pending when the pod list was compared (skipped then) whose pod is gone.
     ReconcileAllPods();
+    if (pods_synced_) ReleaseOrphans();
   });
 }
 
@@ -397,7 +399,10 @@ void NodeShard::ReconcilePod(const std::string& pod_key) {
         FollowLease(*lease, std::move(request), "", {}, nullptr);
         continue;
       }
-      if (!IsAllocated(stored, att.provider, att.per_interface ? att.ifname : "")) WriteAnnotations(*lease);
+      if (!IsAllocated(stored, att.provider, att.per_interface ? att.ifname : "") &&
+          !AnnotationsWritten(*lease)) {
+        WriteAnnotations(*lease);
+      }
       continue;
     }
     ++stats_.ahead_of_time;
@@ -507,6 +512,10 @@ void NodeShard::ForgetPodsNotIn(const std::set<std::string>& present) {
 
 void NodeShard::PodsSynced() {
   pods_synced_ = true;
+  ReleaseOrphans();
+}
+
+void NodeShard::ReleaseOrphans() {
   // Leases whose pod vanished while the daemon was not watching (pods_ is complete now).
   std::vector<Lease> orphans;
   allocator_->ForEachLease([&](const Lease& l) {
@@ -736,6 +745,19 @@ void NodeShard::WriteAnnotations(const Lease& lease) {
   ArmAnnotationFlush();
 }
 
+std::string NodeShard::AnnotationsWrittenFor(const Lease& lease) {
+  std::string id = lease.owner.pod_uid;
+  for (const IpAddr& a : lease.addresses()) id += " " + a.ToString();
+  return id;
+}
+
+bool NodeShard::AnnotationsWritten(const Lease& lease) const {
+  // A watch event older than our patch (a real server delivers late; the kubelet's
+  // status writes before it show no annotations) must not send the patch again.
+  auto it = annotated_.find(lease.key());
+  return it != annotated_.end() && it->second == AnnotationsWrittenFor(lease);
+}
+
 void NodeShard::ArmAnnotationFlush() {
   if (flush_timer_ == nullptr) return FlushAnnotations();  // not started, or closing
   if (uv_is_active(reinterpret_cast<uv_handle_t*>(flush_timer_))) return;
@@ -777,6 +799,9 @@ void NodeShard::FlushAnnotations() {
                             if (r) {
                               ++stats_.annotations_written;
                               annotations_due_.erase(key);
+                              if (std::optional<Lease> lease = allocator_->Find(key)) {
+                                annotated_[key] = AnnotationsWrittenFor(*lease);
+                              }
                             } else if (r.error().code == Code::kNotFound ||
                                        r.error().code == Code::kConflict) {
                               annotations_due_.erase(key);  // the pod is gone, or another now
@@ -1199,6 +1224,7 @@ void NodeShard::ReleaseNow(const AttachmentKey& key) {
     if (r || r.error().code == Code::kNotFound) {
       ++stats_.releases;
       del_received_.erase(key);
+      annotated_.erase(key);
       if (r && lease) ForgetIpObject(*lease);
       return;
     }

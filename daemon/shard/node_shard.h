@@ -125,6 +125,9 @@ class NodeShard final : public CniBackend {
   void ReconcileAllPods();
   void PodGone(const KubeObject& object);
   void PodsSynced();
+  // Releases (after the grace period; StatefulSet members after asking their
+  // StatefulSet) the committed leases of pods not in pods_. Needs pods_ complete.
+  void ReleaseOrphans();
   // Treats every known pod whose key is not in `present` as deleted.
   void ForgetPodsNotIn(const std::set<std::string>& present);
   // Start-up with a resumed pod feed: one list of this node's pods (retried on Tick).
@@ -164,6 +167,9 @@ class NodeShard final : public CniBackend {
   // one merge patch per pod (FlushAnnotations).
   void WriteAnnotations(const Lease& lease);
   void ArmAnnotationFlush();
+  // Whether this lease's annotations (its pod UID and addresses) were written already.
+  bool AnnotationsWritten(const Lease& lease) const;
+  static std::string AnnotationsWrittenFor(const Lease& lease);
   void FlushAnnotations();
   // Releases a fresh lease whose pod this node does not know, after a GET confirms the
   // pod is gone (404, or another UID holds the name).
@@ -225,6 +231,9 @@ class NodeShard final : public CniBackend {
   std::set<AttachmentKey> del_received_;              // CNI DEL came for these
   std::set<AttachmentKey> annotations_due_;           // annotation writes to (re)try
   std::set<AttachmentKey> annotating_;                // annotation writes in flight
+  // Annotation writes that succeeded: "<pod uid> <address>..." per attachment, so that a
+  // late watch event older than the patch does not send it again (cleared on release).
+  std::map<AttachmentKey, std::string> annotated_;
   std::map<std::string, int64_t> retry_pods_due_ms_;  // pods whose allocation failed: retry then
   std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
   // A pod object to patch: its path, and the UID the patch is conditional on.

@@ -14,6 +14,7 @@ pod no longer has, is refused; one whose pod cannot be read gets CNI 11.
 The same flows run with the fake API server's realistic timing where the suite sets
 FAKEAPI_TIMING (tests/CMakeLists.txt).
 """
+import ipaddress
 import json
 import os
 import subprocess
@@ -24,7 +25,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
-from harness import BIN, PODS  # noqa: E402
+from harness import BIN, BLOCKS, PODS  # noqa: E402
 
 P = "macvlan.default"
 DUAL = "dual.default"
@@ -186,6 +187,35 @@ class UnseenPods(harness.DaemonTestCase):
         self.assertEqual(out.get("code"), 11, out)
         self.assertIn("try again", json.dumps(out))
         self.assertEqual(self.add_now("unreadable", "node-c", uid), ["172.17.9.9"])
+
+    def holder(self, ip):
+        for b in self.req("GET", BLOCKS)["items"]:
+            net = ipaddress.ip_network(b["spec"]["cidr"])
+            for off, who in (b["spec"].get("allocations") or {}).items():
+                if str(net.network_address + int(off)) == ip:
+                    return who
+        return None
+
+    def test_4_a_pod_re_created_under_its_name_between_bind_and_add(self):
+        key = P + ".kubernetes.io/ip_address"
+        uid = self.create_and_bind("swap", "node-a", {key: "172.17.10.30"})
+        self.assertEqual(self.add_now("swap", "node-a", uid), ["172.17.10.30"])
+        # Re-created with another static address; the node never saw the deletion.
+        self.req("DELETE", PODS + "/swap?gracePeriodSeconds=0")
+        self.wait_for("swap gone", lambda: self.get(PODS + "/swap") is None, seconds=30)
+        uid2 = self.create_and_bind("swap", "node-a", {key: "172.17.10.31"})
+        self.assertEqual(self.add_now("swap", "node-a", uid2), ["172.17.10.31"],
+                         "the new pod gets what it asks for, not its predecessor's lease")
+        self.assertIsNone(self.holder("172.17.10.30"), "the predecessor's address was released")
+        # Re-created asking for the same address: it keeps it, under the new UID.
+        self.req("DELETE", PODS + "/swap?gracePeriodSeconds=0")
+        self.wait_for("swap gone", lambda: self.get(PODS + "/swap") is None, seconds=30)
+        uid3 = self.create_and_bind("swap", "node-a", {key: "172.17.10.31"})
+        self.assertEqual(self.add_now("swap", "node-a", uid3), ["172.17.10.31"])
+        self.assertEqual(self.holder("172.17.10.31")["podUID"], uid3, "the block names the new pod")
+        # An ADD still naming the first pod's UID is refused.
+        rc, out = self.run_cni("node-a", "ADD", "swap", "sb-old", uid)
+        self.assertNotEqual(rc, 0, out)
 
 
 if __name__ == "__main__":
