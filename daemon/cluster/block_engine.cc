@@ -231,6 +231,7 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
 }
 
 void BlockEngine::OnAddsDone(std::shared_ptr<Job> job) {
+  if (!job->rechecked && RecheckAmbiguous(job)) return;  // OnAddsDone again after the reads
   bool all_ok = true;
   for (const auto& [a, r] : job->results) all_ok = all_ok && r.has_value();
   if (!all_ok) return Unwind(job, [this, job] { AfterUnwind(job); });
@@ -245,6 +246,50 @@ void BlockEngine::OnAddsDone(std::shared_ptr<Job> job) {
   ++stats_.allocations;
   stats_.adoptions += job->adopt.empty() ? 0 : 1;
   FinishJob(job, lease);
+}
+
+// A write answered with an error that does not say it failed (a 5xx, a lost connection,
+// a timeout) may have landed: etcd can commit after the API server gave up. Each such
+// block is read once; an allocation of this attachment by this node found there counts as
+// written. Without this, the landed allocation would stay behind as a foreign hold for a
+// pod that is alive (it gets another address), and only the pod's deletion frees it —
+// in a full subnet another pod would starve. True when reads were started.
+bool BlockEngine::RecheckAmbiguous(std::shared_ptr<Job> job) {
+  job->rechecked = true;
+  std::vector<size_t> ambiguous;
+  for (size_t i = 0; i < job->results.size(); ++i) {
+    const Result<void>& r = job->results[i].second;
+    if (!r && r.error().code == Code::kUnavailable) ambiguous.push_back(i);
+  }
+  if (ambiguous.empty()) return false;
+  auto left = std::make_shared<size_t>(ambiguous.size());
+  std::weak_ptr<int> token = life_;
+  for (size_t i : ambiguous) {
+    IpAddr a = job->results[i].first;
+    IpNet cidr = *BlockOfAddress(job->key.subnet, a);
+    ++stats_.gets;
+    api_->Get(BlockName(job->key.subnet, cidr),
+              [this, token, job, i, a, cidr, left](Result<std::optional<IpBlock>> r) {
+                if (token.expired()) return;
+                if (!r) {
+                  NoteFailure(r.error());
+                } else {
+                  BlockState& b = Block(job->key.subnet, cidr);
+                  if (!b.busy) SetObject(b, *r);
+                  auto offset = static_cast<uint64_t>(a.value() - cidr.first().value());
+                  if (*r) {
+                    auto it = (*r)->allocations.find(offset);
+                    if (it != (*r)->allocations.end() &&
+                        KeyOfAllocation(job->key.subnet, it->second) == job->key &&
+                        it->second.node == options_.node) {
+                      job->results[i].second = Ok();  // it landed
+                    }
+                  }
+                }
+                if (--*left == 0) OnAddsDone(job);
+              });
+  }
+  return true;
 }
 
 // Takes the attempt's addresses that did land back out of their blocks, so that a

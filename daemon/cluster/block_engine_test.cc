@@ -465,8 +465,13 @@ TEST(BlockEngineTest, AWriteThatLandedButWasNotAnsweredNeverBecomesADuplicate) {
   ClusterHarness c(Spec("10.0.0.0/24"));
   Node& a = c.AddNode("node-a", Deterministic());
   ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // 10.0.0.2
-  c.api.FailNextAfterApply(1);                     // .3 lands, the answer is lost
-  auto lost = c.AllocateNow(a, c.Request("p1"));
+  c.api.FailNextAfterApply(1);  // .3 lands, the answer is lost
+  std::optional<Result<Lease>> answer;
+  a.engine->Allocate(c.Request("p1"), [&](Result<Lease> l) { answer = std::move(l); });
+  c.api.FailNext(1);  // the write has been sent: the next call, the re-read of its block, fails
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(answer.has_value());
+  const Result<Lease>& lost = *answer;
   ASSERT_FALSE(lost);
   EXPECT_EQ(lost.error().code, Code::kUnavailable);
   // The watch shows .3 held without a lease: a foreign hold, never handed out again.
@@ -475,6 +480,26 @@ TEST(BlockEngineTest, AWriteThatLandedButWasNotAnsweredNeverBecomesADuplicate) {
   ASSERT_TRUE(next);
   EXPECT_EQ(next->v4, Ip("10.0.0.4"));
   c.CheckInvariants(/*allow_ghosts=*/true);
+}
+
+// A real etcd may commit a write after the API server answered it with a 500: the block
+// is read, and the allocation found there is the lease (not a leak beside a second one).
+TEST(BlockEngineTest, AWriteAnsweredWithAnErrorThatLandedIsFoundByARereadAndCommitted) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // 10.0.0.2
+  c.api.FailNextAfterApply(1);                     // .3 lands, the answer is an error
+  auto landed = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(landed) << landed.error().message;
+  EXPECT_EQ(landed->v4, Ip("10.0.0.3"));
+  EXPECT_EQ(landed->state, LeaseState::kCommitted);
+  EXPECT_FALSE(a.allocator.ForeignHolder("net", Ip("10.0.0.3")).has_value());
+  // Asked again, the pod keeps it: no second allocation for it anywhere.
+  auto again = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->v4, Ip("10.0.0.3"));
+  EXPECT_EQ(c.api.objects().begin()->second.allocations.size(), 2u);
+  c.CheckInvariants();
 }
 
 TEST(BlockEngineTest, RecoverCommitsPendingLeasesFoundInTheirBlockAndDropsTheRest) {
