@@ -38,6 +38,12 @@ struct BlockAllocation {
   // left out then). A node adopts the allocation for a re-created pod of the same name
   // only when its StatefulSet has this UID (docs/cluster-protocol.md, Adoption).
   std::string owner_uid;
+  // "ipamClaim": "<namespace>/<name>" of the IPAMClaim that owns the address ("" = none;
+  // the key is left out then). Such an allocation outlives its pods: a node's release
+  // leaves it in the block, any pod referencing the claim adopts it (on any node), and
+  // only the cluster's garbage collection removes it, once the claim is gone
+  // (docs/cluster-protocol.md, IPAMClaims).
+  std::string ipam_claim;
   friend bool operator==(const BlockAllocation&, const BlockAllocation&) = default;
 };
 

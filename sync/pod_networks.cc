@@ -213,7 +213,8 @@ Result<NetworkSelection> ParseJsonEntry(const Reader& r, const element& e,
   for (auto [key, out] :
        {StringField{"name", &sel.name}, StringField{"namespace", &sel.namespace_name},
         StringField{"interface", &sel.ifname}, StringField{"mac", &sel.mac},
-        StringField{"interfaceRequest", &deprecated_interface}}) {
+        StringField{"interfaceRequest", &deprecated_interface},
+        StringField{"ipam-claim-reference", &sel.ipam_claim}}) {
     auto v = r.String(o, key, path + "." + std::string(key));
     if (!v) return Fail(v.error());
     *out = std::move(*v);
@@ -419,6 +420,7 @@ Result<AttachmentRequest> AttachmentOf(const PodInfo& pod, const NetworkSelectio
   req.provider = sel.name + "." + sel.namespace_name;
   req.ifname = sel.ifname;
   req.per_interface = per_interface;
+  req.ipam_claim = sel.ipam_claim;
   const std::string prefix = req.provider + ".kubernetes.io/";
 
   // Precedence (DESIGN §1.3): ip_address, then Multus ips, then the pool.

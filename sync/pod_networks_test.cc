@@ -71,6 +71,28 @@ TEST(NetworksAnnotationTest, JsonFormReadsEveryMultusField) {
   EXPECT_EQ((*r)[3], (NetworkSelection{"plain", "team", "net4", {}, "", {}}));
 }
 
+TEST(NetworksAnnotationTest, JsonFormReadsTheIpamClaimReference) {
+  auto r = ParseNetworksAnnotation(
+      R"([{"name":"tenant","interface":"net1","ipam-claim-reference":"vm-a.tenant"},)"
+      R"({"name":"other"}])",
+      "vms");
+  ASSERT_TRUE(r) << r.error().message;
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0].ipam_claim, "vm-a.tenant");
+  EXPECT_EQ((*r)[1].ipam_claim, "");
+  PodInfo pod;
+  pod.namespace_name = "vms";
+  pod.name = "virt-launcher-vm-a-x1";
+  auto wanted = AttachmentsOf(pod, *r);
+  ASSERT_TRUE(wanted) << wanted.error().message;
+  EXPECT_EQ((*wanted)[0].ipam_claim, "vm-a.tenant");
+  EXPECT_EQ((*wanted)[0].provider, "tenant.vms");
+  EXPECT_EQ((*wanted)[1].ipam_claim, "");
+  auto bad = ParseNetworksAnnotation(R"([{"name":"tenant","ipam-claim-reference":7}])", "vms");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("ipam-claim-reference"), std::string::npos);
+}
+
 TEST(NetworksAnnotationTest, MalformedValuesAreRejectedNamingTheEntry) {
   struct Case {
     std::string value, want;
