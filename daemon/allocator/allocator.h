@@ -71,6 +71,11 @@ struct AllocateRequest {
   // the block engine writes it into the block allocation and adopts an allocation of a
   // re-created pod of the same name only when it matches.
   std::string owner_uid;
+  // Cluster mode: "<namespace>/<name>" of the IPAMClaim that owns the address ("" =
+  // none). Not kept in the lease; the block engine writes it into the block allocation,
+  // and with static_ips (the claim's status.ips) takes over the claim's allocation made
+  // for any earlier pod, on any node (docs/cluster-protocol.md, IPAMClaims).
+  std::string ipam_claim;
   std::string mac;
   std::string provider;
   // Cluster mode: the dynamic pick of a family is restricted to this range (one prefix

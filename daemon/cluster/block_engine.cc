@@ -105,6 +105,9 @@ void BlockEngine::Allocate(const AllocateRequest& request, LeaseDone done) {
     job->key = key;
     job->done = std::move(done);
     if (MayAdopt(job->request)) return FindAdoptable(job);
+    if (!job->request.ipam_claim.empty() && !job->request.static_ips.empty()) {
+      return TakeClaimAddresses(job);
+    }
     StartAllocate(job);
   });
 }
@@ -154,6 +157,41 @@ void BlockEngine::OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<Ip
         b->foreign.erase(static_cast<uint64_t>(address.value() - cidr->first().value()));
     }
     job->request.static_ips.push_back(address.ToString());
+    job->adopt.insert(address);
+  }
+  StartAllocate(job);
+}
+
+// --- An IPAMClaim's addresses (a VM's pod restarted, re-created or migrated) ---
+
+// The claim's status.ips are in the request as static addresses. Each is taken over
+// with a CAS update that replaces the allocation of the same claim, whoever made it; an
+// allocation of anything else there is a conflict. A lease of this node that still
+// holds the address for an earlier pod of the claim ends here first (no API call: the
+// allocation stays the claim's).
+void BlockEngine::TakeClaimAddresses(std::shared_ptr<Job> job) {
+  const std::string& subnet = job->request.subnet;
+  for (const IpAddr& address : NamedAddresses(job->request)) {
+    auto cidr = BlockOfAddress(subnet, address);
+    if (!cidr) continue;  // not in the subnet: the allocator says so
+    BlockState* b = FindBlock(BlockName(subnet, *cidr));
+    uint64_t offset = static_cast<uint64_t>(address.value() - cidr->first().value());
+    const BlockAllocation* cached = nullptr;
+    if (b != nullptr && b->object) {
+      auto it = b->object->allocations.find(offset);
+      if (it != b->object->allocations.end()) cached = &it->second;
+    }
+    if (std::optional<Lease> earlier = allocator_->Holder(subnet, address)) {
+      if (earlier->key() != job->key && cached != nullptr &&
+          cached->ipam_claim == job->request.ipam_claim && keys_.count(earlier->key()) == 0) {
+        (void)DropLeaseLocally(
+            earlier->key(),
+            "belongs to IPAMClaim " + job->request.ipam_claim + ", now used by " + job->key.owner,
+            nullptr);
+      }
+    }
+    (void)allocator_->UnmarkForeign(subnet, address);
+    if (b != nullptr) b->foreign.erase(offset);
     job->adopt.insert(address);
   }
   StartAllocate(job);
@@ -219,6 +257,7 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
     op.key = job->key;
     op.allocation = AllocationFor(lease);
     op.allocation.owner_uid = job->request.owner_uid;
+    op.allocation.ipam_claim = job->request.ipam_claim;
     op.claim = job->claims.count(BlockName(lease.subnet, cidr)) > 0;
     op.adopt = job->adopt.count(a) > 0;
     op.done = [this, job, a, token](Result<void> r) {
@@ -264,6 +303,7 @@ void BlockEngine::Unwind(std::shared_ptr<Job> job, std::function<void()> then) {
     op.kind = Op::Kind::kRemove;
     op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
     op.key = job->key;
+    op.unwind = true;
     // A removal that fails leaves an allocation without a lease: it stays taken (never
     // a duplicate), shows as a foreign hold, and the reconciler frees it later.
     op.done = [left, next, token](const Result<void>&) {
@@ -291,7 +331,8 @@ void BlockEngine::AfterUnwind(std::shared_ptr<Job> job) {
   }
   job->claims.clear();
   if (unavailable != nullptr) return FinishJob(job, Fail(*unavailable));
-  if (conflict != nullptr && !job->adopt.empty() && job->repicks < options_.max_repicks) {
+  if (conflict != nullptr && !job->adopt.empty() && job->before_adoption &&
+      job->repicks < options_.max_repicks) {
     // The previous pod's allocation changed hands meanwhile (released, then taken):
     // the pod gets an address the ordinary way.
     job->request = *job->before_adoption;

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "sync/ipamclaim.h"
 #include "sync/kube_object.h"
 
 namespace sublease {
@@ -178,6 +179,7 @@ void GarbageCollector::CheckCandidates(const std::string& block) {
 
 void GarbageCollector::CheckPod(const std::string& block, size_t index) {
   const BlockAllocation& checked = jobs_.at(block).candidates[index].allocation;
+  if (!checked.ipam_claim.empty()) return CheckClaim(block, index);
   std::string path = "/api/v1/namespaces/" + checked.pod_namespace + "/pods/" + checked.pod_name;
   Send("GET", path, "", [this, block, index](KubeResult<KubeResponse> r) {
     auto it = jobs_.find(block);
@@ -198,6 +200,43 @@ void GarbageCollector::CheckPod(const std::string& block, size_t index) {
     if (a.sticky && StatefulSetOrdinal(a.pod_name)) return CheckStatefulSet(block, index);
     Decided(block, index, Verdict::kReclaim);
   });
+}
+
+// An IPAMClaim's allocation belongs to the claim, not to the pod it names: reclaimed only
+// when the claim is an object 404, or its status.ips name other addresses (an allocation
+// that lost a race to record itself in the claim). Unreadable → kept.
+void GarbageCollector::CheckClaim(const std::string& block, size_t index) {
+  const Job& job = jobs_.at(block);
+  const Candidate& candidate = job.candidates[index];
+  std::string address;
+  if (const IpBlock* current = CurrentBlock(job)) {
+    address = current->AddressAt(candidate.offset).ToString();
+  }
+  const std::string& claim = candidate.allocation.ipam_claim;
+  size_t slash = claim.find('/');
+  if (slash == std::string::npos) return Decided(block, index, Verdict::kKeep);
+  std::string name = claim.substr(slash + 1);
+  Send("GET", IpamClaimPath(claim.substr(0, slash), name), "",
+       [this, block, index, name, address](KubeResult<KubeResponse> r) {
+         if (!jobs_.count(block)) return;
+         Verdict v = Verdict::kKeep;
+         if (r) {
+           auto c = DecodeIpamClaim(r->body);
+           if (c && !c->ips.empty() && !address.empty()) {
+             bool listed = false;
+             for (const std::string& ip : c->ips)
+               listed = listed || ip.substr(0, ip.find('/')) == address;
+             if (!listed) v = Verdict::kReclaim;
+           }
+         } else if (IsObjectNotFound(r.error(), name)) {
+           v = Verdict::kReclaim;
+         } else {
+           ++stats_.errors;
+           v = Verdict::kUnknown;
+         }
+         if (v == Verdict::kKeep) ++stats_.kept_claim;
+         Decided(block, index, v);
+       });
 }
 
 void GarbageCollector::CheckStatefulSet(const std::string& block, size_t index) {

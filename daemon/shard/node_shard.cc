@@ -364,6 +364,9 @@ void NodeShard::ReconcilePod(const std::string& pod_key) {
     Owner owner{stored.namespace_name, stored.name, stored.uid, "", att.ifname};
     AttachmentKey key = AttachmentKey::For(subnet->name, owner);
     if (inflight_.count(key)) continue;
+    // An IPAMClaim's address is decided at the CNI ADD, which says whether the network
+    // config allows persistent IPs (the daemon does not read NetworkAttachmentDefinitions).
+    if (!att.ipam_claim.empty() && !allocator_->Find(key)) continue;
     AllocateRequest request;
     request.subnet = subnet->name;
     request.owner = owner;
@@ -860,6 +863,17 @@ void NodeShard::AddFor(const CniRequest& cni, ReplyCallback done, bool pod_was_r
     ReadPodThen(cni, std::move(done));
   };
   if (std::optional<Lease> held = allocator_->Find(key); held && held->state == LeaseState::kCommitted) {
+    if (claims_unrecorded_.count(key) && !inflight_.count(key)) {
+      // Allocated for an IPAMClaim that did not record it: not the claim's address (yet).
+      // Its allocation stays in the block (the claim's, until the collection sees the
+      // claim list others); the claim is asked again.
+      return engine_->Release(
+          key, [this, key, cni, done = std::move(done)](Result<void> r) mutable {
+            if (!r) return done(Fail(Error::Unavailable(r.error().message + "; try again")));
+            claims_unrecorded_.erase(key);
+            AddFor(cni, std::move(done), false);
+          });
+    }
     // Which pod is asking: the runtime says (K8S_POD_UID); else the pod as cached.
     std::string asking_uid = cni.pod_uid;
     if (asking_uid.empty()) {
@@ -895,6 +909,9 @@ void NodeShard::AddFor(const CniRequest& cni, ReplyCallback done, bool pod_was_r
                                         " is still being committed to the API server; retry")));
   }
   if (!pod) return read_pod();
+  if (std::string claim = ClaimFor(cni, *pod); !claim.empty()) {
+    return AddWithClaim(*subnet, cni, *pod, claim, std::move(done));
+  }
   ++stats_.on_demand;
   AllocateFor(RequestFor(*subnet, cni, *pod), cni.routes, std::move(done));
 }
