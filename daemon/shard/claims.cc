@@ -79,24 +79,24 @@ void NodeShard::AddWithClaim(const Subnet& subnet, const CniRequest& cni, const 
           "\" (spec.network), but " + cni.provider + "'s network config is named \"" + cni.network +
           "\"; reference a claim of this network; nothing was allocated")));
     }
-    const Subnet* subnet = allocator_->FindSubnet(subnet_name);
-    if (!subnet) return done(Fail(Error::NotFound("Subnet " + subnet_name + " was deleted")));
-    AllocateRequest request = RequestFor(*subnet, cni, pod);
+    const Subnet* current = allocator_->FindSubnet(subnet_name);
+    if (!current) return done(Fail(Error::NotFound("Subnet " + subnet_name + " was deleted")));
+    AllocateRequest request = RequestFor(*current, cni, pod);
     request.ipam_claim = claim_key;
     const bool recorded = !claim->ips.empty();
     if (recorded) {
       // Every pod of the claim gets exactly its addresses (a restarted or migrating VM).
-      request.static_ips = AddressesIn(*subnet, claim->ips);
+      request.static_ips = AddressesIn(*current, claim->ips);
       request.pool.clear();
       request.family.reset();
       if (request.static_ips.empty()) {
         return done(
             Fail(Error::InvalidArgument("IPAMClaim " + claim_key + " holds " + claim->ips.front() +
-                                        ", which is not in Subnet " + subnet->name + " of " +
+                                        ", which is not in Subnet " + current->name + " of " +
                                         cni.provider + "; nothing was allocated")));
       }
     }
-    AttachmentKey key = AttachmentKey::For(subnet->name, request.owner);
+    AttachmentKey key = AttachmentKey::For(current->name, request.owner);
     ReplyCallback finish = [this, key, claim = *claim, recorded, pod_name = pod.name,
                             done = std::move(done)](Result<CniReply> reply) mutable {
       if (recorded) {
