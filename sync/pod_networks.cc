@@ -482,6 +482,9 @@ Result<void> ReadStatefulSetOwner(const Reader& r, const array& owners, PodInfo*
     if (!uid) return Fail(uid.error());
     auto controller = r.Bool(o, "controller", path + ".controller");
     if (!controller) return Fail(controller.error());
+    if (*kind == "VirtualMachineInstance" && api_version->rfind("kubevirt.io/", 0) == 0) {
+      info->virtual_machine = *name;  // Kube-OVN's isVMPod: the VMI's name is the VM's
+    }
     if (*kind == "StatefulSet" && *api_version == "apps/v1" && *controller) {
       info->stateful_set = std::move(*name);
       info->stateful_set_uid = std::move(*uid);
@@ -632,6 +635,7 @@ std::string AllocatedAnnotationsPatch(const std::vector<AllocatedAnnotations>& a
     put(prefix + "cidr", a.cidr);
     if (!a.gateway.empty()) put(prefix + "gateway", a.gateway);
     put(prefix + "allocated" + suffix, "true");
+    if (!a.virtual_machine.empty()) put(prefix + "virtualmachine", a.virtual_machine);
   }
   JsonWriter w;
   w.BeginObject().Key("metadata").BeginObject();

@@ -71,6 +71,9 @@ struct PodInfo {
   // The digits after the pod name's last '-', when the part before it is the
   // StatefulSet's name ("web-2" of StatefulSet "web" -> 2).
   std::optional<uint32_t> ordinal;
+  // KubeVirt: the VirtualMachineInstance this pod is the launcher of (an ownerReference
+  // of kind VirtualMachineInstance, apiVersion kubevirt.io/*; its name is the VM's), "".
+  std::string virtual_machine;
 
   // A StatefulSet member keeps its addresses across pod re-creation (sticky leases).
   bool IsStatefulSetMember() const { return !stateful_set.empty() && ordinal.has_value(); }
@@ -127,6 +130,8 @@ struct AllocatedAnnotations {
   std::string cidr;       // the subnet's cidrBlock, "c4,c6"
   std::string gateway;    // "g4,g6"; "" = key left out
   std::string mac;        // "" = key left out
+  // "" = key left out; else `<P>.kubernetes.io/virtualmachine` (Kube-OVN's, for a VM's pod).
+  std::string virtual_machine;
 };
 // A JSON merge-patch body for KubeClient::MergePatch:
 // {"metadata":{"annotations":{"<P>.kubernetes.io/ip_address":…, "mac_address" (when

@@ -240,6 +240,30 @@ TEST(ParsePodTest, StatefulSetOwnershipAndOrdinal) {
   }
 }
 
+TEST(ParsePodTest, KubeVirtLauncherPodNamesItsVirtualMachine) {
+  auto launcher = ParsePod(PodObject(
+      R"({"metadata":{"name":"virt-launcher-vm-a-x7k2p","namespace":"vms","uid":"u1",)"
+      R"("ownerReferences":[{"apiVersion":"kubevirt.io/v1","kind":"VirtualMachineInstance",)"
+      R"("name":"vm-a","uid":"vmi-1","controller":true,"blockOwnerDeletion":true}]}})"));
+  ASSERT_TRUE(launcher) << launcher.error().message;
+  EXPECT_EQ(launcher->virtual_machine, "vm-a");
+  EXPECT_FALSE(launcher->IsStatefulSetMember());
+  // Another group's kind of the same name is not KubeVirt's.
+  auto other = ParsePod(PodObject(
+      R"({"metadata":{"name":"p","namespace":"vms","uid":"u2","ownerReferences":)"
+      R"([{"apiVersion":"example.com/v1","kind":"VirtualMachineInstance","name":"x","uid":"z"}]}})"));
+  ASSERT_TRUE(other) << other.error().message;
+  EXPECT_EQ(other->virtual_machine, "");
+  AllocatedAnnotations a;
+  a.provider = "tenant.vms";
+  a.addresses = "172.19.0.2";
+  a.cidr = "172.19.0.0/16";
+  a.virtual_machine = "vm-a";
+  EXPECT_NE(
+      AllocatedAnnotationsPatch(a).find(R"("tenant.vms.kubernetes.io/virtualmachine":"vm-a")"),
+      std::string::npos);
+}
+
 TEST(ParsePodTest, PhaseAndDeletion) {
   struct Case {
     std::string status;

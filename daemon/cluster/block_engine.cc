@@ -33,6 +33,21 @@ bool MayAdopt(const AllocateRequest& r) {
   return r.sticky && r.ordinal.has_value() && !r.owner_uid.empty() && !r.owner.pod_name.empty();
 }
 
+// A KubeVirt VM's pod without a claim: its VM's allocation of this interface, if any, is
+// looked up in the subnet's blocks and taken over (Kube-OVN's keep-vm-ip).
+bool MayTakeVmAddress(const AllocateRequest& r) {
+  return r.ipam_claim.empty() && !r.virtual_machine.empty() && r.static_ips.empty();
+}
+
+// Whom the allocation the request makes is kept for (KeptFor of it).
+std::string KeptForRequest(const AllocateRequest& r) {
+  BlockAllocation a;
+  a.ipam_claim = r.ipam_claim;
+  if (a.ipam_claim.empty()) a.virtual_machine = r.virtual_machine;
+  a.ifname = r.owner.ifname;
+  return KeptFor(a);
+}
+
 // The addresses a static request names ("10.0.0.5" or "10.0.0.5/24").
 std::vector<IpAddr> NamedAddresses(const AllocateRequest& r) {
   std::vector<IpAddr> out;
@@ -104,8 +119,8 @@ void BlockEngine::Allocate(const AllocateRequest& request, LeaseDone done) {
     job->request.within.clear();
     job->key = key;
     job->done = std::move(done);
-    if (MayAdopt(job->request)) return FindAdoptable(job);
-    if (!job->request.ipam_claim.empty() && !job->request.static_ips.empty()) {
+    if (MayAdopt(job->request) || MayTakeVmAddress(job->request)) return FindAdoptable(job);
+    if (!KeptForRequest(job->request).empty() && !job->request.static_ips.empty()) {
       return TakeClaimAddresses(job);
     }
     StartAllocate(job);
@@ -132,12 +147,15 @@ void BlockEngine::OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<Ip
                                                    job->request.subnet)));
   }
   const std::string& subnet = job->request.subnet;
+  const bool vm = MayTakeVmAddress(job->request);
   std::map<Family, IpAddr> found;
   for (const IpBlock& blk : *listed) {
     for (const auto& [offset, a] : blk.allocations) {
       IpAddr address = blk.AddressAt(offset);
-      if (KeyOfAllocation(subnet, a) != job->key || !a.sticky ||
-          a.owner_uid != job->request.owner_uid) {
+      if (vm) {
+        if (KeptFor(a) != KeptForRequest(job->request)) continue;  // not this VM's interface
+      } else if (KeyOfAllocation(subnet, a) != job->key || !a.sticky ||
+                 a.owner_uid != job->request.owner_uid) {
         continue;  // another pod, or the same name under a re-created StatefulSet
       }
       if (job->request.family && *job->request.family != address.family()) continue;
@@ -148,6 +166,12 @@ void BlockEngine::OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<Ip
   if (found.empty()) return StartAllocate(job);
   job->before_adoption = job->request;
   job->request.static_ips.clear();
+  if (vm) {
+    // The VM's address, held for an earlier launcher pod (perhaps still by a lease here).
+    for (const auto& [family, address] : found)
+      job->request.static_ips.push_back(address.ToString());
+    return TakeClaimAddresses(job);
+  }
   for (const auto& [family, address] : found) {
     // The cache marked it as a foreign hold (no lease of ours holds it); it is ours to
     // take over now, with a CAS update that fails if it changed meanwhile.
@@ -183,10 +207,10 @@ void BlockEngine::TakeClaimAddresses(std::shared_ptr<Job> job) {
     }
     if (std::optional<Lease> earlier = allocator_->Holder(subnet, address)) {
       if (earlier->key() != job->key && cached != nullptr &&
-          cached->ipam_claim == job->request.ipam_claim && keys_.count(earlier->key()) == 0) {
+          KeptFor(*cached) == KeptForRequest(job->request) && keys_.count(earlier->key()) == 0) {
         (void)DropLeaseLocally(
             earlier->key(),
-            "belongs to IPAMClaim " + job->request.ipam_claim + ", now used by " + job->key.owner,
+            "is kept for " + KeptForRequest(job->request) + ", now used by " + job->key.owner,
             nullptr);
       }
     }
@@ -258,6 +282,8 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
     op.allocation = AllocationFor(lease);
     op.allocation.owner_uid = job->request.owner_uid;
     op.allocation.ipam_claim = job->request.ipam_claim;
+    if (op.allocation.ipam_claim.empty())
+      op.allocation.virtual_machine = job->request.virtual_machine;
     op.claim = job->claims.count(BlockName(lease.subnet, cidr)) > 0;
     op.adopt = job->adopt.count(a) > 0;
     op.done = [this, job, a, token](Result<void> r) {

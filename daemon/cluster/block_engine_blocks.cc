@@ -14,6 +14,12 @@ AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& 
       subnet, Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname});
 }
 
+std::string KeptFor(const BlockAllocation& a) {
+  if (!a.ipam_claim.empty()) return "claim " + a.ipam_claim;
+  if (!a.virtual_machine.empty()) return "vm " + a.virtual_machine + " " + a.ifname;
+  return "";
+}
+
 std::string DescribeAllocation(const BlockAllocation& a) {
   Lease l;
   l.owner = Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname};
@@ -157,12 +163,12 @@ void BlockEngine::Write(BlockState& b) {
                      it->second.owner_uid == op.allocation.owner_uid;
     // An IPAMClaim's allocation goes to whichever pod references the claim now.
     bool claim_adoptable = it != next.allocations.end() && op.adopt &&
-                           !op.allocation.ipam_claim.empty() &&
-                           it->second.ipam_claim == op.allocation.ipam_claim;
+                           !KeptFor(op.allocation).empty() &&
+                           KeptFor(it->second) == KeptFor(op.allocation);
     if (op.kind == Op::Kind::kRemove) {
       // An IPAMClaim's address outlives its pods: only the garbage collection removes
       // it, once the claim is gone. The lease here just ends.
-      if (ours && (it->second.ipam_claim.empty() || op.unwind)) next.allocations.erase(it);
+      if (ours && (KeptFor(it->second).empty() || op.unwind)) next.allocations.erase(it);
       sent.push_back(std::move(op));  // removing what is not there (or not ours) succeeds
     } else if (op.kind == Op::Kind::kUpdate) {
       if (ours) {
@@ -364,8 +370,8 @@ void BlockEngine::DropAdoptedLeases(BlockState& b) {
     bool same_key = mine->key() == KeyOfAllocation(b.subnet, alloc);
     // A StatefulSet pod's allocation taken over by its namesake on another node; an
     // IPAMClaim's taken over by another pod of the claim (a VM restarted or migrated).
-    bool moved = alloc.ipam_claim.empty() ? alloc.node != options_.node && same_key
-                                          : alloc.node != options_.node || !same_key;
+    bool moved = KeptFor(alloc).empty() ? alloc.node != options_.node && same_key
+                                        : alloc.node != options_.node || !same_key;
     if (!moved) continue;
     adopted.emplace_back(mine->key(), alloc.node);
   }

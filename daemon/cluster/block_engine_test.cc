@@ -854,6 +854,37 @@ TEST(BlockEngineClaimTest, PodsOfAClaimShareOneAllocationThatNoReleaseRemoves) {
   c.CheckInvariants();
 }
 
+// Kube-OVN's keep-vm-ip without a claim: the VM's next pod finds its allocation of the
+// interface by listing the subnet's blocks, on any node.
+TEST(BlockEngineClaimTest, AVmsNextPodFindsItsAddressWithoutAClaim) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  auto vm_request = [&](const std::string& pod) {
+    AllocateRequest r = c.Request(pod);
+    r.virtual_machine = "default/vm-b";
+    return r;
+  };
+  auto first = c.AllocateNow(a, vm_request("launcher-1"));
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(AllocationOf(c, *first->v4)->virtual_machine, "default/vm-b");
+  ASSERT_TRUE(c.ReleaseNow(a, "launcher-1"));
+  ASSERT_NE(AllocationOf(c, *first->v4), nullptr);  // kept for the VM
+  ASSERT_TRUE(c.AllocateNow(b, c.Request("someone-else")));
+  auto next = c.AllocateNow(b, vm_request("launcher-2"));
+  ASSERT_TRUE(next) << next.error().message;
+  EXPECT_EQ(*next->v4, *first->v4);
+  EXPECT_EQ(AllocationOf(c, *first->v4)->pod_name, "launcher-2");
+  EXPECT_EQ(AllocationOf(c, *first->v4)->node, "node-b");
+  // Another VM gets another address.
+  AllocateRequest other = c.Request("launcher-x");
+  other.virtual_machine = "default/vm-x";
+  auto x = c.AllocateNow(a, other);
+  ASSERT_TRUE(x) << x.error().message;
+  EXPECT_NE(*x->v4, *first->v4);
+  c.CheckInvariants();
+}
+
 // A claim's address held by something else is a conflict, never a second allocation.
 TEST(BlockEngineClaimTest, AnotherHoldersAllocationIsNotTakenOver) {
   ClusterHarness c(Spec("10.0.0.0/24"));

@@ -180,6 +180,7 @@ void GarbageCollector::CheckCandidates(const std::string& block) {
 void GarbageCollector::CheckPod(const std::string& block, size_t index) {
   const BlockAllocation& checked = jobs_.at(block).candidates[index].allocation;
   if (!checked.ipam_claim.empty()) return CheckClaim(block, index);
+  if (!checked.virtual_machine.empty()) return CheckVirtualMachine(block, index, /*vmi=*/false);
   std::string path = "/api/v1/namespaces/" + checked.pod_namespace + "/pods/" + checked.pod_name;
   Send("GET", path, "", [this, block, index](KubeResult<KubeResponse> r) {
     auto it = jobs_.find(block);
@@ -237,6 +238,31 @@ void GarbageCollector::CheckClaim(const std::string& block, size_t index) {
          if (v == Verdict::kKeep) ++stats_.kept_claim;
          Decided(block, index, v);
        });
+}
+
+// A KubeVirt VM's address kept without a claim (Kube-OVN's rules): reclaimed once neither
+// the VirtualMachine nor the VirtualMachineInstance of that name is an object (both 404;
+// an ephemeral VMI has no VM, so its deletion frees it). Unreadable → kept.
+void GarbageCollector::CheckVirtualMachine(const std::string& block, size_t index, bool vmi) {
+  const std::string& vm = jobs_.at(block).candidates[index].allocation.virtual_machine;
+  size_t slash = vm.find('/');
+  if (slash == std::string::npos) return Decided(block, index, Verdict::kKeep);
+  std::string name = vm.substr(slash + 1);
+  std::string path = "/apis/kubevirt.io/v1/namespaces/" + vm.substr(0, slash) +
+                     (vmi ? "/virtualmachineinstances/" : "/virtualmachines/") + name;
+  Send("GET", path, "", [this, block, index, name, vmi](KubeResult<KubeResponse> r) {
+    if (!jobs_.count(block)) return;
+    if (r) {
+      ++stats_.kept_vm;
+      return Decided(block, index, Verdict::kKeep);
+    }
+    if (!IsObjectNotFound(r.error(), name)) {
+      ++stats_.errors;
+      return Decided(block, index, Verdict::kUnknown);
+    }
+    if (!vmi) return CheckVirtualMachine(block, index, /*vmi=*/true);
+    Decided(block, index, Verdict::kReclaim);
+  });
 }
 
 void GarbageCollector::CheckStatefulSet(const std::string& block, size_t index) {

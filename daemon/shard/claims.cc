@@ -83,6 +83,7 @@ void NodeShard::AddWithClaim(const Subnet& subnet, const CniRequest& cni, const 
     if (!current) return done(Fail(Error::NotFound("Subnet " + subnet_name + " was deleted")));
     AllocateRequest request = RequestFor(*current, cni, pod);
     request.ipam_claim = claim_key;
+    request.virtual_machine.clear();  // the claim keeps it, not the VM's name
     const bool recorded = !claim->ips.empty();
     if (recorded) {
       // Every pod of the claim gets exactly its addresses (a restarted or migrating VM).
@@ -106,9 +107,14 @@ void NodeShard::AddWithClaim(const Subnet& subnet, const CniRequest& cni, const 
       if (!reply) {
         const Code code = reply.error().code;
         if (code == Code::kExhausted || code == Code::kConflict) {
-          WriteClaimStatus(claim, {}, pod_name,
-                           code == Code::kExhausted ? "SubnetExhausted" : "IPAddressConflict",
-                           reply.error().message, nullptr);
+          // The claim says why before the ADD fails (the error stays the allocation's).
+          std::string message = reply.error().message;
+          return WriteClaimStatus(
+              claim, {}, pod_name,
+              code == Code::kExhausted ? "SubnetExhausted" : "IPAddressConflict", message,
+              [reply = std::move(reply), done = std::move(done)](Result<void>) mutable {
+                done(std::move(reply));
+              });
         }
         return done(std::move(reply));
       }

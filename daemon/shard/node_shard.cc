@@ -372,6 +372,9 @@ void NodeShard::ReconcilePod(const std::string& pod_key) {
     request.owner = owner;
     request.provider = att.provider;
     ApplyAttachment(stored, att, &request);
+    if (options_.keep_vm_ips && !stored.virtual_machine.empty()) {
+      request.virtual_machine = stored.namespace_name + "/" + stored.virtual_machine;
+    }
     if (std::optional<Lease> lease = allocator_->Find(key)) {
       if (lease->state != LeaseState::kCommitted) continue;
       if (!stored.uid.empty() && lease->owner.pod_uid != stored.uid) {
@@ -625,6 +628,7 @@ void NodeShard::WriteAnnotations(const Lease& lease) {
   a.cidr = CidrText(*subnet);  // Kube-OVN writes the subnet's whole cidrBlock
   a.gateway = gws;
   a.mac = lease.mac;
+  if (options_.keep_vm_ips) a.virtual_machine = pod->second.virtual_machine;
   // The batch is per pod object: the path, and the UID the patch is conditional on.
   PodTarget target{"/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name,
                    lease.owner.pod_uid};
@@ -783,6 +787,9 @@ AllocateRequest NodeShard::RequestFor(const Subnet& subnet, const CniRequest& cn
     request.sticky = true;
     request.ordinal = pod.ordinal;
     request.owner_uid = pod.stateful_set_uid;
+  }
+  if (options_.keep_vm_ips && !pod.virtual_machine.empty()) {
+    request.virtual_machine = pod.namespace_name + "/" + pod.virtual_machine;
   }
   return request;
 }

@@ -38,6 +38,9 @@ struct NodeShardOptions {
   std::string node;
   int64_t release_grace_ms = 30'000;   // pod gone, no DEL: release after this
   int64_t retry_interval_ms = 5'000;   // failed releases and annotation writes retry
+  // Kube-OVN's keep-vm-ip: a KubeVirt launcher pod's address (without an IPAMClaim) is
+  // kept per (VM, subnet, interface) across its pods until the VM and VMI are gone.
+  bool keep_vm_ips = true;
   // Called when an allocation for a pod on this node fails (the daemon turns it into a
   // Kubernetes Event on the pod, so `kubectl describe pod` says why). May be empty.
   std::function<void(const PodInfo& pod, const Error& error)> allocation_failed;

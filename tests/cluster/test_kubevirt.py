@@ -15,7 +15,10 @@ NAD's config (`name`, `allowPersistentIPs: true`) on stdin. Checked:
 - exhaustion sets SubnetExhausted, a second VM asking for a taken static address
   IPAddressConflict (status.ips [] in both);
 - kill -9 of a daemon with its database lost keeps every claim's address;
-- deleting the claim releases the address within 60 s.
+- deleting the claim releases the address within 60 s;
+- without a claim (Kube-OVN's rules, --keep-vm-ip): a launcher pod's address is kept per
+  (VM, interface) across pods and nodes, annotated `<provider>.kubernetes.io/virtualmachine`,
+  and freed once the VM and its VMI are gone; `--keep-vm-ip false` turns that off.
 """
 import ipaddress
 import json
@@ -44,6 +47,23 @@ def claim(name, network="tenant"):
     return {"apiVersion": "k8s.cni.cncf.io/v1alpha1", "kind": "IPAMClaim",
             "metadata": {"name": name, "namespace": "default"},
             "spec": {"network": network, "interface": ""}}
+
+
+def run_cni(sock, command, pod_name, container, uid, provider=P, network="tenant", persistent=True,
+            ifname="net1"):
+    """Runs the plugin as Multus would, with the NAD's config on stdin; (rc, output)."""
+    conf = {"cniVersion": "1.0.0", "name": network, "type": "macvlan",
+            "ipam": {"type": "kube-ovn", "server_socket": sock, "provider": provider}}
+    if persistent:
+        conf["allowPersistentIPs"] = True
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=%s" % pod_name
+    if uid:
+        args += ";K8S_POD_UID=%s" % uid
+    env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container, CNI_NETNS="/proc/self/ns/net",
+               CNI_IFNAME=ifname, CNI_PATH=BIN, CNI_ARGS=args)
+    r = subprocess.run([os.path.join(BIN, "sublease")], input=json.dumps(conf), capture_output=True,
+                       text=True, env=env, timeout=60)
+    return r.returncode, json.loads(r.stdout) if r.stdout.strip() else {}
 
 
 class KubeVirtClaims(harness.DaemonTestCase):
@@ -84,20 +104,8 @@ class KubeVirtClaims(harness.DaemonTestCase):
         return "no Subnet has spec.provider" not in json.dumps(out)
 
     @classmethod
-    def run_cni(cls, node, command, pod_name, container, uid, provider=P, network="tenant",
-                persistent=True, ifname="net1"):
-        conf = {"cniVersion": "1.0.0", "name": network, "type": "macvlan",
-                "ipam": {"type": "kube-ovn", "server_socket": cls.daemons[node]["sock"], "provider": provider}}
-        if persistent:
-            conf["allowPersistentIPs"] = True
-        args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=%s" % pod_name
-        if uid:
-            args += ";K8S_POD_UID=%s" % uid
-        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container, CNI_NETNS="/proc/self/ns/net",
-                   CNI_IFNAME=ifname, CNI_PATH=BIN, CNI_ARGS=args)
-        r = subprocess.run([os.path.join(BIN, "sublease")], input=json.dumps(conf), capture_output=True,
-                           text=True, env=env, timeout=60)
-        return r.returncode, json.loads(r.stdout) if r.stdout.strip() else {}
+    def run_cni(cls, node, command, pod_name, container, uid, **kw):
+        return run_cni(cls.daemons[node]["sock"], command, pod_name, container, uid, **kw)
 
     def launcher(self, vm, node, claim_name, suffix, network="tenant", migration=None, annotations=None):
         """A virt-launcher pod of VMI `vm` on `node`, its networks element referencing the claim."""
@@ -291,6 +299,69 @@ class KubeVirtClaims(harness.DaemonTestCase):
                       interval=0.5)
         print("\nclaim's address %s released %.1f s after the claim was deleted" % (
             bare, time.monotonic() - start))
+
+    def test_7_without_a_claim_the_vm_keeps_its_address_until_vm_and_vmi_are_gone(self):
+        # Kube-OVN's rules (keep-vm-ip): no claim, the address is kept per (VM, interface).
+        self.req("POST", VMS, {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                               "metadata": {"name": "vm-n", "namespace": "default"}, "spec": {}})
+        self.req("POST", VMIS, {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                                "metadata": {"name": "vm-n", "namespace": "default"}, "spec": {}})
+        name, uid = self.launcher("vm-n", "node-a", None, "nn1")
+        address = self.add_ok("node-a", name, uid, persistent=False)
+        bare = address.split("/")[0]
+        self.assertEqual([a.get("virtualMachine") for a in self.allocations(bare)], ["default/vm-n"])
+        self.wait_for("the virtualmachine annotation", lambda: (self.get(PODS + "/" + name) or {}).get(
+            "metadata", {}).get("annotations", {}).get("tenant.default.kubernetes.io/virtualmachine") == "vm-n",
+            seconds=30)
+        # The VM restarts on another node: its address follows it, one allocation.
+        self.delete_pod("node-a", name, uid)
+        name2, uid2 = self.launcher("vm-n", "node-b", None, "nn2")
+        self.assertEqual(self.add_ok("node-b", name2, uid2, persistent=False), address)
+        allocs = self.allocations(bare)
+        self.assertEqual([(a["pod"], a["node"]) for a in allocs], [(name2, "node-b")])
+        # A pod of another VM does not get it.
+        o, ouid = self.launcher("vm-other", "node-a", None, "oo1")
+        self.assertNotEqual(self.add_ok("node-a", o, ouid, persistent=False), address)
+        # The VM is deleted (pod, VMI, VM): the address is freed within 60 s.
+        self.delete_pod("node-b", name2, uid2)
+        time.sleep(1)
+        self.assertEqual(len(self.allocations(bare)), 1, "freed while the VM still exists")
+        start = time.monotonic()
+        self.req("DELETE", VMIS + "/vm-n", ok=(200, 202))
+        self.req("DELETE", VMS + "/vm-n", ok=(200, 202))
+        self.wait_for("the VM's address to be released", lambda: not self.allocations(bare), seconds=60,
+                      interval=0.5)
+        print("\nVM's address %s released %.1f s after the VM was deleted" % (bare, time.monotonic() - start))
+
+
+class KubeVirtWithoutKeepVmIp(harness.DaemonTestCase):
+    """The switch: --keep-vm-ip=false makes a launcher pod an ordinary pod."""
+    NODES = ["node-a"]
+    DAEMON_ARGS = ["--release-grace-ms", "300", "--keep-vm-ip", "false"]
+    PREFIX = "sublease-kubevirt-off-"
+
+    def test_launcher_pod_allocation_is_not_kept_for_the_vm(self):
+        status, _, obj = self.api.request("POST", "/apis/kubeovn.io/v1/subnets",
+                                          harness.subnet("tenant", P, "172.19.0.0/16", "172.19.0.1",
+                                                         protocol="IPv4"), timeout=30)
+        self.assertEqual(status, 201, obj)
+        owner = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "name": "vm-o",
+                 "uid": "vmi-uid-o", "controller": True}
+        created = self.req("POST", PODS, harness.pod("virt-launcher-vm-o-1", "node-a",
+                                                     json.dumps([{"name": "tenant", "interface": "net1"}]),
+                                                     None, owner))
+        sock = self.daemons["node-a"]["sock"]
+        self.wait_for("the Subnet", lambda: "no Subnet has spec.provider" not in json.dumps(
+            run_cni(sock, "CHECK", "nobody", "probe", "")[1]), seconds=30)
+        rc, out = run_cni(sock, "ADD", "virt-launcher-vm-o-1", "c1", created["metadata"]["uid"],
+                          persistent=False)
+        self.assertEqual(rc, 0, out)
+        bare = out["ips"][0]["address"].split("/")[0]
+        blocks = self.get(BLOCKS)["items"]
+        allocs = [a for b in blocks for a in (b["spec"].get("allocations") or {}).values()]
+        self.assertEqual(len(allocs), 1, allocs)
+        self.assertNotIn("virtualMachine", allocs[0])
+        self.assertTrue(bare.startswith("172.19."))
 
 
 if __name__ == "__main__":
