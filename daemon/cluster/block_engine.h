@@ -178,6 +178,7 @@ class BlockEngine {
   void WriteHolder(const Lease& lease, const BlockAllocation& allocation, bool must_exist,
                    VoidDone done);
   void FindAdoptable(std::shared_ptr<Job> job);
+  void TakeClaimAddresses(std::shared_ptr<Job> job);
   void OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<IpBlock>> listed);
   void RecoverLease(const Lease& lease, std::function<void(bool ok)> done);
 

@@ -810,3 +810,118 @@ TEST(BlockEngineTest, AfterAListOwnBlocksWithRoomAreUsedBeforeClaimingAnother) {
 
 }  // namespace
 }  // namespace sublease
+
+namespace sublease {
+namespace {
+
+AllocateRequest ClaimRequest(const testing::ClusterHarness& c, const std::string& pod,
+                             std::vector<std::string> static_ips = {}) {
+  AllocateRequest r = c.Request(pod, std::move(static_ips));
+  r.ipam_claim = "default/vm-a.net";
+  return r;
+}
+
+const BlockAllocation* AllocationOf(const testing::ClusterHarness& c, const IpAddr& a) {
+  for (const auto& [name, b] : c.api.objects()) {
+    auto offset = b.OffsetOf(a);
+    if (!offset) continue;
+    auto it = b.allocations.find(*offset);
+    return it == b.allocations.end() ? nullptr : &it->second;
+  }
+  return nullptr;
+}
+
+// A VM's pods, one after another and on two nodes at once (live migration): one block
+// allocation, owned by the claim, taken over by each pod; no release removes it.
+TEST(BlockEngineClaimTest, PodsOfAClaimShareOneAllocationThatNoReleaseRemoves) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  auto first = c.AllocateNow(a, ClaimRequest(c, "launcher-1"));
+  ASSERT_TRUE(first) << first.error().message;
+  IpAddr address = *first->v4;
+  const BlockAllocation* alloc = AllocationOf(c, address);
+  ASSERT_NE(alloc, nullptr);
+  EXPECT_EQ(alloc->ipam_claim, "default/vm-a.net");
+
+  // The migration target on node-b takes it over while the source still holds it.
+  auto target = c.AllocateNow(b, ClaimRequest(c, "launcher-2", {address.ToString()}));
+  ASSERT_TRUE(target) << target.error().message;
+  EXPECT_EQ(*target->v4, address);
+  alloc = AllocationOf(c, address);
+  ASSERT_NE(alloc, nullptr);
+  EXPECT_EQ(alloc->pod_name, "launcher-2");
+  EXPECT_EQ(alloc->node, "node-b");
+  size_t allocations = 0;
+  for (const auto& [name, blk] : c.api.objects()) allocations += blk.allocations.size();
+  EXPECT_EQ(allocations, 1u);
+  // node-a saw its block name another pod of the claim: its lease ended, no API call.
+  EXPECT_FALSE(a.allocator.Find(AttachmentKey::For("net", c.Request("launcher-1").owner)));
+  EXPECT_EQ(a.engine->stats().adopted_away, 1u);
+  EXPECT_TRUE(a.allocator.ForeignHolder("net", address).has_value());
+  // Another pod cannot have it.
+  auto other = c.AllocateNow(a, c.Request("intruder", {address.ToString()}));
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code, Code::kConflict);
+
+  // The target goes: its lease ends, the claim keeps the allocation.
+  ASSERT_TRUE(c.ReleaseNow(b, "launcher-2"));
+  EXPECT_FALSE(b.allocator.Find(AttachmentKey::For("net", c.Request("launcher-2").owner)));
+  alloc = AllocationOf(c, address);
+  ASSERT_NE(alloc, nullptr);
+  EXPECT_EQ(alloc->ipam_claim, "default/vm-a.net");
+
+  // The VM starts again on node-a: the same address, one allocation.
+  auto again = c.AllocateNow(a, ClaimRequest(c, "launcher-3", {address.ToString()}));
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(*again->v4, address);
+  EXPECT_EQ(AllocationOf(c, address)->pod_name, "launcher-3");
+  c.CheckInvariants();
+}
+
+// Kube-OVN's keep-vm-ip without a claim: the VM's next pod finds its allocation of the
+// interface by listing the subnet's blocks, on any node.
+TEST(BlockEngineClaimTest, AVmsNextPodFindsItsAddressWithoutAClaim) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  auto vm_request = [&](const std::string& pod) {
+    AllocateRequest r = c.Request(pod);
+    r.virtual_machine = "default/vm-b";
+    return r;
+  };
+  auto first = c.AllocateNow(a, vm_request("launcher-1"));
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(AllocationOf(c, *first->v4)->virtual_machine, "default/vm-b");
+  ASSERT_TRUE(c.ReleaseNow(a, "launcher-1"));
+  ASSERT_NE(AllocationOf(c, *first->v4), nullptr);  // kept for the VM
+  ASSERT_TRUE(c.AllocateNow(b, c.Request("someone-else")));
+  auto next = c.AllocateNow(b, vm_request("launcher-2"));
+  ASSERT_TRUE(next) << next.error().message;
+  EXPECT_EQ(*next->v4, *first->v4);
+  EXPECT_EQ(AllocationOf(c, *first->v4)->pod_name, "launcher-2");
+  EXPECT_EQ(AllocationOf(c, *first->v4)->node, "node-b");
+  // Another VM gets another address.
+  AllocateRequest other = c.Request("launcher-x");
+  other.virtual_machine = "default/vm-x";
+  auto x = c.AllocateNow(a, other);
+  ASSERT_TRUE(x) << x.error().message;
+  EXPECT_NE(*x->v4, *first->v4);
+  c.CheckInvariants();
+}
+
+// A claim's address held by something else is a conflict, never a second allocation.
+TEST(BlockEngineClaimTest, AnotherHoldersAllocationIsNotTakenOver) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("plain", {"10.0.0.5"})));
+  auto taken = c.AllocateNow(b, ClaimRequest(c, "launcher-1", {"10.0.0.5"}));
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, Code::kConflict);
+  EXPECT_EQ(AllocationOf(c, Ip("10.0.0.5"))->pod_name, "plain");
+  c.CheckInvariants();
+}
+
+}  // namespace
+}  // namespace sublease
