@@ -27,6 +27,9 @@ struct Config {
   uint64_t idle_timeout_ms = 10'000;
   uint64_t max_connections = 256;
   int64_t release_grace_ms = 30'000;  // cluster mode: pod gone, no DEL
+  // Cluster mode: keep a KubeVirt VM's address across its launcher pods without an
+  // IPAMClaim (Kube-OVN's --keep-vm-ip, on by default); docs/kubevirt.md.
+  bool keep_vm_ip = true;
   // Cluster mode: mirror allocations as Kube-OVN `IP` objects (kubectl get ips). The
   // default follows the Spiderpool scenario's measured API cost (docs/decisions.md).
   bool ip_objects = true;

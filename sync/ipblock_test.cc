@@ -154,6 +154,19 @@ TEST(IpBlockCodecTest, OwnerUidIsWrittenOnlyForAllocationsThatHaveOne) {
   EXPECT_EQ(decoded->allocations.at(11).owner_uid, "");
 }
 
+TEST(IpBlockCodecTest, IpamClaimRoundTripsAndIsLeftOutWhenEmpty) {
+  IpBlock block = SampleBlock();
+  block.allocations[11].ipam_claim = "vms/vm-a.tenant";
+  std::string json = EncodeIpBlock(block);
+  EXPECT_NE(json.find(R"("ipamClaim":"vms/vm-a.tenant")"), std::string::npos) << json;
+  EXPECT_EQ(json.find(R"("ipamClaim":"")"), std::string::npos) << json;
+  auto decoded = DecodeIpBlock(json);
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  EXPECT_EQ(decoded->allocations.at(11).ipam_claim, "vms/vm-a.tenant");
+  EXPECT_EQ(decoded->allocations.at(2).ipam_claim, "");
+  EXPECT_EQ(decoded->allocations, block.allocations);
+}
+
 TEST(IpBlockCodecTest, EncodesTheDocumentedShape) {
   IpBlock block = SampleBlock();
   block.allocations.erase(2);

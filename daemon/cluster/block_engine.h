@@ -166,6 +166,7 @@ class BlockEngine {
   void AfterAllocatorRefused(std::shared_ptr<Job> job, const Error& error);
   void QueueAdds(std::shared_ptr<Job> job, const Lease& lease);
   void OnAddsDone(std::shared_ptr<Job> job);
+  bool RecheckAmbiguous(std::shared_ptr<Job> job);
   void AfterUnwind(std::shared_ptr<Job> job);
   void Unwind(std::shared_ptr<Job> job, std::function<void()> then);
   void DropReservation(const Lease& lease);
@@ -177,6 +178,7 @@ class BlockEngine {
   void WriteHolder(const Lease& lease, const BlockAllocation& allocation, bool must_exist,
                    VoidDone done);
   void FindAdoptable(std::shared_ptr<Job> job);
+  void TakeClaimAddresses(std::shared_ptr<Job> job);
   void OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<IpBlock>> listed);
   void RecoverLease(const Lease& lease, std::function<void(bool ok)> done);
 

@@ -14,6 +14,12 @@ AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& 
       subnet, Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname});
 }
 
+std::string KeptFor(const BlockAllocation& a) {
+  if (!a.ipam_claim.empty()) return "claim " + a.ipam_claim;
+  if (!a.virtual_machine.empty()) return "vm " + a.virtual_machine + " " + a.ifname;
+  return "";
+}
+
 std::string DescribeAllocation(const BlockAllocation& a) {
   Lease l;
   l.owner = Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname};
@@ -155,8 +161,14 @@ void BlockEngine::Write(BlockState& b) {
     bool ours = same_key && it->second.node == options_.node;
     bool adoptable = same_key && op.adopt && it->second.sticky &&
                      it->second.owner_uid == op.allocation.owner_uid;
+    // An IPAMClaim's allocation goes to whichever pod references the claim now.
+    bool claim_adoptable = it != next.allocations.end() && op.adopt &&
+                           !KeptFor(op.allocation).empty() &&
+                           KeptFor(it->second) == KeptFor(op.allocation);
     if (op.kind == Op::Kind::kRemove) {
-      if (ours) next.allocations.erase(it);
+      // An IPAMClaim's address outlives its pods: only the garbage collection removes
+      // it, once the claim is gone. The lease here just ends.
+      if (ours && (KeptFor(it->second).empty() || op.unwind)) next.allocations.erase(it);
       sent.push_back(std::move(op));  // removing what is not there (or not ours) succeeds
     } else if (op.kind == Op::Kind::kUpdate) {
       if (ours) {
@@ -183,7 +195,7 @@ void BlockEngine::Write(BlockState& b) {
     } else if (it == next.allocations.end()) {
       next.allocations[op.offset] = op.allocation;
       sent.push_back(std::move(op));
-    } else if (ours || adoptable) {
+    } else if (ours || adoptable || claim_adoptable) {
       // Adopting: the previous pod's allocation becomes this node's. Else an earlier
       // write whose answer was lost landed it.
       if (op.adopt) it->second = op.allocation;
@@ -353,12 +365,14 @@ void BlockEngine::SyncAllocator(BlockState& b) {
 void BlockEngine::DropAdoptedLeases(BlockState& b) {
   std::vector<std::pair<AttachmentKey, std::string>> adopted;  // key, adopting node
   for (const auto& [offset, alloc] : b.object->allocations) {
-    if (alloc.node == options_.node) continue;
     std::optional<Lease> mine = allocator_->Holder(b.subnet, b.cidr.first().Plus(offset));
-    if (!mine || mine->state != LeaseState::kCommitted ||
-        mine->key() != KeyOfAllocation(b.subnet, alloc) || keys_.count(mine->key()) > 0) {
-      continue;
-    }
+    if (!mine || mine->state != LeaseState::kCommitted || keys_.count(mine->key()) > 0) continue;
+    bool same_key = mine->key() == KeyOfAllocation(b.subnet, alloc);
+    // A StatefulSet pod's allocation taken over by its namesake on another node; an
+    // IPAMClaim's taken over by another pod of the claim (a VM restarted or migrated).
+    bool moved = KeptFor(alloc).empty() ? alloc.node != options_.node && same_key
+                                        : alloc.node != options_.node || !same_key;
+    if (!moved) continue;
     adopted.emplace_back(mine->key(), alloc.node);
   }
   for (const auto& [key, node] : adopted) {

@@ -386,11 +386,17 @@ void NodeShard::ReconcilePod(const std::string& pod_key) {
     Owner owner{stored.namespace_name, stored.name, stored.uid, "", att.ifname};
     AttachmentKey key = AttachmentKey::For(subnet->name, owner);
     if (inflight_.count(key)) continue;
+    // An IPAMClaim's address is decided at the CNI ADD, which says whether the network
+    // config allows persistent IPs (the daemon does not read NetworkAttachmentDefinitions).
+    if (!att.ipam_claim.empty() && !allocator_->Find(key)) continue;
     AllocateRequest request;
     request.subnet = subnet->name;
     request.owner = owner;
     request.provider = att.provider;
     ApplyAttachment(stored, att, &request);
+    if (options_.keep_vm_ips && !stored.virtual_machine.empty()) {
+      request.virtual_machine = stored.namespace_name + "/" + stored.virtual_machine;
+    }
     if (std::optional<Lease> lease = allocator_->Find(key)) {
       if (lease->state != LeaseState::kCommitted) continue;
       if (!stored.uid.empty() && lease->owner.pod_uid != stored.uid) {
@@ -738,6 +744,7 @@ void NodeShard::WriteAnnotations(const Lease& lease) {
   a.cidr = CidrText(*subnet);  // Kube-OVN writes the subnet's whole cidrBlock
   a.gateway = gws;
   a.mac = lease.mac;
+  if (options_.keep_vm_ips) a.virtual_machine = pod->second.virtual_machine;
   // The batch is per pod object: the path, and the UID the patch is conditional on.
   PodTarget target{"/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name,
                    lease.owner.pod_uid};
@@ -902,6 +909,9 @@ AllocateRequest NodeShard::RequestFor(const Subnet& subnet, const CniRequest& cn
     request.ordinal = pod.ordinal;
     request.owner_uid = pod.stateful_set_uid;
   }
+  if (options_.keep_vm_ips && !pod.virtual_machine.empty()) {
+    request.virtual_machine = pod.namespace_name + "/" + pod.virtual_machine;
+  }
   return request;
 }
 
@@ -993,6 +1003,17 @@ void NodeShard::AddFor(const CniRequest& cni, ReplyCallback done, bool pod_was_r
     ReadPodThen(cni, std::move(done));
   };
   if (std::optional<Lease> held = allocator_->Find(key); held && held->state == LeaseState::kCommitted) {
+    if (claims_unrecorded_.count(key) && !inflight_.count(key)) {
+      // Allocated for an IPAMClaim that did not record it: not the claim's address (yet).
+      // Its allocation stays in the block (the claim's, until the collection sees the
+      // claim list others); the claim is asked again.
+      return engine_->Release(
+          key, [this, key, cni, done = std::move(done)](Result<void> r) mutable {
+            if (!r) return done(Fail(Error::Unavailable(r.error().message + "; try again")));
+            claims_unrecorded_.erase(key);
+            AddFor(cni, std::move(done), false);
+          });
+    }
     // Which pod is asking: the runtime says (K8S_POD_UID); else the pod as cached.
     std::string asking_uid = cni.pod_uid;
     if (asking_uid.empty()) {
@@ -1028,6 +1049,9 @@ void NodeShard::AddFor(const CniRequest& cni, ReplyCallback done, bool pod_was_r
                                         " is still being committed to the API server; retry")));
   }
   if (!pod) return read_pod();
+  if (std::string claim = ClaimFor(cni, *pod); !claim.empty()) {
+    return AddWithClaim(*subnet, cni, *pod, claim, std::move(done));
+  }
   ++stats_.on_demand;
   AllocateFor(RequestFor(*subnet, cni, *pod), cni.routes, std::move(done));
 }

@@ -30,6 +30,7 @@
 #include "daemon/shard/ippool_feed.h"
 #include "daemon/store/store.h"
 #include "sync/informer.h"
+#include "sync/ipamclaim.h"
 #include "sync/kube_client.h"
 #include "sync/pod_networks.h"
 
@@ -39,6 +40,9 @@ struct NodeShardOptions {
   std::string node;
   int64_t release_grace_ms = 30'000;   // pod gone, no DEL: release after this
   int64_t retry_interval_ms = 5'000;   // failed releases and annotation writes retry
+  // Kube-OVN's keep-vm-ip: a KubeVirt launcher pod's address (without an IPAMClaim) is
+  // kept per (VM, subnet, interface) across its pods until the VM and VMI are gone.
+  bool keep_vm_ips = true;
   // Called when an allocation for a pod on this node fails (the daemon turns it into a
   // Kubernetes Event on the pod, so `kubectl describe pod` says why). May be empty.
   std::function<void(const PodInfo& pod, const Error& error)> allocation_failed;
@@ -99,6 +103,7 @@ class NodeShard final : public CniBackend {
     uint64_t ahead_of_time = 0, on_demand = 0, annotations_written = 0, annotation_patches = 0,
              releases = 0, release_failures = 0, holder_updates = 0;
     uint64_t pod_reads = 0;  // ADDs for a pod this node had not seen: read it first
+    uint64_t claim_reads = 0;  // ADDs of an attachment with an IPAMClaim: the claim is read
     uint64_t pool_reads = 0;  // requests naming an IPPool this node had not seen: read it first
   };
   const Stats& stats() const { return stats_; }
@@ -199,6 +204,21 @@ class NodeShard final : public CniBackend {
   // else released (or found freed) and allocated anew. Answers through inflight_.
   void FollowLease(const Lease& held, AllocateRequest want, const std::string& container_id,
                    std::vector<WireRoute> routes, ReplyCallback done);
+  // IPAMClaims (claims.cc). The claim name the pod's networks element for this
+  // attachment references, when the network config allows persistent IPs; "" = none.
+  std::string ClaimFor(const CniRequest& cni, const PodInfo& pod) const;
+  // Reads the claim (unreadable → kUnavailable; missing → kNotFound; spec.network not
+  // this network config's name → kInvalidArgument; nothing allocated in these), then
+  // allocates its status.ips (taking over the claim's allocation from any earlier pod,
+  // on any node), or, when it has none yet, allocates as for any pod and records the
+  // addresses in the claim's status before answering (failures: SubnetExhausted,
+  // IPAddressConflict conditions).
+  void AddWithClaim(const Subnet& subnet, const CniRequest& cni, const PodInfo& pod,
+                    const std::string& claim_name, ReplyCallback done);
+  // PUT …/ipamclaims/<name>/status, conditional on the claim's resourceVersion.
+  void WriteClaimStatus(const IpamClaim& claim, const std::vector<std::string>& ips,
+                        const std::string& owner_pod, const std::string& reason,
+                        const std::string& message, std::function<void(Result<void>)> done);
   CniReply ReplyFor(const Subnet& subnet, const Lease& lease, const std::vector<WireRoute>& routes) const;
   std::vector<WireRoute> RoutesFor(const Lease& lease, const std::vector<WireRoute>& nad_routes) const;
 
@@ -236,6 +256,9 @@ class NodeShard final : public CniBackend {
   std::map<AttachmentKey, std::string> annotated_;
   std::map<std::string, int64_t> retry_pods_due_ms_;  // pods whose allocation failed: retry then
   std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
+  // Leases allocated for an IPAMClaim whose status write has not succeeded yet: not
+  // served from SQLite; the next ADD releases them and asks the claim again.
+  std::map<AttachmentKey, std::string> claims_unrecorded_;
   // A pod object to patch: its path, and the UID the patch is conditional on.
   using PodTarget = std::pair<std::string, std::string>;
   // Annotation writes waiting, by pod: flushed by flush_timer_ at the next loop turn,

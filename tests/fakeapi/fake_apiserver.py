@@ -2712,7 +2712,15 @@ class Api:
                             end = "expired"
                             break
                         delays = self.timing.watch_delays_on()
+                        # With --persist, like etcd: a write reaches watchers only once it
+                        # is durable. A write that a kill -9 loses was never seen, so no
+                        # watcher's resourceVersion can run ahead of the restarted store.
+                        durable = self.persister.written_rv if self.persister else None
+                        undurable = False
                         for ev in log.since(queued):
+                            if durable is not None and ev.rv > durable:
+                                undurable = True
+                                break
                             prev_due = max(prev_due, ev.t + (self.timing.watch_delay(rt.plural)
                                                              if delays else 0.0))
                             pending.append((prev_due, ev))
@@ -2724,8 +2732,8 @@ class Api:
                             # never beyond what this watcher has been sent
                             if pending:
                                 bm_rv = pending[0][1].rv - 1
-                            else:   # nothing of this resource between queued and now
-                                bm_rv = queued = max(queued, st.rv)
+                            elif not undurable:   # nothing of this resource between queued and now
+                                bm_rv = queued = max(queued, st.rv if durable is None else min(st.rv, durable))
                         if evs or bm_rv is not None:
                             break
                         if now >= deadline:
@@ -2736,6 +2744,8 @@ class Api:
                             wait = min(wait, next_bm - now)
                         if pending:
                             wait = min(wait, pending[0][0] - now)
+                        if undurable:   # the persister does not notify watchers: look again soon
+                            wait = min(wait, 0.005)
                         cond.wait(max(0.001, min(wait, 1.0)))
                 if evs:
                     out = [x for x in (convert(ev) for ev in evs) if x is not None]
