@@ -136,8 +136,8 @@ void IpPoolStatusWriter::Flush() {
   }
   std::string now = FormatTime(clock_->NowMs());
   for (auto& [name, entry] : pools_) {
-    auto r = resolved.find(name);
-    if (r == resolved.end()) continue;
+    auto pool = resolved.find(name);
+    if (pool == resolved.end()) continue;
     if (entry.in_flight != 0) {
       dirty_ = true;  // after the answer
       continue;
@@ -146,7 +146,7 @@ void IpPoolStatusWriter::Flush() {
     auto current = ParseSubnetStatus(entry.raw, StatusKeys::kIpPool);
     SubnetStatusValue was = current ? *current : SubnetStatusValue{};
     SubnetStatusValue want =
-        DesiredPoolStatus(r->second, allocated[r->second.spec.subnet], was.conditions, now);
+        DesiredPoolStatus(pool->second, allocated[pool->second.spec.subnet], was.conditions, now);
     if (SameStatus(want, was)) {
       ++stats_.unchanged;
       continue;
