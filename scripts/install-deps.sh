@@ -5,19 +5,27 @@
 # says why each is here. apt's and dpkg's output goes to a log that is printed only
 # when the install fails. No service is left enabled or running (nghttp2-proxy ships
 # nghttpx.service; the test that needs nghttpx starts its own).
+#   scripts/install-deps.sh               everything: build, run, tests, benchmarks
+#   scripts/install-deps.sh --build-only  what building the shipped programs and the
+#                                         .deb needs (the image's build stage)
 set -euo pipefail
 packages=(
-  build-essential cmake ninja-build pkg-config git ca-certificates
-  libsqlite3-dev libsqlitecpp-dev sqlite3
+  build-essential cmake ninja-build pkg-config dpkg-dev file
+  libsqlite3-dev libsqlitecpp-dev
   libuv1-dev libsimdjson-dev libcurl4-openssl-dev
   libexpected-dev libyaml-cpp-dev libcli11-dev libhttp-parser-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
-  containernetworking-plugins iproute2 iputils-ping curl procps jq
-  python3 openssl python3-yaml systemd dpkg-dev file nghttp2-proxy
 )
-# kubectl for the packaging and fake-API-server tests: Debian's, unless one is on PATH
-# already (an upstream kubectl package owns the same /usr/bin/kubectl).
-command -v kubectl >/dev/null || packages+=(kubernetes-client)
+if [ "${1:-}" != --build-only ]; then
+  packages+=(
+    git ca-certificates sqlite3
+    libgtest-dev libgmock-dev libbenchmark-dev
+    containernetworking-plugins iproute2 iputils-ping curl procps jq
+    python3 openssl python3-yaml systemd nghttp2-proxy
+  )
+  # kubectl for the packaging and fake-API-server tests: Debian's, unless one is on PATH
+  # already (an upstream kubectl package owns the same /usr/bin/kubectl).
+  command -v kubectl >/dev/null || packages+=(kubernetes-client)
+fi
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
