@@ -28,13 +28,16 @@ t0=$SECONDS
 if [ "$local_base" = 1 ]; then
   command -v mmdebstrap >/dev/null || { echo "image.sh: --local-base needs mmdebstrap (apt-get install mmdebstrap)" >&2; exit 1; }
   mapfile -t mirrors < <(./scripts/debian-sources.sh)
+  # Merged /usr set up by mmdebstrap's hook, as Debian's images are: without it bookworm
+  # gets the usrmerge package and, through it, perl (about 50 MB).
+  hook=--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
   echo "image.sh: making localhost/sublease-base:bookworm with mmdebstrap"
-  mmdebstrap --quiet --variant=minbase bookworm - "${mirrors[@]}" |
+  mmdebstrap --quiet --variant=minbase "$hook" bookworm - "${mirrors[@]}" |
     "$engine" "${engine_args[@]}" import - localhost/sublease-base:bookworm >/dev/null
   # The runtime base leaves out what debian:12-slim leaves out: documentation, manual
   # pages and translations.
   echo "image.sh: making localhost/sublease-base:bookworm-slim with mmdebstrap"
-  mmdebstrap --quiet --variant=minbase \
+  mmdebstrap --quiet --variant=minbase "$hook" \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
