@@ -223,6 +223,14 @@ CniResult<NetConf> ParseNetConf(std::string_view json, std::string* version) {
   auto name = String(root, "name", "");
   if (!name) return tl::unexpected(name.error());
   conf.name = std::move(*name);
+  if (const JsonValue* persistent = root.Find("allowPersistentIPs"); persistent != nullptr) {
+    if (!persistent->Get(&conf.allow_persistent_ips)) {
+      return Invalid("allowPersistentIPs must be a boolean, not " +
+                         std::string(JsonTypeName(persistent->type())),
+                     "write \"allowPersistentIPs\": true to let pods take their address from "
+                     "an IPAMClaim");
+    }
+  }
 
   auto ipam = Object(root, "ipam", "");
   if (!ipam) return tl::unexpected(ipam.error());

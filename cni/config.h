@@ -1,7 +1,7 @@
 // The network config the runtime writes to stdin, reduced to what sublease uses.
 //
 // The plugin receives the whole network config (the main plugin's keys too) and
-// reads: cniVersion, name, ipam.{type, server_socket, provider, routes,
+// reads: cniVersion, name, allowPersistentIPs, ipam.{type, server_socket, provider, routes,
 // timeout_seconds}, runtimeConfig.{ips, mac} (Multus capabilities), args.cni.ips,
 // prevResult (CHECK) and cni.dev/valid-attachments (GC). Other keys are ignored.
 // Failures: 6 when stdin is not JSON, 1 when cniVersion is unsupported or missing,
@@ -25,6 +25,7 @@ inline constexpr double kMaxTimeoutSeconds = 300;
 struct NetConf {
   std::string cni_version;
   std::string name;
+  bool allow_persistent_ips = false;  // top-level allowPersistentIPs (IPAMClaims)
   std::string ipam_type;
   std::string server_socket;  // ipam.server_socket (required)
   std::string provider;       // ipam.provider (required)

@@ -33,6 +33,21 @@ TEST(ParseNetConfTest, ReadsTheSeedConfig) {
   EXPECT_FALSE(got->valid_attachments);
 }
 
+TEST(ParseNetConfTest, ReadsAllowPersistentIps) {
+  std::string version;
+  auto off = ParseNetConf(Conf(), &version);
+  ASSERT_TRUE(off) << off.error().msg;
+  EXPECT_FALSE(off->allow_persistent_ips);
+  auto on = ParseNetConf(Conf("", R"("allowPersistentIPs":true,)"), &version);
+  ASSERT_TRUE(on) << on.error().msg;
+  EXPECT_TRUE(on->allow_persistent_ips);
+  EXPECT_EQ(on->name, "attach");
+  auto bad = ParseNetConf(Conf("", R"("allowPersistentIPs":"true",)"), &version);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, CniCode::kInvalidConfig);
+  EXPECT_NE(bad.error().msg.find("allowPersistentIPs"), std::string::npos);
+}
+
 TEST(ParseNetConfTest, ReadsOptionalKeys) {
   auto got = ParseNetConf(
       Conf(

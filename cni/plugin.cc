@@ -22,6 +22,8 @@ CniRequest BuildRequest(const CniEnv& env, const NetConf& conf) {
   r.ifname = env.ifname;
   r.netns = env.netns;
   r.provider = conf.provider;
+  r.network = conf.name;
+  r.allow_persistent_ips = conf.allow_persistent_ips;
   r.pod_namespace = env.args.pod_namespace;
   r.pod_name = env.args.pod_name;
   r.pod_uid = env.args.pod_uid;

@@ -88,7 +88,20 @@ CniRequest ExpectedRequest() {
   r.pod_namespace = "default";
   r.pod_name = "web-0";
   r.pod_uid = "uid-1";
+  r.network = "macvlan";  // the config's name
   return r;
+}
+
+TEST(PluginTest, AddCarriesTheNetworkNameAndAllowPersistentIps) {
+  FakeDaemon daemon({{200, kV4Reply}});
+  auto o = RunPluginWith(AttachmentEnv("ADD"),
+                         Config(daemon.socket_path(), "1.0.0", R"("allowPersistentIPs":true,)"));
+  auto got = daemon.Finish();
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  ASSERT_EQ(got.size(), 1u);
+  CniRequest want = ExpectedRequest();
+  want.allow_persistent_ips = true;
+  EXPECT_EQ(got[0].body, EncodeCniRequest(want));
 }
 
 TEST(PluginTest, AddSendsOneRequestAndPrintsTheAbbreviatedResult) {

@@ -144,6 +144,7 @@ std::string EncodeCniRequest(const CniRequest& r) {
   WriteStrings(w, "ips", r.ips);
   w.Field("mac", r.mac);
   WriteRoutes(w, r.routes);
+  w.Field("network", r.network).Field("allowPersistentIPs", r.allow_persistent_ips);
   w.EndObject();
   return w.Take();
 }
@@ -161,7 +162,8 @@ Result<CniRequest> DecodeCniRequest(std::string_view json) {
        {StringField{"containerID", &r.container_id}, StringField{"ifname", &r.ifname},
         StringField{"netns", &r.netns}, StringField{"provider", &r.provider},
         StringField{"podNamespace", &r.pod_namespace}, StringField{"podName", &r.pod_name},
-        StringField{"podUID", &r.pod_uid}, StringField{"mac", &r.mac}}) {
+        StringField{"podUID", &r.pod_uid}, StringField{"mac", &r.mac},
+        StringField{"network", &r.network}}) {
     auto v = d.String(**obj, key, key);
     if (!v) return Fail(v.error());
     *out = std::move(*v);
@@ -172,6 +174,13 @@ Result<CniRequest> DecodeCniRequest(std::string_view json) {
   auto routes = d.Routes(**obj);
   if (!routes) return Fail(routes.error());
   r.routes = std::move(*routes);
+  if (const JsonValue* v = (*obj)->Find("allowPersistentIPs"); v != nullptr) {
+    if (!v->Get(&r.allow_persistent_ips)) {
+      return Fail(Error::InvalidArgument(
+          "CniRequest: field \"allowPersistentIPs\" must be a boolean, not " +
+          std::string(JsonTypeName(v->type()))));
+    }
+  }
   if (r.provider.empty()) {
     return Fail(Error::InvalidArgument("CniRequest: field \"provider\" is required"));
   }

@@ -35,6 +35,12 @@ struct CniRequest {
   // "routes": the NAD's ipam routes. A route whose dst the NAD left out arrives with
   // dst "" and means "default route" (the daemon picks 0.0.0.0/0 or ::/0 by gw family).
   std::vector<WireRoute> routes;
+  // "network": the network config's top-level `name` (an IPAMClaim's spec.network).
+  std::string network;
+  // "allowPersistentIPs": the network config's top-level flag of that name: an
+  // attachment whose networks element carries `ipam-claim-reference` takes its address
+  // from that IPAMClaim only when it is true (docs/kubevirt.md).
+  bool allow_persistent_ips = false;
   friend bool operator==(const CniRequest&, const CniRequest&) = default;
 };
 

@@ -40,7 +40,24 @@ TEST(WireTest, CniRequestEncodesProtocolFieldNames) {
   EXPECT_EQ(EncodeCniRequest(r),
             R"({"containerID":"c","ifname":"net1","netns":"","provider":"p.ns",)"
             R"("podNamespace":"","podName":"","podUID":"","ips":[],"mac":"",)"
-            R"("routes":[{"dst":"","gw":"10.0.0.1"}]})");
+            R"("routes":[{"dst":"","gw":"10.0.0.1"}],"network":"","allowPersistentIPs":false})");
+}
+
+TEST(WireTest, CniRequestCarriesTheNetworkAndAllowPersistentIps) {
+  CniRequest r = FullRequest();
+  r.network = "tenantnet";
+  r.allow_persistent_ips = true;
+  auto back = DecodeCniRequest(EncodeCniRequest(r));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->network, "tenantnet");
+  EXPECT_TRUE(back->allow_persistent_ips);
+  // An older plugin sends neither: no claims.
+  auto old = DecodeCniRequest(R"({"provider":"p.ns"})");
+  ASSERT_TRUE(old) << old.error().message;
+  EXPECT_FALSE(old->allow_persistent_ips);
+  auto bad = DecodeCniRequest(R"({"provider":"p.ns","allowPersistentIPs":"yes"})");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("allowPersistentIPs"), std::string::npos);
 }
 
 TEST(WireTest, CniReplyRoundTrips) {

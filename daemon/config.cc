@@ -39,6 +39,7 @@ Result<void> ApplyYaml(const std::string& path, Config* cfg) {
       else if (key == "idle-timeout-ms") cfg->idle_timeout_ms = v.as<uint64_t>();
       else if (key == "max-connections") cfg->max_connections = v.as<uint64_t>();
       else if (key == "release-grace-ms") cfg->release_grace_ms = v.as<int64_t>();
+      else if (key == "keep-vm-ip") cfg->keep_vm_ip = v.as<bool>();
       else return Fail(Error::InvalidArgument("--config " + path + ": unknown option '" + key + "' (see subleased --help)"));
     }
   } catch (const YAML::Exception& e) {
@@ -82,6 +83,8 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
       "Largest request accepted on a socket")->default_str(std::to_string(defaults.max_request_bytes));
   auto* o_idle = app.add_option("--idle-timeout-ms", flags.idle_timeout_ms,
       "A connection with no complete request for this long is closed")->default_str(std::to_string(defaults.idle_timeout_ms));
+  auto* o_keep_vm = app.add_option("--keep-vm-ip", flags.keep_vm_ip,
+      "Cluster mode: a KubeVirt VM's launcher pods keep its address without an IPAMClaim (Kube-OVN's rules); false turns it off")->default_str("true");
   auto* o_grace = app.add_option("--release-grace-ms", flags.release_grace_ms,
       "Cluster mode: a lease whose pod is gone without a CNI DEL is released after this")->default_str(std::to_string(defaults.release_grace_ms));
   auto* o_maxconn = app.add_option("--max-connections", flags.max_connections,
@@ -113,6 +116,7 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   if (o_idle->count()) cfg.idle_timeout_ms = flags.idle_timeout_ms;
   if (o_maxconn->count()) cfg.max_connections = flags.max_connections;
   if (o_grace->count()) cfg.release_grace_ms = flags.release_grace_ms;
+  if (o_keep_vm->count()) cfg.keep_vm_ip = flags.keep_vm_ip;
 
   LogLevel level;
   if (!ParseLogLevel(cfg.log_level, &level)) {

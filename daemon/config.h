@@ -27,6 +27,9 @@ struct Config {
   uint64_t idle_timeout_ms = 10'000;
   uint64_t max_connections = 256;
   int64_t release_grace_ms = 30'000;  // cluster mode: pod gone, no DEL
+  // Cluster mode: keep a KubeVirt VM's address across its launcher pods without an
+  // IPAMClaim (Kube-OVN's --keep-vm-ip, on by default); docs/kubevirt.md.
+  bool keep_vm_ip = true;
 };
 
 // Parses argv (and the --config file it names). Returns kInvalidArgument with a message

@@ -249,6 +249,7 @@ int RunCluster(const Config& cfg) {
   NodeShardOptions shard_options;
   shard_options.node = cfg.node_name;
   shard_options.release_grace_ms = cfg.release_grace_ms;
+  shard_options.keep_vm_ips = cfg.keep_vm_ip;
   shard_options.allocation_failed = [&events](const PodInfo& pod, const Error& error) {
     std::string_view reason = EventReasonFor(error.code);
     if (!reason.empty()) events.PodWarning({pod.namespace_name, pod.name, pod.uid}, reason, error.message);

@@ -497,6 +497,44 @@ TEST_F(FakeApiServerTest, InformerBacksOffWhileTheServerAnswers500) {
   EXPECT_EQ(informer.stats().list_pages, 4u);
 }
 
+TEST_F(FakeApiServerTest, ThrottledRequestsAreRetriedUntilTheyGoThrough) {
+  // Timing (docs/fake-apiserver.md): half of all non-watch requests answered 429 with
+  // Retry-After 0, in APF's shape. Every create and read still succeeds, once each.
+  KubeClient& client = Client();
+  Control("POST", "/timing", R"({"throttle_rate":0.5,"throttle_retry_after":0,"seed":7})");
+  for (int i = 0; i < 20; ++i) {
+    std::string name = "throttled-" + std::to_string(i);
+    auto created = Await([&](auto cb) { client.Create(kBlocks, Block(name, "n1"), cb); });
+    ASSERT_TRUE(created) << name << ": " << created.error().message;
+    EXPECT_EQ(created->status, 201) << "a 429 comes before the write: never AlreadyExists";
+    auto got = Await([&](auto cb) { client.Get(std::string(kBlocks) + "/" + name, cb); });
+    ASSERT_TRUE(got) << name << ": " << got.error().message;
+  }
+  std::string timing = Control("GET", "/timing");
+  simdjson::dom::parser parser;
+  int64_t throttled = 0;
+  ASSERT_EQ(parser.parse(simdjson::padded_string(timing))["counts"]["throttled"].get(throttled),
+            simdjson::SUCCESS)
+      << timing;
+  EXPECT_GE(throttled, 5) << "about half of 40 requests were throttled at least once";
+
+  // A 500 carries no Retry-After: answered once, not retried.
+  Control("POST", "/timing", R"({"throttle_rate":0,"error_rate":1})");
+  Control("DELETE", "/requests");
+  auto failed = Await([&](auto cb) { client.Get(kBlocks, cb); });
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().http_status, 500);
+  Control("DELETE", "/timing");
+  std::string log;  // the server logs a request after answering it: poll (bounded)
+  for (int i = 0; i < 50 && log.find("timing-error") == std::string::npos; ++i) {
+    RunUntil(&loop_, [] { return false; }, 20);
+    log = Control("GET", "/requests");
+  }
+  size_t first = log.find("timing-error");
+  EXPECT_NE(first, std::string::npos) << log;
+  EXPECT_EQ(log.find("timing-error", first + 1), std::string::npos) << log;
+}
+
 TEST_F(FakeApiServerTest, RotatedTokenIsPickedUpWithoutRestart) {
   KubeConfig config = Kubeconfig();
   config.token.clear();

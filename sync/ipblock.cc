@@ -143,7 +143,9 @@ Result<BlockAllocation> DecodeAllocation(const Reader& r, const object& o,
        {StringField{"namespace", &a.pod_namespace}, StringField{"pod", &a.pod_name},
         StringField{"podUID", &a.pod_uid}, StringField{"interface", &a.ifname},
         StringField{"containerID", &a.container_id}, StringField{"node", &a.node},
-        StringField{"provider", &a.provider}, StringField{"ownerUID", &a.owner_uid}}) {
+        StringField{"provider", &a.provider}, StringField{"ownerUID", &a.owner_uid},
+        StringField{"ipamClaim", &a.ipam_claim},
+        StringField{"virtualMachine", &a.virtual_machine}}) {
     auto v = r.String(o, key, path + "." + std::string(key));
     if (!v) return Fail(v.error());
     *out = std::move(*v);
@@ -222,6 +224,8 @@ std::string EncodeIpBlock(const IpBlock& block) {
         .Field("provider", a.provider)
         .Field("sticky", a.sticky);
     if (!a.owner_uid.empty()) w.Field("ownerUID", a.owner_uid);
+    if (!a.ipam_claim.empty()) w.Field("ipamClaim", a.ipam_claim);
+    if (!a.virtual_machine.empty()) w.Field("virtualMachine", a.virtual_machine);
     w.EndObject();
   }
   w.EndObject();

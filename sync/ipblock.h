@@ -38,6 +38,17 @@ struct BlockAllocation {
   // left out then). A node adopts the allocation for a re-created pod of the same name
   // only when its StatefulSet has this UID (docs/cluster-protocol.md, Adoption).
   std::string owner_uid;
+  // "ipamClaim": "<namespace>/<name>" of the IPAMClaim that owns the address ("" = none;
+  // the key is left out then). Such an allocation outlives its pods: a node's release
+  // leaves it in the block, any pod referencing the claim adopts it (on any node), and
+  // only the cluster's garbage collection removes it, once the claim is gone
+  // (docs/cluster-protocol.md, IPAMClaims).
+  std::string ipam_claim;
+  // "virtualMachine": "<namespace>/<vm name>" for a KubeVirt VM's address kept the
+  // Kube-OVN way (no claim): like ipamClaim, it outlives its pods and any launcher pod
+  // of the VM takes it over for the same interface; the garbage collection removes it
+  // once neither the VirtualMachine nor the VirtualMachineInstance exists ("" = none).
+  std::string virtual_machine;
   friend bool operator==(const BlockAllocation&, const BlockAllocation&) = default;
 };
 

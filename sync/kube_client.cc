@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cctype>
 #include <cstring>
@@ -36,6 +37,10 @@ struct KubeClient::Transfer {
   bool cancelled = false;
   bool retried_401 = false;
   bool overflowed = false;
+  int retries = 0;               // after 429 / 5xx with Retry-After
+  uint64_t deadline_ms = 0;      // uv_now() by which a request must be answered
+  bool has_retry_after = false;  // this answer carried Retry-After in whole seconds
+  int64_t retry_after_s = 0;
   long status = 0;       // NOLINT(google-runtime-int): curl's type
   std::string response;  // body of a plain request, or of a non-2xx watch answer
   LineSplitter lines;
@@ -189,7 +194,10 @@ KubeClient::KubeClient(uv_loop_t* loop, KubeConfig config, const Clock* clock)
   defer_timer_ = new uv_timer_t;
   uv_timer_init(loop_, defer_timer_);
   defer_timer_->data = this;
-  open_handles_ = 2;
+  retry_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, retry_timer_);
+  retry_timer_->data = this;
+  open_handles_ = 3;
 }
 
 KubeClient::~KubeClient() {
@@ -278,6 +286,7 @@ KubeClient::RequestId KubeClient::Start(std::unique_ptr<Transfer> t) {
   if (closing_) return 0;
   RequestId id = next_id_++;
   t->id = id;
+  if (!t->watch) t->deadline_ms = uv_now(loop_) + static_cast<uint64_t>(t->timeout_ms);
   Transfer* raw = t.get();
   transfers_.emplace(id, std::move(t));
   if (auto configured = Configure(raw); !configured) {
@@ -313,19 +322,29 @@ Result<void> KubeClient::Configure(Transfer* t) {
   t->response.clear();
   t->lines.Reset();
   t->errbuf[0] = '\0';
+  t->has_retry_after = false;
+  t->retry_after_s = 0;
+  int64_t timeout_ms = t->timeout_ms;
+  if (!t->watch) {
+    // Retries share the request's timeout: each attempt gets what is left of it.
+    uint64_t now = uv_now(loop_);
+    timeout_ms = t->deadline_ms > now ? static_cast<int64_t>(t->deadline_ms - now) : 1;
+  }
 
   curl_easy_setopt(e, CURLOPT_URL, t->url.c_str());
   curl_easy_setopt(e, CURLOPT_PRIVATE, t);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &KubeClient::OnWrite);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &KubeClient::OnHeader);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_USERAGENT, std::string(kUserAgent).c_str());
   curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));  // NOLINT
   // Share the HTTP/2 connection (multiplexing) rather than opening one per request.
   curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(kConnectTimeoutMs));  // NOLINT
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(t->timeout_ms));             // NOLINT
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));                // NOLINT
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 30L);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 10L);
@@ -530,6 +549,8 @@ void KubeClient::Finish(RequestId id, int curl_code) {
     }
   }
 
+  if (code == CURLE_OK && !t->watch && ScheduleRetry(t)) return;
+
   std::unique_ptr<Transfer> owned = std::move(it->second);
   transfers_.erase(it);
   std::optional<KubeError> error;
@@ -568,6 +589,86 @@ void KubeClient::Finish(RequestId id, int curl_code) {
   }
 }
 
+size_t KubeClient::OnHeader(char* data, size_t size, size_t n, void* userp) {
+  auto* t = static_cast<Transfer*>(userp);
+  size_t bytes = size * n;
+  std::string_view line(data, bytes);
+  if (line.rfind("HTTP/", 0) == 0) {  // a new answer (after 100 Continue, say) starts afresh
+    t->has_retry_after = false;
+    return bytes;
+  }
+  constexpr std::string_view kName = "retry-after:";
+  if (line.size() <= kName.size()) return bytes;
+  for (size_t i = 0; i < kName.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(line[i])) != kName[i]) return bytes;
+  }
+  // client-go (retryAfterSeconds) honours whole seconds only; an HTTP date is ignored.
+  std::string value = Trim(std::string(line.substr(kName.size())));
+  if (value.empty() || value.size() > 9) return bytes;
+  for (char c : value) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) return bytes;
+  }
+  t->retry_after_s = std::stoll(value);
+  t->has_retry_after = true;
+  return bytes;
+}
+
+bool KubeClient::ScheduleRetry(Transfer* t) {
+  // client-go's checkWait: 429, or any 5xx, and only with a Retry-After to honour.
+  if (!(t->status == 429 || t->status >= 500) || !t->has_retry_after) return false;
+  if (t->retries >= kMaxRetries || closing_) return false;
+  int64_t wait_ms = std::min(t->retry_after_s * 1000, kMaxRetryWaitMs);
+  uint64_t now = uv_now(loop_);
+  auto left = t->deadline_ms > now ? static_cast<int64_t>(t->deadline_ms - now) : 0;
+  if (wait_ms + kMinRetryAttemptMs > left) return false;  // would outlive the timeout
+  ++t->retries;
+  LogInfo(t->What() + ": " + std::to_string(t->status) + " with Retry-After " +
+          std::to_string(t->retry_after_s) + " s; retry " + std::to_string(t->retries) + " of " +
+          std::to_string(kMaxRetries) + " in " + std::to_string(wait_ms) + " ms");
+  uint64_t due = now + static_cast<uint64_t>(wait_ms);
+  retry_queue_.emplace(due, t->id);
+  if (retry_queue_.begin()->first == due) {
+    uv_timer_start(retry_timer_, &KubeClient::OnRetryTimer, static_cast<uint64_t>(wait_ms), 0);
+  }
+  return true;
+}
+
+void KubeClient::OnRetryTimer(uv_timer_t* timer) {
+  static_cast<KubeClient*>(timer->data)->StartRetries();
+}
+
+void KubeClient::StartRetries() {
+  if (closing_) return;
+  uint64_t now = uv_now(loop_);
+  std::vector<RequestId> due;
+  while (!retry_queue_.empty() && retry_queue_.begin()->first <= now) {
+    due.push_back(retry_queue_.begin()->second);
+    retry_queue_.erase(retry_queue_.begin());
+  }
+  if (!retry_queue_.empty()) {
+    uv_timer_start(retry_timer_, &KubeClient::OnRetryTimer, retry_queue_.begin()->first - now, 0);
+  }
+  for (RequestId id : due) {
+    auto it = transfers_.find(id);
+    if (it == transfers_.end()) continue;  // cancelled while waiting
+    Transfer* t = it->second.get();
+    if (auto configured = Configure(t); !configured) {
+      KubeError e;
+      e.code = configured.error().code;
+      e.message = t->What() + ": " + configured.error().message;
+      deferred_failures_.emplace_back(id, std::move(e));
+      uv_timer_start(defer_timer_, &KubeClient::OnDeferTimer, 0, 0);
+      continue;
+    }
+    if (curl_depth_ > 0) {
+      to_add_.push_back(id);
+    } else {
+      t->in_multi = true;
+      curl_multi_add_handle(M(multi_), t->easy);
+    }
+  }
+}
+
 void KubeClient::Close(std::function<void()> done) {
   if (closing_) return;
   closing_ = true;
@@ -588,6 +689,7 @@ void KubeClient::FinishClose() {
   for (auto& t : graveyard_) Destroy(t.get());
   graveyard_.clear();
   deferred_failures_.clear();
+  retry_queue_.clear();
   to_add_.clear();
   if (multi_ != nullptr) {
     ++curl_depth_;
@@ -604,8 +706,10 @@ void KubeClient::FinishClose() {
   sockets_.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(timer_), close_cb);
   uv_close(reinterpret_cast<uv_handle_t*>(defer_timer_), close_cb);
+  uv_close(reinterpret_cast<uv_handle_t*>(retry_timer_), close_cb);
   timer_ = nullptr;
   defer_timer_ = nullptr;
+  retry_timer_ = nullptr;
 }
 
 void KubeClient::CloseSocket(Socket* s, bool forget) {

@@ -6,7 +6,7 @@
 // callback runs on that thread. HTTP/2 is used where the server offers it (all
 // requests then share one connection), HTTP/1.1 otherwise.
 //
-// Ownership: the client owns its curl handles and uv handles (it opens two timers at
+// Ownership: the client owns its curl handles and uv handles (it opens three timers at
 // construction). Close(done) cancels every request and closes the handles; it must
 // be called before destruction, and the client must stay alive until `done` runs.
 //
@@ -16,6 +16,14 @@
 // 404 kNotFound, 400/422 kInvalidArgument, 401/403 kInternal with a message that says
 // to check the token or RBAC. On a 401 the token file is re-read and the request
 // retried once. TLS verification is always on unless the config says insecure.
+//
+// Retries, as client-go's rest.Request does: a request (not a watch) answered 429, or
+// 5xx with a Retry-After header in whole seconds, is sent again after that many
+// seconds (capped at kMaxRetryWaitMs), at most kMaxRetries times, and only while the
+// wait and one more attempt still fit in the request's timeout, which bounds the
+// whole exchange. A 500 without Retry-After is not retried: a write may have landed,
+// and the caller decides (re-read, CAS retry). Watches are never retried here (the
+// informer backs off and re-lists).
 #pragma once
 
 #include <uv.h>
@@ -94,6 +102,14 @@ class KubeClient {
   // well before they expire; a 401 forces a re-read anyway).
   static constexpr int64_t kTokenRecheckMs = 2'000;
   static constexpr std::string_view kUserAgent = "subleased/0.1.0";
+  // client-go's default (rest.Request maxRetries): retries after 429/5xx+Retry-After.
+  static constexpr int kMaxRetries = 10;
+  // A longer Retry-After is waited for this long (APF sends 1 s; a confused proxy
+  // could send an hour, and a CNI ADD must not wait that long).
+  static constexpr int64_t kMaxRetryWaitMs = 10'000;
+  // A retry is sent only if at least this much of the request's timeout is left
+  // after the wait.
+  static constexpr int64_t kMinRetryAttemptMs = 200;
 
   // `loop` and `clock` must outlive the client.
   KubeClient(uv_loop_t* loop, KubeConfig config, const Clock* clock);
@@ -152,6 +168,11 @@ class KubeClient {
   void CheckMultiInfo();
   void FinishClose();
   void OnHandleClosed();
+  bool ScheduleRetry(Transfer* t);  // true: t waits in retry_queue_
+  void StartRetries();              // sends the retries that are due
+
+  static size_t OnHeader(char* data, size_t size, size_t n, void* userp);
+  static void OnRetryTimer(uv_timer_t* timer);
 
   static int OnCurlSocket(void* easy, int fd, int what, void* userp, void* socketp);
   static int OnCurlTimer(void* multi, long timeout_ms, void* userp);
@@ -166,6 +187,8 @@ class KubeClient {
   void* multi_ = nullptr;              // CURLM*
   uv_timer_t* timer_ = nullptr;        // curl's timeout
   uv_timer_t* defer_timer_ = nullptr;  // failures reported after Request returned
+  uv_timer_t* retry_timer_ = nullptr;  // the next due retry
+  std::multimap<uint64_t, RequestId> retry_queue_;  // uv_now() due time -> request
   std::map<RequestId, std::unique_ptr<Transfer>> transfers_;
   std::vector<std::unique_ptr<Transfer>> graveyard_;  // cancelled while inside curl
   std::vector<std::pair<RequestId, KubeError>> deferred_failures_;

@@ -147,18 +147,149 @@ TEST_F(KubeClientTest, ListEscapesSelectorsAndPaging) {
       "&limit=2&continue=tok%2Fen%3D");
 }
 
-TEST_F(KubeClientTest, TooManyRequestsIsUnavailableWithRetryAfter) {
-  Serve([](auto&, auto&, auto&) {
-    return JsonResponse(
-        429,
-        R"({"kind":"Status","apiVersion":"v1","status":"Failure","message":"too many requests","reason":"TooManyRequests","code":429})",
-        "Retry-After: 3\r\n");
+constexpr char kThrottled[] =
+    R"({"kind":"Status","apiVersion":"v1","status":"Failure","message":"Too many requests, please try again later.","reason":"TooManyRequests","details":{"retryAfterSeconds":1},"code":429})";
+constexpr char kInternalError[] =
+    R"({"kind":"Status","apiVersion":"v1","status":"Failure","message":"Internal error occurred: etcdserver: request timed out","reason":"InternalError","code":500})";
+
+// Sends one request with the given timeout and waits (bounded) for its answer.
+KubeResult<KubeResponse> AwaitWithTimeout(uv_loop_t* loop, KubeClient& client,
+                                          std::string_view method, int64_t timeout_ms,
+                                          uint64_t* elapsed_ms = nullptr) {
+  std::optional<KubeResult<KubeResponse>> got;
+  uv_update_time(loop);
+  uint64_t start = uv_now(loop);
+  client.Request(method, "/api/v1/pods", method == "GET" ? "" : "{\"a\":1}",
+                 method == "GET" ? "" : "application/json", timeout_ms,
+                 [&](KubeResult<KubeResponse> r) { got = std::move(r); });
+  EXPECT_TRUE(RunUntil(
+      loop, [&] { return got.has_value(); }, 30000));
+  if (elapsed_ms != nullptr) *elapsed_ms = uv_now(loop) - start;
+  if (!got) return tl::unexpected(KubeError{});
+  return std::move(*got);
+}
+
+TEST_F(KubeClientTest, TooManyRequestsIsRetriedAfterRetryAfterThenSucceeds) {
+  std::vector<std::string> bodies;
+  int answers = 0;
+  Serve([&](auto&, auto&, const std::string& body) {
+    bodies.push_back(body);
+    if (++answers <= 2) return JsonResponse(429, kThrottled, "Retry-After: 0\r\n");
+    return JsonResponse(201, "{\"ok\":true}");
   });
-  auto r = Await([&](auto cb) { return Client().Get("/api/v1/pods", cb); });
+  auto r = AwaitWithTimeout(&loop_, Client(), "POST", 5000);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->status, 201);
+  ASSERT_EQ(bodies.size(), 3u);
+  EXPECT_EQ(bodies[2], "{\"a\":1}") << "the body is sent again";
+}
+
+TEST_F(KubeClientTest, RetryWaitsForRetryAfter) {
+  int answers = 0;
+  Serve([&](auto&, auto&, auto&) {
+    if (++answers == 1) return JsonResponse(429, kThrottled, "Retry-After: 1\r\n");
+    return JsonResponse(200, "{}");
+  });
+  uint64_t elapsed = 0;
+  auto r = AwaitWithTimeout(&loop_, Client(), "GET", 10000, &elapsed);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(server_->requests().size(), 2u);
+  EXPECT_GE(elapsed, 1000u);
+}
+
+TEST_F(KubeClientTest, TooManyRequestsGivesUpAfterTenRetries) {
+  Serve([](auto&, auto&, auto&) { return JsonResponse(429, kThrottled, "Retry-After: 0\r\n"); });
+  auto r = AwaitWithTimeout(&loop_, Client(), "GET", 10000);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Code::kUnavailable);
+  EXPECT_EQ(r.error().http_status, 429);
+  EXPECT_EQ(r.error().reason, "TooManyRequests");
+  EXPECT_EQ(server_->requests().size(), 1u + KubeClient::kMaxRetries);
+}
+
+TEST_F(KubeClientTest, RetriesStayWithinTheRequestTimeout) {
+  Serve([](auto&, auto&, auto&) { return JsonResponse(429, kThrottled, "Retry-After: 3\r\n"); });
+  uint64_t elapsed = 0;
+  auto r = AwaitWithTimeout(&loop_, Client(), "GET", 1000, &elapsed);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Code::kUnavailable);
   EXPECT_EQ(r.error().retry_after_ms, 3000);
   EXPECT_EQ(r.error().reason, "TooManyRequests");
+  EXPECT_EQ(server_->requests().size(), 1u) << "a 3 s wait does not fit in 1 s";
+  EXPECT_LT(elapsed, 1000u);
+}
+
+TEST_F(KubeClientTest, RetriesStopWhenTheNextWaitWouldPassTheTimeout) {
+  Serve([](auto&, auto&, auto&) { return JsonResponse(429, kThrottled, "Retry-After: 1\r\n"); });
+  uint64_t elapsed = 0;
+  auto r = AwaitWithTimeout(&loop_, Client(), "GET", 2500, &elapsed);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().http_status, 429);
+  // Sent at 0, ~1 s and ~2 s; a third wait would end past 2.5 s.
+  EXPECT_EQ(server_->requests().size(), 3u);
+  EXPECT_GE(elapsed, 2000u);
+  EXPECT_LE(elapsed, 2500u + 1000u);  // generous: the deadline is the bound
+}
+
+TEST_F(KubeClientTest, ServerErrorIsRetriedOnlyWithRetryAfter) {
+  int answers = 0;
+  Serve([&](auto&, const std::string& target, auto&) {
+    if (target == "/api/v1/pods" && ++answers == 1) {
+      return JsonResponse(503, R"({"kind":"Status","code":503,"reason":"ServiceUnavailable"})",
+                          "Retry-After: 0\r\n");
+    }
+    if (target == "/no-retry-after") return JsonResponse(500, kInternalError);
+    if (target == "/date") {
+      return JsonResponse(503, "{}", "Retry-After: Fri, 31 Dec 1999 23:59:59 GMT\r\n");
+    }
+    return JsonResponse(200, "{}");
+  });
+  KubeClient& client = Client();
+  auto r = AwaitWithTimeout(&loop_, client, "PUT", 5000);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(server_->requests().size(), 2u);
+
+  // A 500 without Retry-After: the write may have landed; the caller decides.
+  auto plain = Await([&](auto cb) { return client.Update("/no-retry-after", "{}", cb); });
+  ASSERT_FALSE(plain);
+  EXPECT_EQ(plain.error().code, Code::kUnavailable);
+  EXPECT_EQ(plain.error().reason, "InternalError");
+  EXPECT_EQ(server_->requests().size(), 3u);
+  // client-go honours whole seconds only; an HTTP date is not retried.
+  auto dated = Await([&](auto cb) { return client.Get("/date", cb); });
+  ASSERT_FALSE(dated);
+  EXPECT_EQ(server_->requests().size(), 4u);
+}
+
+TEST_F(KubeClientTest, WatchAnsweredTooManyRequestsIsNotRetried) {
+  Serve([](auto&, auto&, auto&) { return JsonResponse(429, kThrottled, "Retry-After: 0\r\n"); });
+  std::optional<KubeResult<void>> end;
+  Client().Watch(
+      "/x?watch=1", 0, [](std::string_view) {}, [&](KubeResult<void> r) { end = std::move(r); });
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return end.has_value(); }, 5000));
+  ASSERT_FALSE(*end);
+  EXPECT_EQ(end->error().http_status, 429);
+  EXPECT_EQ(server_->requests().size(), 1u);
+}
+
+TEST_F(KubeClientTest, CancelWhileWaitingToRetryRunsNoCallback) {
+  Serve([](auto&, auto&, auto&) { return JsonResponse(429, kThrottled, "Retry-After: 1\r\n"); });
+  KubeClient& client = Client();
+  bool called = false;
+  auto id = client.Get("/api/v1/pods", [&](KubeResult<KubeResponse>) { called = true; });
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return server_->requests().size() == 1; }, 5000));
+  RunUntil(
+      &loop_, [] { return false; }, 100);  // the 429 arrives; the retry waits
+  EXPECT_FALSE(called);
+  EXPECT_EQ(client.active_requests(), 1u);
+  client.Cancel(id);
+  EXPECT_EQ(client.active_requests(), 0u);
+  RunUntil(
+      &loop_, [] { return false; }, 1300);
+  EXPECT_FALSE(called);
+  EXPECT_EQ(server_->requests().size(), 1u);
 }
 
 TEST_F(KubeClientTest, ConnectionRefusedIsUnavailable) {

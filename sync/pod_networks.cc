@@ -213,7 +213,8 @@ Result<NetworkSelection> ParseJsonEntry(const Reader& r, const element& e,
   for (auto [key, out] :
        {StringField{"name", &sel.name}, StringField{"namespace", &sel.namespace_name},
         StringField{"interface", &sel.ifname}, StringField{"mac", &sel.mac},
-        StringField{"interfaceRequest", &deprecated_interface}}) {
+        StringField{"interfaceRequest", &deprecated_interface},
+        StringField{"ipam-claim-reference", &sel.ipam_claim}}) {
     auto v = r.String(o, key, path + "." + std::string(key));
     if (!v) return Fail(v.error());
     *out = std::move(*v);
@@ -419,6 +420,7 @@ Result<AttachmentRequest> AttachmentOf(const PodInfo& pod, const NetworkSelectio
   req.provider = sel.name + "." + sel.namespace_name;
   req.ifname = sel.ifname;
   req.per_interface = per_interface;
+  req.ipam_claim = sel.ipam_claim;
   const std::string prefix = req.provider + ".kubernetes.io/";
 
   // Precedence (DESIGN §1.3): ip_address, then Multus ips, then the pool.
@@ -480,6 +482,9 @@ Result<void> ReadStatefulSetOwner(const Reader& r, const array& owners, PodInfo*
     if (!uid) return Fail(uid.error());
     auto controller = r.Bool(o, "controller", path + ".controller");
     if (!controller) return Fail(controller.error());
+    if (*kind == "VirtualMachineInstance" && api_version->rfind("kubevirt.io/", 0) == 0) {
+      info->virtual_machine = *name;  // Kube-OVN's isVMPod: the VMI's name is the VM's
+    }
     if (*kind == "StatefulSet" && *api_version == "apps/v1" && *controller) {
       info->stateful_set = std::move(*name);
       info->stateful_set_uid = std::move(*uid);
@@ -630,6 +635,7 @@ std::string AllocatedAnnotationsPatch(const std::vector<AllocatedAnnotations>& a
     put(prefix + "cidr", a.cidr);
     if (!a.gateway.empty()) put(prefix + "gateway", a.gateway);
     put(prefix + "allocated" + suffix, "true");
+    if (!a.virtual_machine.empty()) put(prefix + "virtualmachine", a.virtual_machine);
   }
   JsonWriter w;
   w.BeginObject().Key("metadata").BeginObject();

@@ -7,9 +7,9 @@
 //   `ns/name`, `name@ifname`, `ns/name@ifname` (whitespace around items and parts
 //   tolerated; each part a DNS-1123 label), or, when the value contains any of `[{"`,
 //   a JSON list of selection objects (`name`, `namespace`, `interface`, `ips`, `mac`,
-//   `default-route`; others ignored). The namespace defaults to the pod's. An
-//   attachment without an interface name gets Multus' `net<i>`, i = its 1-based
-//   position in the list (the cluster network is delegate 0), whatever the others ask.
+//   `default-route`, `ipam-claim-reference`; others ignored). The namespace defaults to the pod's.
+//   An attachment without an interface name gets Multus' `net<i>`, i = its 1-based position in the
+//   list (the cluster network is delegate 0), whatever the others ask.
 // - Kube-OVN's per-attachment annotations, keyed by provider `<nad name>.<nad ns>`:
 //   `<P>.kubernetes.io/{ip_address,mac_address,ip_pool,ip_family,routes,default_route}`,
 //   and the per-interface `<P>.kubernetes.io/{ip_address,mac_address}.<ifname>` that
@@ -42,6 +42,8 @@ struct NetworkSelection {
   std::vector<std::string> ips;            // JSON "ips": "a" or "a/len", validated
   std::string mac;                         // JSON "mac", validated
   std::vector<std::string> default_route;  // JSON "default-route": gateway addresses
+  // JSON "ipam-claim-reference": an IPAMClaim in the pod's namespace (docs/kubevirt.md).
+  std::string ipam_claim;
   friend bool operator==(const NetworkSelection&, const NetworkSelection&) = default;
 };
 
@@ -69,6 +71,9 @@ struct PodInfo {
   // The digits after the pod name's last '-', when the part before it is the
   // StatefulSet's name ("web-2" of StatefulSet "web" -> 2).
   std::optional<uint32_t> ordinal;
+  // KubeVirt: the VirtualMachineInstance this pod is the launcher of (an ownerReference
+  // of kind VirtualMachineInstance, apiVersion kubevirt.io/*; its name is the VM's), "".
+  std::string virtual_machine;
 
   // A StatefulSet member keeps its addresses across pod re-creation (sticky leases).
   bool IsStatefulSetMember() const { return !stateful_set.empty() && ordinal.has_value(); }
@@ -105,6 +110,9 @@ struct AttachmentRequest {
   // after the plugin returns (netlink add, which fails if the route exists), so an IPAM
   // result must not add a default route for them; they are informational here.
   std::vector<std::string> default_route_gateways;
+  // The selection's `ipam-claim-reference` (a claim in the pod's namespace); "" = none.
+  // Honoured only for a network config with allowPersistentIPs (the CNI request says).
+  std::string ipam_claim;
   friend bool operator==(const AttachmentRequest&, const AttachmentRequest&) = default;
 };
 
@@ -122,6 +130,8 @@ struct AllocatedAnnotations {
   std::string cidr;       // the subnet's cidrBlock, "c4,c6"
   std::string gateway;    // "g4,g6"; "" = key left out
   std::string mac;        // "" = key left out
+  // "" = key left out; else `<P>.kubernetes.io/virtualmachine` (Kube-OVN's, for a VM's pod).
+  std::string virtual_machine;
 };
 // A JSON merge-patch body for KubeClient::MergePatch:
 // {"metadata":{"annotations":{"<P>.kubernetes.io/ip_address":…, "mac_address" (when

@@ -71,6 +71,28 @@ TEST(NetworksAnnotationTest, JsonFormReadsEveryMultusField) {
   EXPECT_EQ((*r)[3], (NetworkSelection{"plain", "team", "net4", {}, "", {}}));
 }
 
+TEST(NetworksAnnotationTest, JsonFormReadsTheIpamClaimReference) {
+  auto r = ParseNetworksAnnotation(
+      R"([{"name":"tenant","interface":"net1","ipam-claim-reference":"vm-a.tenant"},)"
+      R"({"name":"other"}])",
+      "vms");
+  ASSERT_TRUE(r) << r.error().message;
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0].ipam_claim, "vm-a.tenant");
+  EXPECT_EQ((*r)[1].ipam_claim, "");
+  PodInfo pod;
+  pod.namespace_name = "vms";
+  pod.name = "virt-launcher-vm-a-x1";
+  auto wanted = AttachmentsOf(pod, *r);
+  ASSERT_TRUE(wanted) << wanted.error().message;
+  EXPECT_EQ((*wanted)[0].ipam_claim, "vm-a.tenant");
+  EXPECT_EQ((*wanted)[0].provider, "tenant.vms");
+  EXPECT_EQ((*wanted)[1].ipam_claim, "");
+  auto bad = ParseNetworksAnnotation(R"([{"name":"tenant","ipam-claim-reference":7}])", "vms");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("ipam-claim-reference"), std::string::npos);
+}
+
 TEST(NetworksAnnotationTest, MalformedValuesAreRejectedNamingTheEntry) {
   struct Case {
     std::string value, want;
@@ -216,6 +238,30 @@ TEST(ParsePodTest, StatefulSetOwnershipAndOrdinal) {
     EXPECT_EQ(pod->stateful_set_uid, c.want_sts.empty() ? "" : "sts-uid");
     EXPECT_EQ(pod->IsStatefulSetMember(), !c.want_sts.empty() && c.want_ordinal.has_value());
   }
+}
+
+TEST(ParsePodTest, KubeVirtLauncherPodNamesItsVirtualMachine) {
+  auto launcher = ParsePod(PodObject(
+      R"({"metadata":{"name":"virt-launcher-vm-a-x7k2p","namespace":"vms","uid":"u1",)"
+      R"("ownerReferences":[{"apiVersion":"kubevirt.io/v1","kind":"VirtualMachineInstance",)"
+      R"("name":"vm-a","uid":"vmi-1","controller":true,"blockOwnerDeletion":true}]}})"));
+  ASSERT_TRUE(launcher) << launcher.error().message;
+  EXPECT_EQ(launcher->virtual_machine, "vm-a");
+  EXPECT_FALSE(launcher->IsStatefulSetMember());
+  // Another group's kind of the same name is not KubeVirt's.
+  auto other = ParsePod(PodObject(
+      R"({"metadata":{"name":"p","namespace":"vms","uid":"u2","ownerReferences":)"
+      R"([{"apiVersion":"example.com/v1","kind":"VirtualMachineInstance","name":"x","uid":"z"}]}})"));
+  ASSERT_TRUE(other) << other.error().message;
+  EXPECT_EQ(other->virtual_machine, "");
+  AllocatedAnnotations a;
+  a.provider = "tenant.vms";
+  a.addresses = "172.19.0.2";
+  a.cidr = "172.19.0.0/16";
+  a.virtual_machine = "vm-a";
+  EXPECT_NE(
+      AllocatedAnnotationsPatch(a).find(R"("tenant.vms.kubernetes.io/virtualmachine":"vm-a")"),
+      std::string::npos);
 }
 
 TEST(ParsePodTest, PhaseAndDeletion) {

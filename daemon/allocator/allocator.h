@@ -71,6 +71,16 @@ struct AllocateRequest {
   // the block engine writes it into the block allocation and adopts an allocation of a
   // re-created pod of the same name only when it matches.
   std::string owner_uid;
+  // Cluster mode: "<namespace>/<name>" of the IPAMClaim that owns the address ("" =
+  // none). Not kept in the lease; the block engine writes it into the block allocation,
+  // and with static_ips (the claim's status.ips) takes over the claim's allocation made
+  // for any earlier pod, on any node (docs/cluster-protocol.md, IPAMClaims).
+  std::string ipam_claim;
+  // Cluster mode: "<namespace>/<vm>" of a KubeVirt VM whose address is kept per (VM,
+  // subnet, interface) without a claim (Kube-OVN's keep-vm-ip). Written into the block
+  // allocation; a request without static addresses first looks for the VM's allocation
+  // of this interface in the subnet's blocks and takes it over.
+  std::string virtual_machine;
   std::string mac;
   std::string provider;
   // Cluster mode: the dynamic pick of a family is restricted to this range (one prefix

@@ -33,6 +33,21 @@ bool MayAdopt(const AllocateRequest& r) {
   return r.sticky && r.ordinal.has_value() && !r.owner_uid.empty() && !r.owner.pod_name.empty();
 }
 
+// A KubeVirt VM's pod without a claim: its VM's allocation of this interface, if any, is
+// looked up in the subnet's blocks and taken over (Kube-OVN's keep-vm-ip).
+bool MayTakeVmAddress(const AllocateRequest& r) {
+  return r.ipam_claim.empty() && !r.virtual_machine.empty() && r.static_ips.empty();
+}
+
+// Whom the allocation the request makes is kept for (KeptFor of it).
+std::string KeptForRequest(const AllocateRequest& r) {
+  BlockAllocation a;
+  a.ipam_claim = r.ipam_claim;
+  if (a.ipam_claim.empty()) a.virtual_machine = r.virtual_machine;
+  a.ifname = r.owner.ifname;
+  return KeptFor(a);
+}
+
 // The addresses a static request names ("10.0.0.5" or "10.0.0.5/24").
 std::vector<IpAddr> NamedAddresses(const AllocateRequest& r) {
   std::vector<IpAddr> out;
@@ -104,7 +119,10 @@ void BlockEngine::Allocate(const AllocateRequest& request, LeaseDone done) {
     job->request.within.clear();
     job->key = key;
     job->done = std::move(done);
-    if (MayAdopt(job->request)) return FindAdoptable(job);
+    if (MayAdopt(job->request) || MayTakeVmAddress(job->request)) return FindAdoptable(job);
+    if (!KeptForRequest(job->request).empty() && !job->request.static_ips.empty()) {
+      return TakeClaimAddresses(job);
+    }
     StartAllocate(job);
   });
 }
@@ -129,12 +147,15 @@ void BlockEngine::OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<Ip
                                                    job->request.subnet)));
   }
   const std::string& subnet = job->request.subnet;
+  const bool vm = MayTakeVmAddress(job->request);
   std::map<Family, IpAddr> found;
   for (const IpBlock& blk : *listed) {
     for (const auto& [offset, a] : blk.allocations) {
       IpAddr address = blk.AddressAt(offset);
-      if (KeyOfAllocation(subnet, a) != job->key || !a.sticky ||
-          a.owner_uid != job->request.owner_uid) {
+      if (vm) {
+        if (KeptFor(a) != KeptForRequest(job->request)) continue;  // not this VM's interface
+      } else if (KeyOfAllocation(subnet, a) != job->key || !a.sticky ||
+                 a.owner_uid != job->request.owner_uid) {
         continue;  // another pod, or the same name under a re-created StatefulSet
       }
       if (job->request.family && *job->request.family != address.family()) continue;
@@ -145,6 +166,12 @@ void BlockEngine::OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<Ip
   if (found.empty()) return StartAllocate(job);
   job->before_adoption = job->request;
   job->request.static_ips.clear();
+  if (vm) {
+    // The VM's address, held for an earlier launcher pod (perhaps still by a lease here).
+    for (const auto& [family, address] : found)
+      job->request.static_ips.push_back(address.ToString());
+    return TakeClaimAddresses(job);
+  }
   for (const auto& [family, address] : found) {
     // The cache marked it as a foreign hold (no lease of ours holds it); it is ours to
     // take over now, with a CAS update that fails if it changed meanwhile.
@@ -154,6 +181,41 @@ void BlockEngine::OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<Ip
         b->foreign.erase(static_cast<uint64_t>(address.value() - cidr->first().value()));
     }
     job->request.static_ips.push_back(address.ToString());
+    job->adopt.insert(address);
+  }
+  StartAllocate(job);
+}
+
+// --- An IPAMClaim's addresses (a VM's pod restarted, re-created or migrated) ---
+
+// The claim's status.ips are in the request as static addresses. Each is taken over
+// with a CAS update that replaces the allocation of the same claim, whoever made it; an
+// allocation of anything else there is a conflict. A lease of this node that still
+// holds the address for an earlier pod of the claim ends here first (no API call: the
+// allocation stays the claim's).
+void BlockEngine::TakeClaimAddresses(std::shared_ptr<Job> job) {
+  const std::string& subnet = job->request.subnet;
+  for (const IpAddr& address : NamedAddresses(job->request)) {
+    auto cidr = BlockOfAddress(subnet, address);
+    if (!cidr) continue;  // not in the subnet: the allocator says so
+    BlockState* b = FindBlock(BlockName(subnet, *cidr));
+    uint64_t offset = static_cast<uint64_t>(address.value() - cidr->first().value());
+    const BlockAllocation* cached = nullptr;
+    if (b != nullptr && b->object) {
+      auto it = b->object->allocations.find(offset);
+      if (it != b->object->allocations.end()) cached = &it->second;
+    }
+    if (std::optional<Lease> earlier = allocator_->Holder(subnet, address)) {
+      if (earlier->key() != job->key && cached != nullptr &&
+          KeptFor(*cached) == KeptForRequest(job->request) && keys_.count(earlier->key()) == 0) {
+        (void)DropLeaseLocally(
+            earlier->key(),
+            "is kept for " + KeptForRequest(job->request) + ", now used by " + job->key.owner,
+            nullptr);
+      }
+    }
+    (void)allocator_->UnmarkForeign(subnet, address);
+    if (b != nullptr) b->foreign.erase(offset);
     job->adopt.insert(address);
   }
   StartAllocate(job);
@@ -219,6 +281,9 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
     op.key = job->key;
     op.allocation = AllocationFor(lease);
     op.allocation.owner_uid = job->request.owner_uid;
+    op.allocation.ipam_claim = job->request.ipam_claim;
+    if (op.allocation.ipam_claim.empty())
+      op.allocation.virtual_machine = job->request.virtual_machine;
     op.claim = job->claims.count(BlockName(lease.subnet, cidr)) > 0;
     op.adopt = job->adopt.count(a) > 0;
     op.done = [this, job, a, token](Result<void> r) {
@@ -231,6 +296,7 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
 }
 
 void BlockEngine::OnAddsDone(std::shared_ptr<Job> job) {
+  if (!job->rechecked && RecheckAmbiguous(job)) return;  // OnAddsDone again after the reads
   bool all_ok = true;
   for (const auto& [a, r] : job->results) all_ok = all_ok && r.has_value();
   if (!all_ok) return Unwind(job, [this, job] { AfterUnwind(job); });
@@ -245,6 +311,50 @@ void BlockEngine::OnAddsDone(std::shared_ptr<Job> job) {
   ++stats_.allocations;
   stats_.adoptions += job->adopt.empty() ? 0 : 1;
   FinishJob(job, lease);
+}
+
+// A write answered with an error that does not say it failed (a 5xx, a lost connection,
+// a timeout) may have landed: etcd can commit after the API server gave up. Each such
+// block is read once; an allocation of this attachment by this node found there counts as
+// written. Without this, the landed allocation would stay behind as a foreign hold for a
+// pod that is alive (it gets another address), and only the pod's deletion frees it —
+// in a full subnet another pod would starve. True when reads were started.
+bool BlockEngine::RecheckAmbiguous(std::shared_ptr<Job> job) {
+  job->rechecked = true;
+  std::vector<size_t> ambiguous;
+  for (size_t i = 0; i < job->results.size(); ++i) {
+    const Result<void>& r = job->results[i].second;
+    if (!r && r.error().code == Code::kUnavailable) ambiguous.push_back(i);
+  }
+  if (ambiguous.empty()) return false;
+  auto left = std::make_shared<size_t>(ambiguous.size());
+  std::weak_ptr<int> token = life_;
+  for (size_t i : ambiguous) {
+    IpAddr a = job->results[i].first;
+    IpNet cidr = *BlockOfAddress(job->key.subnet, a);
+    ++stats_.gets;
+    api_->Get(BlockName(job->key.subnet, cidr),
+              [this, token, job, i, a, cidr, left](Result<std::optional<IpBlock>> r) {
+                if (token.expired()) return;
+                if (!r) {
+                  NoteFailure(r.error());
+                } else {
+                  BlockState& b = Block(job->key.subnet, cidr);
+                  if (!b.busy) SetObject(b, *r);
+                  auto offset = static_cast<uint64_t>(a.value() - cidr.first().value());
+                  if (*r) {
+                    auto it = (*r)->allocations.find(offset);
+                    if (it != (*r)->allocations.end() &&
+                        KeyOfAllocation(job->key.subnet, it->second) == job->key &&
+                        it->second.node == options_.node) {
+                      job->results[i].second = Ok();  // it landed
+                    }
+                  }
+                }
+                if (--*left == 0) OnAddsDone(job);
+              });
+  }
+  return true;
 }
 
 // Takes the attempt's addresses that did land back out of their blocks, so that a
@@ -264,6 +374,7 @@ void BlockEngine::Unwind(std::shared_ptr<Job> job, std::function<void()> then) {
     op.kind = Op::Kind::kRemove;
     op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
     op.key = job->key;
+    op.unwind = true;
     // A removal that fails leaves an allocation without a lease: it stays taken (never
     // a duplicate), shows as a foreign hold, and the reconciler frees it later.
     op.done = [left, next, token](const Result<void>&) {
@@ -291,7 +402,8 @@ void BlockEngine::AfterUnwind(std::shared_ptr<Job> job) {
   }
   job->claims.clear();
   if (unavailable != nullptr) return FinishJob(job, Fail(*unavailable));
-  if (conflict != nullptr && !job->adopt.empty() && job->repicks < options_.max_repicks) {
+  if (conflict != nullptr && !job->adopt.empty() && job->before_adoption &&
+      job->repicks < options_.max_repicks) {
     // The previous pod's allocation changed hands meanwhile (released, then taken):
     // the pod gets an address the ordinary way.
     job->request = *job->before_adoption;
@@ -393,7 +505,7 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
   }
 }
 
-// --- UpdateHolder ---
+// --- UpdateHolder, ConfirmHolder ---
 
 void BlockEngine::UpdateHolder(const AttachmentKey& key, VoidDone done) {
   RunForKey(key, [this, key, done = std::move(done)]() mutable {
@@ -402,32 +514,68 @@ void BlockEngine::UpdateHolder(const AttachmentKey& key, VoidDone done) {
       done(Ok());
       return FinishKey(key);
     }
-    Lease lease = *held;
-    struct Pending {
-      size_t left;
-      std::optional<Error> error;
-      VoidDone done;
-    };
-    auto state = std::make_shared<Pending>(Pending{lease.addresses().size(), std::nullopt,
-                                                   std::move(done)});
-    std::weak_ptr<int> token = life_;
-    for (const IpAddr& a : lease.addresses()) {
-      IpNet cidr = *BlockOfAddress(lease.subnet, a);
-      Op op;
-      op.kind = Op::Kind::kUpdate;
-      op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
-      op.key = key;
-      op.allocation = AllocationFor(lease);
-      op.done = [this, key, state, token](Result<void> r) {
-        if (token.expired()) return;
-        if (!r && !state->error) state->error = r.error();
-        if (--state->left > 0) return;
-        state->done(state->error ? Result<void>(Fail(*state->error)) : Result<void>(Ok()));
-        FinishKey(key);
-      };
-      Enqueue(lease.subnet, cidr, std::move(op));
-    }
+    WriteHolder(*held, AllocationFor(*held), /*must_exist=*/false, std::move(done));
   });
+}
+
+void BlockEngine::ConfirmHolder(const AttachmentKey& key, const std::string& pod_uid,
+                                const std::string& container_id, VoidDone done) {
+  RunForKey(key, [this, key, pod_uid, container_id, done = std::move(done)]() mutable {
+    std::optional<Lease> held = allocator_->Find(key);
+    if (!held || held->state != LeaseState::kCommitted) {
+      done(Fail(Error::NotFound("no committed lease of " + key.ToString())));
+      return FinishKey(key);
+    }
+    BlockAllocation allocation = AllocationFor(*held);
+    if (!pod_uid.empty()) allocation.pod_uid = pod_uid;
+    if (!container_id.empty()) allocation.container_id = container_id;
+    WriteHolder(*held, allocation, /*must_exist=*/true,
+                [this, key, done = std::move(done)](Result<void> r) {
+                  // Freed in its block (the pod looked gone to the collection) and maybe
+                  // taken by another node since: never to be served from here again.
+                  if (!r && r.error().code == Code::kNotFound &&
+                      !DropLeaseLocally(key, "was freed in its IPBlock by the garbage collection",
+                                        nullptr)) {
+                    return done(Fail(Error::Internal("dropping the freed lease of " + key.ToString())));
+                  }
+                  done(std::move(r));
+                });
+  });
+}
+
+void BlockEngine::WriteHolder(const Lease& lease, const BlockAllocation& allocation, bool must_exist,
+                              VoidDone done) {
+  AttachmentKey key = lease.key();
+  std::vector<IpAddr> addresses = lease.addresses();
+  if (addresses.empty()) {
+    done(Ok());
+    return FinishKey(key);
+  }
+  struct Pending {
+    size_t left;
+    std::optional<Error> error;
+    VoidDone done;
+  };
+  auto state = std::make_shared<Pending>(Pending{addresses.size(), std::nullopt, std::move(done)});
+  std::weak_ptr<int> token = life_;
+  for (const IpAddr& a : addresses) {
+    IpNet cidr = *BlockOfAddress(lease.subnet, a);
+    Op op;
+    op.kind = Op::Kind::kUpdate;
+    op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
+    op.key = key;
+    op.allocation = allocation;
+    op.must_exist = must_exist;
+    op.done = [this, key, state, token](Result<void> r) {
+      if (token.expired()) return;
+      // A lost allocation outranks another family's failure: the lease must go.
+      if (!r && (!state->error || r.error().code == Code::kNotFound)) state->error = r.error();
+      if (--state->left > 0) return;
+      state->done(state->error ? Result<void>(Fail(*state->error)) : Result<void>(Ok()));
+      FinishKey(key);
+    };
+    Enqueue(lease.subnet, cidr, std::move(op));
+  }
 }
 
 // --- Recover ---

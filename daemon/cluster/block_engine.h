@@ -106,6 +106,17 @@ class BlockEngine {
   // call again later).
   void UpdateHolder(const AttachmentKey& key, VoidDone done);
 
+  // Before a committed lease is handed to a new pod of the same name (a StatefulSet pod
+  // re-created, DESIGN §3.4): writes `pod_uid`/`container_id` ("" = keep) into the
+  // lease's block allocation(s), which must still be this node's — judged on a fresh
+  // read, not the watch's copy. kNotFound when one is gone (the cluster's garbage
+  // collection freed it, and another node may hold the address now): the lease is then
+  // dropped here, without an API call, and must not be served. kUnavailable: the API
+  // server could not be asked (serve nothing; try again). The store and allocator keep
+  // the old holder; the caller records the new one after success.
+  void ConfirmHolder(const AttachmentKey& key, const std::string& pod_uid,
+                     const std::string& container_id, VoidDone done);
+
   // After each Allocator::UpsertSubnet of a subnet this node allocates from: puts the
   // subnet in cluster mode (dynamic picks only from this node's blocks) and tells the
   // allocator about the blocks already seen for it (their locality and foreign holds
@@ -131,6 +142,10 @@ class BlockEngine {
   // be read; run it again later.
   void Recover(VoidDone done);
 
+  // The prefix length of `subnet`'s blocks of `family` (its sublease.io/block-size
+  // override, else the default for its CIDR); nullopt when it has no such family.
+  static std::optional<int> BlockPrefixOf(const Subnet& subnet, Family family);
+
   const BlockEngineStats& stats() const { return stats_; }
   // Requests being served (allocations and releases in flight or queued).
   size_t busy_attachments() const { return keys_.size(); }
@@ -151,13 +166,19 @@ class BlockEngine {
   void AfterAllocatorRefused(std::shared_ptr<Job> job, const Error& error);
   void QueueAdds(std::shared_ptr<Job> job, const Lease& lease);
   void OnAddsDone(std::shared_ptr<Job> job);
+  bool RecheckAmbiguous(std::shared_ptr<Job> job);
   void AfterUnwind(std::shared_ptr<Job> job);
   void Unwind(std::shared_ptr<Job> job, std::function<void()> then);
   void DropReservation(const Lease& lease);
   void FinishJob(std::shared_ptr<Job> job, Result<Lease> result);
   bool Repickable(const Job& job, const IpAddr& address) const;
   void DoRelease(const AttachmentKey& key, VoidDone done);
+  // Queues `allocation` as the holder of each of the lease's addresses (kUpdate ops);
+  // done, then FinishKey. Runs inside RunForKey.
+  void WriteHolder(const Lease& lease, const BlockAllocation& allocation, bool must_exist,
+                   VoidDone done);
   void FindAdoptable(std::shared_ptr<Job> job);
+  void TakeClaimAddresses(std::shared_ptr<Job> job);
   void OnAdoptionList(std::shared_ptr<Job> job, Result<std::vector<IpBlock>> listed);
   void RecoverLease(const Lease& lease, std::function<void(bool ok)> done);
 
@@ -182,6 +203,10 @@ class BlockEngine {
   void SetObject(BlockState& b, std::optional<IpBlock> object);
   void SyncAllocator(BlockState& b);
   void DropAdoptedLeases(BlockState& b);
+  // Ends a committed lease in the store and the allocator without an API call (its
+  // allocation is another node's now, or gone); the other blocks of its addresses but
+  // `synced` are re-synced. False when the store failed (nothing changed).
+  bool DropLeaseLocally(const AttachmentKey& key, const std::string& why, const BlockState* synced);
   void FailOps(std::vector<Op>& ops, const Error& e);
   std::optional<int> BlockPrefix(const std::string& subnet, Family family) const;
   std::optional<IpNet> BlockOfAddress(const std::string& subnet, const IpAddr& a) const;

@@ -14,19 +14,29 @@ AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& 
       subnet, Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname});
 }
 
+std::string KeptFor(const BlockAllocation& a) {
+  if (!a.ipam_claim.empty()) return "claim " + a.ipam_claim;
+  if (!a.virtual_machine.empty()) return "vm " + a.virtual_machine + " " + a.ifname;
+  return "";
+}
+
 std::string DescribeAllocation(const BlockAllocation& a) {
   Lease l;
   l.owner = Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname};
   return l.HolderDescription() + " on node " + (a.node.empty() ? std::string("?") : a.node);
 }
 
-std::optional<int> BlockEngine::BlockPrefix(const std::string& subnet, Family family) const {
-  const Subnet* s = allocator_->FindSubnet(subnet);
-  const SubnetFamily* sf = s ? s->family(family) : nullptr;
+std::optional<int> BlockEngine::BlockPrefixOf(const Subnet& subnet, Family family) {
+  const SubnetFamily* sf = subnet.family(family);
   if (sf == nullptr) return std::nullopt;
-  auto prefix = BlockPrefixFor(sf->cidr, s->spec.block_size);
+  auto prefix = BlockPrefixFor(sf->cidr, subnet.spec.block_size);
   // A malformed override is reported on the Subnet's status; the default keeps working.
   return prefix ? *prefix : DefaultBlockPrefix(sf->cidr);
+}
+
+std::optional<int> BlockEngine::BlockPrefix(const std::string& subnet, Family family) const {
+  const Subnet* s = allocator_->FindSubnet(subnet);
+  return s ? BlockPrefixOf(*s, family) : std::nullopt;
 }
 
 std::optional<IpNet> BlockEngine::BlockOfAddress(const std::string& subnet, const IpAddr& a) const {
@@ -141,6 +151,7 @@ void BlockEngine::Write(BlockState& b) {
   const bool create = !b.object;
   std::vector<Op> sent;
   std::vector<std::pair<Op, Error>> refused;
+  std::vector<Op> reread;  // confirmations that found nothing in the copy: read, then judge
   while (!b.queued.empty()) {
     Op op = std::move(b.queued.front());
     b.queued.pop_front();
@@ -150,15 +161,32 @@ void BlockEngine::Write(BlockState& b) {
     bool ours = same_key && it->second.node == options_.node;
     bool adoptable = same_key && op.adopt && it->second.sticky &&
                      it->second.owner_uid == op.allocation.owner_uid;
+    // An IPAMClaim's allocation goes to whichever pod references the claim now.
+    bool claim_adoptable = it != next.allocations.end() && op.adopt &&
+                           !KeptFor(op.allocation).empty() &&
+                           KeptFor(it->second) == KeptFor(op.allocation);
     if (op.kind == Op::Kind::kRemove) {
-      if (ours) next.allocations.erase(it);
+      // An IPAMClaim's address outlives its pods: only the garbage collection removes
+      // it, once the claim is gone. The lease here just ends.
+      if (ours && (KeptFor(it->second).empty() || op.unwind)) next.allocations.erase(it);
       sent.push_back(std::move(op));  // removing what is not there (or not ours) succeeds
     } else if (op.kind == Op::Kind::kUpdate) {
       if (ours) {
         if (!op.allocation.pod_uid.empty()) it->second.pod_uid = op.allocation.pod_uid;
         if (!op.allocation.container_id.empty()) it->second.container_id = op.allocation.container_id;
+        sent.push_back(std::move(op));
+      } else if (op.must_exist && !op.reread) {
+        // The copy may predate our allocation (the watch lags): judge on a fresh read.
+        op.reread = true;
+        reread.push_back(std::move(op));
+      } else if (op.must_exist) {
+        IpAddr a = b.cidr.first().Plus(op.offset);
+        refused.emplace_back(std::move(op),
+                             Error::NotFound("address " + a.ToString() + " is no longer this node's in IPBlock " +
+                                             b.name + " (the cluster's garbage collection freed it)"));
+      } else {
+        sent.push_back(std::move(op));  // nothing of ours there: nothing to update
       }
-      sent.push_back(std::move(op));  // nothing of ours there: nothing to update
     } else if (op.claim && b.object && b.object->node != options_.node) {
       LogDebug("claim of IPBlock " + b.name + " lost to node " + b.object->node);
       refused.emplace_back(std::move(op),
@@ -167,7 +195,7 @@ void BlockEngine::Write(BlockState& b) {
     } else if (it == next.allocations.end()) {
       next.allocations[op.offset] = op.allocation;
       sent.push_back(std::move(op));
-    } else if (ours || adoptable) {
+    } else if (ours || adoptable || claim_adoptable) {
       // Adopting: the previous pod's allocation becomes this node's. Else an earlier
       // write whose answer was lost landed it.
       if (op.adopt) it->second = op.allocation;
@@ -180,10 +208,16 @@ void BlockEngine::Write(BlockState& b) {
     }
   }
   bool changed = create ? !next.allocations.empty() : next.allocations != b.object->allocations;
+  // They wait for the answer of this write (fresh), or for a read when nothing is written.
+  for (auto it = reread.rbegin(); it != reread.rend(); ++it) b.queued.push_front(std::move(*it));
   // Callbacks last: they may queue more changes for this block (state is consistent).
   if (!changed) {
     for (auto& [op, e] : refused) op.done(Fail(e));
     for (Op& op : sent) op.done(Ok());
+    if (!reread.empty()) {
+      b.known = false;
+      return Pump(b);
+    }
     if (!b.busy) MaybeRetire(b);
     return;
   }
@@ -331,36 +365,42 @@ void BlockEngine::SyncAllocator(BlockState& b) {
 void BlockEngine::DropAdoptedLeases(BlockState& b) {
   std::vector<std::pair<AttachmentKey, std::string>> adopted;  // key, adopting node
   for (const auto& [offset, alloc] : b.object->allocations) {
-    if (alloc.node == options_.node) continue;
     std::optional<Lease> mine = allocator_->Holder(b.subnet, b.cidr.first().Plus(offset));
-    if (!mine || mine->state != LeaseState::kCommitted ||
-        mine->key() != KeyOfAllocation(b.subnet, alloc) || keys_.count(mine->key()) > 0) {
-      continue;
-    }
+    if (!mine || mine->state != LeaseState::kCommitted || keys_.count(mine->key()) > 0) continue;
+    bool same_key = mine->key() == KeyOfAllocation(b.subnet, alloc);
+    // A StatefulSet pod's allocation taken over by its namesake on another node; an
+    // IPAMClaim's taken over by another pod of the claim (a VM restarted or migrated).
+    bool moved = KeptFor(alloc).empty() ? alloc.node != options_.node && same_key
+                                        : alloc.node != options_.node || !same_key;
+    if (!moved) continue;
     adopted.emplace_back(mine->key(), alloc.node);
   }
   for (const auto& [key, node] : adopted) {
-    std::optional<Lease> held = allocator_->Find(key);
-    if (!held) continue;
-    Lease lease = *held;
-    if (auto r = store_->ReleaseLease(key, clock_->NowMs());
-        !r && r.error().code != Code::kNotFound) {
-      LogWarn("dropping the lease of " + key.ToString() + " (adopted by node " + node +
-              "): " + r.error().message);
-      continue;  // the store and the allocator stay in step; tried again on the next sync
-    }
-    (void)allocator_->Release(key);
-    ++stats_.adopted_away;
-    LogInfo("the lease of " + key.ToString() + " was adopted by node " + node +
-            " (its pod was re-created there); dropped here");
-    // The lease's other family lives in another block: what is left there is now a
-    // foreign hold (taken until the cluster's reconciler frees it), not free.
-    for (const IpAddr& a : lease.addresses()) {
-      auto cidr = BlockOfAddress(lease.subnet, a);
-      BlockState* other = cidr ? FindBlock(BlockName(lease.subnet, *cidr)) : nullptr;
-      if (other != nullptr && other != &b) SyncAllocator(*other);
+    if (DropLeaseLocally(key, "was adopted by node " + node + " (its pod was re-created there)", &b)) {
+      ++stats_.adopted_away;
     }
   }
+}
+
+bool BlockEngine::DropLeaseLocally(const AttachmentKey& key, const std::string& why,
+                                   const BlockState* synced) {
+  std::optional<Lease> held = allocator_->Find(key);
+  if (!held) return true;
+  Lease lease = *held;
+  if (auto r = store_->ReleaseLease(key, clock_->NowMs()); !r && r.error().code != Code::kNotFound) {
+    LogWarn("dropping the lease of " + key.ToString() + " (it " + why + "): " + r.error().message);
+    return false;  // the store and the allocator stay in step; tried again on the next sync
+  }
+  (void)allocator_->Release(key);
+  LogInfo("the lease of " + key.ToString() + " " + why + "; dropped here");
+  // What is left of the lease in its blocks (another family's allocation) is now a
+  // foreign hold (taken until the cluster's reconciler frees it), not free.
+  for (const IpAddr& a : lease.addresses()) {
+    auto cidr = BlockOfAddress(lease.subnet, a);
+    BlockState* other = cidr ? FindBlock(BlockName(lease.subnet, *cidr)) : nullptr;
+    if (other != nullptr && other != synced) SyncAllocator(*other);
+  }
+  return true;
 }
 
 void BlockEngine::Refresh(const std::string& subnet, const IpNet& cidr,

@@ -15,6 +15,10 @@ namespace sublease {
 
 // The attachment an allocation in a block belongs to.
 AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& a);
+// Who keeps an allocation beyond its pods: "claim <ns>/<name>" (an IPAMClaim), "vm
+// <ns>/<vm> <ifname>" (a KubeVirt VM, Kube-OVN's rules), "" = its pod. Pods with the same
+// keeper take the allocation over; a node's release leaves a kept one in its block.
+std::string KeptFor(const BlockAllocation& a);
 // "pod ns/name (container c, net1) on node n", for conflict messages.
 std::string DescribeAllocation(const BlockAllocation& a);
 
@@ -31,7 +35,16 @@ struct BlockEngine::Op {
   bool claim = false;          // kAdd that may only land through this node's own create
   // kAdd adopting a StatefulSet pod's allocation: an allocation of the same key, sticky,
   // with the same owner UID, made by any node, is replaced by `allocation`.
+  // Also a kAdd of an IPAMClaim's address (allocation.ipam_claim set): an allocation of
+  // the same claim, made for any pod by any node, is replaced by `allocation`.
   bool adopt = false;
+  // kRemove taking back an attempt's own write (Unwind): removes this node's allocation
+  // even when it carries an IPAMClaim (a release leaves those in the block).
+  bool unwind = false;
+  // kUpdate confirming a holder (ConfirmHolder): fails kNotFound when the block has no
+  // allocation of `key` by this node, judged on a fresh read (`reread` once set).
+  bool must_exist = false;
+  bool reread = false;
   int rounds = 0;              // 409 → re-read rounds so far (bounded)
   std::function<void(Result<void>)> done;
 };
@@ -66,6 +79,7 @@ struct BlockEngine::Job {
   std::set<std::string> claims;  // blocks this attempt may only land in by creating them
   int repicks = 0;
   bool refreshed = false;  // a static conflict on a foreign hold re-read its block once
+  bool rechecked = false;  // writes answered kUnavailable (they may have landed) were re-read
   // Adoption: the addresses of the previous pod's allocations this attempt takes over,
   // and the request as it was before they were named in it (the fallback when one is
   // lost meanwhile).

@@ -465,8 +465,13 @@ TEST(BlockEngineTest, AWriteThatLandedButWasNotAnsweredNeverBecomesADuplicate) {
   ClusterHarness c(Spec("10.0.0.0/24"));
   Node& a = c.AddNode("node-a", Deterministic());
   ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // 10.0.0.2
-  c.api.FailNextAfterApply(1);                     // .3 lands, the answer is lost
-  auto lost = c.AllocateNow(a, c.Request("p1"));
+  c.api.FailNextAfterApply(1);  // .3 lands, the answer is lost
+  std::optional<Result<Lease>> answer;
+  a.engine->Allocate(c.Request("p1"), [&](Result<Lease> l) { answer = std::move(l); });
+  c.api.FailNext(1);  // the write has been sent: the next call, the re-read of its block, fails
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(answer.has_value());
+  const Result<Lease>& lost = *answer;
   ASSERT_FALSE(lost);
   EXPECT_EQ(lost.error().code, Code::kUnavailable);
   // The watch shows .3 held without a lease: a foreign hold, never handed out again.
@@ -475,6 +480,26 @@ TEST(BlockEngineTest, AWriteThatLandedButWasNotAnsweredNeverBecomesADuplicate) {
   ASSERT_TRUE(next);
   EXPECT_EQ(next->v4, Ip("10.0.0.4"));
   c.CheckInvariants(/*allow_ghosts=*/true);
+}
+
+// A real etcd may commit a write after the API server answered it with a 500: the block
+// is read, and the allocation found there is the lease (not a leak beside a second one).
+TEST(BlockEngineTest, AWriteAnsweredWithAnErrorThatLandedIsFoundByARereadAndCommitted) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // 10.0.0.2
+  c.api.FailNextAfterApply(1);                     // .3 lands, the answer is an error
+  auto landed = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(landed) << landed.error().message;
+  EXPECT_EQ(landed->v4, Ip("10.0.0.3"));
+  EXPECT_EQ(landed->state, LeaseState::kCommitted);
+  EXPECT_FALSE(a.allocator.ForeignHolder("net", Ip("10.0.0.3")).has_value());
+  // Asked again, the pod keeps it: no second allocation for it anywhere.
+  auto again = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->v4, Ip("10.0.0.3"));
+  EXPECT_EQ(c.api.objects().begin()->second.allocations.size(), 2u);
+  c.CheckInvariants();
 }
 
 TEST(BlockEngineTest, RecoverCommitsPendingLeasesFoundInTheirBlockAndDropsTheRest) {
@@ -489,7 +514,7 @@ TEST(BlockEngineTest, RecoverCommitsPendingLeasesFoundInTheirBlockAndDropsTheRes
   ASSERT_TRUE(a.store->InsertLease(*lost, 1));
   IpBlock block = c.api.objects().begin()->second;
   block.allocations[3] = BlockAllocation{"default",  "landed", "uid-landed",  "net1",
-                                         "c-landed", "node-a", "net.default", false, ""};
+                                         "c-landed", "node-a", "net.default", false, "", "", ""};
   c.api.Put(block);
   c.api.RunAll(kMaxSteps);
   c.api.FailNext(2);  // unreachable: both stay pending
@@ -656,7 +681,7 @@ TEST(BlockEngineTest, AnAdoptionLostToARaceFallsBackToANewAddress) {
   IpBlock block = c.api.objects().at(BlockName("net", *IpNet::Parse("10.0.0.0/29")));
   auto offset = *block.OffsetOf(*first->v4);
   block.allocations[offset] = BlockAllocation{"default", "thief", "uid-t", "net1", "c-t",
-                                              "node-c",  "net.default", false, ""};
+                                              "node-c",  "net.default", false, "", "", ""};
   c.api.Put(block);
   c.api.RunAll(kMaxSteps);
   ASSERT_TRUE(moved && *moved) << (moved ? moved->error().message : "no answer");
@@ -686,6 +711,76 @@ TEST(BlockEngineTest, UpdateHolderWritesTheNewSandboxIntoTheBlock) {
   c.CheckInvariants();
 }
 
+// A StatefulSet pod re-created under its name may keep its lease only if its block still
+// has it: the cluster's collection may have freed it (the pod looked gone) and another
+// node taken the address, while this node's copy of the block still shows it.
+TEST(BlockEngineTest, ConfirmHolderWritesTheNewPodWhenTheAllocationIsStillThere) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  auto l = c.AllocateNow(a, c.Request("web-0"));
+  ASSERT_TRUE(l);
+  std::optional<Result<void>> done;
+  a.engine->ConfirmHolder(l->key(), "uid-new", "sandbox-2", [&](Result<void> r) { done = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(done && *done) << (done ? done->error().message : "no answer");
+  EXPECT_EQ(AllocationAt(c, *l->v4)->pod_uid, "uid-new");
+  EXPECT_EQ(AllocationAt(c, *l->v4)->container_id, "sandbox-2");
+  // The lease itself is the caller's to update (after success): unchanged here.
+  EXPECT_EQ(a.allocator.Find(l->key())->owner.pod_uid, l->owner.pod_uid);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, ConfirmHolderFindsAFreedBorrowAndDropsTheLease) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(b, c.Request("b0")));  // node-b claims 10.0.0.0/29
+  auto borrowed = c.AllocateNow(a, c.Request("web-0", {"10.0.0.5"}));
+  ASSERT_TRUE(borrowed) << borrowed.error().message;
+  // The collection frees it in node-b's block (node-a does not watch that block, so its
+  // copy still shows the allocation), then node-b takes the address.
+  IpBlock block = c.api.objects().at(BlockName("net", *IpNet::Parse("10.0.0.0/29")));
+  block.allocations.erase(5);
+  c.api.Put(block);
+  c.api.RunAll(kMaxSteps);
+  auto taken = c.AllocateNow(b, c.Request("thief", {"10.0.0.5"}));
+  ASSERT_TRUE(taken) << taken.error().message;
+  std::optional<Result<void>> done;
+  a.engine->ConfirmHolder(borrowed->key(), "uid-new", "", [&](Result<void> r) { done = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(done.has_value());
+  ASSERT_FALSE(*done);
+  EXPECT_EQ(done->error().code, Code::kNotFound) << done->error().message;
+  EXPECT_FALSE(a.allocator.Find(borrowed->key()).has_value()) << "the freed lease is never served again";
+  auto stored = a.store->LoadLiveLeases();
+  ASSERT_TRUE(stored);
+  EXPECT_TRUE(stored->empty());
+  EXPECT_EQ(AllocationAt(c, Ip("10.0.0.5"))->pod_name, "thief");  // nothing was written back
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, ConfirmHolderReadsAnOwnBlockWhoseCopyLacksTheAllocation) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  auto l = c.AllocateNow(a, c.Request("web-0"));
+  ASSERT_TRUE(l);
+  // Freed by the collection; node-a's watch delivers it (its copy now lacks the
+  // allocation, as it would for one the watch shows late, too).
+  IpBlock block = c.api.objects().begin()->second;
+  block.allocations.clear();
+  c.api.Put(block);
+  c.api.RunAll(kMaxSteps);
+  uint64_t gets = a.engine->stats().gets;
+  std::optional<Result<void>> done;
+  a.engine->ConfirmHolder(l->key(), "uid-new", "", [&](Result<void> r) { done = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(done.has_value());
+  ASSERT_FALSE(*done);
+  EXPECT_EQ(done->error().code, Code::kNotFound);
+  EXPECT_EQ(a.engine->stats().gets, gets + 1) << "judged on a fresh read, not the copy";
+  EXPECT_FALSE(a.allocator.Find(l->key()).has_value());
+}
+
 TEST(BlockEngineTest, AfterAListOwnBlocksWithRoomAreUsedBeforeClaimingAnother) {
   ClusterHarness c(Spec("10.0.0.0/24"));
   Node& a = c.AddNode("node-a", Deterministic());
@@ -711,6 +806,121 @@ TEST(BlockEngineTest, AfterAListOwnBlocksWithRoomAreUsedBeforeClaimingAnother) {
   EXPECT_EQ((*got)->v4, Ip("10.0.0.3"));
   EXPECT_EQ(restarted.stats().claims, 0u);
   EXPECT_EQ(c.api.objects().size(), 1u);
+}
+
+}  // namespace
+}  // namespace sublease
+
+namespace sublease {
+namespace {
+
+AllocateRequest ClaimRequest(const testing::ClusterHarness& c, const std::string& pod,
+                             std::vector<std::string> static_ips = {}) {
+  AllocateRequest r = c.Request(pod, std::move(static_ips));
+  r.ipam_claim = "default/vm-a.net";
+  return r;
+}
+
+const BlockAllocation* AllocationOf(const testing::ClusterHarness& c, const IpAddr& a) {
+  for (const auto& [name, b] : c.api.objects()) {
+    auto offset = b.OffsetOf(a);
+    if (!offset) continue;
+    auto it = b.allocations.find(*offset);
+    return it == b.allocations.end() ? nullptr : &it->second;
+  }
+  return nullptr;
+}
+
+// A VM's pods, one after another and on two nodes at once (live migration): one block
+// allocation, owned by the claim, taken over by each pod; no release removes it.
+TEST(BlockEngineClaimTest, PodsOfAClaimShareOneAllocationThatNoReleaseRemoves) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  auto first = c.AllocateNow(a, ClaimRequest(c, "launcher-1"));
+  ASSERT_TRUE(first) << first.error().message;
+  IpAddr address = *first->v4;
+  const BlockAllocation* alloc = AllocationOf(c, address);
+  ASSERT_NE(alloc, nullptr);
+  EXPECT_EQ(alloc->ipam_claim, "default/vm-a.net");
+
+  // The migration target on node-b takes it over while the source still holds it.
+  auto target = c.AllocateNow(b, ClaimRequest(c, "launcher-2", {address.ToString()}));
+  ASSERT_TRUE(target) << target.error().message;
+  EXPECT_EQ(*target->v4, address);
+  alloc = AllocationOf(c, address);
+  ASSERT_NE(alloc, nullptr);
+  EXPECT_EQ(alloc->pod_name, "launcher-2");
+  EXPECT_EQ(alloc->node, "node-b");
+  size_t allocations = 0;
+  for (const auto& [name, blk] : c.api.objects()) allocations += blk.allocations.size();
+  EXPECT_EQ(allocations, 1u);
+  // node-a saw its block name another pod of the claim: its lease ended, no API call.
+  EXPECT_FALSE(a.allocator.Find(AttachmentKey::For("net", c.Request("launcher-1").owner)));
+  EXPECT_EQ(a.engine->stats().adopted_away, 1u);
+  EXPECT_TRUE(a.allocator.ForeignHolder("net", address).has_value());
+  // Another pod cannot have it.
+  auto other = c.AllocateNow(a, c.Request("intruder", {address.ToString()}));
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code, Code::kConflict);
+
+  // The target goes: its lease ends, the claim keeps the allocation.
+  ASSERT_TRUE(c.ReleaseNow(b, "launcher-2"));
+  EXPECT_FALSE(b.allocator.Find(AttachmentKey::For("net", c.Request("launcher-2").owner)));
+  alloc = AllocationOf(c, address);
+  ASSERT_NE(alloc, nullptr);
+  EXPECT_EQ(alloc->ipam_claim, "default/vm-a.net");
+
+  // The VM starts again on node-a: the same address, one allocation.
+  auto again = c.AllocateNow(a, ClaimRequest(c, "launcher-3", {address.ToString()}));
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(*again->v4, address);
+  EXPECT_EQ(AllocationOf(c, address)->pod_name, "launcher-3");
+  c.CheckInvariants();
+}
+
+// Kube-OVN's keep-vm-ip without a claim: the VM's next pod finds its allocation of the
+// interface by listing the subnet's blocks, on any node.
+TEST(BlockEngineClaimTest, AVmsNextPodFindsItsAddressWithoutAClaim) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  auto vm_request = [&](const std::string& pod) {
+    AllocateRequest r = c.Request(pod);
+    r.virtual_machine = "default/vm-b";
+    return r;
+  };
+  auto first = c.AllocateNow(a, vm_request("launcher-1"));
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(AllocationOf(c, *first->v4)->virtual_machine, "default/vm-b");
+  ASSERT_TRUE(c.ReleaseNow(a, "launcher-1"));
+  ASSERT_NE(AllocationOf(c, *first->v4), nullptr);  // kept for the VM
+  ASSERT_TRUE(c.AllocateNow(b, c.Request("someone-else")));
+  auto next = c.AllocateNow(b, vm_request("launcher-2"));
+  ASSERT_TRUE(next) << next.error().message;
+  EXPECT_EQ(*next->v4, *first->v4);
+  EXPECT_EQ(AllocationOf(c, *first->v4)->pod_name, "launcher-2");
+  EXPECT_EQ(AllocationOf(c, *first->v4)->node, "node-b");
+  // Another VM gets another address.
+  AllocateRequest other = c.Request("launcher-x");
+  other.virtual_machine = "default/vm-x";
+  auto x = c.AllocateNow(a, other);
+  ASSERT_TRUE(x) << x.error().message;
+  EXPECT_NE(*x->v4, *first->v4);
+  c.CheckInvariants();
+}
+
+// A claim's address held by something else is a conflict, never a second allocation.
+TEST(BlockEngineClaimTest, AnotherHoldersAllocationIsNotTakenOver) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("plain", {"10.0.0.5"})));
+  auto taken = c.AllocateNow(b, ClaimRequest(c, "launcher-1", {"10.0.0.5"}));
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, Code::kConflict);
+  EXPECT_EQ(AllocationOf(c, Ip("10.0.0.5"))->pod_name, "plain");
+  c.CheckInvariants();
 }
 
 }  // namespace

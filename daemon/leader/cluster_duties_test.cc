@@ -52,7 +52,7 @@ class ClusterDutiesTest : public testing::FakeApiTest {
   }
 
   BlockAllocation Alloc(const std::string& pod, const std::string& uid, bool sticky = false) {
-    return BlockAllocation{"default", pod, uid, "net1", "c-" + pod, "node-a", "m.default", sticky, ""};
+    return BlockAllocation{"default", pod, uid, "net1", "c-" + pod, "node-a", "m.default", sticky, "", "", ""};
   }
   // Writes block 10.0.0.0/29 of subnet "m" (created when absent), affine to `node`.
   void PutBlock(const std::map<uint64_t, BlockAllocation>& allocations,

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "sync/ipamclaim.h"
 #include "sync/kube_object.h"
 
 namespace sublease {
@@ -178,6 +179,8 @@ void GarbageCollector::CheckCandidates(const std::string& block) {
 
 void GarbageCollector::CheckPod(const std::string& block, size_t index) {
   const BlockAllocation& checked = jobs_.at(block).candidates[index].allocation;
+  if (!checked.ipam_claim.empty()) return CheckClaim(block, index);
+  if (!checked.virtual_machine.empty()) return CheckVirtualMachine(block, index, /*vmi=*/false);
   std::string path = "/api/v1/namespaces/" + checked.pod_namespace + "/pods/" + checked.pod_name;
   Send("GET", path, "", [this, block, index](KubeResult<KubeResponse> r) {
     auto it = jobs_.find(block);
@@ -196,6 +199,68 @@ void GarbageCollector::CheckPod(const std::string& block, size_t index) {
       return Decided(block, index, Verdict::kUnknown);
     }
     if (a.sticky && StatefulSetOrdinal(a.pod_name)) return CheckStatefulSet(block, index);
+    Decided(block, index, Verdict::kReclaim);
+  });
+}
+
+// An IPAMClaim's allocation belongs to the claim, not to the pod it names: reclaimed only
+// when the claim is an object 404, or its status.ips name other addresses (an allocation
+// that lost a race to record itself in the claim). Unreadable → kept.
+void GarbageCollector::CheckClaim(const std::string& block, size_t index) {
+  const Job& job = jobs_.at(block);
+  const Candidate& candidate = job.candidates[index];
+  std::string address;
+  if (const IpBlock* current = CurrentBlock(job)) {
+    address = current->AddressAt(candidate.offset).ToString();
+  }
+  const std::string& claim = candidate.allocation.ipam_claim;
+  size_t slash = claim.find('/');
+  if (slash == std::string::npos) return Decided(block, index, Verdict::kKeep);
+  std::string name = claim.substr(slash + 1);
+  Send("GET", IpamClaimPath(claim.substr(0, slash), name), "",
+       [this, block, index, name, address](KubeResult<KubeResponse> r) {
+         if (!jobs_.count(block)) return;
+         Verdict v = Verdict::kKeep;
+         if (r) {
+           auto c = DecodeIpamClaim(r->body);
+           if (c && !c->ips.empty() && !address.empty()) {
+             bool listed = false;
+             for (const std::string& ip : c->ips)
+               listed = listed || ip.substr(0, ip.find('/')) == address;
+             if (!listed) v = Verdict::kReclaim;
+           }
+         } else if (IsObjectNotFound(r.error(), name)) {
+           v = Verdict::kReclaim;
+         } else {
+           ++stats_.errors;
+           v = Verdict::kUnknown;
+         }
+         if (v == Verdict::kKeep) ++stats_.kept_claim;
+         Decided(block, index, v);
+       });
+}
+
+// A KubeVirt VM's address kept without a claim (Kube-OVN's rules): reclaimed once neither
+// the VirtualMachine nor the VirtualMachineInstance of that name is an object (both 404;
+// an ephemeral VMI has no VM, so its deletion frees it). Unreadable → kept.
+void GarbageCollector::CheckVirtualMachine(const std::string& block, size_t index, bool vmi) {
+  const std::string& vm = jobs_.at(block).candidates[index].allocation.virtual_machine;
+  size_t slash = vm.find('/');
+  if (slash == std::string::npos) return Decided(block, index, Verdict::kKeep);
+  std::string name = vm.substr(slash + 1);
+  std::string path = "/apis/kubevirt.io/v1/namespaces/" + vm.substr(0, slash) +
+                     (vmi ? "/virtualmachineinstances/" : "/virtualmachines/") + name;
+  Send("GET", path, "", [this, block, index, name, vmi](KubeResult<KubeResponse> r) {
+    if (!jobs_.count(block)) return;
+    if (r) {
+      ++stats_.kept_vm;
+      return Decided(block, index, Verdict::kKeep);
+    }
+    if (!IsObjectNotFound(r.error(), name)) {
+      ++stats_.errors;
+      return Decided(block, index, Verdict::kUnknown);
+    }
+    if (!vmi) return CheckVirtualMachine(block, index, /*vmi=*/true);
     Decided(block, index, Verdict::kReclaim);
   });
 }

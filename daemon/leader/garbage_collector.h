@@ -18,6 +18,11 @@
 //   not the allocation's ownerUID). When the StatefulSet cannot be read
 //   (any other error, or the API serves no statefulsets) it is kept. A sticky
 //   allocation whose pod name has no ordinal is treated as not sticky.
+// - An IPAMClaim's allocation (ipamClaim set) whose pod is gone is reclaimed only when the
+//   claim is an object 404, or its status.ips list other addresses; never while the
+//   claim holds it (its VM's next pod takes it over, on any node). A KubeVirt VM's
+//   allocation kept without a claim (virtualMachine set) is reclaimed only when neither
+//   its VirtualMachine nor its VirtualMachineInstance exists (both object 404).
 // - The removal is a CAS update of the block (resourceVersion). 409/404 → GET the block,
 //   and if a candidate is still there unchanged, re-check its pod and write again (at
 //   most kMaxAttempts). All of a block's candidates leave in one update.
@@ -61,6 +66,8 @@ struct GarbageCollectorStats {
   uint64_t reclaimed = 0;         // allocations removed from blocks
   uint64_t kept_pod_exists = 0;   // candidates whose final re-check found the pod
   uint64_t kept_sticky = 0;       // sticky candidates whose StatefulSet still wants them
+  uint64_t kept_claim = 0;        // IPAMClaim allocations whose claim still exists
+  uint64_t kept_vm = 0;           // KubeVirt VM allocations whose VM or VMI still exists
   uint64_t blocks_deleted = 0;    // empty blocks of deleted nodes
   uint64_t conflicts = 0;         // CAS writes answered 409/404
   uint64_t errors = 0;
@@ -114,6 +121,8 @@ class GarbageCollector {
   void CheckCandidates(const std::string& block);
   void CheckPod(const std::string& block, size_t index);
   void CheckStatefulSet(const std::string& block, size_t index);
+  void CheckClaim(const std::string& block, size_t index);
+  void CheckVirtualMachine(const std::string& block, size_t index, bool vmi);
   void Decided(const std::string& block, size_t index, Verdict v);
   void WriteJob(const std::string& block);
   void Reread(const std::string& block);

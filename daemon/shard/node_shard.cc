@@ -2,9 +2,11 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "common/log.h"
+#include "daemon/allocator/pool.h"
 #include "daemon/service/cni_service.h"
 #include "sync/ipblock.h"
 
@@ -182,8 +184,10 @@ void NodeShard::Recover() {
       recovery_due_ = true;
     }
     recovered_ = true;
-    // Pods seen while their leases were pending were skipped: settle them now.
+    // Pods seen while their leases were pending were skipped: settle them now; and a
+    // lease pending when the pod list was compared (skipped then) whose pod is gone.
     ReconcileAllPods();
+    if (pods_synced_) ReleaseOrphans();
   });
 }
 
@@ -258,6 +262,23 @@ void NodeShard::UpsertSubnet(const KubeObject& object) {
             same_provider->name + "; it allocates nothing until one of them changes");
     return;
   }
+  if (const Subnet* known = allocator_->FindSubnet(spec->name)) {
+    // Block names and offsets follow from the block size. A cidrBlock or block-size
+    // change that alters it would put later allocations in blocks that overlap the ones
+    // this node's leases are in (and never see those): duplicates. Kube-OVN, too, lets a
+    // CIDR change only a Subnet with no addresses in use.
+    for (Family family : {Family::kV4, Family::kV6}) {
+      std::optional<int> was = BlockEngine::BlockPrefixOf(*known, family);
+      std::optional<int> now = BlockEngine::BlockPrefixOf(*subnet, family);
+      if (was && now && *was != *now) {
+        LogWarn("Subnet " + spec->name + " changed its " + (family == Family::kV4 ? "IPv4" : "IPv6") +
+                " block size from /" + std::to_string(*was) + " to /" + std::to_string(*now) +
+                " (cidrBlock or sublease.io/block-size); this node keeps allocating with the old definition. "
+                "To change it, delete the Subnet once no pod uses it and create it anew");
+        return;
+      }
+    }
+  }
   if (auto r = store_->UpsertSubnet(*subnet, clock_->NowMs()); !r) {
     LogError("storing Subnet " + spec->name + ": " + r.error().message);
     return;
@@ -293,19 +314,23 @@ void NodeShard::RemoveSubnet(const KubeObject& object) {
 // ---- Pods ----
 
 void NodeShard::PodChanged(const KubeObject& object) {
+  if (std::optional<std::string> pod_key = StorePod(object)) ReconcilePod(*pod_key);
+}
+
+std::optional<std::string> NodeShard::StorePod(const KubeObject& object) {
   auto pod = ParsePod(object);
   if (!pod) {
     LogWarn("ignoring pod " + object.Key() + ": " + pod.error().message);
-    return;
+    return std::nullopt;
   }
-  if (!options_.node.empty() && !pod->node_name.empty() && pod->node_name != options_.node) return;
+  if (!options_.node.empty() && !pod->node_name.empty() && pod->node_name != options_.node) return std::nullopt;
   std::string pod_key = pod->Key();
   // A pod (again) present: no release is due for its leases.
   for (auto it = release_due_ms_.begin(); it != release_due_ms_.end();) {
     it = it->first.owner == "pod:" + pod_key ? release_due_ms_.erase(it) : std::next(it);
   }
   pods_[pod_key] = std::move(*pod);
-  ReconcilePod(pod_key);
+  return pod_key;
 }
 
 // Allocates ahead of time what the pod asks for and has no lease for yet, and writes
@@ -338,33 +363,32 @@ void NodeShard::ReconcilePod(const std::string& pod_key) {
     if (!subnet) continue;  // not an attachment sublease serves
     Owner owner{stored.namespace_name, stored.name, stored.uid, "", att.ifname};
     AttachmentKey key = AttachmentKey::For(subnet->name, owner);
+    if (inflight_.count(key)) continue;
+    // An IPAMClaim's address is decided at the CNI ADD, which says whether the network
+    // config allows persistent IPs (the daemon does not read NetworkAttachmentDefinitions).
+    if (!att.ipam_claim.empty() && !allocator_->Find(key)) continue;
+    AllocateRequest request;
+    request.subnet = subnet->name;
+    request.owner = owner;
+    request.provider = att.provider;
+    ApplyAttachment(stored, att, &request);
+    if (options_.keep_vm_ips && !stored.virtual_machine.empty()) {
+      request.virtual_machine = stored.namespace_name + "/" + stored.virtual_machine;
+    }
     if (std::optional<Lease> lease = allocator_->Find(key)) {
       if (lease->state != LeaseState::kCommitted) continue;
       if (!stored.uid.empty() && lease->owner.pod_uid != stored.uid) {
         // The pod was re-created under the same name (a StatefulSet member, or a pod
-        // whose lease had not been released yet): the lease follows the new pod.
-        if (RecordHolder(key, stored.uid, "")) UpdateBlockHolder(key);
-        lease = allocator_->Find(key);
+        // whose lease had not been released yet).
+        FollowLease(*lease, std::move(request), "", {}, nullptr);
+        continue;
       }
-      if (!IsAllocated(stored, att.provider, att.per_interface ? att.ifname : "")) WriteAnnotations(*lease);
+      if (!IsAllocated(stored, att.provider, att.per_interface ? att.ifname : "") &&
+          !AnnotationsWritten(*lease)) {
+        WriteAnnotations(*lease);
+      }
       continue;
     }
-    if (inflight_.count(key)) continue;
-    AllocateRequest request;
-    request.subnet = subnet->name;
-    request.owner = owner;
-    request.static_ips = att.static_ips;
-    request.pool = att.pool;
-    request.ordinal = att.ordinal;
-    request.family = att.family;
-    request.sticky = att.sticky;
-    if (stored.IsStatefulSetMember()) {
-      request.sticky = true;
-      request.ordinal = stored.ordinal;
-      request.owner_uid = stored.stateful_set_uid;
-    }
-    request.mac = att.mac;
-    request.provider = att.provider;
     ++stats_.ahead_of_time;
     AllocateFor(std::move(request), {}, nullptr);
   }
@@ -386,8 +410,17 @@ static bool ParseStatefulSet(const std::string& json, int64_t* replicas, std::st
 void NodeShard::PodGone(const KubeObject& object) {
   std::string pod_key = object.Key();
   auto known = pods_.find(pod_key);
+  // The deletion of an earlier pod of this name can arrive after this node read the
+  // newer one (an ADD that outran the watch): the newer pod stays, and settles the
+  // leases it attaches too (FollowLease keeps or replaces them); the rest go.
+  const bool newer_known = known != pods_.end() && !object.uid.empty() && !known->second.uid.empty() &&
+                           known->second.uid != object.uid;
+  std::set<AttachmentKey> taken_over;
   PodInfo pod;
-  if (known != pods_.end()) {
+  if (newer_known) {
+    taken_over = WantedKeys(known->second);
+    if (auto parsed = ParsePod(object)) pod = *parsed;
+  } else if (known != pods_.end()) {
     pod = known->second;
     pods_.erase(known);
   } else if (auto parsed = ParsePod(object)) {
@@ -401,6 +434,7 @@ void NodeShard::PodGone(const KubeObject& object) {
   });
   for (const auto& lease : leases) {
     AttachmentKey key = lease.key();
+    if (taken_over.count(key)) continue;
     if (!lease.sticky) {
       ScheduleRelease(key, del_received_.count(key) ? 0 : options_.release_grace_ms);
       continue;
@@ -462,6 +496,10 @@ void NodeShard::ForgetPodsNotIn(const std::set<std::string>& present) {
 
 void NodeShard::PodsSynced() {
   pods_synced_ = true;
+  ReleaseOrphans();
+}
+
+void NodeShard::ReleaseOrphans() {
   // Leases whose pod vanished while the daemon was not watching (pods_ is complete now).
   std::vector<Lease> orphans;
   allocator_->ForEachLease([&](const Lease& l) {
@@ -590,11 +628,25 @@ void NodeShard::WriteAnnotations(const Lease& lease) {
   a.cidr = CidrText(*subnet);  // Kube-OVN writes the subnet's whole cidrBlock
   a.gateway = gws;
   a.mac = lease.mac;
+  if (options_.keep_vm_ips) a.virtual_machine = pod->second.virtual_machine;
   // The batch is per pod object: the path, and the UID the patch is conditional on.
   PodTarget target{"/api/v1/namespaces/" + lease.owner.pod_namespace + "/pods/" + lease.owner.pod_name,
                    lease.owner.pod_uid};
   annotation_batch_[target].emplace_back(lease.key(), std::move(a));
   ArmAnnotationFlush();
+}
+
+std::string NodeShard::AnnotationsWrittenFor(const Lease& lease) {
+  std::string id = lease.owner.pod_uid;
+  for (const IpAddr& a : lease.addresses()) id += " " + a.ToString();
+  return id;
+}
+
+bool NodeShard::AnnotationsWritten(const Lease& lease) const {
+  // A watch event older than our patch (a real server delivers late; the kubelet's
+  // status writes before it show no annotations) must not send the patch again.
+  auto it = annotated_.find(lease.key());
+  return it != annotated_.end() && it->second == AnnotationsWrittenFor(lease);
 }
 
 void NodeShard::ArmAnnotationFlush() {
@@ -638,6 +690,9 @@ void NodeShard::FlushAnnotations() {
                             if (r) {
                               ++stats_.annotations_written;
                               annotations_due_.erase(key);
+                              if (std::optional<Lease> lease = allocator_->Find(key)) {
+                                annotated_[key] = AnnotationsWrittenFor(*lease);
+                              }
                             } else if (r.error().code == Code::kNotFound ||
                                        r.error().code == Code::kConflict) {
                               annotations_due_.erase(key);  // the pod is gone, or another now
@@ -680,42 +735,117 @@ std::vector<WireRoute> NodeShard::RoutesFor(const Lease& lease, const std::vecto
   return routes;
 }
 
-AllocateRequest NodeShard::RequestFor(const Subnet& subnet, const CniRequest& cni, const PodInfo* pod) const {
+void NodeShard::ApplyAttachment(const PodInfo& pod, const AttachmentRequest& a, AllocateRequest* request) {
+  // Precedence (DESIGN §1.3): ip_address annotation → Multus ips → ip_pool → dynamic.
+  if (!a.static_ips.empty()) request->static_ips = a.static_ips;
+  request->pool = a.pool;
+  request->ordinal = a.ordinal;
+  request->family = a.family;
+  request->sticky = a.sticky;
+  if (!a.mac.empty()) request->mac = a.mac;
+  if (pod.IsStatefulSetMember()) {
+    request->sticky = true;
+    request->ordinal = pod.ordinal;
+    request->owner_uid = pod.stateful_set_uid;
+  }
+}
+
+std::vector<AttachmentRequest> NodeShard::AttachmentsWanted(const PodInfo& pod) {
+  auto n = pod.annotations.find(std::string(kNetworksAnnotation));
+  if (n == pod.annotations.end()) return {};
+  auto selections = ParseNetworksAnnotation(n->second, pod.namespace_name);
+  if (!selections) return {};
+  auto attachments = AttachmentsOf(pod, *selections);
+  return attachments ? *attachments : std::vector<AttachmentRequest>{};
+}
+
+std::set<AttachmentKey> NodeShard::WantedKeys(const PodInfo& pod) const {
+  std::set<AttachmentKey> keys;
+  for (const auto& a : AttachmentsWanted(pod)) {
+    if (const Subnet* subnet = allocator_->FindSubnetByProvider(a.provider)) {
+      keys.insert(AttachmentKey::For(subnet->name, Owner{pod.namespace_name, pod.name, pod.uid, "", a.ifname}));
+    }
+  }
+  return keys;
+}
+
+AllocateRequest NodeShard::RequestFor(const Subnet& subnet, const CniRequest& cni, const PodInfo& pod) const {
   AllocateRequest request;
   request.subnet = subnet.name;
   request.owner = Owner{cni.pod_namespace, cni.pod_name, cni.pod_uid, cni.container_id, cni.ifname};
   request.static_ips = cni.ips;  // Multus `ips` (runtimeConfig) unless the pod says more
   request.mac = cni.mac;
   request.provider = cni.provider;
-  if (!pod) return request;
-  if (request.owner.pod_uid.empty()) request.owner.pod_uid = pod->uid;
-  auto n = pod->annotations.find(std::string(kNetworksAnnotation));
-  auto sel = n == pod->annotations.end() ? Result<std::vector<NetworkSelection>>(std::vector<NetworkSelection>{})
-                                         : ParseNetworksAnnotation(n->second, pod->namespace_name);
-  std::vector<NetworkSelection> selections = sel ? *sel : std::vector<NetworkSelection>{};
-  auto atts = AttachmentsOf(*pod, selections);
-  if (!atts) return request;
-  for (const auto& a : *atts) {
+  if (request.owner.pod_uid.empty()) request.owner.pod_uid = pod.uid;
+  bool applied = false;
+  for (const auto& a : AttachmentsWanted(pod)) {
     if (a.provider != cni.provider || a.ifname != cni.ifname) continue;
-    // Precedence (DESIGN §1.3): ip_address annotation → Multus ips → ip_pool → dynamic.
-    if (!a.static_ips.empty()) request.static_ips = a.static_ips;
-    request.pool = a.pool;
-    request.ordinal = a.ordinal;
-    request.family = a.family;
-    request.sticky = a.sticky;
-    if (!a.mac.empty()) request.mac = a.mac;
+    ApplyAttachment(pod, a, &request);
+    applied = true;
   }
-  if (pod->IsStatefulSetMember()) {
+  if (!applied && pod.IsStatefulSetMember()) {
     request.sticky = true;
-    request.ordinal = pod->ordinal;
-    request.owner_uid = pod->stateful_set_uid;
+    request.ordinal = pod.ordinal;
+    request.owner_uid = pod.stateful_set_uid;
+  }
+  if (options_.keep_vm_ips && !pod.virtual_machine.empty()) {
+    request.virtual_machine = pod.namespace_name + "/" + pod.virtual_machine;
   }
   return request;
 }
 
+// Whether `lease`, made for an earlier pod of the same name, is what `want` (the new
+// pod's request) would be given anyway: then the lease follows the name, else it is
+// released and the new pod allocated for.
+bool NodeShard::LeaseSatisfies(const Lease& lease, const AllocateRequest& want) const {
+  if (lease.sticky != want.sticky) return false;
+  std::vector<IpAddr> have = lease.addresses();
+  for (const IpAddr& a : have) {
+    if (want.family && a.family() != *want.family) return false;
+  }
+  auto held = [&](const IpAddr& a) { return std::find(have.begin(), have.end(), a) != have.end(); };
+  if (!want.static_ips.empty()) {
+    if (want.static_ips.size() != have.size()) return false;
+    for (const std::string& text : want.static_ips) {
+      auto a = IpAddr::Parse(std::string_view(text).substr(0, text.find('/')));
+      if (!a || !held(*a)) return false;
+    }
+    return true;
+  }
+  if (!want.pool.empty()) {
+    const Subnet* subnet = allocator_->FindSubnet(lease.subnet);
+    auto entries = subnet ? ParsePool(want.pool, *subnet) : Result<std::vector<PoolEntry>>(Fail(Error::NotFound("")));
+    if (!entries) return false;
+    // Each held address is the entry's of its family (an entry may leave a family dynamic).
+    auto matches = [&](const PoolEntry& e) {
+      bool any = false;
+      for (const IpAddr& a : have) {
+        const std::optional<IpAddr>& mine = a.family() == Family::kV4 ? e.v4 : e.v6;
+        if (mine && *mine != a) return false;
+        any = any || mine.has_value();
+      }
+      return any;
+    };
+    if (want.ordinal) return *want.ordinal < entries->size() && matches((*entries)[*want.ordinal]);
+    return std::any_of(entries->begin(), entries->end(), matches);
+  }
+  return true;  // dynamic: any address of the subnet will do
+}
+
 // ---- CNI ----
 
-void NodeShard::Add(const CniRequest& cni, ReplyCallback done) {
+const PodInfo* NodeShard::KnownPod(const CniRequest& cni) const {
+  auto it = pods_.find(cni.pod_namespace + "/" + cni.pod_name);
+  if (it == pods_.end()) return nullptr;
+  const PodInfo& pod = it->second;
+  if (!cni.pod_uid.empty() && pod.uid != cni.pod_uid) return nullptr;
+  if (!options_.node.empty() && pod.node_name != options_.node) return nullptr;
+  return &pod;
+}
+
+void NodeShard::Add(const CniRequest& cni, ReplyCallback done) { AddFor(cni, std::move(done), false); }
+
+void NodeShard::AddFor(const CniRequest& cni, ReplyCallback done, bool pod_was_read) {
   if (cni.pod_name.empty() || cni.pod_namespace.empty()) {
     return done(Fail(Error::InvalidArgument(
         "cluster mode needs the pod's identity: CNI_ARGS must carry K8S_POD_NAMESPACE and "
@@ -728,15 +858,47 @@ void NodeShard::Add(const CniRequest& cni, ReplyCallback done) {
   }
   Owner owner{cni.pod_namespace, cni.pod_name, cni.pod_uid, cni.container_id, cni.ifname};
   AttachmentKey key = AttachmentKey::For(subnet->name, owner);
-  auto pod_it = pods_.find(cni.pod_namespace + "/" + cni.pod_name);
-  const PodInfo* pod = pod_it == pods_.end() ? nullptr : &pod_it->second;
+  // Decide only from a pod this node has seen (DESIGN §3.3): the kubelet runs the ADD
+  // right after binding, often before the watch shows the pod. Unknown, known under
+  // another UID, or not on this node yet → read it first (ReadPodThen).
+  const PodInfo* pod = KnownPod(cni);
+  auto read_pod = [&] {
+    if (pod_was_read) {
+      return done(Fail(Error::Internal("pod " + cni.pod_namespace + "/" + cni.pod_name +
+                                       " was read but is still not known here")));
+    }
+    ReadPodThen(cni, std::move(done));
+  };
   if (std::optional<Lease> held = allocator_->Find(key); held && held->state == LeaseState::kCommitted) {
-    // The runtime re-created the sandbox (or the pod was re-created under its name):
-    // same pod, same address (DESIGN §3.4).
+    if (claims_unrecorded_.count(key) && !inflight_.count(key)) {
+      // Allocated for an IPAMClaim that did not record it: not the claim's address (yet).
+      // Its allocation stays in the block (the claim's, until the collection sees the
+      // claim list others); the claim is asked again.
+      return engine_->Release(
+          key, [this, key, cni, done = std::move(done)](Result<void> r) mutable {
+            if (!r) return done(Fail(Error::Unavailable(r.error().message + "; try again")));
+            claims_unrecorded_.erase(key);
+            AddFor(cni, std::move(done), false);
+          });
+    }
+    // Which pod is asking: the runtime says (K8S_POD_UID); else the pod as cached.
+    std::string asking_uid = cni.pod_uid;
+    if (asking_uid.empty()) {
+      auto cached = pods_.find(cni.pod_namespace + "/" + cni.pod_name);
+      if (cached != pods_.end()) asking_uid = cached->second.uid;
+    }
+    if (!asking_uid.empty() && !held->owner.pod_uid.empty() && held->owner.pod_uid != asking_uid) {
+      // A new pod of the same name: it may keep the lease only if it wants what the
+      // lease holds, and only if the lease's block still has it (FollowLease).
+      if (inflight_.count(key)) return JoinInflight(key, cni, std::move(done));
+      if (!pod) return read_pod();
+      return FollowLease(*held, RequestFor(*subnet, cni, *pod), cni.container_id, cni.routes, std::move(done));
+    }
+    // The runtime re-created the sandbox: same pod, same address (DESIGN §3.4). Served
+    // from SQLite alone, with the API server down too.
     bool new_sandbox = !cni.container_id.empty() && held->owner.container_id != cni.container_id;
-    bool new_pod = !cni.pod_uid.empty() && held->owner.pod_uid != cni.pod_uid;
-    if (new_sandbox || new_pod) {
-      auto r = RecordHolder(key, new_pod ? cni.pod_uid : "", new_sandbox ? cni.container_id : "");
+    if (new_sandbox) {
+      auto r = RecordHolder(key, "", cni.container_id);
       if (!r) return done(Fail(r.error()));
     }
     Lease lease = *allocator_->Find(key);
@@ -745,20 +907,112 @@ void NodeShard::Add(const CniRequest& cni, ReplyCallback done) {
     ++stats_.on_demand;
     done(MakeCniReply(*subnet, lease, RoutesFor(lease, cni.routes)));
     // The block learns the new holder after the answer, in its next group commit.
-    if (new_sandbox || new_pod) UpdateBlockHolder(key);
+    if (new_sandbox) UpdateBlockHolder(key);
     return;
   }
-  if (auto it = inflight_.find(key); it != inflight_.end()) {
-    it->second.waiters.push_back(std::move(done));
-    if (it->second.routes.empty()) it->second.routes = cni.routes;
-    return;
-  }
+  if (inflight_.count(key)) return JoinInflight(key, cni, std::move(done));
   if (allocator_->Find(key)) {
     return done(Fail(Error::Unavailable("the lease of " + key.ToString() +
                                         " is still being committed to the API server; retry")));
   }
+  if (!pod) return read_pod();
+  if (std::string claim = ClaimFor(cni, *pod); !claim.empty()) {
+    return AddWithClaim(*subnet, cni, *pod, claim, std::move(done));
+  }
   ++stats_.on_demand;
-  AllocateFor(RequestFor(*subnet, cni, pod), cni.routes, std::move(done));
+  AllocateFor(RequestFor(*subnet, cni, *pod), cni.routes, std::move(done));
+}
+
+void NodeShard::JoinInflight(const AttachmentKey& key, const CniRequest& cni, ReplyCallback done) {
+  Inflight& entry = inflight_.at(key);
+  if (!cni.pod_uid.empty() && !entry.pod_uid.empty() && entry.pod_uid != cni.pod_uid) {
+    // The work in flight is for another pod of this name (the cache is behind).
+    return done(Fail(Error::Unavailable("an allocation for another pod named " + cni.pod_namespace + "/" +
+                                        cni.pod_name + " (UID " + entry.pod_uid +
+                                        ") is still in progress on this node; retry")));
+  }
+  entry.waiters.push_back(std::move(done));
+  if (entry.routes.empty()) entry.routes = cni.routes;
+}
+
+void NodeShard::ReadPodThen(const CniRequest& cni, ReplyCallback done) {
+  std::string pod_key = cni.pod_namespace + "/" + cni.pod_name;
+  std::string path = "/api/v1/namespaces/" + cni.pod_namespace + "/pods/" + cni.pod_name;
+  ++stats_.pod_reads;
+  client_->Get(path, [this, cni, pod_key, done = std::move(done)](KubeResult<KubeResponse> r) mutable {
+    if (!r && r.error().code == Code::kNotFound) {
+      return done(Fail(Error::NotFound("pod " + pod_key + " does not exist in the API server (deleted, or "
+                                       "CNI_ARGS name the wrong pod); nothing was allocated")));
+    }
+    if (!r) {
+      // Never guess what the pod asks for (a static or pool address must not become
+      // another): CNI 11, and the runtime retries.
+      return done(Fail(Error::Unavailable("reading pod " + pod_key + " from the API server, to see which "
+                                          "address it asks for: " + r.error().message + "; try again")));
+    }
+    auto object = ParseKubeObject(r->body);
+    auto pod = object ? ParsePod(*object) : Result<PodInfo>(Fail(object.error()));
+    if (!pod) {
+      return done(Fail(Error::Unavailable("reading pod " + pod_key + ": " + pod.error().message + "; try again")));
+    }
+    if (!cni.pod_uid.empty() && pod->uid != cni.pod_uid) {
+      return done(Fail(Error::NotFound("pod " + pod_key + " is now UID " + pod->uid + "; this ADD is for UID " +
+                                       cni.pod_uid + ", which no longer exists; nothing was allocated")));
+    }
+    if (!options_.node.empty() && pod->node_name != options_.node) {
+      if (pod->node_name.empty()) {
+        return done(Fail(Error::Unavailable("pod " + pod_key + " is not bound to a node yet; try again")));
+      }
+      return done(Fail(Error::InvalidArgument("pod " + pod_key + " is bound to node " + pod->node_name +
+                                              ", not to this node (" + options_.node + "); nothing was allocated")));
+    }
+    // What the watch will show too; its own events then change nothing new.
+    std::optional<std::string> stored = StorePod(*object);
+    AddFor(cni, std::move(done), /*pod_was_read=*/true);
+    if (stored) ReconcilePod(*stored);  // the pod's other attachments, ahead of time
+  });
+}
+
+void NodeShard::FollowLease(const Lease& held, AllocateRequest want, const std::string& container_id,
+                            std::vector<WireRoute> routes, ReplyCallback done) {
+  AttachmentKey key = held.key();
+  Inflight& entry = inflight_[key];
+  entry.pod_uid = want.owner.pod_uid;
+  if (done) entry.waiters.push_back(std::move(done));
+  entry.routes = std::move(routes);
+  if (!LeaseSatisfies(held, want)) {
+    LogInfo("pod " + want.owner.pod_namespace + "/" + want.owner.pod_name + " (UID " + want.owner.pod_uid +
+            ") asks for other addresses than the lease of its predecessor (UID " + held.owner.pod_uid +
+            "); releasing that lease and allocating anew");
+    engine_->Release(key, [this, key, want](Result<void> r) {
+      if (!r && r.error().code != Code::kNotFound) {
+        return OnAllocated(key, Fail(Error::Unavailable("releasing the lease of the previous pod of " +
+                                                        key.ToString() + ": " + r.error().message + "; try again")));
+      }
+      ++stats_.releases;
+      engine_->Allocate(want, [this, key](Result<Lease> lease) { OnAllocated(key, lease); });
+    });
+    return;
+  }
+  std::string pod_uid = want.owner.pod_uid;
+  engine_->ConfirmHolder(key, pod_uid, container_id,
+                         [this, key, pod_uid, container_id, want](Result<void> r) {
+    if (r) {
+      if (auto recorded = RecordHolder(key, pod_uid, container_id); !recorded) {
+        return OnAllocated(key, Fail(recorded.error()));
+      }
+      ++stats_.holder_updates;
+      std::optional<Lease> lease = allocator_->Find(key);
+      return OnAllocated(key, lease ? Result<Lease>(*lease) : Result<Lease>(Fail(Error::NotFound(key.ToString()))));
+    }
+    if (r.error().code == Code::kNotFound) {
+      // The collection freed it (the engine dropped the lease here): a new allocation.
+      engine_->Allocate(want, [this, key](Result<Lease> lease) { OnAllocated(key, lease); });
+      return;
+    }
+    OnAllocated(key, Fail(Error::Unavailable("confirming that " + key.ToString() +
+                                             " still holds its address: " + r.error().message + "; try again")));
+  });
 }
 
 void NodeShard::Del(const CniRequest& cni, DoneCallback done) {
@@ -777,8 +1031,9 @@ void NodeShard::Del(const CniRequest& cni, DoneCallback done) {
   auto pod = pods_.find(cni.pod_namespace + "/" + cni.pod_name);
   bool pod_alive = pod != pods_.end() && (lease->owner.pod_uid.empty() || pod->second.uid == lease->owner.pod_uid);
   // The lease lives as long as the pod object (a re-created sandbox keeps its address);
-  // a StatefulSet pod's lease outlives it.
-  if (!pod_alive && !lease->sticky) ScheduleRelease(key, 0);
+  // a StatefulSet pod's lease outlives it. A pod this node has not seen (or seen under
+  // another UID) may simply be ahead of the watch: released once a read confirms it gone.
+  if (!pod_alive && !lease->sticky) ReleaseIfPodGone(*lease);
   done(Ok());
 }
 
@@ -859,6 +1114,7 @@ void NodeShard::ReleaseNow(const AttachmentKey& key) {
     if (r || r.error().code == Code::kNotFound) {
       ++stats_.releases;
       del_received_.erase(key);
+      annotated_.erase(key);
       return;
     }
     ++stats_.release_failures;

@@ -28,6 +28,7 @@
 #include "daemon/service/cni_backend.h"
 #include "daemon/store/store.h"
 #include "sync/informer.h"
+#include "sync/ipamclaim.h"
 #include "sync/kube_client.h"
 #include "sync/pod_networks.h"
 
@@ -37,6 +38,9 @@ struct NodeShardOptions {
   std::string node;
   int64_t release_grace_ms = 30'000;   // pod gone, no DEL: release after this
   int64_t retry_interval_ms = 5'000;   // failed releases and annotation writes retry
+  // Kube-OVN's keep-vm-ip: a KubeVirt launcher pod's address (without an IPAMClaim) is
+  // kept per (VM, subnet, interface) across its pods until the VM and VMI are gone.
+  bool keep_vm_ips = true;
   // Called when an allocation for a pod on this node fails (the daemon turns it into a
   // Kubernetes Event on the pod, so `kubectl describe pod` says why). May be empty.
   std::function<void(const PodInfo& pod, const Error& error)> allocation_failed;
@@ -90,6 +94,8 @@ class NodeShard final : public CniBackend {
   struct Stats {
     uint64_t ahead_of_time = 0, on_demand = 0, annotations_written = 0, annotation_patches = 0,
              releases = 0, release_failures = 0, holder_updates = 0;
+    uint64_t pod_reads = 0;  // ADDs for a pod this node had not seen: read it first
+    uint64_t claim_reads = 0;  // ADDs of an attachment with an IPAMClaim: the claim is read
   };
   const Stats& stats() const { return stats_; }
 
@@ -98,6 +104,7 @@ class NodeShard final : public CniBackend {
   class BlockHandler;
   class PodHandler;
   struct Inflight {
+    std::string pod_uid;  // the pod the work is for ("" = not known)
     std::vector<ReplyCallback> waiters;
     std::vector<WireRoute> routes;  // the NAD's routes of the first CNI request, if any
   };
@@ -107,10 +114,16 @@ class NodeShard final : public CniBackend {
   void RemoveSubnet(const KubeObject& object);
   // Pods.
   void PodChanged(const KubeObject& object);
+  // Takes the pod into pods_ (no release is due for it any more); its key, or nullopt
+  // when it is malformed or on another node.
+  std::optional<std::string> StorePod(const KubeObject& object);
   void ReconcilePod(const std::string& pod_key);
   void ReconcileAllPods();
   void PodGone(const KubeObject& object);
   void PodsSynced();
+  // Releases (after the grace period; StatefulSet members after asking their
+  // StatefulSet) the committed leases of pods not in pods_. Needs pods_ complete.
+  void ReleaseOrphans();
   // Treats every known pod whose key is not in `present` as deleted.
   void ForgetPodsNotIn(const std::set<std::string>& present);
   // Start-up with a resumed pod feed: one list of this node's pods (retried on Tick).
@@ -138,6 +151,9 @@ class NodeShard final : public CniBackend {
   // one merge patch per pod (FlushAnnotations).
   void WriteAnnotations(const Lease& lease);
   void ArmAnnotationFlush();
+  // Whether this lease's annotations (its pod UID and addresses) were written already.
+  bool AnnotationsWritten(const Lease& lease) const;
+  static std::string AnnotationsWrittenFor(const Lease& lease);
   void FlushAnnotations();
   // Releases a fresh lease whose pod this node does not know, after a GET confirms the
   // pod is gone (404, or another UID holds the name).
@@ -145,7 +161,43 @@ class NodeShard final : public CniBackend {
   void ScheduleRelease(const AttachmentKey& key, int64_t delay_ms);
   void ReleaseNow(const AttachmentKey& key);
   void Tick();
-  AllocateRequest RequestFor(const Subnet& subnet, const CniRequest& cni, const PodInfo* pod) const;
+  // What the pod asks for: the CNI request's own (Multus runtimeConfig) overridden by
+  // the pod's annotations for this attachment (DESIGN §1.3 precedence).
+  AllocateRequest RequestFor(const Subnet& subnet, const CniRequest& cni, const PodInfo& pod) const;
+  static void ApplyAttachment(const PodInfo& pod, const AttachmentRequest& a, AllocateRequest* request);
+  // The pod's attachments as its annotations ask (none when they are malformed).
+  static std::vector<AttachmentRequest> AttachmentsWanted(const PodInfo& pod);
+  // The keys of those attachments that a Subnet of this node serves.
+  std::set<AttachmentKey> WantedKeys(const PodInfo& pod) const;
+  bool LeaseSatisfies(const Lease& lease, const AllocateRequest& want) const;
+  // CNI ADD. The cached pod an ADD may be decided from: seen on this node, with the UID
+  // the runtime names (when it names one); nullptr = read it first.
+  const PodInfo* KnownPod(const CniRequest& cni) const;
+  void AddFor(const CniRequest& cni, ReplyCallback done, bool pod_was_read);
+  void JoinInflight(const AttachmentKey& key, const CniRequest& cni, ReplyCallback done);
+  // GETs the pod (a consistent read), checks its UID and node, stores it, and serves
+  // the ADD from it. Cannot read → kUnavailable (CNI 11); no such pod → kNotFound.
+  void ReadPodThen(const CniRequest& cni, ReplyCallback done);
+  // A committed lease of an earlier pod of the same name, for the new pod asking `want`:
+  // kept if it is what `want` would get and its block still holds it (ConfirmHolder);
+  // else released (or found freed) and allocated anew. Answers through inflight_.
+  void FollowLease(const Lease& held, AllocateRequest want, const std::string& container_id,
+                   std::vector<WireRoute> routes, ReplyCallback done);
+  // IPAMClaims (claims.cc). The claim name the pod's networks element for this
+  // attachment references, when the network config allows persistent IPs; "" = none.
+  std::string ClaimFor(const CniRequest& cni, const PodInfo& pod) const;
+  // Reads the claim (unreadable → kUnavailable; missing → kNotFound; spec.network not
+  // this network config's name → kInvalidArgument; nothing allocated in these), then
+  // allocates its status.ips (taking over the claim's allocation from any earlier pod,
+  // on any node), or, when it has none yet, allocates as for any pod and records the
+  // addresses in the claim's status before answering (failures: SubnetExhausted,
+  // IPAddressConflict conditions).
+  void AddWithClaim(const Subnet& subnet, const CniRequest& cni, const PodInfo& pod,
+                    const std::string& claim_name, ReplyCallback done);
+  // PUT …/ipamclaims/<name>/status, conditional on the claim's resourceVersion.
+  void WriteClaimStatus(const IpamClaim& claim, const std::vector<std::string>& ips,
+                        const std::string& owner_pod, const std::string& reason,
+                        const std::string& message, std::function<void(Result<void>)> done);
   CniReply ReplyFor(const Subnet& subnet, const Lease& lease, const std::vector<WireRoute>& routes) const;
   std::vector<WireRoute> RoutesFor(const Lease& lease, const std::vector<WireRoute>& nad_routes) const;
 
@@ -174,8 +226,14 @@ class NodeShard final : public CniBackend {
   std::set<AttachmentKey> del_received_;              // CNI DEL came for these
   std::set<AttachmentKey> annotations_due_;           // annotation writes to (re)try
   std::set<AttachmentKey> annotating_;                // annotation writes in flight
+  // Annotation writes that succeeded: "<pod uid> <address>..." per attachment, so that a
+  // late watch event older than the patch does not send it again (cleared on release).
+  std::map<AttachmentKey, std::string> annotated_;
   std::map<std::string, int64_t> retry_pods_due_ms_;  // pods whose allocation failed: retry then
   std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
+  // Leases allocated for an IPAMClaim whose status write has not succeeded yet: not
+  // served from SQLite; the next ADD releases them and asks the claim again.
+  std::map<AttachmentKey, std::string> claims_unrecorded_;
   // A pod object to patch: its path, and the UID the patch is conditional on.
   using PodTarget = std::pair<std::string, std::string>;
   // Annotation writes waiting, by pod: flushed by flush_timer_ at the next loop turn,

@@ -58,6 +58,8 @@ class DaemonTestCase(unittest.TestCase):
         os.makedirs(os.path.join(cls.dir, "api"))
         cls.api = FakeApiServer("--pod-grace-scale", "0", "--bookmark-interval", "1",
                                 state_dir=os.path.join(cls.dir, "api")).start()
+        if cls.api.timing_summary():
+            print("\n" + cls.api.timing_summary(), file=sys.stderr)
         cls.kubeconfig = cls.daemon_kubeconfig()
         if cls.CREATE_NODES:
             for node in cls.NODES:
@@ -142,6 +144,21 @@ class DaemonTestCase(unittest.TestCase):
     def get(self, path):
         status, _, obj = self.api.request("GET", path, timeout=30)
         return obj if status == 200 else None
+
+    def node_knows_subnet(self, node, name):
+        """True once `node`'s daemon has stored Subnet `name` (it came through its watch)."""
+        db = os.path.join(self.dir, node + ".db")
+        out = subprocess.run(["sqlite3", "file:%s?mode=ro" % db,
+                              "select count(*) from subnets where name = '%s'" % name],
+                             capture_output=True, text=True, timeout=30)
+        return out.returncode == 0 and out.stdout.strip() == "1"
+
+    def wait_subnet_seen(self, name, seconds=30):
+        """Waits (bounded) until every running daemon has seen Subnet `name` through its
+        watch; a fixed sleep is wrong once watch events arrive late (FAKEAPI_TIMING)."""
+        for node in list(self.daemons):
+            self.wait_for("%s sees Subnet %s" % (node, name),
+                          lambda: self.node_knows_subnet(node, name), seconds=seconds)
 
     def wait_for(self, what, fn, seconds=60, interval=0.1):
         deadline = time.monotonic() + seconds

@@ -96,7 +96,7 @@ class Cluster(harness.DaemonTestCase):
         # The seed's Subnet, verbatim.
         self.create_subnet(subnet("macvlan", "macvlan.default", "172.17.0.0/16", "172.17.0.1",
                                   ["172.17.0.0..172.17.0.10"]))
-        time.sleep(1.0)  # every daemon sees the Subnet through its watch
+        self.wait_subnet_seen("macvlan")  # every daemon sees the Subnet through its watch
         p = "macvlan.default"
         self.req("POST", PODS, pod("samplepod", "node-0", "macvlan"))
         self.req("POST", PODS, pod("static-ip", "node-1", "macvlan", {
@@ -162,7 +162,7 @@ class Cluster(harness.DaemonTestCase):
     def test_2_api_server_down_serves_existing_and_refuses_new(self):
         p = "down.default"
         self.create_subnet(subnet("down", p, "10.90.0.0/24"))
-        time.sleep(1.0)
+        self.wait_subnet_seen("down")
         self.req("POST", PODS, pod("keeper", "node-7", "down"))
         self.wait_for("keeper", lambda: self.allocated("keeper", p))
         rc, first = self.cni("node-7", "ADD", "keeper", "sb-1", p)
@@ -178,7 +178,16 @@ class Cluster(harness.DaemonTestCase):
             self.assertEqual(new.get("code"), 11, new)
         finally:
             self.api.ctl("POST", "/available")
-        # Back: allocation works again with no manual step.
+        # Back: allocation works again with no manual step (the pod is created now: an
+        # ADD for a pod the API server does not have gets an error, never an address).
+        def refused_as_missing():
+            rc, out = self.cni("node-7", "ADD", "newcomer", "sb-2", p)
+            self.assertNotEqual(rc, 0, out)
+            return "does not exist" in json.dumps(out)
+        self.wait_for("an ADD for a pod that does not exist refused as such", refused_as_missing,
+                      seconds=60, interval=0.5)
+        self.req("POST", PODS, pod("newcomer", "node-7", "down"))
+
         def retry():
             rc, out = self.cni("node-7", "ADD", "newcomer", "sb-2", p)
             return out if rc == 0 else None
@@ -189,7 +198,7 @@ class Cluster(harness.DaemonTestCase):
         p = "big.default"
         # 10.80.0.0/22: 1022 host addresses, minus the gateway, minus 21 excluded = 1000.
         self.create_subnet(subnet("big", p, "10.80.0.0/22", "10.80.0.1", ["10.80.3.234..10.80.3.254"]))
-        time.sleep(1.0)
+        self.wait_subnet_seen("big")
         for round_ in ("a", "b"):
             names = ["%s-%04d" % (round_, i) for i in range(1000)]
             t0 = time.monotonic()
@@ -234,7 +243,7 @@ class Cluster(harness.DaemonTestCase):
     def test_4_statefulset_pod_keeps_its_address_on_the_same_and_another_node(self):
         p = "sticky.default"
         self.create_subnet(subnet("sticky", p, "10.91.0.0/24"))
-        time.sleep(1.0)
+        self.wait_subnet_seen("sticky")
         sts_path = "/apis/apps/v1/namespaces/default/statefulsets"
         sts = self.req("POST", sts_path, {
             "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
@@ -296,7 +305,7 @@ class Cluster(harness.DaemonTestCase):
         p = "restart.default"
         node = "node-8"
         self.create_subnet(subnet("restart", p, "10.92.0.0/24"))
-        time.sleep(1.0)
+        self.wait_subnet_seen("restart")
         self.req("POST", PODS, pod("r-1", node, "restart"))
         self.req("POST", PODS, pod("r-2", node, "restart"))
         a1 = self.wait_for("r-1", lambda: self.allocated("r-1", p))[p + ".kubernetes.io/ip_address"]
@@ -343,7 +352,7 @@ class Cluster(harness.DaemonTestCase):
         p = "crash.default"
         node = "node-9"
         self.create_subnet(subnet("crash", p, "10.93.0.0/24"))
-        time.sleep(1.0)
+        self.wait_subnet_seen("crash")
         names = ["k-%02d" % i for i in range(50)]
         # The kill must land in the middle, by construction rather than by timing: the
         # first 5 pods are allocated normally; then every IPBlock write is held for 20 s
@@ -397,7 +406,7 @@ class Cluster(harness.DaemonTestCase):
         p = "small.default"
         # A /29: six host addresses, the gateway excluded: five usable.
         self.create_subnet(subnet("small", p, "10.94.0.0/29"))
-        time.sleep(1.0)
+        self.wait_subnet_seen("small")
         names = ["s-%d" % i for i in range(5)]
         for i, name in enumerate(names):
             self.req("POST", PODS, pod(name, "node-%d" % (i % 3), "small"))
@@ -422,7 +431,7 @@ class Cluster(harness.DaemonTestCase):
         p = "long.default"
         node = "node-8"
         self.create_subnet(subnet("long", p, "10.95.0.0/24"))
-        time.sleep(1.0)
+        self.wait_subnet_seen("long")
         self.req("POST", PODS, pod("l-before", node, "long"))
         before = self.wait_for("l-before allocated", lambda: self.allocated("l-before", p), seconds=30)
         status, _ = self.api.ctl("POST", "/unavailable", {"drop_connections": True})
@@ -459,7 +468,7 @@ class Cluster(harness.DaemonTestCase):
         p = "own.default"
         nodes = ["node-%d" % i for i in range(5)]
         self.create_subnet(subnet("own", p, "10.96.0.0/16"))
-        time.sleep(1.0)
+        self.wait_subnet_seen("own")
         names = [("o-%02d" % i, nodes[i % len(nodes)]) for i in range(20)]
         for name, node in names:
             self.req("POST", PODS, pod(name, node, "own"))
@@ -511,7 +520,10 @@ class Cluster(harness.DaemonTestCase):
         # the pod first. It gets its address ahead of time once the Subnet is there.
         p = "late.default"
         self.req("POST", PODS, pod("late-1", "node-2", "late"))
-        time.sleep(1.5)  # the daemon has seen the pod, with no Subnet for its provider
+        # The daemon has seen the pod, with no Subnet for its provider (the daemon shows no
+        # sign of a pod it cannot allocate; 1.5 s is longer than any watch delay of
+        # FAKEAPI_TIMING=realistic, 250 ms).
+        time.sleep(1.5)
         self.assertIsNone(self.allocated("late-1", p))
         self.create_subnet(subnet("late", p, "10.97.0.0/24"))
         got = self.wait_for("late-1 allocated after its Subnet arrived", lambda: self.allocated("late-1", p),
@@ -547,7 +559,7 @@ class Cluster(harness.DaemonTestCase):
         p = "recreated.default"
         node = "node-5"
         self.create_subnet(subnet("recreated", p, "10.99.0.0/24"))
-        time.sleep(1.0)
+        self.wait_subnet_seen("recreated")
         status, _ = self.api.ctl("POST", "/faults", {"method": "PATCH", "path_prefix": PODS + "/rc-1",
                                                      "action": "delay", "delay_ms": 8000, "count": 1})
         self.assertIn(status, (200, 201))

@@ -74,7 +74,7 @@ class Duties(harness.DaemonTestCase):
 
     def test_2_subnet_status_matches_the_allocations(self):
         self.req("POST", SUBNETS, subnet("duties", "duties.default", "10.50.0.0/24"))
-        time.sleep(1.0)
+        self.wait_subnet_seen("duties")
         names = ["st-%d" % i for i in range(9)]
         for i, name in enumerate(names):
             self.req("POST", PODS, pod(name, NODES[i % 3], "duties"))

@@ -91,7 +91,7 @@ class Http2(harness.DaemonTestCase):
     def test_daemons_speak_http2_to_the_api_server(self):
         p = "h2.default"
         self.req("POST", SUBNETS, subnet("h2", p, "10.110.0.0/24"))
-        time.sleep(1.0)
+        self.wait_subnet_seen("h2")
         names = ["h2-%d" % i for i in range(6)]
         for i, name in enumerate(names):
             self.req("POST", PODS, pod(name, self.NODES[i % 2], "h2"))

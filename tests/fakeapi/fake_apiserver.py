@@ -12,6 +12,7 @@ Only loopback addresses are ever bound.
 import argparse
 import base64
 import bisect
+import collections
 import copy
 import datetime
 import heapq
@@ -1121,13 +1122,16 @@ class Entry:
 
 
 class Event:
-    __slots__ = ("rv", "type", "entry", "prev")
+    # t: commit time (monotonic).  cache_at: when the watch cache shows it to
+    # resourceVersion=0 reads (t unless watch delays are on; see Timing).
+    __slots__ = ("rv", "type", "entry", "prev", "t", "cache_at")
 
     def __init__(self, rv, typ, entry, prev):
         self.rv = rv
         self.type = typ
         self.entry = entry
         self.prev = prev
+        self.t = self.cache_at = time.monotonic()
 
 
 class EventLog:
@@ -1142,6 +1146,8 @@ class EventLog:
         self.head = 0
 
     def append(self, ev):
+        if self.events:   # the watch cache shows events in order
+            ev.cache_at = max(ev.cache_at, self.events[-1].cache_at)
         self.rvs.append(ev.rv)
         self.events.append(ev)
         if len(self.events) - self.head > self.window:
@@ -1179,6 +1185,7 @@ class Store:
         self.compact_rv = 0
         self.started_rv = 1
         self.on_change = None
+        self.timing = None
 
     # -- types --
     def add_type(self, rt):
@@ -1225,7 +1232,10 @@ class Store:
             table[key] = entry
         log = self.logs.get(rt.key)
         if log is not None:
-            log.append(Event(rv, typ, entry, prev_entry))
+            ev = Event(rv, typ, entry, prev_entry)
+            if self.timing is not None and self.timing.watch_delays_on():
+                ev.cache_at = ev.t + self.timing.watch_delay(rt.plural)
+            log.append(ev)
         cond = self.conds.get(rt.key)
         if cond is not None:
             cond.notify_all()
@@ -1261,6 +1271,20 @@ class Store:
             else:
                 state[key] = ev.prev
         return state
+
+    def cache_view(self, rt):
+        """(resourceVersion, objects) of one resource as the watch cache shows them now:
+        events whose cache_at has not come yet are rolled back.  Caller holds the lock."""
+        log = self.logs[rt.key]
+        now = time.monotonic()
+        first_hidden = None
+        for i in range(len(log.events) - 1, log.head - 1, -1):
+            if log.events[i].cache_at <= now:
+                break
+            first_hidden = log.events[i]
+        if first_hidden is None or first_hidden.rv - 1 < log.start_rv:
+            return self.rv, self.objs[rt.key]
+        return first_hidden.rv - 1, self.snapshot_at(rt, first_hidden.rv - 1)
 
     def dump(self):
         with self.lock:
@@ -1727,6 +1751,8 @@ class Api:
         self.port = 0
         self.active_watches = 0
         self.policy = Policy()
+        self.timing = Timing()
+        self.store.timing = self.timing
 
     def _on_change(self, rv):
         if self.persister:
@@ -2425,11 +2451,13 @@ class Api:
                         raise err_expired("The resourceVersion for the provided list is too old.")
                     state = st.snapshot_at(rt, n)
                     list_rv = n
+                elif rvp == "0" and not match:
+                    # served from the watch cache, which ignores limit and may lag
+                    list_rv, state = st.cache_view(rt)
+                    limit = 0
                 else:
                     state = st.objs[rt.key]
                     list_rv = st.rv
-                    if rvp == "0" and not match:
-                        limit = 0     # served from the watch cache, which ignores limit
             else:
                 state = st.objs[rt.key]
                 list_rv = st.rv
@@ -2591,8 +2619,10 @@ class Api:
             cond = st.conds[rt.key]
             gen = st.watch_gen
             if rvp in (None, "", "0"):
-                last = st.rv
-                table = st.objs[rt.key]
+                if rvp == "0":   # from the watch cache, which may lag (Timing)
+                    last, table = st.cache_view(rt)
+                else:
+                    last, table = st.rv, st.objs[rt.key]
                 initial = [table[k] for k in sorted(table)]
             else:
                 try:
@@ -2647,6 +2677,10 @@ class Api:
                     h.chunk(line("ADDED", e.obj, e.json()))
             deadline = time.monotonic() + timeout
             next_bm = time.monotonic() + self.bookmark_interval
+            # Timing: each event is due at max(previous due, commit + a drawn delay), so
+            # events arrive late but in order; `queued` is the newest event drawn.
+            pending = collections.deque()
+            queued, prev_due = last, 0.0
             while True:
                 evs, bm_rv, end = [], None, None
                 with st.lock:
@@ -2661,13 +2695,32 @@ class Api:
                         if log is None or st.types.get(rt.key) is not rt:
                             end = "clean"
                             break
-                        if last < log.start_rv:
+                        if queued < log.start_rv:
                             end = "expired"
                             break
-                        evs = log.since(last)
+                        delays = self.timing.watch_delays_on()
+                        # With --persist, like etcd: a write reaches watchers only once it
+                        # is durable. A write that a kill -9 loses was never seen, so no
+                        # watcher's resourceVersion can run ahead of the restarted store.
+                        durable = self.persister.written_rv if self.persister else None
+                        undurable = False
+                        for ev in log.since(queued):
+                            if durable is not None and ev.rv > durable:
+                                undurable = True
+                                break
+                            prev_due = max(prev_due, ev.t + (self.timing.watch_delay(rt.plural)
+                                                             if delays else 0.0))
+                            pending.append((prev_due, ev))
+                            queued = ev.rv
                         now = time.monotonic()
+                        while pending and pending[0][0] <= now:
+                            evs.append(pending.popleft()[1])
                         if bookmarks and now >= next_bm:
-                            bm_rv = st.rv
+                            # never beyond what this watcher has been sent
+                            if pending:
+                                bm_rv = pending[0][1].rv - 1
+                            elif not undurable:   # nothing of this resource between queued and now
+                                bm_rv = queued = max(queued, st.rv if durable is None else min(st.rv, durable))
                         if evs or bm_rv is not None:
                             break
                         if now >= deadline:
@@ -2676,6 +2729,10 @@ class Api:
                         wait = deadline - now
                         if bookmarks:
                             wait = min(wait, next_bm - now)
+                        if pending:
+                            wait = min(wait, pending[0][0] - now)
+                        if undurable:   # the persister does not notify watchers: look again soon
+                            wait = min(wait, 0.005)
                         cond.wait(max(0.001, min(wait, 1.0)))
                 if evs:
                     out = [x for x in (convert(ev) for ev in evs) if x is not None]
@@ -2821,6 +2878,298 @@ def forbidden(user, verb, group, resource, ns, name):
 
 
 # ----------------------------------------------------------------------------------------
+# Realistic timing (issue 11): watch delivery delay, serialized write latency, random
+# 429 (API Priority and Fairness) and 500 answers.  Off unless configured: by CLI flags,
+# by FAKEAPI_* environment variables read at start, or at run time by /_fake/timing.
+# ----------------------------------------------------------------------------------------
+
+# FAKEAPI_TIMING=realistic.  Reasons for each number: docs/fake-apiserver.md ("Timing").
+TIMING_PRESETS = {
+    "off": {},
+    "realistic": {
+        "watch_delay_ms": {"*": (2, 100), "pods": (5, 250)},
+        "write_latency_ms": (2, 8),
+        "throttle_rate": 0.01,
+        "throttle_retry_after": 1,
+        "error_rate": 0.002,
+        "error_write_phase": "random",
+    },
+}
+
+TIMING_ENV = {
+    "watch_delay_ms": "FAKEAPI_WATCH_DELAY_MS",
+    "write_latency_ms": "FAKEAPI_WRITE_LATENCY_MS",
+    "throttle_rate": "FAKEAPI_THROTTLE_RATE",
+    "throttle_retry_after": "FAKEAPI_THROTTLE_RETRY_AFTER",
+    "error_rate": "FAKEAPI_ERROR_RATE",
+    "error_write_phase": "FAKEAPI_ERROR_WRITE_PHASE",
+    "seed": "FAKEAPI_TIMING_SEED",
+    "exempt_user_agents": "FAKEAPI_EXEMPT_USER_AGENTS",
+}
+
+# The tests' own client (fakeapi_client.py) plays the kubelet, the scheduler and users,
+# which retry on their own: random 429/500 would fail a test's setup, not the daemon.
+DEFAULT_EXEMPT_USER_AGENTS = ("fakeapi-test/",)
+
+ERROR_WRITE_PHASES = ("before", "after", "random")
+MAX_TIMING_MS = 10000.0
+
+
+def parse_range_ms(v, what):
+    """A delay range in ms: "2-5", "3", 3, [2, 5] or {"min": 2, "max": 5} -> (lo, hi)."""
+    try:
+        if isinstance(v, dict):
+            lo, hi = float(v["min"]), float(v["max"])
+        elif isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise ValueError("two numbers")
+            lo, hi = float(v[0]), float(v[1])
+        elif isinstance(v, (int, float)):
+            lo = hi = float(v)
+        else:
+            text = str(v).strip()
+            lo_s, sep, hi_s = text.partition("-")
+            lo = float(lo_s)
+            hi = float(hi_s) if sep else lo
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError("%s: %r is not a range in ms like 2-5 (%s)" % (what, v, e))
+    if not (0 <= lo <= hi <= MAX_TIMING_MS):
+        raise ValueError("%s: %r: need 0 <= min <= max <= %d ms" % (what, v, MAX_TIMING_MS))
+    return (lo, hi)
+
+
+def parse_watch_delay(v):
+    """Per-resource watch delays: "pods=100-500,ipblocks=0-200,*=0-50" or a JSON object
+    {"pods": "100-500", "*": [0, 50]}.  A bare range ("0-50") applies to every resource."""
+    if v is None or v == "" or v == {}:
+        return {}
+    if isinstance(v, dict):
+        items = list(v.items())
+    elif isinstance(v, str) and "=" in v:
+        items = []
+        for part in v.split(","):
+            if not part.strip():
+                continue
+            k, sep, r = part.partition("=")
+            if not sep:
+                raise ValueError("watch delay: %r is not RESOURCE=MIN-MAX" % part)
+            items.append((k.strip(), r))
+    else:
+        items = [("*", v)]
+    out = {}
+    for k, r in items:
+        if not k:
+            raise ValueError("watch delay: empty resource name")
+        out[k] = parse_range_ms(r, "watch delay of %s" % k)
+    return out
+
+
+def parse_rate(v, what):
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise ValueError("%s: %r is not a number" % (what, v))
+    if not 0.0 <= x <= 1.0:
+        raise ValueError("%s: %r must be between 0 and 1" % (what, v))
+    return x
+
+
+class Timing:
+    """The timing model.  Thread-safe; every draw comes from one seeded random.Random,
+    so a seed fixes the sequence of draws (which request gets which draw still depends
+    on the order requests arrive)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.commit_lock = threading.Lock()   # writes commit one after another, as in etcd
+        self.seed = None
+        self.rng = random.Random()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.watch_delay_ms = {}
+            self.write_latency_ms = (0.0, 0.0)
+            self.throttle_rate = 0.0
+            self.throttle_retry_after = 1
+            self.error_rate = 0.0
+            self.error_write_phase = "before"
+            self.exempt_user_agents = DEFAULT_EXEMPT_USER_AGENTS
+            self.counts = {"throttled": 0, "errors_before": 0, "errors_after": 0, "errors_read": 0,
+                           "writes": 0}
+
+    def set_seed(self, seed):
+        with self.lock:
+            self.seed = int(seed) if seed not in (None, "") else random.SystemRandom().randrange(1, 2 ** 31)
+            self.rng = random.Random(self.seed)
+
+    def configure(self, body):
+        """Applies the keys present in `body` (the control API's JSON, or settings from the
+        command line and environment).  Validates everything before changing anything."""
+        if not isinstance(body, dict):
+            raise ValueError("timing: expected a JSON object")
+        unknown = set(body) - set(TIMING_ENV) - {"preset"}
+        if unknown:
+            raise ValueError("timing: unknown keys %s (known: preset, %s)"
+                             % (sorted(unknown), ", ".join(sorted(TIMING_ENV))))
+        new = {}
+        if body.get("preset") not in (None, ""):
+            if body["preset"] not in TIMING_PRESETS:
+                raise ValueError("timing: unknown preset %r (known: %s)"
+                                 % (body["preset"], ", ".join(sorted(TIMING_PRESETS))))
+            new.update(TIMING_PRESETS[body["preset"]])
+            if body["preset"] == "off":
+                new.update(watch_delay_ms={}, write_latency_ms=(0, 0), throttle_rate=0.0,
+                           error_rate=0.0, error_write_phase="before")
+        for k, v in body.items():
+            if k != "preset":
+                new[k] = v
+        parsed = {}
+        for k, v in new.items():
+            if k == "watch_delay_ms":
+                parsed[k] = parse_watch_delay(v)
+            elif k == "write_latency_ms":
+                parsed[k] = parse_range_ms(v if v not in (None, "") else 0, "write latency")
+            elif k in ("throttle_rate", "error_rate"):
+                parsed[k] = parse_rate(v, k)
+            elif k == "throttle_retry_after":
+                try:
+                    parsed[k] = int(v)
+                except (TypeError, ValueError):
+                    raise ValueError("throttle_retry_after: %r is not a whole number of seconds" % v)
+                if parsed[k] < 0:
+                    raise ValueError("throttle_retry_after must be >= 0")
+            elif k == "error_write_phase":
+                if v not in ERROR_WRITE_PHASES:
+                    raise ValueError("error_write_phase: %r is not one of %s" % (v, ", ".join(ERROR_WRITE_PHASES)))
+                parsed[k] = v
+            elif k == "exempt_user_agents":
+                if isinstance(v, str):
+                    v = [x.strip() for x in v.split(",") if x.strip()]
+                if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+                    raise ValueError("exempt_user_agents: a list of User-Agent prefixes")
+                parsed[k] = tuple(v)
+            elif k == "seed":
+                try:
+                    parsed[k] = int(v) if v not in (None, "") else None
+                except (TypeError, ValueError):
+                    raise ValueError("seed: %r is not an integer" % v)
+        if "seed" in parsed:
+            self.set_seed(parsed.pop("seed"))
+        with self.lock:
+            for k, v in parsed.items():
+                setattr(self, k, v)
+        return self.describe()
+
+    def describe(self):
+        with self.lock:
+            return {"watch_delay_ms": {k: list(v) for k, v in sorted(self.watch_delay_ms.items())},
+                    "write_latency_ms": list(self.write_latency_ms),
+                    "throttle_rate": self.throttle_rate,
+                    "throttle_retry_after": self.throttle_retry_after,
+                    "error_rate": self.error_rate,
+                    "error_write_phase": self.error_write_phase,
+                    "exempt_user_agents": list(self.exempt_user_agents),
+                    "seed": self.seed, "counts": dict(self.counts)}
+
+    def _draw(self, rng_range):
+        lo, hi = rng_range
+        if hi <= 0:
+            return 0.0
+        with self.lock:
+            return self.rng.uniform(lo, hi) / 1000.0
+
+    def watch_delay(self, plural):
+        """Seconds one watch event of `plural` waits after its commit (0 when off)."""
+        r = self.watch_delay_ms.get(plural) or self.watch_delay_ms.get("*")
+        return self._draw(r) if r else 0.0
+
+    def watch_delays_on(self):
+        return bool(self.watch_delay_ms)
+
+    def write_latency(self):
+        return self._draw(self.write_latency_ms)
+
+    def pick_fault(self, is_write, user_agent=""):
+        """None, "throttle", "error_before", "error_after" or "error" (a read) for one
+        non-watch API request."""
+        with self.lock:
+            if self.throttle_rate <= 0 and self.error_rate <= 0:
+                return None
+            if any(user_agent.startswith(p) for p in self.exempt_user_agents):
+                return None
+            x = self.rng.random()
+            if x < self.throttle_rate:
+                self.counts["throttled"] += 1
+                return "throttle"
+            if x < self.throttle_rate + self.error_rate:
+                if not is_write:
+                    self.counts["errors_read"] += 1
+                    return "error"
+                phase = self.error_write_phase
+                if phase == "random":
+                    phase = "before" if self.rng.random() < 0.5 else "after"
+                self.counts["errors_" + phase] += 1
+                return "error_" + phase
+            return None
+
+    def commit(self, stop_event, enabled=True):
+        """A context manager for one write: holds the global commit lock for the drawn
+        write latency (writes are serialized, as etcd's raft log is), then lets the write
+        apply while still holding it, so its watch event exists only after the latency."""
+        timing = self
+
+        class _Commit:
+            def __enter__(self):
+                d = timing.write_latency() if enabled else 0.0
+                if d <= 0:
+                    self.locked = False
+                    return self
+                timing.commit_lock.acquire()
+                self.locked = True
+                with timing.lock:
+                    timing.counts["writes"] += 1
+                stop_event.wait(d)
+                return self
+
+            def __exit__(self, *exc):
+                if self.locked:
+                    timing.commit_lock.release()
+                return False
+        return _Commit()
+
+    def throttle_error(self):
+        ra = self.throttle_retry_after
+        return ApiError(429, "TooManyRequests", "Too many requests, please try again later.",
+                        {"retryAfterSeconds": ra}, headers={"Retry-After": ra})
+
+    @staticmethod
+    def internal_error():
+        msg = "etcdserver: request timed out"
+        return ApiError(500, "InternalError", "Internal error occurred: %s" % msg,
+                        {"causes": [{"message": msg}]})
+
+
+def timing_settings_from(args, environ):
+    """The start-up timing: FAKEAPI_TIMING's preset, then FAKEAPI_* variables, then CLI
+    flags (each later source wins for the keys it sets)."""
+    body = {}
+    preset = environ.get("FAKEAPI_TIMING") or ""
+    if args.timing:
+        preset = args.timing
+    if preset:
+        body["preset"] = preset
+    for k, env in TIMING_ENV.items():
+        if environ.get(env) not in (None, ""):
+            body[k] = environ[env]
+    for k in TIMING_ENV:
+        v = getattr(args, "timing_" + k, None)
+        if v is not None:
+            body[k] = v
+    return body
+
+
+# ----------------------------------------------------------------------------------------
 # HTTP
 # ----------------------------------------------------------------------------------------
 
@@ -2948,6 +3297,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         t0 = time.monotonic()
         self._status = None
         self._chunked = False
+        self._timing_fault = None
         url = urllib.parse.urlsplit(self.path)
         path = url.path
         self._params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
@@ -2974,6 +3324,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if user is None:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             info["user"] = user
+            self._timing_fault = self._pick_timing_fault(method, path, info)
             self._route(method, path, raw, user, info)
         except AbortConnection:
             self.close_connection = True
@@ -3051,6 +3402,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
             e = ApiError(code, "", msg)
         self.send_error_status(e)
         return True
+
+    def _pick_timing_fault(self, method, path, info):
+        """Timing's random 429/500 for a non-watch request under /api or /apis (after
+        authentication, as APF runs after it).  Answers by raising; an "error_after" on a
+        write is raised by _route once the write is applied."""
+        if not (path.startswith("/api/") or path.startswith("/apis/") or path in ("/api", "/apis")):
+            return None
+        if self._params.get("watch") in ("1", "true", "True"):
+            return None
+        fault = self.server.mgr.api.timing.pick_fault(method not in ("GET", "HEAD"),
+                                                      self.headers.get("User-Agent") or "")
+        if fault:
+            info["fault"] = "timing-" + fault   # the request log names it
+        if fault == "throttle":
+            raise self.server.mgr.api.timing.throttle_error()
+        if fault in ("error", "error_before"):
+            raise Timing.internal_error()
+        return fault
 
     def _route(self, method, path, raw, user, info):
         api = self.server.mgr.api
@@ -3191,6 +3560,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if verb == "watch":
             api.watch(self, rt, ns_, p, table)
             return
+        with api.timing.commit(self.server.mgr.stop_event, enabled=not ctx.dry):
+            code, out = self._write(api, verb, sub, rt, ns_, name, raw, ctx, strict, p)
+        if api.persister and ctx.wrote_rv:
+            if not api.persister.flush(ctx.wrote_rv):
+                raise ApiError(500, "InternalError", "Internal error occurred: persistence is stuck: %s"
+                               % api.persister.error, {})
+        if getattr(self, "_timing_fault", None) == "error_after":
+            raise Timing.internal_error()   # the write is applied; the client cannot know
+        self.send_body(code, out)
+
+    def _write(self, api, verb, sub, rt, ns_, name, raw, ctx, strict, p):
         code, out = None, None
         if verb == "create" and sub == "binding":
             body = self._json_body(raw)
@@ -3224,11 +3604,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 code, out = api.delete(rt, ns_, name, opts, ctx)
             else:
                 code, out = 200, api.deletecollection(rt, ns_, p, opts, ctx)
-        if api.persister and ctx.wrote_rv:
-            if not api.persister.flush(ctx.wrote_rv):
-                raise ApiError(500, "InternalError", "Internal error occurred: persistence is stuck: %s"
-                               % api.persister.error, {})
-        self.send_body(code, out)
+        return code, out
 
     # ---- control API ----
     def _control(self, method, path, raw):
@@ -3359,11 +3735,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 with pol.lock:
                     pol.tokens.pop(body.get("token") or p.get("token"), None)
                     return ok({"tokens": dict(pol.tokens)})
+        if route == "/timing":
+            return ok(self._control_timing(method, body))
         if route == "/flush" and method == "POST":
             if api.persister:
                 api.persister.write_now()
             return ok({"flushed": bool(api.persister)})
         raise err_path_not_found()
+
+
+    def _control_timing(self, method, body):
+        """GET: the timing in force; POST: change the keys given (see Timing.configure);
+        DELETE: everything off (the seed stays)."""
+        timing = self.server.mgr.api.timing
+        if method == "GET":
+            return timing.describe()
+        if method == "POST":
+            try:
+                return timing.configure(body)
+            except ValueError as e:
+                raise err_bad_request(str(e))
+        if method == "DELETE":
+            timing.reset()
+            return timing.describe()
+        raise err_method_not_allowed()
 
 
 class FakeHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -3603,7 +3998,31 @@ def parse_args(argv):
                     help="allow namespaced objects in namespaces that do not exist")
     ap.add_argument("--ready-file", help="written (JSON) once the server accepts connections")
     ap.add_argument("--verbose", action="store_true")
+    add_timing_args(ap)
     return ap.parse_args(argv)
+
+
+def add_timing_args(ap):
+    g = ap.add_argument_group("timing (off by default; each flag overrides its FAKEAPI_* variable; "
+                              "see docs/fake-apiserver.md)")
+    g.add_argument("--timing", choices=sorted(TIMING_PRESETS),
+                   help="a preset (FAKEAPI_TIMING): realistic or off")
+    g.add_argument("--watch-delay-ms", dest="timing_watch_delay_ms", metavar="RES=MIN-MAX,...",
+                   help="watch delivery delay per resource, e.g. pods=100-500,*=0-50 "
+                        "(FAKEAPI_WATCH_DELAY_MS)")
+    g.add_argument("--write-latency-ms", dest="timing_write_latency_ms", metavar="MIN-MAX",
+                   help="time each write holds the global commit lock (FAKEAPI_WRITE_LATENCY_MS)")
+    g.add_argument("--throttle-rate", dest="timing_throttle_rate", metavar="P",
+                   help="probability of 429 on a non-watch request (FAKEAPI_THROTTLE_RATE)")
+    g.add_argument("--throttle-retry-after", dest="timing_throttle_retry_after", metavar="S",
+                   help="Retry-After seconds of those 429s, default 1 (FAKEAPI_THROTTLE_RETRY_AFTER)")
+    g.add_argument("--error-rate", dest="timing_error_rate", metavar="P",
+                   help="probability of 500 on a non-watch request (FAKEAPI_ERROR_RATE)")
+    g.add_argument("--error-write-phase", dest="timing_error_write_phase", choices=ERROR_WRITE_PHASES,
+                   help="a 500 on a write comes before it is applied, after, or either at random; "
+                        "default before (FAKEAPI_ERROR_WRITE_PHASE)")
+    g.add_argument("--timing-seed", dest="timing_seed", metavar="N",
+                   help="seed of every random draw (FAKEAPI_TIMING_SEED); printed at start")
 
 
 def main(argv=None):
@@ -3628,6 +4047,12 @@ def main(argv=None):
     write_atomic(token_file, token + "\n", 0o600)
 
     api = Api(args)
+    try:
+        api.timing.set_seed(None)
+        api.timing.configure(timing_settings_from(args, os.environ))
+    except ValueError as e:
+        sys.stderr.write("fake-apiserver: %s\n" % e)
+        return 2
     api.policy.tokens[token] = args.user
     api.bootstrap()
     mgr = ServerManager(api, ssl_ctx)
@@ -3652,7 +4077,7 @@ def main(argv=None):
              "ca_file": certs["ca.crt"] if certs else None,
              "cert_file": certs["server.crt"] if certs else None,
              "serviceaccount_dir": sa, "state_dir": state, "persist": args.persist,
-             "resourceVersion": api.store.rv}
+             "resourceVersion": api.store.rv, "timing": api.timing.describe()}
     if args.ready_file:
         write_atomic(args.ready_file, json.dumps(ready, indent=2) + "\n")
     stop = threading.Event()
@@ -3663,6 +4088,12 @@ def main(argv=None):
     signal.signal(signal.SIGINT, on_signal)
     sys.stderr.write("fake-apiserver: serving %s (control %s), state %s\n"
                      % (url, ready["control_url"], state))
+    t = api.timing.describe()
+    sys.stderr.write("fake-apiserver: timing seed %d (replay with FAKEAPI_TIMING_SEED=%d): watch delay "
+                     "%s ms, write latency %s ms, throttle %s (Retry-After %ds), errors %s (%s writes)\n"
+                     % (t["seed"], t["seed"], t["watch_delay_ms"] or "off", t["write_latency_ms"],
+                        t["throttle_rate"], t["throttle_retry_after"], t["error_rate"],
+                        t["error_write_phase"]))
     sys.stderr.flush()
     while not stop.wait(0.5):
         pass

@@ -27,8 +27,12 @@ REFERENCE = os.environ.get("K8S_REFERENCE_DIR") or os.path.join(HERE, "k8s-refer
 
 class FakeApiServer:
     def __init__(self, *extra, state_dir=None, port=0, token="test-token", plain=False,
-                 start_timeout=30.0):
+                 start_timeout=30.0, env=None):
+        """`env`: variables added to (or, with value None, removed from) the inherited
+        environment, e.g. {"FAKEAPI_TIMING": "realistic"}.  The server inherits the
+        caller's environment otherwise, so FAKEAPI_* set for a whole suite reach it."""
         self.extra = list(extra)
+        self.env = env
         self.own_dir = state_dir is None
         self.dir = state_dir or tempfile.mkdtemp(prefix="fakeapi-")
         self.port = port
@@ -50,7 +54,15 @@ class FakeApiServer:
             cmd.append("--plain-http")
         cmd += self.extra
         self.stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self.stderr, stderr=self.stderr)
+        env = None
+        if self.env:
+            env = dict(os.environ)
+            for k, v in self.env.items():
+                if v is None:
+                    env.pop(k, None)
+                else:
+                    env[k] = str(v)
+        self.proc = subprocess.Popen(cmd, stdout=self.stderr, stderr=self.stderr, env=env)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -98,6 +110,16 @@ class FakeApiServer:
                 return f.read()[-4000:]
         except OSError:
             return ""
+
+    def timing_summary(self):
+        """A line naming the server's timing (FAKEAPI_TIMING and friends reach it through
+        the environment) and the seed that replays it; None when all timing is off."""
+        t = (self.info or {}).get("timing") or {}
+        if not (t.get("watch_delay_ms") or any(t.get("write_latency_ms") or []) or t.get("throttle_rate")
+                or t.get("error_rate")):
+            return None
+        return "fake API server timing: %s; replay with FAKEAPI_TIMING_SEED=%s" % (
+            {k: v for k, v in t.items() if k not in ("counts", "seed")}, t.get("seed"))
 
     def __enter__(self):
         return self.start()

@@ -1108,6 +1108,346 @@ class OpenApiV2Tests(Base):
 
 
 # ---------------------------------------------------------------------------------------
+# Realistic timing (docs/fake-apiserver.md, "Timing"): lower bounds on delays are what the
+# fake guarantees; upper bounds are generous and only catch a hang.
+# ---------------------------------------------------------------------------------------
+
+
+class WatchReader(threading.Thread):
+    """Reads a watch in the background and stamps each event with its arrival time, so a
+    lower bound on delivery can be checked without depending on when the test looks."""
+
+    def __init__(self, w, max_events=200):
+        super().__init__(daemon=True)
+        self.w = w
+        self.max_events = max_events
+        self.events = []   # (monotonic arrival, event)
+        self.lock = threading.Lock()
+
+    def run(self):
+        try:
+            for _ in range(self.max_events):
+                ev = self.w.next_event()
+                if ev is None:
+                    return
+                with self.lock:
+                    self.events.append((time.monotonic(), ev))
+        except (OSError, ValueError):
+            return
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.events)
+
+    def wait_for(self, pred, max_seconds=10.0):
+        deadline = time.monotonic() + max_seconds
+        while time.monotonic() < deadline:
+            evs = self.snapshot()
+            if pred(evs):
+                return evs
+            time.sleep(0.01)
+        return self.snapshot()
+
+
+def rv_of(obj):
+    return int(obj["metadata"]["resourceVersion"])
+
+
+# The tests' own User-Agent (fakeapi-test/) is exempt from random 429/500 by default.
+FAULTED = {"User-Agent": "timing-test/1.0"}
+
+
+class TimingTests(Base):
+    def setUp(self):
+        self.assertEqual(self.s.ctl("DELETE", "/timing")[0], 200)
+
+    def tearDown(self):
+        self.s.ctl("DELETE", "/timing")
+
+    def timing(self, **body):
+        code, out = self.s.ctl("POST", "/timing", body)
+        self.assertEqual(code, 200, out)
+        return out
+
+    def current_rv(self):
+        code, _, lst = self.req("GET", EXAMPLES)
+        self.assertEqual(code, 200)
+        return lst["metadata"]["resourceVersion"]
+
+    def test_timing_watch_events_arrive_late_but_in_order(self):
+        for i in range(5):
+            self.ensure_gone(EXAMPLES + "/late-%d" % i)
+        self.timing(watch_delay_ms={"examples": "200-400", "*": "0-10"}, seed=5)
+        w = self.s.watch(EXAMPLES + "?watch=1&timeoutSeconds=20&resourceVersion=" + self.current_rv())
+        reader = WatchReader(w)
+        reader.start()
+        try:
+            sent = {}
+            for i in range(5):
+                name = "late-%d" % i
+                sent[name] = time.monotonic()
+                code, _, body = self.req("POST", EXAMPLES, example(name, "late-node"))
+                self.assertEqual(code, 201, body)
+            evs = reader.wait_for(lambda evs: len(evs) >= 5)
+            self.assertEqual([e["object"]["metadata"]["name"] for _, e in evs],
+                             ["late-%d" % i for i in range(5)], "in commit order")
+            rvs = [rv_of(e["object"]) for _, e in evs]
+            self.assertEqual(rvs, sorted(rvs))
+            for at, e in evs:
+                name = e["object"]["metadata"]["name"]
+                # commit happened after the request was sent: arrival >= sent + 200 ms
+                self.assertGreaterEqual(at - sent[name], 0.2, name)
+        finally:
+            w.close()
+
+    def test_timing_get_after_a_write_sees_it_before_the_watch_does(self):
+        self.ensure_gone(EXAMPLES + "/quorum-read")
+        self.timing(watch_delay_ms={"examples": "1000-1000"})
+        w = self.s.watch(EXAMPLES + "?watch=1&timeoutSeconds=20&resourceVersion=" + self.current_rv())
+        reader = WatchReader(w)
+        reader.start()
+        try:
+            t0 = time.monotonic()
+            code, _, created = self.req("POST", EXAMPLES, example("quorum-read", "q-node"))
+            self.assertEqual(code, 201)
+            code, _, got = self.req("GET", EXAMPLES + "/quorum-read")
+            t_get = time.monotonic()
+            self.assertEqual(code, 200, "a consistent GET is never delayed")
+            self.assertEqual(got["metadata"]["uid"], created["metadata"]["uid"])
+            code, _, lst = self.req("GET", EXAMPLES)
+            self.assertIn("quorum-read", [o["metadata"]["name"] for o in lst["items"]])
+            evs = reader.wait_for(lambda evs: len(evs) >= 1)
+            self.assertEqual(len(evs), 1)
+            self.assertGreaterEqual(evs[0][0] - t0, 1.0)
+            # generous bound: a loopback GET takes far less than the 1 s delay
+            self.assertLess(t_get, evs[0][0], "the GET answered before the watch delivered")
+        finally:
+            w.close()
+
+    def test_timing_bookmarks_never_pass_an_undelivered_event(self):
+        self.ensure_gone(EXAMPLES + "/bm-late")
+        self.timing(watch_delay_ms={"examples": "1500-1500"})
+        w = self.s.watch(EXAMPLES + "?watch=1&allowWatchBookmarks=true&timeoutSeconds=20"
+                         "&resourceVersion=" + self.current_rv())
+        reader = WatchReader(w)
+        reader.start()
+        try:
+            code, _, created = self.req("POST", EXAMPLES, example("bm-late", "bm-node"))
+            self.assertEqual(code, 201)
+            rv = rv_of(created)
+            evs = reader.wait_for(lambda evs: any(e["type"] == "ADDED" for _, e in evs)
+                                  and is_bm(evs[-1][1]) and rv_of(evs[-1][1]["object"]) >= rv)
+            types = [e["type"] for _, e in evs]
+            added = types.index("ADDED")
+            before = [rv_of(e["object"]) for _, e in evs[:added] if is_bm(e)]
+            self.assertTrue(before, "bookmarks (0.3 s interval) came during the 1.5 s delay: %s" % types)
+            self.assertTrue(all(b < rv for b in before), (before, rv))
+            self.assertGreaterEqual(rv_of(evs[-1][1]["object"]), rv)
+        finally:
+            w.close()
+
+    def test_timing_rv0_list_is_served_from_a_lagging_cache(self):
+        self.ensure_gone(EXAMPLES + "/cache-lag")
+        self.timing(watch_delay_ms={"examples": "1500-1500"})
+        code, _, created = self.req("POST", EXAMPLES, example("cache-lag", "c-node"))
+        self.assertEqual(code, 201)
+        code, _, cached = self.req("GET", EXAMPLES + "?resourceVersion=0")
+        self.assertEqual(code, 200)
+        self.assertNotIn("cache-lag", [o["metadata"]["name"] for o in cached["items"]])
+        self.assertLess(int(cached["metadata"]["resourceVersion"]), rv_of(created))
+        code, _, fresh = self.req("GET", EXAMPLES)
+        self.assertIn("cache-lag", [o["metadata"]["name"] for o in fresh["items"]])
+        names = []
+        for _ in range(100):   # 5 s at most
+            names = [o["metadata"]["name"] for o in self.req("GET", EXAMPLES + "?resourceVersion=0")[2]["items"]]
+            if "cache-lag" in names:
+                break
+            time.sleep(0.05)
+        self.assertIn("cache-lag", names)
+
+    def test_timing_writes_are_serialized(self):
+        n = 8
+        for i in range(n):
+            self.ensure_gone(EXAMPLES + "/serial-%d" % i)
+        self.timing(write_latency_ms="50-60")
+        results, threads = {}, []
+
+        def create(i):
+            t = time.monotonic()
+            code, _, _ = self.req("POST", EXAMPLES, example("serial-%d" % i, "s-node"))
+            results[i] = (code, time.monotonic() - t)
+
+        t0 = time.monotonic()
+        for i in range(n):
+            th = threading.Thread(target=create, args=(i,))
+            th.start()
+            threads.append(th)
+        for th in threads:
+            th.join(30)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(sorted(c for c, _ in results.values()), [201] * n)
+        self.assertTrue(all(d >= 0.05 for _, d in results.values()), results)
+        self.assertGreaterEqual(elapsed, n * 0.05, "one write at a time")
+        self.assertLess(elapsed, 20)
+        # reads do not wait for the commit lock
+        self.timing(write_latency_ms="2000-2000")
+        th = threading.Thread(target=create, args=(99,))
+        self.ensure_gone(EXAMPLES + "/serial-99")
+        th.start()
+        time.sleep(0.2)
+        t = time.monotonic()
+        code, _, _ = self.req("GET", EXAMPLES + "/serial-0")
+        self.assertEqual(code, 200)
+        self.assertLess(time.monotonic() - t, 1.5)
+        code, _, _ = self.req("GET", EXAMPLES + "/serial-99")
+        self.assertEqual(code, 404, "not committed before its latency has passed")
+        th.join(30)
+        self.assertEqual(results[99][0], 201)
+        self.assertGreaterEqual(results[99][1], 2.0)
+
+    def test_timing_throttle_rate_and_retry_after(self):
+        self.timing(throttle_rate=0.25, throttle_retry_after=2, seed=11)
+        codes = []
+        for _ in range(200):
+            code, hdrs, body = self.req("GET", EXAMPLES + "?limit=1", headers=FAULTED)
+            codes.append(code)
+            if code == 429:
+                self.assertEqual(hdrs.get("retry-after"), "2")
+                self.assertEqual(body["reason"], "TooManyRequests")
+                self.assertEqual(body["details"]["retryAfterSeconds"], 2)
+                self.assertIn("x-kubernetes-pf-flowschema-uid", hdrs)
+            else:
+                self.assertEqual(code, 200, body)
+        n = codes.count(429)
+        self.assertTrue(25 <= n <= 80, "about 25%% of 200: %d" % n)
+        self.assertEqual(self.s.ctl("GET", "/timing")[1]["counts"]["throttled"], n)
+        # Watches, the control port and /_fake on the API port are never throttled.
+        self.timing(throttle_rate=1.0)
+        for _ in range(5):
+            w = self.s.watch(EXAMPLES + "?watch=1&timeoutSeconds=1&resourceVersion=" + str(10 ** 9 - 1))
+            self.assertEqual(w.status, 200)
+            w.close()
+        self.assertEqual(self.s.ctl("GET", "/state")[0], 200)
+        self.assertEqual(self.req("GET", "/_fake/state", headers=FAULTED)[0], 200)
+        self.assertEqual(self.req("GET", "/version", headers=FAULTED)[0], 200)
+        self.assertEqual(self.req("GET", EXAMPLES, headers=FAULTED)[0], 429)
+        self.assertEqual(self.req("GET", EXAMPLES)[0], 200, "the test driver is exempt")
+        self.timing(exempt_user_agents=[])
+        self.assertEqual(self.req("GET", EXAMPLES)[0], 429, "unless told otherwise")
+
+    def test_timing_error_rate_on_reads(self):
+        self.timing(error_rate=0.2, seed=3)
+        codes = []
+        for _ in range(200):
+            code, hdrs, body = self.req("GET", EXAMPLES + "?limit=1", headers=FAULTED)
+            codes.append(code)
+            if code == 500:
+                self.assertEqual(body["reason"], "InternalError")
+                self.assertNotIn("retry-after", hdrs)
+        n = codes.count(500)
+        self.assertTrue(15 <= n <= 70, "about 20%% of 200: %d" % n)
+        self.assertEqual(codes.count(200), 200 - n)
+
+    def test_timing_error_write_phase(self):
+        for phase, applied in (("before", False), ("after", True)):
+            self.ensure_gone(EXAMPLES + "/err-" + phase)
+            self.timing(error_rate=1.0, error_write_phase=phase)
+            code, _, body = self.req("POST", EXAMPLES, example("err-" + phase, "e-node"),
+                                     headers=FAULTED)
+            self.assertEqual(code, 500, body)
+            self.assertEqual(body["reason"], "InternalError")
+            self.timing(error_rate=0.0)
+            code, _, _ = self.req("GET", EXAMPLES + "/err-" + phase)
+            self.assertEqual(code, 200 if applied else 404, phase)
+        self.timing(error_rate=1.0, error_write_phase="random", seed=21)
+        for i in range(20):
+            self.ensure_gone(EXAMPLES + "/err-r%d" % i)
+            self.req("POST", EXAMPLES, example("err-r%d" % i, "e-node"), headers=FAULTED)
+        self.timing(error_rate=0.0)
+        there = [self.req("GET", EXAMPLES + "/err-r%d" % i)[0] == 200 for i in range(20)]
+        self.assertTrue(any(there) and not all(there), there)
+
+    def test_timing_control_api_validates_and_deletes(self):
+        code, out = self.s.ctl("POST", "/timing", {"watch_delay_ms": "pods=5-1"})
+        self.assertEqual(code, 400, out)
+        code, out = self.s.ctl("POST", "/timing", {"throttle_rate": 2})
+        self.assertEqual(code, 400, out)
+        code, out = self.s.ctl("POST", "/timing", {"bogus": 1})
+        self.assertEqual(code, 400, out)
+        out = self.timing(preset="realistic", error_rate=0, seed=99)
+        self.assertEqual(out["watch_delay_ms"]["pods"], [5.0, 250.0])
+        self.assertEqual(out["error_rate"], 0.0)
+        self.assertEqual(out["seed"], 99)
+        code, out = self.s.ctl("DELETE", "/timing")
+        self.assertEqual((out["watch_delay_ms"], out["throttle_rate"], out["write_latency_ms"]),
+                         ({}, 0.0, [0.0, 0.0]))
+
+    def test_timing_from_environment_and_flags(self):
+        env = {"FAKEAPI_TIMING": "realistic", "FAKEAPI_TIMING_SEED": "1234",
+               "FAKEAPI_WATCH_DELAY_MS": "pods=100-500,ipblocks=0-200,*=0-50",
+               "FAKEAPI_THROTTLE_RATE": "0.05", "FAKEAPI_ERROR_RATE": None}
+        s = FakeApiServer("--error-rate", "0", "--write-latency-ms", "3-4", env=env).start()
+        try:
+            code, t = s.ctl("GET", "/timing")
+            self.assertEqual(code, 200)
+            self.assertEqual(t["seed"], 1234)
+            self.assertEqual(t["watch_delay_ms"], {"*": [0.0, 50.0], "ipblocks": [0.0, 200.0],
+                                                   "pods": [100.0, 500.0]})
+            self.assertEqual(t["throttle_rate"], 0.05)        # the variable beats the preset
+            self.assertEqual(t["error_rate"], 0.0)            # the flag beats the preset
+            self.assertEqual(t["write_latency_ms"], [3.0, 4.0])
+            self.assertEqual(t["error_write_phase"], "random")  # from the preset
+            self.assertEqual(s.info["timing"]["seed"], 1234)
+            self.assertIn("timing seed 1234", s.log())
+        finally:
+            s.cleanup()
+        bad = FakeApiServer("--watch-delay-ms", "pods=abc")
+        with self.assertRaises(RuntimeError) as e:
+            bad.start()
+        bad.cleanup()
+        self.assertIn("watch delay of pods", str(e.exception))
+
+    def test_timing_watch_that_was_bookmarked_to_the_present_survives_compaction(self):
+        # The delivery queue must not forget how far a bookmark took a quiet watch: after a
+        # compaction at the current version it goes on, as before timing existed.
+        s = FakeApiServer("--bookmark-interval", "0.2").start()
+        try:
+            rv = s.request("GET", PODS)[2]["metadata"]["resourceVersion"]
+            s.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                     "metadata": {"name": "other"}})
+            w = s.watch("/api/v1/namespaces/default/pods?watch=1&allowWatchBookmarks=true"
+                        "&timeoutSeconds=10&resourceVersion=" + rv)
+            try:
+                code, _, ns = s.request("GET", "/api/v1/namespaces/other")
+                now = rv_of(ns)
+                evs = w.events_until(lambda evs: is_bm(evs[-1]) and rv_of(evs[-1]["object"]) >= now,
+                                     max_seconds=5)
+                self.assertTrue(evs and rv_of(evs[-1]["object"]) >= now, evs)
+                self.assertEqual(s.ctl("POST", "/compact")[0], 200)
+                code, _, _ = s.request("POST", PODS, pod("after-compaction"))
+                self.assertEqual(code, 201)
+                evs = w.events_until(lambda evs: evs[-1]["type"] != "BOOKMARK", max_seconds=5)
+                self.assertEqual(evs[-1]["type"], "ADDED", evs)
+            finally:
+                w.close()
+        finally:
+            s.cleanup()
+
+    def test_timing_is_off_by_default(self):
+        s = FakeApiServer(env={k: None for k in ("FAKEAPI_TIMING", "FAKEAPI_WATCH_DELAY_MS",
+                                                 "FAKEAPI_WRITE_LATENCY_MS", "FAKEAPI_THROTTLE_RATE",
+                                                 "FAKEAPI_ERROR_RATE")}).start()
+        try:
+            t = s.ctl("GET", "/timing")[1]
+            self.assertEqual((t["watch_delay_ms"], t["write_latency_ms"], t["throttle_rate"],
+                              t["error_rate"]), ({}, [0.0, 0.0], 0.0, 0.0))
+            self.assertIsInstance(t["seed"], int)
+            self.assertIn("timing seed %d" % t["seed"], s.log())
+        finally:
+            s.cleanup()
+
+
+# ---------------------------------------------------------------------------------------
 # kubectl against the fake
 # ---------------------------------------------------------------------------------------
 

@@ -179,6 +179,8 @@ class ClusterFaults(unittest.TestCase):
         self.persist = os.path.join(self.dir, "api", "snapshot.json")
         self.api = FakeApiServer("--pod-grace-scale", "0", "--bookmark-interval", "0.5", "--persist", self.persist,
                                  state_dir=os.path.join(self.dir, "api")).start()
+        if self.api.timing_summary():
+            log(self.api.timing_summary())
         self.api_lock = threading.Lock()  # held while the API server is being restarted
         self.daemons = {}
         kubeconfig = self.api.info["kubeconfig"]
@@ -546,6 +548,8 @@ class ClusterRecovery(unittest.TestCase):
         os.makedirs(os.path.join(self.dir, "api"))
         self.api = FakeApiServer("--pod-grace-scale", "0", "--bookmark-interval", "0.5",
                                  state_dir=os.path.join(self.dir, "api")).start()
+        if self.api.timing_summary():
+            log(self.api.timing_summary())
         kubeconfig = self.api.info["kubeconfig"]
         self.daemons = {n: Daemon(self.dir, n, ["--kubeconfig", kubeconfig, "--node-name", n,
                                                 "--release-grace-ms", "300"]) for n in ("node-a", "node-b")}
