@@ -91,13 +91,13 @@ TEST(WireTest, UnknownFieldsAreIgnoredAndNullMeansAbsent) {
   EXPECT_EQ(r->mac, "");
 }
 
-struct BadCase {
+struct BadRequestCase {
   std::string name;
   std::string json;
   std::string must_mention;
 };
 
-class CniRequestRejectTest : public testing::TestWithParam<BadCase> {};
+class CniRequestRejectTest : public testing::TestWithParam<BadRequestCase> {};
 
 TEST_P(CniRequestRejectTest, RejectsWithMessageNamingTheField) {
   auto r = DecodeCniRequest(GetParam().json);
@@ -110,19 +110,19 @@ TEST_P(CniRequestRejectTest, RejectsWithMessageNamingTheField) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, CniRequestRejectTest,
     testing::Values(
-        BadCase{"NotJson", "{", "not valid JSON"},
-        BadCase{"NotAnObject", "[1]", "must be a JSON object"},
-        BadCase{"ProviderMissing", R"({"containerID":"c"})", "\"provider\" is required"},
-        BadCase{"ProviderWrongType", R"({"provider":5})",
+        BadRequestCase{"NotJson", "{", "not valid JSON"},
+        BadRequestCase{"NotAnObject", "[1]", "must be a JSON object"},
+        BadRequestCase{"ProviderMissing", R"({"containerID":"c"})", "\"provider\" is required"},
+        BadRequestCase{"ProviderWrongType", R"({"provider":5})",
                 "\"provider\" must be a string, not a number"},
-        BadCase{"IfnameWrongType", R"({"provider":"p","ifname":true})", "\"ifname\""},
-        BadCase{"IpsNotArray", R"({"provider":"p","ips":"10.0.0.1"})", "\"ips\" must be an array"},
-        BadCase{"IpsItemWrongType", R"({"provider":"p","ips":["a",1]})", "\"ips[1]\""},
-        BadCase{"RoutesNotArray", R"({"provider":"p","routes":{}})", "\"routes\""},
-        BadCase{"RouteNotObject", R"({"provider":"p","routes":["x"]})", "\"routes[0]\""},
-        BadCase{"RouteGwWrongType", R"({"provider":"p","routes":[{"dst":"a"},{"gw":1}]})",
+        BadRequestCase{"IfnameWrongType", R"({"provider":"p","ifname":true})", "\"ifname\""},
+        BadRequestCase{"IpsNotArray", R"({"provider":"p","ips":"10.0.0.1"})", "\"ips\" must be an array"},
+        BadRequestCase{"IpsItemWrongType", R"({"provider":"p","ips":["a",1]})", "\"ips[1]\""},
+        BadRequestCase{"RoutesNotArray", R"({"provider":"p","routes":{}})", "\"routes\""},
+        BadRequestCase{"RouteNotObject", R"({"provider":"p","routes":["x"]})", "\"routes[0]\""},
+        BadRequestCase{"RouteGwWrongType", R"({"provider":"p","routes":[{"dst":"a"},{"gw":1}]})",
                 "\"routes[1].gw\""}),
-    [](const testing::TestParamInfo<BadCase>& p) { return p.param.name; });
+    [](const testing::TestParamInfo<BadRequestCase>& p) { return p.param.name; });
 
 TEST(WireTest, CniReplyRejectsWrongTypesNamingTheField) {
   auto r = DecodeCniReply(R"({"ips":[{"address":"10.0.0.2/24","gateway":7}]})");

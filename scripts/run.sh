@@ -13,7 +13,7 @@ cat <<EOT
 subleased is starting in standalone mode.
   Subnet:   packaging/examples/seed-subnet.yaml (macvlan.default, 172.17.0.0/16)
   socket:   $state/sublease.sock
-  database: $state/sublease.db   (sqlite3 $state/sublease.db 'select * from leases_view')
+  database: $state/sublease.db   (./build/bin/subleasectl --db $state/sublease.db leases)
   metrics:  curl http://127.0.0.1:9468/metrics
 
 Get an address from another terminal, exactly as a CNI plugin would:

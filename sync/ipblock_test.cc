@@ -136,10 +136,10 @@ IpBlock SampleBlock() {
   block.node = "node-a";
   block.allocations[11] = BlockAllocation{
       "default",         "samplepod", "6d5ee978-8144-4c8e-bcf1-4798bdf2a0c7", "net1", "", "node-a",
-      "macvlan.default", false, ""};
+      "macvlan.default", false, "", "", ""};
   block.allocations[2] =
       BlockAllocation{"db", "web-0", "u-2", "net2", "c0ffee", "node-b", "macvlan.default", true,
-                      "sts-uid-1"};
+                      "sts-uid-1", "", ""};
   return block;
 }
 
@@ -196,7 +196,7 @@ TEST(IpBlockCodecTest, RoundTripsBothFamilies) {
   IpBlock v6 = SampleBlock();
   v6.cidr = Net("fd00::40/122");
   v6.name = BlockName(v6.subnet, v6.cidr);
-  v6.allocations[63] = BlockAllocation{"ns", "p", "u", "net1", "cid", "node-a", "p.ns", false, ""};
+  v6.allocations[63] = BlockAllocation{"ns", "p", "u", "net1", "cid", "node-a", "p.ns", false, "", "", ""};
   IpBlock empty;
   empty.subnet = "s";
   empty.cidr = Net("10.0.0.0/29");

@@ -1,11 +1,12 @@
 #include "daemon/allocator/allocator.h"
+#include "daemon/allocator/test_util.h"
 
 #include <gtest/gtest.h>
 
 namespace sublease {
 namespace {
 
-IpAddr Ip(const char* text) { return *IpAddr::Parse(text); }
+using test_util::Ip;
 
 class AllocatorTest : public ::testing::Test {
  protected:

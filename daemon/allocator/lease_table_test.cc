@@ -1,4 +1,5 @@
 // The compact lease record round-trips every field exactly, canonical forms or not, and
+#include "daemon/allocator/test_util.h"
 // interns the strings leases share.
 #include "daemon/allocator/lease_table.h"
 
@@ -12,7 +13,7 @@
 namespace sublease {
 namespace {
 
-IpAddr Ip(const char* text) { return *IpAddr::Parse(text); }
+using test_util::Ip;
 
 Lease Typical() {
   Lease l;
@@ -235,7 +236,9 @@ TEST(LeaseTableTest, ErasedIdsAreReusedAndIndexesStayExact) {
   for (const auto& [name, entry] : live) {
     EXPECT_EQ(t.FindId(entry.second.key()), entry.first);
     EXPECT_EQ(t.FindByAddress("net", *entry.second.v4), entry.first);
-    if (entry.second.v6) EXPECT_EQ(t.FindByAddress("net", *entry.second.v6), entry.first);
+    if (entry.second.v6) {
+      EXPECT_EQ(t.FindByAddress("net", *entry.second.v6), entry.first);
+    }
     EXPECT_EQ(t.Get(entry.first), entry.second);
   }
 }

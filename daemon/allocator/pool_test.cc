@@ -1,4 +1,5 @@
 #include "daemon/allocator/pool.h"
+#include "daemon/allocator/test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +8,7 @@
 namespace sublease {
 namespace {
 
-IpAddr Ip(const char* text) { return *IpAddr::Parse(text); }
+using test_util::Ip;
 
 Subnet MakeSubnet(const char* cidr, std::vector<std::string> exclude = {}) {
   return *NormalizeSubnet(SubnetSpec{"net", "macvlan.default", cidr, "", std::move(exclude), "", ""});

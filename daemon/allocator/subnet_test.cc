@@ -1,11 +1,12 @@
 #include "daemon/allocator/subnet.h"
+#include "daemon/allocator/test_util.h"
 
 #include <gtest/gtest.h>
 
 namespace sublease {
 namespace {
 
-IpAddr Ip(const char* text) { return *IpAddr::Parse(text); }
+using test_util::Ip;
 
 SubnetSpec Spec(std::string cidr, std::string gateway = "", std::vector<std::string> exclude = {},
                 std::string protocol = "") {

@@ -514,7 +514,7 @@ TEST(BlockEngineTest, RecoverCommitsPendingLeasesFoundInTheirBlockAndDropsTheRes
   ASSERT_TRUE(a.store->InsertLease(*lost, 1));
   IpBlock block = c.api.objects().begin()->second;
   block.allocations[3] = BlockAllocation{"default",  "landed", "uid-landed",  "net1",
-                                         "c-landed", "node-a", "net.default", false, ""};
+                                         "c-landed", "node-a", "net.default", false, "", "", ""};
   c.api.Put(block);
   c.api.RunAll(kMaxSteps);
   c.api.FailNext(2);  // unreachable: both stay pending
@@ -681,7 +681,7 @@ TEST(BlockEngineTest, AnAdoptionLostToARaceFallsBackToANewAddress) {
   IpBlock block = c.api.objects().at(BlockName("net", *IpNet::Parse("10.0.0.0/29")));
   auto offset = *block.OffsetOf(*first->v4);
   block.allocations[offset] = BlockAllocation{"default", "thief", "uid-t", "net1", "c-t",
-                                              "node-c",  "net.default", false, ""};
+                                              "node-c",  "net.default", false, "", "", ""};
   c.api.Put(block);
   c.api.RunAll(kMaxSteps);
   ASSERT_TRUE(moved && *moved) << (moved ? moved->error().message : "no answer");

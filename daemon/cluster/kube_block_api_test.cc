@@ -26,7 +26,7 @@ class KubeBlockApiTest : public testing::FakeApiTest {
     b.cidr = *IpNet::Parse(cidr);
     b.name = BlockName(subnet, b.cidr);
     b.node = node;
-    b.allocations[3] = BlockAllocation{"default", "p", "u", "net1", "", node, "m.default", true, "sts"};
+    b.allocations[3] = BlockAllocation{"default", "p", "u", "net1", "", node, "m.default", true, "sts", "", ""};
     return b;
   }
 

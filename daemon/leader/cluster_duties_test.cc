@@ -52,7 +52,7 @@ class ClusterDutiesTest : public testing::FakeApiTest {
   }
 
   BlockAllocation Alloc(const std::string& pod, const std::string& uid, bool sticky = false) {
-    return BlockAllocation{"default", pod, uid, "net1", "c-" + pod, "node-a", "m.default", sticky, ""};
+    return BlockAllocation{"default", pod, uid, "net1", "c-" + pod, "node-a", "m.default", sticky, "", "", ""};
   }
   // Writes block 10.0.0.0/29 of subnet "m" (created when absent), affine to `node`.
   void PutBlock(const std::map<uint64_t, BlockAllocation>& allocations,
@@ -96,7 +96,10 @@ TEST_F(ClusterDutiesTest, LeakedAllocationIsReclaimedOnlyAfterTwoObservations) {
   auto t0 = std::chrono::steady_clock::now();
   Pump(kReclaimMs - 400);
   EXPECT_EQ(Allocations().count(3), 1u) << "reclaimed before two observations";
-  ASSERT_TRUE(Wait([&] { return Allocations().empty(); }, 3 * kReclaimMs + 2000));
+  // The block is written before the duties' loop reads the answer and reports the reclaim:
+  // wait for both (on a busy machine the report can come a moment after the write).
+  ASSERT_TRUE(Wait([&] { return Allocations().empty() && !reclaimed_.empty(); },
+                   3 * kReclaimMs + 2000));
   int64_t ms = Since(t0);
   std::printf("leaked allocation reclaimed %lld ms after it appeared (reclaim interval %lld ms)\n",
               static_cast<long long>(ms), static_cast<long long>(kReclaimMs));
@@ -234,7 +237,9 @@ TEST_F(ClusterDutiesTest, AStaleWriteIsReReadRecheckedAndRetried) {
           R"({"method":"PUT","path_prefix":"/apis/sublease.io/v1alpha1/ipblocks/","action":"error","status":409,"count":1})");
   std::string uid = CreatePod("stays", "node-a");
   PutBlock({{3, Alloc("ghost", "uid-ghost")}, {4, Alloc("stays", uid)}});
-  ASSERT_TRUE(Wait([&] { return Allocations().count(3) == 0; }, 3 * kReclaimMs + 3000));
+  // The block is written before the duties' loop reads the answer and reports the reclaim.
+  ASSERT_TRUE(Wait([&] { return Allocations().count(3) == 0 && !reclaimed_.empty(); },
+                   3 * kReclaimMs + 3000));
   EXPECT_EQ(Allocations().count(4), 1u);
   EXPECT_EQ(duties_->stats().gc.conflicts, 1u);
   EXPECT_EQ(reclaimed_, std::vector<std::string>{"ghost/uid-ghost"});

@@ -10,7 +10,7 @@
 namespace sublease {
 namespace {
 
-constexpr int64_t kT0 = 1700000000123;
+constexpr int64_t kRebuildT0 = 1700000000123;
 
 SubnetSpec Spec(const std::string& name, const std::string& cidr) {
   return SubnetSpec{name, name + ".default", cidr, "", {}, "", ""};
@@ -41,10 +41,10 @@ IpBlock Block(const std::string& subnet, const char* cidr, const std::string& no
 class RebuildTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto opened = OpenOrRecover(":memory:", kT0);
+    auto opened = OpenOrRecover(":memory:", kRebuildT0);
     ASSERT_TRUE(opened);
     store_ = std::move(opened->store);
-    ASSERT_TRUE(MarkRebuildPending(store_.get(), kT0));
+    ASSERT_TRUE(MarkRebuildPending(store_.get(), kRebuildT0));
   }
   std::vector<Lease> Live() {
     auto leases = store_->LoadLiveLeases();
@@ -63,7 +63,7 @@ TEST_F(RebuildTest, ThisNodesAllocationsInOwnAndBorrowedBlocksBecomeCommittedLea
   theirs.allocations[4] = Alloc("q2", "node-b");
   theirs.allocations[4].sticky = true;
   auto report =
-      RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {own, theirs}, kT0);
+      RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {own, theirs}, kRebuildT0);
   ASSERT_TRUE(report) << report.error().message;
   EXPECT_EQ(report->leases, 2u);
   EXPECT_EQ(report->blocks, 2u);
@@ -89,7 +89,7 @@ TEST_F(RebuildTest, ADualStackAttachmentBecomesOneLeaseWithBothFamilies) {
   v6.allocations[6] = Alloc("web-0", "node-a");
   v6.allocations[6].sticky = true;
   auto report = RebuildFromBlocks(store_.get(), "node-a", {Spec("dual", "10.1.0.0/24,fd00::/120")},
-                                  {v4, v6}, kT0);
+                                  {v4, v6}, kRebuildT0);
   ASSERT_TRUE(report) << report.error().message;
   EXPECT_EQ(report->leases, 1u);
   auto live = Live();
@@ -102,7 +102,7 @@ TEST_F(RebuildTest, ADualStackAttachmentBecomesOneLeaseWithBothFamilies) {
 TEST_F(RebuildTest, AllocationsOfAnAbsentSubnetAreLeftOutWithAWarning) {
   IpBlock b = Block("gone", "10.2.0.0/29", "node-a");
   b.allocations[2] = Alloc("p", "node-a");
-  auto report = RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {b}, kT0);
+  auto report = RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {b}, kRebuildT0);
   ASSERT_TRUE(report) << report.error().message;
   EXPECT_EQ(report->leases, 0u);
   ASSERT_EQ(report->warnings.size(), 1u);
@@ -116,7 +116,7 @@ TEST_F(RebuildTest, ASecondAllocationOfOneAttachmentAndFamilyIsLeftOut) {
   IpBlock b = Block("net", "10.0.0.8/29", "node-a");
   b.allocations[2] = Alloc("p", "node-a");
   b.allocations[3] = Alloc("p", "node-a");
-  auto report = RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {b}, kT0);
+  auto report = RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {b}, kRebuildT0);
   ASSERT_TRUE(report) << report.error().message;
   EXPECT_EQ(report->leases, 1u);
   ASSERT_EQ(report->warnings.size(), 1u);
@@ -128,17 +128,17 @@ TEST_F(RebuildTest, ASecondAllocationOfOneAttachmentAndFamilyIsLeftOut) {
 
 TEST_F(RebuildTest, AnAddressAlreadyLeasedLocallyIsReportedNotDuplicated) {
   auto subnet = NormalizeSubnet(Spec("net", "10.0.0.0/24"));
-  ASSERT_TRUE(store_->UpsertSubnet(*subnet, kT0));
+  ASSERT_TRUE(store_->UpsertSubnet(*subnet, kRebuildT0));
   Lease held;
   held.subnet = "net";
   held.owner = Owner{"default", "other", "u", "", "net1"};
   held.v4 = *IpAddr::Parse("10.0.0.10");
   held.state = LeaseState::kCommitted;
-  ASSERT_TRUE(store_->InsertLease(held, kT0));
+  ASSERT_TRUE(store_->InsertLease(held, kRebuildT0));
   IpBlock b = Block("net", "10.0.0.8/29", "node-a");
   b.allocations[2] = Alloc("p", "node-a");  // 10.0.0.10 again
   b.allocations[4] = Alloc("r", "node-a");
-  auto report = RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {b}, kT0);
+  auto report = RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {b}, kRebuildT0);
   ASSERT_TRUE(report) << report.error().message;
   EXPECT_EQ(report->leases, 1u);
   ASSERT_EQ(report->warnings.size(), 1u);
@@ -149,7 +149,7 @@ TEST_F(RebuildTest, AnAddressAlreadyLeasedLocallyIsReportedNotDuplicated) {
 TEST_F(RebuildTest, NothingOfThisNodeRebuildsNothingAndClearsTheMark) {
   IpBlock b = Block("net", "10.0.0.8/29", "node-b");
   b.allocations[2] = Alloc("p", "node-b");
-  auto report = RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {b}, kT0);
+  auto report = RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {b}, kRebuildT0);
   ASSERT_TRUE(report) << report.error().message;
   EXPECT_EQ(report->leases, 0u);
   EXPECT_TRUE(Live().empty());

@@ -35,6 +35,9 @@ import traceback
 import urllib.parse
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import openapi_v2  # noqa: E402  (beside this file)
+
 SERVER_VERSION = {
     "major": "1", "minor": "26", "gitVersion": "v1.26.5-fake",
     "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
@@ -2544,6 +2547,11 @@ class Api:
             out.append({"name": g, "versions": versions, "preferredVersion": versions[0]})
         return out
 
+    def openapi_types(self):
+        """(group, version, kind, schema) of every type, for /openapi/v2."""
+        with self.store.lock:
+            return [(rt.group, rt.version, rt.kind, rt.schema) for rt in self.store.types.values()]
+
     # ---- OpenAPI v3 (enough for kubectl's field-validation probe and `kubectl explain`) ----
     def openapi_v3_root(self):
         paths = {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=%s" % self._oa_hash("")}}
@@ -3456,6 +3464,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_body(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": api.groups()})
             return
         if segs and segs[0] == "openapi":
+            if segs[1:] == ["v2"]:
+                doc = openapi_v2.document(api.openapi_types(), SERVER_VERSION["gitVersion"])
+                if openapi_v2.PROTOBUF in (self.headers.get("Accept") or ""):
+                    self.send_body(200, openapi_v2.encode(doc), ctype=openapi_v2.PROTOBUF_REPLY)
+                else:
+                    self.send_body(200, doc)
+                return
             if len(segs) >= 2 and segs[1] == "v3":
                 if len(segs) == 2:
                     self.send_body(200, api.openapi_v3_root())

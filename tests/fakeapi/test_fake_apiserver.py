@@ -16,6 +16,7 @@ import unittest
 import urllib.parse
 
 from fakeapi_client import FakeApiServer, load_reference, normalise
+import openapi_v2
 
 SRV = None
 
@@ -1049,6 +1050,64 @@ class OwnServerTests(Base):
 
 
 # ---------------------------------------------------------------------------------------
+# /openapi/v2: what kubectl <= 1.26 reads before apply and explain
+# ---------------------------------------------------------------------------------------
+
+
+class OpenApiV2Tests(Base):
+    def test_v3_schema_becomes_what_kubectl_accepts(self):
+        cases = [
+            ({"type": "string", "description": "d"}, {"type": "string", "description": "d"}),
+            ({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+             {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}),
+            # What v2 cannot say becomes an untyped value without properties.
+            ({"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+              "properties": {"a": {"type": "string"}}}, {}),
+            ({"type": "string", "nullable": True}, {}),
+            ({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}]}, {}),
+            ({"type": "object"}, {}),
+            ({"type": "array"}, {}),
+            ({"type": "object", "additionalProperties": {"type": "string"}},
+             {"type": "object", "additionalProperties": {"type": "string"}}),
+            ({"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+             {"type": "array", "items": {}}),
+        ]
+        for v3, v2 in cases:
+            self.assertEqual(openapi_v2.to_v2_schema(v3), v2, v3)
+
+    def test_json_document_has_the_custom_resources(self):
+        code, _, doc = self.req("GET", "/openapi/v2")
+        self.assertEqual(code, 200)
+        self.assertEqual(doc["swagger"], "2.0")
+        subnet = doc["definitions"]["io.kubeovn.v1.Subnet"]
+        self.assertEqual(subnet["x-kubernetes-group-version-kind"],
+                         [{"group": "kubeovn.io", "version": "v1", "kind": "Subnet"}])
+        spec = subnet["properties"]["spec"]
+        self.assertEqual(spec["properties"]["cidrBlock"], {"type": "string"})
+        self.assertEqual(spec["properties"]["excludeIps"],
+                         {"type": "array", "items": {"type": "string"}})
+        self.assertIn("metadata", subnet["properties"])  # added, as the API server does
+        self.assertNotIn("io.k8s.api.core.v1.Pod", doc["definitions"])  # no schema in the fake
+
+    def test_protobuf_document_decodes(self):
+        code, hdrs, body = self.req("GET", "/openapi/v2", headers={"Accept": openapi_v2.PROTOBUF})
+        self.assertEqual(code, 200)
+        self.assertEqual(hdrs["content-type"], openapi_v2.PROTOBUF_REPLY)
+        top = openapi_v2.decode_fields(body)
+        self.assertEqual(top[1], [b"2.0"])
+        names = {}
+        for entry in openapi_v2.decode_fields(top[9][0])[1]:  # Definitions.additional_properties
+            f = openapi_v2.decode_fields(entry)
+            names[f[1][0].decode()] = openapi_v2.decode_fields(f[2][0])
+        subnet = names["io.kubeovn.v1.Subnet"]
+        self.assertEqual(openapi_v2.decode_fields(subnet[22][0])[1], [b"object"])  # type
+        ext = openapi_v2.decode_fields(subnet[31][0])  # vendor_extension[0]
+        self.assertEqual(ext[1], [b"x-kubernetes-group-version-kind"])
+        self.assertEqual(json.loads(openapi_v2.decode_fields(ext[2][0])[2][0]),
+                         [{"group": "kubeovn.io", "version": "v1", "kind": "Subnet"}])
+
+
+# ---------------------------------------------------------------------------------------
 # Realistic timing (docs/fake-apiserver.md, "Timing"): lower bounds on delays are what the
 # fake guarantees; upper bounds are generous and only catch a hang.
 # ---------------------------------------------------------------------------------------
@@ -1430,6 +1489,10 @@ class KubectlTests(Base):
         self.assertNotIn("kubectl-pod-b", out)
         rc, out, err = self.kubectl("get", "ipblocks")
         self.assertEqual(rc, 0, err)
+        # explain reads /openapi/v2 (kubectl <= 1.26) or /openapi/v3 (later).
+        rc, out, err = self.kubectl("explain", "subnets.spec")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("cidrBlock", out)
         rc, out, err = self.kubectl("delete", "subnet", "kubectl-subnet")
         self.assertEqual(rc, 0, err)
         self.assertEqual(self.req("GET", SUBNETS + "/kubectl-subnet")[0], 404)

@@ -10,7 +10,7 @@ set -euo pipefail
 : "${SUBLEASE_BUILD_DIR:?set SUBLEASE_BUILD_DIR to the build tree (where CPackConfig.cmake is)}"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || fail "the package test installs a .deb: run it as root"
-for t in cpack dpkg dpkg-deb jq curl systemd-analyze; do
+for t in cpack dpkg dpkg-deb jq curl systemd-analyze file; do
   command -v "$t" >/dev/null || fail "$t missing (scripts/install-deps.sh)"
 done
 if dpkg-query -W -f='${Status}' sublease 2>/dev/null | grep -q 'install ok installed'; then
@@ -55,6 +55,13 @@ for f in "${files[@]}"; do [ -e "$f" ] || fail "$f not installed"; done
 for f in /usr/bin/subleased /usr/bin/subleasectl /usr/lib/cni/sublease /opt/cni/bin/kube-ovn; do
   [ -x "$f" ] || fail "$f not executable"
 done
+# Shipped without debug info (install(PROGRAMS) escapes CPack's strip; cni/CMakeLists.txt).
+for f in /usr/bin/subleased /usr/bin/subleasectl /usr/lib/cni/sublease /usr/lib/cni/kube-ovn \
+         /opt/cni/bin/sublease /opt/cni/bin/kube-ovn; do
+  kind=$(file -b "$f")
+  grep -q ', stripped' <<<"$kind" || fail "$f is not stripped: $kind"
+done
+echo "ok: installed binaries are stripped (plugin $(stat -c %s /usr/lib/cni/sublease) bytes)"
 conffiles=$(dpkg-query -W -f='${Conffiles}' sublease)
 grep -q /etc/sublease/subleased.yaml <<<"$conffiles" || fail "subleased.yaml is not a conffile"
 out=$(systemd-analyze verify /lib/systemd/system/subleased.service 2>&1) || fail "verify: $out"

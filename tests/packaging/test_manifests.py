@@ -4,7 +4,9 @@ Run: python3 -m unittest tests/packaging/test_manifests.py -v   (needs kubectl, 
 """
 import glob
 import os
+import shutil
 import subprocess
+import tempfile
 import unittest
 
 import yaml
@@ -13,8 +15,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 K8S = os.path.join(ROOT, "packaging", "kubernetes")
 
 
-def render():
-    r = subprocess.run(["kubectl", "kustomize", K8S], capture_output=True, text=True, timeout=60)
+def render(k8s=K8S):
+    r = subprocess.run(["kubectl", "kustomize", k8s], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise AssertionError("kubectl kustomize failed: " + r.stderr)
     return [d for d in yaml.safe_load_all(r.stdout) if d]
@@ -40,8 +42,8 @@ class Manifests(unittest.TestCase):
                 docs = [d for d in yaml.safe_load_all(fh) if d]
             self.assertTrue(docs, f)
             for d in docs:
-                if os.path.basename(f) in ("subleased.yaml",):
-                    continue  # the daemon's own config, not a Kubernetes object
+                if os.path.basename(f) in ("subleased.yaml", "cni-bin-dir.yaml"):
+                    continue  # the daemon's own config; a JSON patch of the DaemonSet
                 self.assertIn("kind", d, f)
                 self.assertIn("apiVersion", d, f)
 
@@ -94,6 +96,19 @@ class Manifests(unittest.TestCase):
         cm_name = cm["metadata"]["name"]
         self.assertIn(cm_name, [v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v])
 
+    def test_cni_bin_dir_is_one_setting(self):
+        with tempfile.TemporaryDirectory() as d:
+            k8s = os.path.join(d, "kubernetes")
+            shutil.copytree(K8S, k8s)
+            patch = os.path.join(k8s, "cni-bin-dir.yaml")
+            text = open(patch).read()
+            self.assertIn("value: /opt/cni/bin\n", text)
+            with open(patch, "w") as fh:
+                fh.write(text.replace("value: /opt/cni/bin\n", "value: /var/lib/rancher/k3s/data/current/bin\n"))
+            ds = find(render(k8s), "DaemonSet")
+        vols = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(vols["cni-bin"]["hostPath"]["path"], "/var/lib/rancher/k3s/data/current/bin")
+
     def test_config_map_keys_are_daemon_options(self):
         # subleased refuses unknown keys; the keys it knows are in daemon/config.cc.
         with open(os.path.join(ROOT, "daemon", "config.cc")) as f:
@@ -103,7 +118,6 @@ class Manifests(unittest.TestCase):
             self.assertIn('key == "%s"' % key, source, key)
 
     def test_install_cni_script_installs_both_names_and_spares_a_foreign_kube_ovn(self):
-        import tempfile
         script = os.path.join(ROOT, "packaging", "image", "install-cni.sh")
         with tempfile.TemporaryDirectory() as d:
             src_dir = os.path.join(d, "src")
