@@ -43,12 +43,12 @@ struct BlockAllocation {
   // leaves it in the block, any pod referencing the claim adopts it (on any node), and
   // only the cluster's garbage collection removes it, once the claim is gone
   // (docs/cluster-protocol.md, IPAMClaims).
-  std::string ipam_claim;
+  std::string ipam_claim = {};
   // "virtualMachine": "<namespace>/<vm name>" for a KubeVirt VM's address kept the
   // Kube-OVN way (no claim): like ipamClaim, it outlives its pods and any launcher pod
   // of the VM takes it over for the same interface; the garbage collection removes it
   // once neither the VirtualMachine nor the VirtualMachineInstance exists ("" = none).
-  std::string virtual_machine;
+  std::string virtual_machine = {};
   friend bool operator==(const BlockAllocation&, const BlockAllocation&) = default;
 };
 

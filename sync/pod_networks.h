@@ -43,7 +43,7 @@ struct NetworkSelection {
   std::string mac;                         // JSON "mac", validated
   std::vector<std::string> default_route;  // JSON "default-route": gateway addresses
   // JSON "ipam-claim-reference": an IPAMClaim in the pod's namespace (docs/kubevirt.md).
-  std::string ipam_claim;
+  std::string ipam_claim = {};
   friend bool operator==(const NetworkSelection&, const NetworkSelection&) = default;
 };
 
@@ -73,7 +73,7 @@ struct PodInfo {
   std::optional<uint32_t> ordinal;
   // KubeVirt: the VirtualMachineInstance this pod is the launcher of (an ownerReference
   // of kind VirtualMachineInstance, apiVersion kubevirt.io/*; its name is the VM's), "".
-  std::string virtual_machine;
+  std::string virtual_machine = {};
 
   // A StatefulSet member keeps its addresses across pod re-creation (sticky leases).
   bool IsStatefulSetMember() const { return !stateful_set.empty() && ordinal.has_value(); }
@@ -112,7 +112,7 @@ struct AttachmentRequest {
   std::vector<std::string> default_route_gateways;
   // The selection's `ipam-claim-reference` (a claim in the pod's namespace); "" = none.
   // Honoured only for a network config with allowPersistentIPs (the CNI request says).
-  std::string ipam_claim;
+  std::string ipam_claim = {};
   friend bool operator==(const AttachmentRequest&, const AttachmentRequest&) = default;
 };
 
@@ -131,7 +131,7 @@ struct AllocatedAnnotations {
   std::string gateway;    // "g4,g6"; "" = key left out
   std::string mac;        // "" = key left out
   // "" = key left out; else `<P>.kubernetes.io/virtualmachine` (Kube-OVN's, for a VM's pod).
-  std::string virtual_machine;
+  std::string virtual_machine = {};
 };
 // A JSON merge-patch body for KubeClient::MergePatch:
 // {"metadata":{"annotations":{"<P>.kubernetes.io/ip_address":…, "mac_address" (when
