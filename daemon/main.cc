@@ -257,6 +257,10 @@ int RunCluster(const Config& cfg) {
     std::string_view reason = EventReasonFor(error.code);
     if (!reason.empty()) events.PodWarning({pod.namespace_name, pod.name, pod.uid}, reason, error.message);
   };
+  shard_options.pod_warning = [&events](const PodInfo& pod, std::string_view reason,
+                                        const std::string& message) {
+    events.PodWarning({pod.namespace_name, pod.name, pod.uid}, reason, message);
+  };
   NodeShard shard(&loop, &allocator, store->get(), &engine, &client, &clock, shard_options);
   metrics.SetGaugeCallback(
       "sublease_shard_total", "This node's pod controller counters (monotonic)", [&shard] {

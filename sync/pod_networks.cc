@@ -442,6 +442,7 @@ Result<AttachmentRequest> AttachmentOf(const PodInfo& pod, const NetworkSelectio
                                          " is not a MAC address such as 02:00:00:00:00:01"));
     }
     req.mac = std::move(mac->value);
+    req.mac_annotation = mac->key;
   } else {
     req.mac = sel.mac;  // validated by ParseNetworksAnnotation
   }

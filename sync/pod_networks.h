@@ -97,6 +97,9 @@ struct AttachmentRequest {
   // else ip_address ("v4,v6"), else the selection's Multus `ips`; empty = none.
   std::vector<std::string> static_ips;
   std::string mac;                  // mac_address.<ifname>, else mac_address, else Multus `mac`
+  // The annotation key `mac` came from ("<P>.kubernetes.io/mac_address[.<ifname>]"); ""
+  // when it is Multus' `mac` or absent. An IPAM plugin cannot set a MAC: the node warns.
+  std::string mac_annotation = {};
   std::string pool;                 // the raw ip_pool annotation; the allocator parses it
   std::optional<uint32_t> ordinal;  // StatefulSet ordinal: selects pool entry [ordinal]
   bool sticky = false;              // StatefulSet member

@@ -348,6 +348,7 @@ TEST(AttachmentsOfTest, SeedStaticPod) {
   want.ifname = "net1";
   want.static_ips = {"172.17.0.100"};
   want.mac = "00:00:00:53:6B:BB";
+  want.mac_annotation = "macvlan.default.kubernetes.io/mac_address";  // the node warns
   EXPECT_EQ((*r)[0], want);
 }
 
@@ -375,18 +376,21 @@ TEST(AttachmentsOfTest, StaticAddressPrecedence) {
     std::map<std::string, std::string> annotations;
     std::vector<std::string> want_ips;
     std::string want_mac;
+    std::string want_mac_annotation = {};  // "" = the MAC is Multus' own
   };
   for (const Case& c : std::vector<Case>{
            {{}, {"10.0.0.9/24"}, "02:00:00:00:00:09"},
            {{{"m.default.kubernetes.io/ip_address", "10.0.0.5, fd00::5"},
              {"m.default.kubernetes.io/mac_address", "02:00:00:00:00:05"}},
             {"10.0.0.5", "fd00::5"},
-            "02:00:00:00:00:05"},
+            "02:00:00:00:00:05",
+            "m.default.kubernetes.io/mac_address"},
            {{{"m.default.kubernetes.io/ip_address", "10.0.0.5"},
              {"m.default.kubernetes.io/ip_address.eth1", "10.0.0.6"},
              {"m.default.kubernetes.io/mac_address.eth1", "02:00:00:00:00:06"}},
             {"10.0.0.6"},
-            "02:00:00:00:00:06"},
+            "02:00:00:00:00:06",
+            "m.default.kubernetes.io/mac_address.eth1"},
            // Another interface's or another provider's keys do not apply.
            {{{"m.default.kubernetes.io/ip_address.net1", "10.0.0.7"},
              {"other.default.kubernetes.io/ip_address", "10.0.0.8"}},
@@ -400,6 +404,7 @@ TEST(AttachmentsOfTest, StaticAddressPrecedence) {
     ASSERT_EQ(r->size(), 1u);
     EXPECT_EQ((*r)[0].static_ips, c.want_ips);
     EXPECT_EQ((*r)[0].mac, c.want_mac);
+    EXPECT_EQ((*r)[0].mac_annotation, c.want_mac_annotation);
     EXPECT_FALSE((*r)[0].per_interface);
   }
 }

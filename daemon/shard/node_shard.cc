@@ -394,6 +394,7 @@ void NodeShard::ReconcilePod(const std::string& pod_key) {
     request.owner = owner;
     request.provider = att.provider;
     ApplyAttachment(stored, att, &request);
+    WarnIfMacIgnored(stored, att);
     if (options_.keep_vm_ips && !stored.virtual_machine.empty()) {
       request.virtual_machine = stored.namespace_name + "/" + stored.virtual_machine;
     }
@@ -871,6 +872,22 @@ void NodeShard::ApplyAttachment(const PodInfo& pod, const AttachmentRequest& a, 
   }
 }
 
+void NodeShard::WarnIfMacIgnored(const PodInfo& pod, const AttachmentRequest& a) const {
+  if (a.mac_annotation.empty() || !options_.pod_warning) return;
+  constexpr size_t kMaxRemembered = 4096;  // a repeat after a clear is one more Event count
+  if (mac_warned_.size() >= kMaxRemembered) mac_warned_.clear();
+  if (!mac_warned_.insert(pod.uid + "/" + a.provider + "/" + a.ifname).second) return;
+  std::string message = "annotation " + a.mac_annotation + " asks for MAC " + a.mac +
+                        ", which sublease cannot set: an IPAM plugin has no say in the "
+                        "interface's MAC address (in Kube-OVN the annotation works because "
+                        "Kube-OVN is the main plugin too). Set it through Multus instead: "
+                        "\"mac\" in the k8s.v1.cni.cncf.io/networks selection with "
+                        "\"capabilities\": {\"mac\": true} in the network config, or the "
+                        "tuning plugin chained after the main plugin";
+  LogWarn("pod " + pod.namespace_name + "/" + pod.name + ": " + message);
+  options_.pod_warning(pod, kReasonMacAddressIgnored, message);
+}
+
 std::vector<AttachmentRequest> NodeShard::AttachmentsWanted(const PodInfo& pod) {
   auto n = pod.annotations.find(std::string(kNetworksAnnotation));
   if (n == pod.annotations.end()) return {};
@@ -902,6 +919,7 @@ AllocateRequest NodeShard::RequestFor(const Subnet& subnet, const CniRequest& cn
   for (const auto& a : AttachmentsWanted(pod)) {
     if (a.provider != cni.provider || a.ifname != cni.ifname) continue;
     ApplyAttachment(pod, a, &request);
+    WarnIfMacIgnored(pod, a);
     applied = true;
   }
   if (!applied && pod.IsStatefulSetMember()) {

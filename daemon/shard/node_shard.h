@@ -36,6 +36,10 @@
 
 namespace sublease {
 
+// The Event reason for a pod annotation asking for a MAC address, which an IPAM plugin
+// cannot set (NodeShardOptions::pod_warning).
+inline constexpr std::string_view kReasonMacAddressIgnored = "MacAddressIgnored";
+
 struct NodeShardOptions {
   std::string node;
   int64_t release_grace_ms = 30'000;   // pod gone, no DEL: release after this
@@ -46,6 +50,11 @@ struct NodeShardOptions {
   // Called when an allocation for a pod on this node fails (the daemon turns it into a
   // Kubernetes Event on the pod, so `kubectl describe pod` says why). May be empty.
   std::function<void(const PodInfo& pod, const Error& error)> allocation_failed;
+  // Called once per pod attachment whose annotations ask for something sublease cannot
+  // do (a mac_address: an IPAM plugin cannot set a MAC), with a reason and a message
+  // that says what works instead; the daemon makes it a Warning Event. May be empty.
+  std::function<void(const PodInfo& pod, std::string_view reason, const std::string& message)>
+      pod_warning;
   // Kube-OVN `IP` objects mirroring this node's allocations (ip_objects.h); nullptr = off.
   IpObjectWriter* ip_objects = nullptr;
 };
@@ -186,6 +195,8 @@ class NodeShard final : public CniBackend {
   // the pod's annotations for this attachment (DESIGN §1.3 precedence).
   AllocateRequest RequestFor(const Subnet& subnet, const CniRequest& cni, const PodInfo& pod) const;
   static void ApplyAttachment(const PodInfo& pod, const AttachmentRequest& a, AllocateRequest* request);
+  // Once per (pod UID, attachment): a mac_address annotation has no effect; say so.
+  void WarnIfMacIgnored(const PodInfo& pod, const AttachmentRequest& a) const;
   // The pod's attachments as its annotations ask (none when they are malformed).
   static std::vector<AttachmentRequest> AttachmentsWanted(const PodInfo& pod);
   // The keys of those attachments that a Subnet of this node serves.
@@ -254,6 +265,8 @@ class NodeShard final : public CniBackend {
   // Annotation writes that succeeded: "<pod uid> <address>..." per attachment, so that a
   // late watch event older than the patch does not send it again (cleared on release).
   std::map<AttachmentKey, std::string> annotated_;
+  // "<uid>/<provider>/<ifname>" already warned about an ignored mac_address (bounded).
+  mutable std::set<std::string> mac_warned_;
   std::map<std::string, int64_t> retry_pods_due_ms_;  // pods whose allocation failed: retry then
   std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
   // Leases allocated for an IPAMClaim whose status write has not succeeded yet: not

@@ -123,6 +123,17 @@ class Cluster(harness.DaemonTestCase):
         s = self.wait_for("static-ip annotations", lambda: self.allocated("static-ip", p))
         self.assertEqual(s[p + ".kubernetes.io/ip_address"], "172.17.0.100")
         self.assertEqual(s["ovn.kubernetes.io/ip_address"], "10.16.0.15", "other providers' keys untouched")
+        # Its mac_address cannot be honoured by an IPAM plugin: `kubectl describe pod` says so
+        # and what to do instead; samplepod, which asks for no MAC, gets no such Event.
+        def mac_event(name):
+            obj = self.req("GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D" + name)
+            return [e for e in obj["items"] if e.get("reason") == "MacAddressIgnored" and e.get("type") == "Warning"]
+        events = self.wait_for("a MacAddressIgnored Event on pod static-ip", lambda: mac_event("static-ip"), seconds=30)
+        self.assertIn(p + ".kubernetes.io/mac_address", events[0]["message"])
+        self.assertIn("00:00:00:53:6B:BB", events[0]["message"])
+        self.assertIn("tuning", events[0]["message"])
+        self.assertEqual(events[0].get("count", 1), 1, "one Event, not one per reconcile")
+        self.assertEqual(mac_event("samplepod"), [])
 
         d1 = self.wait_for("deployment pod 1", lambda: self.allocated("static-workload-7d9f-a1", p))
         d2 = self.wait_for("deployment pod 2", lambda: self.allocated("static-workload-7d9f-b2", p))
