@@ -1003,10 +1003,7 @@ void NodeShard::AddFor(const CniRequest& cni, ReplyCallback done, bool pod_was_r
         "K8S_POD_NAME (container runtimes and Multus pass them)")));
   }
   const Subnet* subnet = allocator_->FindSubnetByProvider(cni.provider);
-  if (!subnet) {
-    return done(Fail(Error::NotFound("no Subnet has spec.provider " + cni.provider +
-                                     "; create a kubeovn.io/v1 Subnet with provider: " + cni.provider)));
-  }
+  if (!subnet) return AnswerUnknownProvider(cni, std::move(done));
   Owner owner{cni.pod_namespace, cni.pod_name, cni.pod_uid, cni.container_id, cni.ifname};
   AttachmentKey key = AttachmentKey::For(subnet->name, owner);
   // Decide only from a pod this node has seen (DESIGN §3.3): the kubelet runs the ADD
@@ -1122,6 +1119,30 @@ void NodeShard::ReadPodThen(const CniRequest& cni, ReplyCallback done) {
     AddFor(cni, std::move(done), /*pod_was_read=*/true);
     if (stored) ReconcilePod(*stored);  // the pod's other attachments, ahead of time
   });
+}
+
+void NodeShard::AnswerUnknownProvider(const CniRequest& cni, ReplyCallback done) {
+  ++stats_.subnet_reads;
+  auto answer = [provider = cni.provider, done = std::move(done)](KubeResult<KubeResponse> r) mutable {
+    auto page = r ? ParseListPage(r->body) : Result<ListPage>(Fail(Error::Unavailable(r.error().message)));
+    if (!page) {
+      return done(Fail(Error::Unavailable("no Subnet with spec.provider " + provider +
+                                          " has reached this node, and reading the Subnets from the API "
+                                          "server failed (" + page.error().message + "); try again")));
+    }
+    for (const KubeObject& item : page->items) {
+      auto spec = DecodeSubnet(item.raw);
+      if (!spec || spec->provider != provider) continue;
+      // Most often its watch event is on the way (a pod created right after its Subnet).
+      return done(Fail(Error::Unavailable(
+          "Subnet " + spec->name + " (spec.provider " + provider + ") exists but this node does not "
+          "serve it yet: its watch event has not arrived, or the Subnet was refused (see the "
+          "conditions in kubectl get subnet " + spec->name + " -o yaml); try again")));
+    }
+    done(Fail(Error::NotFound("no Subnet has spec.provider " + provider +
+                              "; create a kubeovn.io/v1 Subnet with provider: " + provider)));
+  };
+  client_->Get("/apis/kubeovn.io/v1/subnets", std::move(answer));
 }
 
 void NodeShard::FollowLease(const Lease& held, AllocateRequest want, const std::string& container_id,

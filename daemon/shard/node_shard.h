@@ -112,6 +112,7 @@ class NodeShard final : public CniBackend {
     uint64_t ahead_of_time = 0, on_demand = 0, annotations_written = 0, annotation_patches = 0,
              releases = 0, release_failures = 0, holder_updates = 0;
     uint64_t pod_reads = 0;  // ADDs for a pod this node had not seen: read it first
+    uint64_t subnet_reads = 0;  // ADDs for a provider no Subnet here serves: Subnets read
     uint64_t claim_reads = 0;  // ADDs of an attachment with an IPAMClaim: the claim is read
     uint64_t pool_reads = 0;  // requests naming an IPPool this node had not seen: read it first
   };
@@ -210,6 +211,11 @@ class NodeShard final : public CniBackend {
   // GETs the pod (a consistent read), checks its UID and node, stores it, and serves
   // the ADD from it. Cannot read → kUnavailable (CNI 11); no such pod → kNotFound.
   void ReadPodThen(const CniRequest& cni, ReplyCallback done);
+  // An ADD for a provider that no Subnet of this node serves: the Subnet may exist with
+  // its watch event still on the way, so the Subnets are read before answering. One
+  // with the provider → kUnavailable (CNI 11, try again); none → kNotFound; cannot read
+  // → kUnavailable.
+  void AnswerUnknownProvider(const CniRequest& cni, ReplyCallback done);
   // A committed lease of an earlier pod of the same name, for the new pod asking `want`:
   // kept if it is what `want` would get and its block still holds it (ConfirmHolder);
   // else released (or found freed) and allocated anew. Answers through inflight_.

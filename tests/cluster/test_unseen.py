@@ -183,6 +183,34 @@ class UnseenPods(harness.DaemonTestCase):
         self.assertIn("try again", json.dumps(out))
         self.assertEqual(self.add_now("unreadable", "node-c", uid), ["172.17.9.9"])
 
+    def test_5_an_add_for_a_subnet_the_node_has_not_received_is_try_again_not_no_subnet(self):
+        # The Subnets' watch events reach the nodes 4 s late; a pod of a brand-new Subnet is
+        # created, bound and ADDed at once (the kubelet waits for no one's watch).
+        _, timing = self.api.ctl("GET", "/timing")
+        delays = dict(timing.get("watch_delay_ms") or {})
+        status, _ = self.api.ctl("POST", "/timing", {"watch_delay_ms": dict(delays, subnets="4000-4000")})
+        self.assertIn(status, (200, 201))
+        try:
+            late = "late.default"
+            self.req("POST", "/apis/kubeovn.io/v1/subnets",
+                     harness.subnet("late", late, "10.71.0.0/24", "10.71.0.1", ["10.71.0.1..10.71.0.9"]))
+            uid = self.create_and_bind("early", "node-b", {late + ".kubernetes.io/ip_address": "10.71.0.33"},
+                                       networks="late")
+            rc, out = self.run_cni("node-b", "ADD", "early", "sb-early", uid, late)
+            self.assertNotEqual(rc, 0)
+            self.assertEqual(out.get("code"), 11, "try again, not a permanent 'no Subnet': %s" % out)
+            self.assertIn("Subnet late", json.dumps(out))
+            # Once the watch delivers it, the retried ADD gets the address asked for.
+            self.assertEqual(self.add_now("early", "node-b", uid, late), ["10.71.0.33"])
+        finally:
+            self.api.ctl("POST", "/timing", {"watch_delay_ms": delays})
+        # A provider no Subnet has is still a clear error, after the read.
+        uid = self.create_and_bind("nosubnet", "node-c", {}, networks="nowhere")
+        rc, out = self.run_cni("node-c", "ADD", "nosubnet", "sb-nowhere", uid, "nowhere.default")
+        self.assertNotEqual(rc, 0)
+        self.assertNotEqual(out.get("code"), 11, out)
+        self.assertIn("no Subnet has spec.provider nowhere.default", json.dumps(out))
+
     def holder(self, ip):
         for b in self.req("GET", BLOCKS)["items"]:
             net = ipaddress.ip_network(b["spec"]["cidr"])
