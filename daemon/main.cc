@@ -222,6 +222,8 @@ int RunCluster(const Config& cfg) {
   KubeBlockApi block_api(&client);
   BlockEngine::Options engine_options;
   engine_options.node = cfg.node_name;
+  engine_options.empty_block_linger_ms = cfg.empty_block_linger_ms;
+  engine_options.deferred_write_ms = cfg.deferred_write_ms;
   BlockEngine engine(&allocator, store->get(), &block_api, &clock, engine_options);
   // The journal's subnets allocate from this node's blocks only, like those the Subnet
   // informer delivers later.
