@@ -284,7 +284,22 @@ class Bench:
                     by_status[k2] = by_status.get(k2, 0) + 1
             if r["verb"] != "watch":
                 dur += r.get("duration_ms") or 0
+        # What a group-commit window could merge: for each daemon write to an IPBlock, the
+        # time since the previous write to the same block came in (start to start).
+        starts = {}
+        for r in reqs:
+            if (r["resource"] == "ipblocks" and r["verb"] in ("update", "create") and "end_mono" in r
+                    and (r.get("user_agent") or "").startswith("subleased")):
+                starts.setdefault(r["name"], []).append(r["end_mono"] - (r.get("duration_ms") or 0) / 1000.0)
+        gaps = sorted(b - a for s in starts.values() for a, b in zip(sorted(s), sorted(s)[1:]))
+        window = {}
+        if gaps:
+            window = {"writes": sum(len(s) for s in starts.values()),
+                      "gap_p50_ms": round(gaps[len(gaps) // 2] * 1000, 1),
+                      "within_5ms": sum(1 for g in gaps if g <= 0.005),
+                      "within_50ms": sum(1 for g in gaps if g <= 0.05)}
         return {"wall_s": round(wall, 3), "api_server_cpu_s": round(api_cpu, 2), "daemons_cpu_s": round(daemons_cpu, 2),
+                "ipblock_write_gaps": window,
                 "api_requests": len(reqs), "api_request_ms_sum_excl_watch": round(dur), "by_verb": by,
                 "by_verb_daemons": by_daemons, "ipblocks_by_status": by_status, "load": loadavg()}
 
@@ -579,6 +594,8 @@ class Bench:
                          reverse=True)
             log("    daemons' requests per pod: %s" % ", ".join("%s %.3f" % (k, v) for v, k in per))
             log("    IPBlock requests by status: %s" % json.dumps(sh.get("ipblocks_by_status", {}), sort_keys=True))
+            log("    IPBlock writes and the time since the last one to the same block: %s"
+                % json.dumps(sh.get("ipblock_write_gaps", {}), sort_keys=True))
 
 
 def main():

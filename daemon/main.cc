@@ -297,6 +297,21 @@ int RunCluster(const Config& cfg) {
   shard.set_pod_informer(&pods);
   shard.set_subnet_informer(&subnets);
   shard.set_block_informer(&blocks);
+  metrics.SetGaugeCallback(
+      "sublease_informer_total", "Watch feeds of this node: events, lists and bytes received (monotonic)",
+      [&subnets, &blocks, &pods, &ippools] {
+        MetricsRegistry::GaugeSamples out;
+        for (auto [feed, informer] : {std::pair<const char*, const Informer*>{"subnets", &subnets},
+                                      {"ipblocks", &blocks}, {"pods", &pods}, {"ippools", &ippools}}) {
+          const InformerStats& st = informer->stats();
+          for (auto [event, v] : {std::pair<const char*, uint64_t>{"event", st.events}, {"bookmark", st.bookmarks},
+                                  {"list", st.lists}, {"relist_on_410", st.relists_on_410},
+                                  {"watch_bytes", st.watch_bytes}}) {
+            out.push_back({{{"feed", feed}, {"event", event}}, static_cast<double>(v)});
+          }
+        }
+        return out;
+      });
   shard.Start();
   subnets.Start();
   blocks.Start();

@@ -218,6 +218,7 @@ void Informer::OnWatchLine(std::string_view line) {
   if (closed_ || !watching_) return;
   ArmStallTimer();
   ++watch_lines_;
+  stats_.watch_bytes += line.size() + 1;
   auto event = ParseWatchEvent(line);
   if (!event) {
     // Skipping an event would silently lose state: relist instead.

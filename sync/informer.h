@@ -86,6 +86,7 @@ struct InformerStats {
   uint64_t errors = 0;          // failed requests and undecodable answers
   uint64_t events = 0;          // ADDED/MODIFIED/DELETED events received
   uint64_t bookmarks = 0;
+  uint64_t watch_bytes = 0;  // bytes of watch events and bookmarks received (newlines included)
 };
 
 // What replacing `cache` with a fresh list means, per object key. Pure.
