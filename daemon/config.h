@@ -33,6 +33,9 @@ struct Config {
   // Cluster mode: releases and container-ID updates wait this long (checked every
   // second) to ride with their block's next write (issue 14).
   int64_t deferred_write_ms = 500;
+  // Cluster mode, the leader: Subnet and IPPool status writes at most once per interval
+  // per object (each one reaches every node's Subnet watch; BENCHMARKS.md §7).
+  int64_t status_interval_ms = 500;
   // Cluster mode: keep a KubeVirt VM's address across its launcher pods without an
   // IPAMClaim (Kube-OVN's --keep-vm-ip, on by default); docs/kubevirt.md.
   bool keep_vm_ip = true;

@@ -321,6 +321,7 @@ int RunCluster(const Config& cfg) {
   // holds the leader Lease.
   ClusterDutiesOptions duties_options;
   duties_options.node = cfg.node_name;
+  duties_options.status_debounce_ms = cfg.status_interval_ms;
   ClusterDuties duties(&loop, &client, &clock, duties_options);
   duties.Start();
 
