@@ -70,6 +70,20 @@ def cpu_s(pid):
         return 0.0
 
 
+def stop_daemons(daemons, timeout=15):
+    """SIGTERM to every daemon ({"proc", "log"} each), then waits; kills what outlives it."""
+    daemons = list(daemons)
+    for d in daemons:
+        d["proc"].send_signal(signal.SIGTERM)
+    for d in daemons:
+        try:
+            d["proc"].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            d["proc"].kill()
+            d["proc"].wait(timeout=5)
+        d["log"].close()
+
+
 def subnet(name, provider, cidr, gateway=None, exclude=()):
     spec = {"provider": provider, "cidrBlock": cidr, "protocol": "IPv4"}
     if gateway:
@@ -178,15 +192,7 @@ class Bench:
             return ""
 
     def stop_all(self):
-        for node, d in list(self.daemons.items()):
-            d["proc"].send_signal(signal.SIGTERM)
-        for node, d in list(self.daemons.items()):
-            try:
-                d["proc"].wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                d["proc"].kill()
-                d["proc"].wait(timeout=5)
-            d["log"].close()
+        stop_daemons(self.daemons.values())
         self.daemons = {}
         if self.api:
             self.api.cleanup()

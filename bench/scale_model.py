@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "fakeapi"))
-from cluster_bench import BIN, PODS, SUBNETS, cpu_s, loadavg, log, pod, subnet, WRITE_VERBS  # noqa: E402
+from cluster_bench import BIN, PODS, SUBNETS, cpu_s, loadavg, log, pod, stop_daemons, subnet, WRITE_VERBS  # noqa: E402
 from fakeapi_client import FakeApiServer  # noqa: E402
 
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/sublease-leader"
@@ -116,15 +115,7 @@ class Model:
                 raise RuntimeError("subleased %s not ready" % node)
 
     def stop(self):
-        for d in self.daemons.values():
-            d["proc"].send_signal(signal.SIGTERM)
-        for d in self.daemons.values():
-            try:
-                d["proc"].wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                d["proc"].kill()
-                d["proc"].wait(timeout=5)
-            d["log"].close()
+        stop_daemons(self.daemons.values(), timeout=20)
         if self.api:
             self.api.cleanup()
         if not self.args.keep:
