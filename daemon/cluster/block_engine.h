@@ -13,6 +13,8 @@
 // version, AlreadyExists) is followed by a GET and a merge; only the allocations whose
 // offset someone else now holds fail — dynamic ones are re-picked (Options.max_repicks),
 // static and StatefulSet-pool ones report kConflict naming the holder.
+// Releases and holder updates, which nothing waits for, may wait for the block's next
+// write instead of writing alone (Options.deferred_write_ms).
 //
 // What the engine keeps per block: the last object seen (for the CAS), the queue, and
 // which of its addresses it marked as foreign holds in the allocator. Locality (which
@@ -71,7 +73,7 @@ class BlockEngine {
     std::string node;              // this node's name (spec.node of its blocks)
     int empty_block_reserve = 1;   // own empty blocks per subnet and family kept, not deleted
     // An own block beyond the reserve is deleted only once it has stayed empty this long
-    // (RetireEmptyBlocks), so churn (pods deleted, then re-created) refills it instead of
+    // (Tick), so churn (pods deleted, then re-created) refills it instead of
     // deleting it and claiming another: a delete, a List and a create saved. 0 = at once.
     int64_t empty_block_linger_ms = 0;
     // Releases and holder updates (container IDs), which no CNI answer waits for, wait up

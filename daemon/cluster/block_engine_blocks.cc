@@ -337,7 +337,7 @@ void BlockEngine::MaybeRetire(BlockState& b) {
   }
   const int64_t now = clock_->NowMs();
   if (b.empty_since_ms < 0) b.empty_since_ms = now;
-  if (now - b.empty_since_ms < options_.empty_block_linger_ms) return;  // RetireEmptyBlocks
+  if (now - b.empty_since_ms < options_.empty_block_linger_ms) return;  // Tick comes back
   int other_empty = 0;
   for (const auto& [name, o] : blocks_) {
     if (o.get() != &b && o->object && o->subnet == b.subnet &&
