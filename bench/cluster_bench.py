@@ -70,6 +70,20 @@ def cpu_s(pid):
         return 0.0
 
 
+def stop_daemons(daemons, timeout=15):
+    """SIGTERM to every daemon ({"proc", "log"} each), then waits; kills what outlives it."""
+    daemons = list(daemons)
+    for d in daemons:
+        d["proc"].send_signal(signal.SIGTERM)
+    for d in daemons:
+        try:
+            d["proc"].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            d["proc"].kill()
+            d["proc"].wait(timeout=5)
+        d["log"].close()
+
+
 def subnet(name, provider, cidr, gateway=None, exclude=()):
     spec = {"provider": provider, "cidrBlock": cidr, "protocol": "IPv4"}
     if gateway:
@@ -83,8 +97,15 @@ def pod(name, node, networks, owner=None):
     meta = {"name": name, "namespace": "default", "annotations": {"k8s.v1.cni.cncf.io/networks": networks}}
     if owner:
         meta["ownerReferences"] = [owner]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "alpine"}]}}
+    spec = {"containers": [{"name": "c", "image": "alpine"}]}
+    if node:  # None: left for a binding, as the scheduler does
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def binding(name, node):
+    return {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
 
 
 def cni_call(sock_path, op, pod_name, provider, timeout=30):
@@ -128,7 +149,15 @@ class Bench:
         self.run_dir = os.path.join(self.dir, scenario)
         d = os.path.join(self.run_dir, "api")
         os.makedirs(d, exist_ok=True)
-        self.api = FakeApiServer("--pod-grace-scale", "0", "--bookmark-interval", "1", state_dir=d).start()
+        extra = []
+        # Issue 14: a fake that charges like etcd (docs/fake-apiserver.md "Timing").
+        if self.args.write_latency_ms:
+            extra += ["--write-latency-ms", self.args.write_latency_ms]
+        if self.args.watch_delay_ms:
+            extra += ["--watch-delay-ms", self.args.watch_delay_ms]
+        self.api = FakeApiServer("--pod-grace-scale", "0", "--bookmark-interval", "1", *extra, state_dir=d).start()
+        if extra:
+            log("  fake API server: %s" % " ".join(extra))
 
     def start_daemon(self, node):
         sock = os.path.join(self.run_dir, node + ".sock")
@@ -163,15 +192,7 @@ class Bench:
             return ""
 
     def stop_all(self):
-        for node, d in list(self.daemons.items()):
-            d["proc"].send_signal(signal.SIGTERM)
-        for node, d in list(self.daemons.items()):
-            try:
-                d["proc"].wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                d["proc"].kill()
-                d["proc"].wait(timeout=5)
-            d["log"].close()
+        stop_daemons(self.daemons.values())
         self.daemons = {}
         if self.api:
             self.api.cleanup()
@@ -256,16 +277,37 @@ class Bench:
         api_cpu = cpu_s(self.api.proc.pid) - t0_cpu["api"]
         daemons_cpu = sum(cpu_s(d["proc"].pid) for d in self.daemons.values()) - t0_cpu["daemons"]
         reqs, _ = self.request_log(since)
-        by = {}
+        by, by_daemons, by_status = {}, {}, {}
         dur = 0.0
         for r in reqs:
             key = "%s %s" % (r["verb"], r["resource"])
             by[key] = by.get(key, 0) + 1
+            # The daemons' own requests (IPAM's bill); the harness's are the tests' client.
+            if (r.get("user_agent") or "").startswith("subleased"):
+                by_daemons[key] = by_daemons.get(key, 0) + 1
+                if r["resource"] == "ipblocks" and r["verb"] != "watch":  # 409s: lost races
+                    k2 = "%s ipblocks %s" % (r["verb"], r["status"])
+                    by_status[k2] = by_status.get(k2, 0) + 1
             if r["verb"] != "watch":
                 dur += r.get("duration_ms") or 0
+        # What a group-commit window could merge: for each daemon write to an IPBlock, the
+        # time since the previous write to the same block came in (start to start).
+        starts = {}
+        for r in reqs:
+            if (r["resource"] == "ipblocks" and r["verb"] in ("update", "create") and "end_mono" in r
+                    and (r.get("user_agent") or "").startswith("subleased")):
+                starts.setdefault(r["name"], []).append(r["end_mono"] - (r.get("duration_ms") or 0) / 1000.0)
+        gaps = sorted(b - a for s in starts.values() for a, b in zip(sorted(s), sorted(s)[1:]))
+        window = {}
+        if gaps:
+            window = {"writes": sum(len(s) for s in starts.values()),
+                      "gap_p50_ms": round(gaps[len(gaps) // 2] * 1000, 1),
+                      "within_5ms": sum(1 for g in gaps if g <= 0.005),
+                      "within_50ms": sum(1 for g in gaps if g <= 0.05)}
         return {"wall_s": round(wall, 3), "api_server_cpu_s": round(api_cpu, 2), "daemons_cpu_s": round(daemons_cpu, 2),
+                "ipblock_write_gaps": window,
                 "api_requests": len(reqs), "api_request_ms_sum_excl_watch": round(dur), "by_verb": by,
-                "load": loadavg()}
+                "by_verb_daemons": by_daemons, "ipblocks_by_status": by_status, "load": loadavg()}
 
     def cpu_mark(self):
         return {"api": cpu_s(self.api.proc.pid),
@@ -376,16 +418,20 @@ class Bench:
             # 10.80.0.0/22: 1022 host addresses, minus the gateway, minus 21 excluded = 1000.
             nodes, deploys, per, cidr, gw, excl = 10, 100, 10, "10.80.0.0/22", "10.80.0.1", ["10.80.3.234..10.80.3.254"]
         total = deploys * per
-        log("== 5. Spiderpool scenario: %d daemons, %d pods (%d Deployments x %d), %d usable addresses =="
-            % (nodes, total, deploys, per, total))
+        ipam = not self.args.no_ipam
+        log("== 5. Spiderpool scenario: %d daemons, %d pods (%d Deployments x %d), %d usable addresses%s%s =="
+            % (nodes if ipam else 0, total, deploys, per, total, ", pods created then bound" if self.args.bind else "",
+               "" if ipam else ", HARNESS ALONE (no IPAM)"))
         log("load average %s" % loadavg())
         self.start_api("spiderpool")
         p = "big.default"
         self.req("POST", SUBNETS, subnet("big", p, cidr, gw, excl))
-        for i in range(nodes):
-            self.start_daemon("node-%d" % i)
-        for n in self.daemons:
-            self.wait_ready(n)
+        node_names = ["node-%d" % i for i in range(nodes)]
+        if ipam:
+            for n in node_names:
+                self.start_daemon(n)
+            for n in self.daemons:
+                self.wait_ready(n)
         time.sleep(1.0)  # every daemon has the Subnet from its watch
 
         def pods_of(round_):
@@ -404,13 +450,17 @@ class Bench:
             on failure as a runtime retries sandbox creation (a pod that arrived while the
             subnet was full gets its address once one is free). Returns when every ADD has
             succeeded; each must return the address its annotation will carry."""
-            queues = {n: [] for n in self.daemons}
+            queues = {n: [] for n in node_names}
             cv = threading.Condition()
             done_creating = [False]
             results, errors = {}, []
 
             def creator(conn, x):
-                self.req("POST", PODS, pod(x[0], x[1], "big", x[2]), conn=conn)
+                if self.args.bind:  # create, then bind as the scheduler does (two writes, as on a cluster)
+                    self.req("POST", PODS, pod(x[0], None, "big", x[2]), conn=conn)
+                    self.req("POST", PODS + "/" + x[0] + "/binding", binding(x[0], x[1]), conn=conn)
+                else:
+                    self.req("POST", PODS, pod(x[0], x[1], "big", x[2]), conn=conn)
                 with cv:
                     queues[x[1]].append(x[0])
                     cv.notify_all()
@@ -424,6 +474,9 @@ class Bench:
                         if not queues[node]:
                             return
                         name = queues[node].pop(0)
+                    if not ipam:  # the harness alone: the pod is bound, nothing to ask
+                        results[name] = name
+                        continue
                     while True:
                         st, body = cni_call(self.daemons[node]["sock"], "add", name, p)
                         if st == 200:
@@ -434,7 +487,7 @@ class Bench:
                             return
                         time.sleep(0.2)
                 errors.append("kubelet on %s ran out of time" % node)
-            ks = [threading.Thread(target=kubelet, args=(n,)) for n in self.daemons]
+            ks = [threading.Thread(target=kubelet, args=(n,)) for n in node_names]
             for k in ks:
                 k.start()
             try:
@@ -454,17 +507,21 @@ class Bench:
         def delete(round_):
             """As the kubelet tears a pod down: CNI DEL on its node, then the pod object goes."""
             def one(conn, x):
-                st, body = cni_call(self.daemons[x[1]]["sock"], "del", x[0], p)
+                st, body = cni_call(self.daemons[x[1]]["sock"], "del", x[0], p) if ipam else (200, "")
                 if st != 200:
                     raise Failed("DEL %s: %s %s" % (x[0], st, body[:200]))
                 self.req("DELETE", PODS + "/" + x[0] + "?gracePeriodSeconds=0", conn=conn)
             self.parallel(pods_of(round_), one)
 
         def all_annotated(prefix):
+            if not ipam:
+                return {"-": True}
             g = self.annotated(prefix, [p])
             return g if len(g) == total else None
 
         def check(got, cni):
+            if not ipam:
+                return
             if {n: v[p] for n, v in got.items()} != cni:
                 raise Failed("the CNI results differ from the pods' annotations")
             addrs = [v[p] for v in got.values()]
@@ -486,7 +543,7 @@ class Bench:
         check(got, cni)
         log("  first %d: every CNI ADD answered %.2f s after the first pod create; all annotated at %.2f s"
             % (total, t_alloc, t_annot))
-        self.print_share(res["allocate"]["share"])
+        self.print_share(res["allocate"]["share"], total)
 
         since, mark, t0 = self.last_seq(), self.cpu_mark(), time.monotonic()
         delete("a")
@@ -499,10 +556,14 @@ class Bench:
         check(got, cni)
         log("  delete all (CNI DEL + pod delete: %.2f s), then create %d new: every ADD answered %.2f s after "
             "the first delete" % (t_deleted, total, t_re))
-        self.print_share(res["recreate"]["share"])
+        self.print_share(res["recreate"]["share"], total)
 
         since, mark, t0 = self.last_seq(), self.cpu_mark(), time.monotonic()
         delete("b")
+        if not ipam:
+            log("  harness alone: nothing to release")
+            self.stop_all()
+            return res
         self.wait_for("every address released", lambda: len(self.block_allocations("big")) == 0, 300, 0.25)
         t_del = time.monotonic() - t0
         res["delete"] = {"seconds": round(t_del, 3), "share": self.share(mark, since, t_del)}
@@ -529,11 +590,18 @@ class Bench:
         return res
 
     @staticmethod
-    def print_share(sh):
+    def print_share(sh, pods=None):
         log("    CPU: fake API server %.2f s, daemons %.2f s, over %.2f s wall (load %s); %d API requests, "
             "%d ms summed request time (excl. watches)" % (sh["api_server_cpu_s"], sh["daemons_cpu_s"], sh["wall_s"],
                                                            sh["load"], sh["api_requests"],
                                                            sh["api_request_ms_sum_excl_watch"]))
+        if pods:  # issue 14: the daemons' own requests per pod, by verb and resource (BENCHMARKS.md §5)
+            per = sorted(((v / pods, k) for k, v in sh.get("by_verb_daemons", {}).items() if not k.startswith("watch")),
+                         reverse=True)
+            log("    daemons' requests per pod: %s" % ", ".join("%s %.3f" % (k, v) for v, k in per))
+            log("    IPBlock requests by status: %s" % json.dumps(sh.get("ipblocks_by_status", {}), sort_keys=True))
+            log("    IPBlock writes and the time since the last one to the same block: %s"
+                % json.dumps(sh.get("ipblock_write_gaps", {}), sort_keys=True))
 
 
 def main():
@@ -549,6 +617,13 @@ def main():
     ap.add_argument("--per-node", type=int, default=10,
                     help="conflicts scenario: pods per node (20 nodes, one /24 of 253 usable addresses)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--write-latency-ms", help="the fake's serial write latency, e.g. 2-3 (etcd's commit; "
+                    "docs/fake-apiserver.md Timing); default: free writes")
+    ap.add_argument("--watch-delay-ms", help="the fake's watch delivery delay, e.g. 'pods=5-250,*=2-100'")
+    ap.add_argument("--bind", action="store_true",
+                    help="spiderpool: create each pod unscheduled, then bind it (2 writes per pod, as a cluster)")
+    ap.add_argument("--no-ipam", action="store_true",
+                    help="spiderpool: the harness alone (pods created, bound, deleted; no daemon, no ADD)")
     ap.add_argument("--daemon-arg", action="append",
                     help="an extra subleased flag (repeat), e.g. --daemon-arg=--ip-objects=false")
     ap.add_argument("--log-level", default="warn", help="daemons' --log-level")

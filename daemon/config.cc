@@ -39,6 +39,9 @@ Result<void> ApplyYaml(const std::string& path, Config* cfg) {
       else if (key == "idle-timeout-ms") cfg->idle_timeout_ms = v.as<uint64_t>();
       else if (key == "max-connections") cfg->max_connections = v.as<uint64_t>();
       else if (key == "release-grace-ms") cfg->release_grace_ms = v.as<int64_t>();
+      else if (key == "empty-block-linger-ms") cfg->empty_block_linger_ms = v.as<int64_t>();
+      else if (key == "deferred-write-ms") cfg->deferred_write_ms = v.as<int64_t>();
+      else if (key == "status-interval-ms") cfg->status_interval_ms = v.as<int64_t>();
       else if (key == "ip-objects") cfg->ip_objects = v.as<bool>();
       else if (key == "keep-vm-ip") cfg->keep_vm_ip = v.as<bool>();
       else return Fail(Error::InvalidArgument("--config " + path + ": unknown option '" + key + "' (see subleased --help)"));
@@ -88,6 +91,12 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
       "Cluster mode: a KubeVirt VM's launcher pods keep its address without an IPAMClaim (Kube-OVN's rules); false turns it off")->default_str("true");
   auto* o_grace = app.add_option("--release-grace-ms", flags.release_grace_ms,
       "Cluster mode: a lease whose pod is gone without a CNI DEL is released after this")->default_str(std::to_string(defaults.release_grace_ms));
+  auto* o_linger = app.add_option("--empty-block-linger-ms", flags.empty_block_linger_ms,
+      "Cluster mode: an own IPBlock left empty (beyond one kept per subnet) is deleted after staying empty this long")->default_str(std::to_string(defaults.empty_block_linger_ms));
+  auto* o_deferred = app.add_option("--deferred-write-ms", flags.deferred_write_ms,
+      "Cluster mode: releases and container-ID updates wait up to this long to ride with their IPBlock's next write; 0 = at once")->default_str(std::to_string(defaults.deferred_write_ms));
+  auto* o_status = app.add_option("--status-interval-ms", flags.status_interval_ms,
+      "Cluster mode, the leader: a Subnet's or IPPool's status is written at most once per this interval (every node watches every Subnet)")->default_str(std::to_string(defaults.status_interval_ms));
   auto* o_ip_objects = app.add_option("--ip-objects", flags.ip_objects,
       "Cluster mode: write a Kube-OVN IP object (ips.kubeovn.io) per allocation, for `kubectl get ips` "
       "(true/false)")->default_str(defaults.ip_objects ? "true" : "false");
@@ -120,6 +129,9 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   if (o_idle->count()) cfg.idle_timeout_ms = flags.idle_timeout_ms;
   if (o_maxconn->count()) cfg.max_connections = flags.max_connections;
   if (o_grace->count()) cfg.release_grace_ms = flags.release_grace_ms;
+  if (o_linger->count()) cfg.empty_block_linger_ms = flags.empty_block_linger_ms;
+  if (o_deferred->count()) cfg.deferred_write_ms = flags.deferred_write_ms;
+  if (o_status->count()) cfg.status_interval_ms = flags.status_interval_ms;
   if (o_ip_objects->count()) cfg.ip_objects = flags.ip_objects;
   if (o_keep_vm->count()) cfg.keep_vm_ip = flags.keep_vm_ip;
 
@@ -148,6 +160,10 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
     }
   }
   if (cfg.release_grace_ms < 0) return Fail(Error::InvalidArgument("--release-grace-ms must not be negative"));
+  if (cfg.empty_block_linger_ms < 0 || cfg.deferred_write_ms < 0 || cfg.status_interval_ms < 0) {
+    return Fail(Error::InvalidArgument(
+        "--empty-block-linger-ms, --deferred-write-ms and --status-interval-ms must not be negative"));
+  }
   if (cfg.max_request_bytes < 1024) return Fail(Error::InvalidArgument("--max-request-bytes must be at least 1024"));
   if (cfg.max_connections < 1) return Fail(Error::InvalidArgument("--max-connections must be at least 1"));
   return cfg;

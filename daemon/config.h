@@ -27,6 +27,15 @@ struct Config {
   uint64_t idle_timeout_ms = 10'000;
   uint64_t max_connections = 256;
   int64_t release_grace_ms = 30'000;  // cluster mode: pod gone, no DEL
+  // Cluster mode: an own empty block beyond the reserve is deleted after this (churn
+  // refills it instead of deleting it and claiming another; issue 14).
+  int64_t empty_block_linger_ms = 60'000;
+  // Cluster mode: releases and container-ID updates wait this long (checked every
+  // second) to ride with their block's next write (issue 14).
+  int64_t deferred_write_ms = 500;
+  // Cluster mode, the leader: Subnet and IPPool status writes at most once per interval
+  // per object (each one reaches every node's Subnet watch; BENCHMARKS.md §7).
+  int64_t status_interval_ms = 500;
   // Cluster mode: keep a KubeVirt VM's address across its launcher pods without an
   // IPAMClaim (Kube-OVN's --keep-vm-ip, on by default); docs/kubevirt.md.
   bool keep_vm_ip = true;

@@ -222,6 +222,8 @@ int RunCluster(const Config& cfg) {
   KubeBlockApi block_api(&client);
   BlockEngine::Options engine_options;
   engine_options.node = cfg.node_name;
+  engine_options.empty_block_linger_ms = cfg.empty_block_linger_ms;
+  engine_options.deferred_write_ms = cfg.deferred_write_ms;
   BlockEngine engine(&allocator, store->get(), &block_api, &clock, engine_options);
   // The journal's subnets allocate from this node's blocks only, like those the Subnet
   // informer delivers later.
@@ -299,6 +301,21 @@ int RunCluster(const Config& cfg) {
   shard.set_pod_informer(&pods);
   shard.set_subnet_informer(&subnets);
   shard.set_block_informer(&blocks);
+  metrics.SetGaugeCallback(
+      "sublease_informer_total", "Watch feeds of this node: events, lists and bytes received (monotonic)",
+      [&subnets, &blocks, &pods, &ippools] {
+        MetricsRegistry::GaugeSamples out;
+        for (auto [feed, informer] : {std::pair<const char*, const Informer*>{"subnets", &subnets},
+                                      {"ipblocks", &blocks}, {"pods", &pods}, {"ippools", &ippools}}) {
+          const InformerStats& st = informer->stats();
+          for (auto [event, v] : {std::pair<const char*, uint64_t>{"event", st.events}, {"bookmark", st.bookmarks},
+                                  {"list", st.lists}, {"relist_on_410", st.relists_on_410},
+                                  {"watch_bytes", st.watch_bytes}}) {
+            out.push_back({{{"feed", feed}, {"event", event}}, static_cast<double>(v)});
+          }
+        }
+        return out;
+      });
   shard.Start();
   subnets.Start();
   blocks.Start();
@@ -308,6 +325,7 @@ int RunCluster(const Config& cfg) {
   // holds the leader Lease.
   ClusterDutiesOptions duties_options;
   duties_options.node = cfg.node_name;
+  duties_options.status_debounce_ms = cfg.status_interval_ms;
   ClusterDuties duties(&loop, &client, &clock, duties_options);
   duties.Start();
 

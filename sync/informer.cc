@@ -137,13 +137,21 @@ void Informer::OnPage(KubeResult<KubeResponse> result) {
     return;
   }
   if (list_resource_version_.empty()) list_resource_version_ = page->resource_version;
-  for (KubeObject& obj : page->items) list_items_.push_back(std::move(obj));
+  for (KubeObject& obj : page->items) {
+    if (options_.metadata_only) Trim(obj);
+    list_items_.push_back(std::move(obj));
+  }
   continue_token_ = page->continue_token;
   if (!continue_token_.empty()) {
     RequestPage();
     return;
   }
   FinishList(page->resource_version.empty() ? list_resource_version_ : page->resource_version);
+}
+
+void Informer::Trim(KubeObject& obj) {
+  obj.raw = std::string();  // (clear() would keep the capacity)
+  obj.labels.clear();
 }
 
 void Informer::FinishList(std::string resource_version) {
@@ -218,6 +226,7 @@ void Informer::OnWatchLine(std::string_view line) {
   if (closed_ || !watching_) return;
   ArmStallTimer();
   ++watch_lines_;
+  stats_.watch_bytes += line.size() + 1;
   auto event = ParseWatchEvent(line);
   if (!event) {
     // Skipping an event would silently lose state: relist instead.
@@ -254,6 +263,7 @@ void Informer::OnWatchLine(std::string_view line) {
 
 void Informer::ApplyEvent(WatchEvent& event) {
   KubeObject& obj = event.object;
+  if (options_.metadata_only) Trim(obj);
   if (event.type == WatchEventType::kBookmark) {
     ++stats_.bookmarks;
     SetResourceVersion(obj.resource_version);

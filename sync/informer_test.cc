@@ -178,6 +178,26 @@ TEST_F(InformerTest, ListsThenWatchesFromTheListsResourceVersion) {
   EXPECT_NE(server_->requests()[0].find("limit=500"), std::string::npos);
 }
 
+// Issue 14: the leader's cluster-wide pods are cached by name and UID only.
+TEST_F(InformerTest, MetadataOnlyCachesNoRawJsonButKeepsNameUidAndVersion) {
+  lists_.push_back(FromTxtRecording(ReadRecording("04-list-subnets.txt")));
+  watches_.push_back(WatchResponse({Event("ADDED", Obj("b", "207")), Event("MODIFIED", Obj("b", "208"))}, true));
+  options_.metadata_only = true;
+  Informer& informer = Start();
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return recorder_.log.size() >= 4; }, 5000));
+  EXPECT_EQ(recorder_.log, (std::vector<std::string>{"ADDED macvlan@205", "SYNCED", "ADDED b@207",
+                                                     "MODIFIED b@208"}));
+  ASSERT_EQ(informer.cache().size(), 2u);
+  for (const auto& [key, o] : informer.cache()) {
+    EXPECT_TRUE(o.raw.empty()) << key;
+    EXPECT_TRUE(o.labels.empty()) << key;
+    EXPECT_FALSE(o.name.empty()) << key;
+  }
+  EXPECT_EQ(informer.cache().at("b").resource_version, "208");
+  EXPECT_FALSE(informer.cache().at("macvlan").uid.empty());
+}
+
 // Recording 32: bookmarks while only objects outside the selector change; the
 // resume point follows them, and the next watch starts from the last one.
 TEST_F(InformerTest, BookmarksAdvanceTheResourceVersionUsedToReWatch) {

@@ -8,7 +8,7 @@
 namespace sublease {
 namespace {
 
-using test_util::Ip;
+using test_util::Ip;  // one definition: the test executables are unity builds
 
 Subnet MakeSubnet(const std::string& name, const std::string& cidr,
                   std::vector<std::string> exclude = {}) {

@@ -77,6 +77,8 @@ void BlockEngine::RunForKey(const AttachmentKey& key, std::function<void()> run)
   auto it = keys_.find(key);
   if (it != keys_.end()) {
     it->second.push_back(std::move(run));
+    // A deferred release or holder update of this attachment goes now: this request waits.
+    (void)SendDeferred(&key, "", Family::kV4, [] {});
     return;
   }
   keys_[key];
@@ -525,6 +527,7 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
     op.kind = Op::Kind::kRemove;
     op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
     op.key = key;
+    op.deferrable = true;  // nothing waits for a release: it rides with the next write
     op.done = [state, shared_finish, token](Result<void> r) {
       if (token.expired()) return;
       if (!r && !state->error) state->error = r.error();
@@ -595,6 +598,7 @@ void BlockEngine::WriteHolder(const Lease& lease, const BlockAllocation& allocat
     op.key = key;
     op.allocation = allocation;
     op.must_exist = must_exist;
+    op.deferrable = !must_exist;  // a new container ID: informational, nothing waits for it
     op.done = [this, key, state, token](Result<void> r) {
       if (token.expired()) return;
       // A lost allocation outranks another family's failure: the lease must go.

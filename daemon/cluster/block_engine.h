@@ -13,6 +13,8 @@
 // version, AlreadyExists) is followed by a GET and a merge; only the allocations whose
 // offset someone else now holds fail — dynamic ones are re-picked (Options.max_repicks),
 // static and StatefulSet-pool ones report kConflict naming the holder.
+// Releases and holder updates, which nothing waits for, may wait for the block's next
+// write instead of writing alone (Options.deferred_write_ms).
 //
 // What the engine keeps per block: the last object seen (for the CAS), the queue, and
 // which of its addresses it marked as foreign holds in the allocator. Locality (which
@@ -70,6 +72,16 @@ class BlockEngine {
   struct Options {
     std::string node;              // this node's name (spec.node of its blocks)
     int empty_block_reserve = 1;   // own empty blocks per subnet and family kept, not deleted
+    // An own block beyond the reserve is deleted only once it has stayed empty this long
+    // (Tick), so churn (pods deleted, then re-created) refills it instead of
+    // deleting it and claiming another: a delete, a List and a create saved. 0 = at once.
+    int64_t empty_block_linger_ms = 0;
+    // Releases and holder updates (container IDs), which no CNI answer waits for, wait up
+    // to this long (until a Tick after it) for the block's next write and ride along with
+    // it; an allocation that finds no free address, or a later request of the same
+    // attachment, sends them at once. 0 = written at once. (Group commit across time:
+    // issue 14.)
+    int64_t deferred_write_ms = 0;
     int max_repicks = 8;           // dynamic re-picks per allocation before kUnavailable
     int claim_spread = 4;          // a claim picks at random among this many lowest free blocks
     int max_conflict_rounds = 16;  // 409 → re-read → retry rounds per queued change
@@ -136,6 +148,11 @@ class BlockEngine {
   // (the relisted watch will not show that write).
   void ForgetOwnBlocksNotIn(const std::set<std::string>& present);
 
+  // Sends the deferred changes older than Options.deferred_write_ms and deletes the own
+  // blocks that have stayed empty for Options.empty_block_linger_ms (beyond the
+  // reserve). The daemon calls it every second.
+  void Tick();
+
   // Start-up, after the allocator was loaded from the store: each `pending` lease is
   // looked up in its block(s) — present with this attachment → committed; absent →
   // the reservation is dropped. kUnavailable (rows left pending) when a block cannot
@@ -194,6 +211,13 @@ class BlockEngine {
   BlockState& Block(const std::string& subnet, const IpNet& cidr);
   BlockState* FindBlock(const std::string& name);
   void Enqueue(const std::string& subnet, const IpNet& cidr, Op op);
+  // Moves the block's deferred changes into its queue (they leave with its next write).
+  void UndeferAll(BlockState& b);
+  // Sends now the deferred changes of `key`, or (key null) the deferred releases in own
+  // blocks of `subnet` and `family`; `then` runs once they are answered. False (and
+  // `then` not run) when there were none.
+  bool SendDeferred(const AttachmentKey* key, const std::string& subnet, Family family,
+                    std::function<void()> then);
   void Pump(BlockState& b);
   void WriteBack(BlockState& b, const IpBlock& last);
   void Read(BlockState& b);

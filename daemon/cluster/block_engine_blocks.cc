@@ -83,6 +83,11 @@ BlockEngine::BlockState* BlockEngine::FindBlock(const std::string& name) {
 
 void BlockEngine::Enqueue(const std::string& subnet, const IpNet& cidr, Op op) {
   BlockState& b = Block(subnet, cidr);
+  if (op.deferrable && options_.deferred_write_ms > 0) {
+    if (b.deferred.empty()) b.deferred_since_ms = clock_->NowMs();
+    b.deferred.push_back(std::move(op));
+    return;  // Pump sends it with the block's next write; Tick when none comes
+  }
   b.queued.push_back(std::move(op));
   if (deferred_pumps_ != nullptr) {
     deferred_pumps_->insert(b.name);
@@ -110,8 +115,47 @@ void BlockEngine::Pump(BlockState& b) {
     WriteBack(b, last);
   }
   if (b.busy || b.queued.empty()) return;
+  UndeferAll(b);  // they ride along: no write of their own
   if (!b.known) return Read(b);
   Write(b);
+}
+
+void BlockEngine::UndeferAll(BlockState& b) {
+  // After the queue: a write-back of a deleted block (queued first) must come before a
+  // release of one of its allocations. Two changes of one address cannot meet here: an
+  // address is held until its release is answered, and one attachment's requests run
+  // one after another.
+  for (Op& op : b.deferred) b.queued.push_back(std::move(op));
+  b.deferred.clear();
+  b.deferred_since_ms = -1;
+}
+
+bool BlockEngine::SendDeferred(const AttachmentKey* key, const std::string& subnet, Family family,
+                               std::function<void()> then) {
+  auto left = std::make_shared<size_t>(0);
+  auto shared_then = std::make_shared<std::function<void()>>(std::move(then));
+  std::vector<BlockState*> to_pump;
+  for (auto& [name, b] : blocks_) {
+    bool any = false;
+    for (Op& op : b->deferred) {
+      bool match = key != nullptr ? op.key == *key
+                                  : op.kind == Op::Kind::kRemove && b->subnet == subnet &&
+                                        b->cidr.family() == family;
+      if (!match) continue;
+      any = true;
+      ++*left;
+      op.done = [left, shared_then, inner = std::move(op.done)](Result<void> r) {
+        inner(r);
+        if (--*left == 0) (*shared_then)();
+      };
+    }
+    if (any) {
+      UndeferAll(*b);
+      to_pump.push_back(b.get());
+    }
+  }
+  for (BlockState* b : to_pump) Pump(*b);
+  return !to_pump.empty();
 }
 
 void BlockEngine::Read(BlockState& b) {
@@ -287,15 +331,18 @@ void BlockEngine::OnWritten(const std::string& name, std::vector<Op> sent, bool 
 // Deletes an own block left empty, unless it is within the reserve of empty blocks
 // this node keeps per subnet and family (so churn does not claim and free in a loop).
 void BlockEngine::MaybeRetire(BlockState& b) {
-  if (b.busy || !b.queued.empty() || !b.object || b.object->node != options_.node ||
-      !b.object->allocations.empty()) {
+  if (b.busy || !b.queued.empty() || !b.deferred.empty() || !b.object ||
+      b.object->node != options_.node || !b.object->allocations.empty()) {
     return;
   }
+  const int64_t now = clock_->NowMs();
+  if (b.empty_since_ms < 0) b.empty_since_ms = now;
+  if (now - b.empty_since_ms < options_.empty_block_linger_ms) return;  // Tick comes back
   int other_empty = 0;
   for (const auto& [name, o] : blocks_) {
     if (o.get() != &b && o->object && o->subnet == b.subnet &&
         o->cidr.family() == b.cidr.family() && o->object->node == options_.node &&
-        o->object->allocations.empty()) {
+        o->object->allocations.empty() && o->local) {  // (not local: its delete is in flight)
       ++other_empty;
     }
   }
@@ -322,8 +369,25 @@ void BlockEngine::MaybeRetire(BlockState& b) {
   });
 }
 
+void BlockEngine::Tick() {
+  const int64_t now = clock_->NowMs();
+  for (auto& [name, b] : blocks_) {
+    if (!b->deferred.empty() && now - b->deferred_since_ms >= options_.deferred_write_ms) {
+      UndeferAll(*b);
+      Pump(*b);
+    }
+  }
+  if (options_.empty_block_linger_ms <= 0) return;  // retired as soon as they empty
+  for (auto& [name, b] : blocks_) {
+    if (b->empty_since_ms >= 0 && now - b->empty_since_ms >= options_.empty_block_linger_ms) {
+      MaybeRetire(*b);
+    }
+  }
+}
+
 void BlockEngine::SetObject(BlockState& b, std::optional<IpBlock> object) {
   b.object = std::move(object);
+  if (!b.object || !b.object->allocations.empty()) b.empty_since_ms = -1;
   b.known = true;
   SyncAllocator(b);
 }
@@ -457,7 +521,7 @@ void BlockEngine::ForgetOwnBlocksNotIn(const std::set<std::string>& present) {
       b->known = false;
     }
     if (b->object && b->object->node == options_.node && !present.count(name) && !b->busy &&
-        b->queued.empty() && b->awaiting_version.empty()) {
+        b->queued.empty() && b->deferred.empty() && b->awaiting_version.empty()) {
       gone.push_back(name);
     }
   }

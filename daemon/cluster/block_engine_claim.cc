@@ -35,6 +35,14 @@ std::optional<IpNet> BlockEngine::ClaimingBlockWithFree(const std::string& subne
 
 void BlockEngine::FindBlockFor(std::shared_ptr<Job> job, Family family) {
   const std::string& subnet = job->request.subnet;
+  // Releases waiting to ride along free addresses in this node's blocks: send them and
+  // pick again, rather than claim or borrow while the addresses are about to be free.
+  std::weak_ptr<int> token = life_;
+  if (SendDeferred(nullptr, subnet, family, [this, token, job] {
+        if (!token.expired()) StartAllocate(job);
+      })) {
+    return;
+  }
   if (auto claiming = ClaimingBlockWithFree(subnet, family)) {
     LogDebug("joining the claim of block " + claiming->ToString() + " for " + job->key.ToString());
     job->request.within.push_back(*claiming);
@@ -45,7 +53,6 @@ void BlockEngine::FindBlockFor(std::shared_ptr<Job> job, Family family) {
   waiters.push_back(ClaimWaiter{job, family});
   if (waiters.size() > 1) return;  // the List in flight serves this one too
   ++stats_.lists;
-  std::weak_ptr<int> token = life_;
   api_->ListSubnet(subnet, [this, token, subnet](Result<std::vector<IpBlock>> r) {
     if (!token.expired()) OnSubnetListed(subnet, std::move(r));
   });

@@ -45,6 +45,9 @@ struct BlockEngine::Op {
   // allocation of `key` by this node, judged on a fresh read (`reread` once set).
   bool must_exist = false;
   bool reread = false;
+  // kRemove (a release) and kUpdate (a holder): nothing waits for it; it may wait for
+  // the block's next write (Options.deferred_write_ms).
+  bool deferrable = false;
   int rounds = 0;              // 409 → re-read rounds so far (bounded)
   std::function<void(Result<void>)> done;
 };
@@ -61,11 +64,16 @@ struct BlockEngine::BlockState {
   std::string awaiting_version;
   std::deque<std::string> watched_versions;  // the last few versions the watch delivered
   std::deque<Op> queued;
+  std::deque<Op> deferred;        // deferrable changes waiting to ride with the next write
+  int64_t deferred_since_ms = -1;  // when the oldest of them was deferred
   std::set<uint64_t> foreign;  // offsets marked in the allocator as foreign holds
   // The watch said this own block was deleted while a read or write of it was in flight:
   // the object as it was then, written back once that request is answered (its answer
   // may carry a newer state of the block; see WriteBackDeleted).
   std::optional<IpBlock> deleted_while_busy;
+  // When this own block was first seen empty (MaybeRetire); -1 = not empty, or not known
+  // to be. Reset whenever it holds an allocation again.
+  int64_t empty_since_ms = -1;
 };
 
 // One Allocate call in progress.

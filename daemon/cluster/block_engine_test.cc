@@ -440,6 +440,108 @@ TEST(BlockEngineTest, ReleaseReturnsTheAddressAndDeletesEmptyBlocksBeyondTheRese
   c.CheckInvariants();
 }
 
+// Issue 14: a release (nothing waits for it) rides with the block's next write.
+TEST(BlockEngineTest, DeferredReleasesRideWithTheNextWriteOrLeaveOnTick) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  BlockEngine::Options o = Deterministic();
+  o.deferred_write_ms = 500;
+  Node& a = c.AddNode("node-a", o);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(c.AllocateNow(a, c.Request("p" + std::to_string(i))));
+  const uint64_t writes = a.engine->stats().writes();
+  int released = 0;
+  for (const char* pod : {"p0", "p1"}) {
+    a.engine->Release(AttachmentKey::For("net", c.Request(pod).owner),
+                      [&released](Result<void> r) { released += r ? 1 : 0; });
+  }
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(released, 0);  // waiting for a write to ride with
+  EXPECT_EQ(a.engine->stats().writes(), writes);
+  EXPECT_EQ(c.api.objects().begin()->second.allocations.size(), 4u);
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("new")));
+  EXPECT_EQ(released, 2);  // one update: one allocation in, two out
+  EXPECT_EQ(a.engine->stats().writes(), writes + 1);
+  EXPECT_EQ(c.api.objects().begin()->second.allocations.size(), 3u);
+  c.CheckInvariants();
+
+  a.engine->Release(AttachmentKey::For("net", c.Request("p2").owner),
+                    [&released](Result<void> r) { released += r ? 1 : 0; });
+  a.engine->Tick();  // not old enough yet
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(released, 2);
+  a.clock.Advance(500);
+  a.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(released, 3);
+  EXPECT_EQ(a.engine->stats().writes(), writes + 2);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, AnAllocationWithNoFreeAddressSendsDeferredReleasesInsteadOfClaiming) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  BlockEngine::Options o = Deterministic();
+  o.deferred_write_ms = 60'000;
+  Node& a = c.AddNode("node-a", o);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(c.AllocateNow(a, c.Request("p" + std::to_string(i))));
+  ASSERT_EQ(c.api.objects().size(), 1u);  // .2-.7: full
+  const uint64_t lists = a.engine->stats().lists;
+  bool released = false;
+  a.engine->Release(AttachmentKey::For("net", c.Request("p3").owner),
+                    [&released](Result<void> r) { released = static_cast<bool>(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_FALSE(released);
+  auto l = c.AllocateNow(a, c.Request("next"));
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_TRUE(released);
+  EXPECT_EQ(l->v4, Ip("10.0.0.5"));  // the released address, no claim of another block
+  EXPECT_EQ(c.api.objects().size(), 1u);
+  EXPECT_EQ(a.engine->stats().lists, lists);
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, ARequestOfTheSameAttachmentSendsItsDeferredReleaseAtOnce) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  BlockEngine::Options o = Deterministic();
+  o.deferred_write_ms = 60'000;
+  Node& a = c.AddNode("node-a", o);
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
+  bool released = false;
+  a.engine->Release(AttachmentKey::For("net", c.Request("p0").owner),
+                    [&released](Result<void> r) { released = static_cast<bool>(r); });
+  auto again = c.AllocateNow(a, c.Request("p0"));  // waits for the release, which goes now
+  EXPECT_TRUE(released);
+  ASSERT_TRUE(again) << again.error().message;
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineTest, EmptyBlocksLingerBeforeTheyAreDeleted) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  BlockEngine::Options o = Deterministic();
+  o.empty_block_linger_ms = 1000;
+  Node& a = c.AddNode("node-a", o);
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(c.AllocateNow(a, c.Request("p" + std::to_string(i))));
+  ASSERT_EQ(c.api.objects().size(), 2u);
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(c.ReleaseNow(a, "p" + std::to_string(i)));
+  EXPECT_EQ(c.api.objects().size(), 2u);  // both empty, both kept for now
+  a.clock.Advance(999);
+  a.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(a.engine->stats().deletes, 0u);
+  // Refilled within the linger: nothing claimed, nothing deleted.
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("back")));
+  EXPECT_EQ(a.engine->stats().creates, 2u);
+  ASSERT_TRUE(c.ReleaseNow(a, "back"));
+  a.clock.Advance(1000);
+  a.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(a.engine->stats().deletes, 1u);  // the reserve of one stays
+  EXPECT_EQ(c.api.objects().size(), 1u);
+  a.clock.Advance(10'000);
+  a.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(c.api.objects().size(), 1u);
+  c.CheckInvariants();
+}
+
 TEST(BlockEngineTest, ApiUnavailableFailsWithUnavailableAndLeavesNothingReserved) {
   ClusterHarness c(Spec("10.0.0.0/24"));
   Node& a = c.AddNode("node-a", Deterministic());

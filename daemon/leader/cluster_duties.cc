@@ -142,16 +142,19 @@ void ClusterDuties::BeginTerm() {
   t->pods_handler.synced = [t] { t->view.pods_synced = true; };
   t->nodes_handler.synced = [t] { t->view.nodes_synced = true; };
 
-  auto add = [&](const char* path, InformerHandler* handler) {
+  auto add = [&](const char* path, InformerHandler* handler, bool metadata_only = false) {
     InformerOptions o;
     o.path = path;
     o.seed = options_.seed;
+    o.metadata_only = metadata_only;
     t->informers.push_back(std::make_unique<Informer>(client_, o, handler));
   };
   add("/apis/kubeovn.io/v1/subnets", &t->subnets_handler);
   add(std::string(kIpBlockCollection).c_str(), &t->blocks_handler);
-  add("/api/v1/pods", &t->pods_handler);
-  add("/api/v1/nodes", &t->nodes_handler);
+  // Of pods and nodes the collection needs names and UIDs only: every pod of the cluster
+  // in full would be ~3 KB each (352 MiB at 100k pods, BENCHMARKS.md §7).
+  add("/api/v1/pods", &t->pods_handler, /*metadata_only=*/true);
+  add("/api/v1/nodes", &t->nodes_handler, /*metadata_only=*/true);
   add("/apis/kubeovn.io/v1/ippools", &t->ippools_handler);
   t->view.pods = &t->informers[2]->cache();
   t->view.nodes = &t->informers[3]->cache();

@@ -1309,6 +1309,7 @@ void NodeShard::Tick() {
     }
   }
   for (const auto& key : due) ReleaseNow(key);
+  engine_->Tick();
   std::vector<AttachmentKey> annotate(annotations_due_.begin(), annotations_due_.end());
   annotations_due_.clear();
   for (const auto& key : annotate) {

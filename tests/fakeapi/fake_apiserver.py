@@ -3379,7 +3379,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     "namespace": info["namespace"], "name": info["name"], "user": info["user"],
                     "user_agent": self.headers.get("User-Agent") or "",
                     "status": self._status, "fault": info["fault"],
-                    "duration_ms": round((time.monotonic() - t0) * 1000, 3)})
+                    "duration_ms": round((time.monotonic() - t0) * 1000, 3),
+                    "end_mono": round(time.monotonic(), 6)})
 
     def _apply_fault(self, f):
         """Returns True if the request was answered (or dropped) by the fault."""
