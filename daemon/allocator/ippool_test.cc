@@ -3,11 +3,12 @@
 #include <gtest/gtest.h>
 
 #include "daemon/allocator/allocator.h"
+#include "daemon/allocator/test_util.h"
 
 namespace sublease {
 namespace {
 
-IpAddr Ip(const char* text) { return *IpAddr::Parse(text); }
+using test_util::Ip;
 
 Subnet MakeSubnet(const std::string& name, const std::string& cidr,
                   std::vector<std::string> exclude = {}) {
