@@ -145,7 +145,8 @@ Result<BlockAllocation> DecodeAllocation(const Reader& r, const object& o,
         StringField{"containerID", &a.container_id}, StringField{"node", &a.node},
         StringField{"provider", &a.provider}, StringField{"ownerUID", &a.owner_uid},
         StringField{"ipamClaim", &a.ipam_claim},
-        StringField{"virtualMachine", &a.virtual_machine}}) {
+        StringField{"virtualMachine", &a.virtual_machine},
+        StringField{"reservedIp", &a.reserved_ip}}) {
     auto v = r.String(o, key, path + "." + std::string(key));
     if (!v) return Fail(v.error());
     *out = std::move(*v);
@@ -226,6 +227,7 @@ std::string EncodeIpBlock(const IpBlock& block) {
     if (!a.owner_uid.empty()) w.Field("ownerUID", a.owner_uid);
     if (!a.ipam_claim.empty()) w.Field("ipamClaim", a.ipam_claim);
     if (!a.virtual_machine.empty()) w.Field("virtualMachine", a.virtual_machine);
+    if (!a.reserved_ip.empty()) w.Field("reservedIp", a.reserved_ip);
     w.EndObject();
   }
   w.EndObject();
