@@ -91,6 +91,14 @@ class ReservedIps(harness.DaemonTestCase):
     def add(self, node, name, uid, seconds=60):
         return self.add_retrying(node, name, uid, P, seconds)
 
+    def add_until_says(self, node, name, uid, words, seconds=60):
+        """CNI ADD until its "try again" answer is the one about `words` (the realistic
+        timing's 500s give other "try again"s on the way); that reply (rc, body)."""
+        def attempt():
+            rc, out = self.run_cni(node, "ADD", name, "sb-" + name, uid)
+            return (rc, out) if rc == 0 or words in json.dumps(out) else None
+        return self.wait_for("an ADD of %s that says %r" % (name, words), attempt, seconds=seconds, interval=0.2)
+
     def delete_pod(self, name):
         self.req("DELETE", PODS + "/" + name + "?gracePeriodSeconds=0")
         self.wait_for("pod %s gone" % name, lambda: self.get(PODS + "/" + name) is None)
@@ -127,7 +135,7 @@ class ReservedIps(harness.DaemonTestCase):
                                .get("labels", {}).get(RESERVED)) == "true")
         # Before its pod exists, nobody else gets it: a static request is refused.
         created = self.req("POST", PODS, pod("other-77", "node-a", "resv", {P + ".kubernetes.io/ip_address": "10.90.0.77"}))
-        rc, out = self.run_cni("node-a", "ADD", "other-77", "sb-other-77", created["metadata"]["uid"])
+        rc, out = self.add("node-a", "other-77", created["metadata"]["uid"])
         self.assertNotEqual(rc, 0, out)
         self.assertIn("10.90.0.77", json.dumps(out))
         self.delete_pod("other-77")
@@ -223,7 +231,7 @@ class ReservedIps(harness.DaemonTestCase):
         self.assertNotIn("10.90.0.60", self.allocations())
         # The conflicting reservation's pod gets nothing else either.
         created = self.req("POST", PODS, pod("c-held", "node-b", "resv"))
-        rc, out = self.run_cni("node-b", "ADD", "c-held", "sb-c-held", created["metadata"]["uid"])
+        rc, out = self.add("node-b", "c-held", created["metadata"]["uid"])
         self.assertNotEqual(rc, 0, out)
         self.assertIn("10.90.0.50", json.dumps(out))
         self.assertEqual([a for a, who in self.allocations().items() if who["pod"] == "c-held"], [])
@@ -252,14 +260,14 @@ class ReservedIps(harness.DaemonTestCase):
         # No address yet (the leader cannot see it to fill it in): "try again", nothing dynamic.
         self.req("POST", IPS, ip_object("u2"))
         created_u2 = self.req("POST", PODS, pod("u2", "node-c", "resv"))
-        rc, out = self.run_cni("node-c", "ADD", "u2", "sb-u2", created_u2["metadata"]["uid"])
+        rc, out = self.add_until_says("node-c", "u2", created_u2["metadata"]["uid"], "not filled it in yet")
         self.assertNotEqual(rc, 0)
         self.assertEqual(out.get("code"), 11, out)
         self.assertIn("not filled it in yet", json.dumps(out))
         # The object cannot be read: "try again", nothing dynamic.
         self.api.ctl("POST", "/faults", {"path_prefix": IPS + "/" + self.name("u3"), "count": -1, "status": 500})
         created_u3 = self.req("POST", PODS, pod("u3", "node-a", "resv"))
-        rc, out = self.run_cni("node-a", "ADD", "u3", "sb-u3", created_u3["metadata"]["uid"])
+        rc, out = self.add_until_says("node-a", "u3", created_u3["metadata"]["uid"], "reading IP object")
         self.assertNotEqual(rc, 0)
         self.assertEqual(out.get("code"), 11, out)
         self.assertIn("reading IP object " + self.name("u3"), json.dumps(out))

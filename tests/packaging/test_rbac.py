@@ -184,6 +184,8 @@ class Rbac(unittest.TestCase):
         self.req("POST", PODS, pod("web-0", "node-a", {P + ".kubernetes.io/ip_pool": "172.17.0.50,172.17.0.51"}, sts))
         for name in ("samplepod", "static-ip", "pooled", "web-0"):
             self.wait_for(name + " allocated", lambda n=name: self.allocated(n))
+        self.cni_add("node-a", "samplepod", "sandbox-1")
+        self.check_subleasectl(sa_kubeconfig)
         # Reserved IPs: the leader fills in a user's IP object that has no address; one that
         # asks for a held address is an Event on the object; the pod reads its object.
         ips = "/apis/kubeovn.io/v1/ips"
@@ -202,15 +204,14 @@ class Rbac(unittest.TestCase):
             return status == 200 and obj["spec"].get("v4IpAddress")
         address = self.wait_for("the reservation filled in", filled)
         self.req("POST", PODS, pod("reserved", "node-b"))
-        self.wait_for("the reserved pod allocated", lambda: (self.allocated("reserved") or {}).get(P + ".kubernetes.io/ip_address") == address)
+        self.wait_for("the reserved pod allocated",
+                      lambda: (self.allocated("reserved") or {}).get(P + ".kubernetes.io/ip_address") == address)
 
         def clash_event():
             obj = self.req("GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dclash.default."
                            + P)
             return obj["items"]
         self.wait_for("an Event on the clashing reservation", clash_event)
-        self.cni_add("node-a", "samplepod", "sandbox-1")
-        self.check_subleasectl(sa_kubeconfig)
         for name in ("samplepod", "static-ip", "pooled", "web-0", "reserved"):
             self.req("DELETE", PODS + "/" + name + "?gracePeriodSeconds=0")
         for name in ("reserved", "clash"):
