@@ -39,8 +39,8 @@ Result<void> CheckAddress(const std::string& name, const char* field, const std:
   auto a = IpAddr::Parse(text);
   if (!a || a->family() != family) {
     return Fail(Error::InvalidArgument("IP object " + name + ": spec." + field + " \"" + text +
-                                       "\" is not an " +
-                                       (family == Family::kV4 ? "IPv4" : "IPv6") + " address"));
+                                       "\" is not an " + (family == Family::kV4 ? "IPv4" : "IPv6") +
+                                       " address"));
   }
   return Ok();
 }
@@ -75,8 +75,8 @@ Result<IpReservation> DecodeIpReservation(std::string_view json) {
     size_t start = 0;
     while (start <= both.size()) {
       size_t comma = both.find(',', start);
-      std::string part = both.substr(start, comma == std::string::npos ? std::string::npos
-                                                                       : comma - start);
+      std::string part =
+          both.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
       auto a = IpAddr::Parse(part);
       if (!a) {
         return Fail(Error::InvalidArgument("IP object " + r.name + ": spec.ipAddress \"" + both +
@@ -91,12 +91,15 @@ Result<IpReservation> DecodeIpReservation(std::string_view json) {
                               {"podName", &r.pod_name},
                               {"namespace", &r.namespace_name}}) {
     if (value->empty()) {
-      return Fail(Error::InvalidArgument("IP object " + r.name + " reserves an address but has no spec." +
-                                         field + "; set spec.subnet, spec.podName and spec.namespace"));
+      return Fail(Error::InvalidArgument("IP object " + r.name +
+                                         " reserves an address but has no spec." + field +
+                                         "; set spec.subnet, spec.podName and spec.namespace"));
     }
   }
-  if (auto ok = CheckAddress(r.name, "v4IpAddress", r.v4, Family::kV4); !ok) return Fail(ok.error());
-  if (auto ok = CheckAddress(r.name, "v6IpAddress", r.v6, Family::kV6); !ok) return Fail(ok.error());
+  if (auto ok = CheckAddress(r.name, "v4IpAddress", r.v4, Family::kV4); !ok)
+    return Fail(ok.error());
+  if (auto ok = CheckAddress(r.name, "v6IpAddress", r.v6, Family::kV6); !ok)
+    return Fail(ok.error());
   // One spelling of each address (v6 in lower case, as Kube-OVN's webhook insists).
   if (!r.v4.empty()) r.v4 = IpAddr::Parse(r.v4)->ToString();
   if (!r.v6.empty()) r.v6 = IpAddr::Parse(r.v6)->ToString();

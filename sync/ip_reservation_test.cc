@@ -28,7 +28,8 @@ TEST(IpReservationTest, DecodesSubnetPodAndAddresses) {
 }
 
 TEST(IpReservationTest, WithoutAddressesAsksForOne) {
-  auto r = DecodeIpReservation(IpJson("", R"({"subnet":"macvlan","podName":"web","namespace":"default"})"));
+  auto r = DecodeIpReservation(
+      IpJson("", R"({"subnet":"macvlan","podName":"web","namespace":"default"})"));
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_TRUE(r->addresses().empty());
   EXPECT_FALSE(r->labelled);
@@ -36,7 +37,8 @@ TEST(IpReservationTest, WithoutAddressesAsksForOne) {
 
 TEST(IpReservationTest, ReadsTheOlderIpAddressField) {
   auto r = DecodeIpReservation(IpJson(
-      "", R"({"subnet":"s","podName":"web","namespace":"default","ipAddress":"10.0.0.9,fd00::9"})"));
+      "",
+      R"({"subnet":"s","podName":"web","namespace":"default","ipAddress":"10.0.0.9,fd00::9"})"));
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->v4, "10.0.0.9");
   EXPECT_EQ(r->v6, "fd00::9");

@@ -138,6 +138,15 @@ void BlockEngine::Reserve(const std::string& reserved_ip, const std::string& sub
   if (s == nullptr) {
     return done(Fail(Error::NotFound("Subnet " + subnet + " does not exist (spec.subnet)")));
   }
+  // Kube-OVN honours only an object named for the pod's attachment; a pod's node looks
+  // for no other name, so an address reserved under another would never be used.
+  const std::string flat = pod_name + "." + pod_namespace + "." + s->provider;
+  if (reserved_ip != flat && reserved_ip.rfind(flat + ".", 0) != 0) {
+    return done(Fail(Error::InvalidArgument(
+        "a reservation for pod " + pod_namespace + "/" + pod_name + " in Subnet " + subnet +
+        " must be named " + flat + " (<pod>.<namespace>.<provider>, with .<interface> when the "
+        "pod attaches the provider more than once), not " + reserved_ip)));
+  }
   AllocateRequest request;
   request.subnet = subnet;
   // No interface: this holder is a placeholder; the pod's node rewrites it.

@@ -105,7 +105,8 @@ class BlockEngine {
   // here: the reserved pod's node takes it over. An allocation of the same reservation
   // already in place is left as it is and its addresses answered. Errors as Allocate's
   // (kNotFound for an unknown subnet, kConflict naming the holder, kInvalidArgument for an
-  // address outside the subnet); nothing is left allocated on an error.
+  // address outside the subnet, or for a name that is not `<pod>.<ns>.<provider>` or
+  // that followed by `.<interface>`); nothing is left allocated on an error.
   using AddressesDone = std::function<void(Result<std::vector<IpAddr>>)>;
   void Reserve(const std::string& reserved_ip, const std::string& subnet,
                const std::string& pod_namespace, const std::string& pod_name,

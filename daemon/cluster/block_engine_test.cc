@@ -930,9 +930,10 @@ namespace sublease {
 namespace {
 
 Result<std::vector<IpAddr>> ReserveNow(testing::ClusterHarness& c, testing::Node& node,
-                                       const std::string& subnet, std::vector<std::string> addresses) {
+                                       const std::string& subnet, std::vector<std::string> addresses,
+                                       const std::string& name = "web.default.net.default") {
   std::optional<Result<std::vector<IpAddr>>> out;
-  node.engine->Reserve("web.default.net.default", subnet, "default", "web", addresses,
+  node.engine->Reserve(name, subnet, "default", "web", addresses,
                        [&out](Result<std::vector<IpAddr>> r) { out = std::move(r); });
   c.api.RunAll(testing::kMaxSteps);
   if (!out) return Fail(Error::Internal("no answer"));
@@ -992,7 +993,7 @@ TEST(BlockEngineReservationTest, AReservationOutlivesItsPodsAndIsTakenOverOnAnyN
   c.CheckInvariants();
 }
 
-TEST(BlockEngineReservationTest, AHeldAddressOrAnUnknownSubnetReservesNothing) {
+TEST(BlockEngineReservationTest, AHeldAddressAnUnknownSubnetOrAWrongNameReservesNothing) {
   testing::ClusterHarness c(Spec("10.0.0.0/24"));
   testing::Node& a = c.AddNode("node-a", Deterministic());
   testing::Node& leader = c.AddNode("node-b", Deterministic());
@@ -1008,6 +1009,12 @@ TEST(BlockEngineReservationTest, AHeldAddressOrAnUnknownSubnetReservesNothing) {
   auto unknown = ReserveNow(c, leader, "nope", {});
   ASSERT_FALSE(unknown);
   EXPECT_EQ(unknown.error().code, Code::kNotFound);
+  // Named for another pod (or provider): no pod's node would ever look it up.
+  auto misnamed = ReserveNow(c, leader, "net", {"10.0.0.7"}, "other.default.net.default");
+  ASSERT_FALSE(misnamed);
+  EXPECT_EQ(misnamed.error().code, Code::kInvalidArgument);
+  EXPECT_NE(misnamed.error().message.find("must be named web.default.net.default"), std::string::npos);
+  EXPECT_EQ(AllocationOf(c, Ip("10.0.0.7")), nullptr);
   c.CheckInvariants();
 }
 

@@ -88,8 +88,8 @@ void ReservationKeeper::Reconcile(const std::string& name) {
       for (const IpAddr& a : held) found = found || a.ToString() == wanted;
       if (!found) {
         return Refuse(object, Error::InvalidArgument(
-                                  "IP object " + name + " asks for " + wanted + ", but its reservation holds " +
-                                  held.front().ToString() +
+                                  "IP object " + name + " asks for " + wanted +
+                                  ", but its reservation holds " + held.front().ToString() +
                                   "; the address of a reservation cannot change: delete the object "
                                   "and create it again"));
       }

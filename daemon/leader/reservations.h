@@ -13,9 +13,10 @@
 //   is filled in. One reservation at a time per name, and a name reserved in this term is
 //   not reserved again before the view shows it (the view lags our own write).
 // - What cannot be honoured — an unknown Subnet, an address outside it or held by someone
-//   else, a malformed object — is an Event (Warning) on the IP object and a log line; no
-//   address is taken, and it is tried again every `retry_ms` and whenever the object
-//   changes. The API server unreachable: tried again, no Event.
+//   else, a malformed object, a name that is not `<podName>.<namespace>.<provider>[.x]` — is an
+//   Event (Warning) on the IP object and a log line; no address is taken, and it is tried again
+//   every `retry_ms` and whenever the object changes. The API server unreachable: tried again, no
+//   Event.
 // The names the watch shows are put in view->reserved_ips, which the garbage collector
 // keeps (it frees a reservation's allocation only once its object is gone).
 // Loop thread only. Owns one uv timer: Close before destruction.
@@ -91,10 +92,10 @@ class ReservationKeeper {
   bool synced_ = false;
   bool stopped_ = false;
   std::function<void()> close_done_;
-  std::map<std::string, KubeObject> objects_;              // the reservations, by name
-  std::set<std::string> reserving_;                        // Reserve or fill in flight
-  std::map<std::string, std::vector<IpAddr>> reserved_;    // made this term, by name
-  std::set<std::string> failed_;                           // to try again on the timer
+  std::map<std::string, KubeObject> objects_;            // the reservations, by name
+  std::set<std::string> reserving_;                      // Reserve or fill in flight
+  std::map<std::string, std::vector<IpAddr>> reserved_;  // made this term, by name
+  std::set<std::string> failed_;                         // to try again on the timer
   ReservationKeeperStats stats_;
 };
 

@@ -215,7 +215,9 @@ class ReservedIps(harness.DaemonTestCase):
         self.assertEqual(rc, 0, out)
         cases = [("c-held", ip_object("c-held", "10.90.0.50"), "AddressConflict", "holder-50"),
                  ("c-out", ip_object("c-out", "10.91.0.5"), "InvalidRequest", "10.91.0.5"),
-                 ("c-nosubnet", ip_object("c-nosubnet", "10.90.0.60", subnet="nope"), "InvalidRequest", "nope")]
+                 ("c-nosubnet", ip_object("c-nosubnet", "10.90.0.60", subnet="nope"), "InvalidRequest", "nope"),
+                 ("c-misnamed", ip_object("c-misnamed", "10.90.0.61"), "InvalidRequest", "must be named")]
+        cases[-1][1]["spec"]["podName"] = "someone-else"  # the name is c-misnamed's
         for pod_name, obj, reason, says in cases:
             self.req("POST", IPS, obj)
         for pod_name, obj, reason, says in cases:
@@ -229,6 +231,7 @@ class ReservedIps(harness.DaemonTestCase):
             self.assertTrue(any("reserved IP " + name in self.daemon_log(n) for n in self.daemons))
         self.assertEqual(self.allocations()["10.90.0.50"]["pod"], "holder-50")
         self.assertNotIn("10.90.0.60", self.allocations())
+        self.assertNotIn("10.90.0.61", self.allocations())
         # The conflicting reservation's pod gets nothing else either.
         created = self.req("POST", PODS, pod("c-held", "node-b", "resv"))
         rc, out = self.add("node-b", "c-held", created["metadata"]["uid"])
