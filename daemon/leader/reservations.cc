@@ -98,9 +98,10 @@ void ReservationKeeper::Reconcile(const std::string& name) {
   }
   reserving_.insert(name);
   KubeObject copy = object;
+  std::weak_ptr<int> token = life_;
   reserve_(name, r->subnet, r->namespace_name, r->pod_name, r->addresses(),
-           [this, name, copy](Result<std::vector<IpAddr>> made) {
-             if (stopped_) return;
+           [this, token, name, copy](Result<std::vector<IpAddr>> made) {
+             if (token.expired() || stopped_) return;
              reserving_.erase(name);
              if (!made) {
                if (made.error().code == Code::kUnavailable) {
@@ -126,9 +127,11 @@ void ReservationKeeper::Fill(const IpReservation& r, const std::vector<IpAddr>& 
   if (r.v4 == v4 && r.v6 == v6 && r.labelled) return;
   const std::string name = r.name;
   reserving_.insert(name);
+  std::weak_ptr<int> token = life_;
   client_->MergePatch(std::string(kIpObjectCollection) + "/" + name,
-                      EncodeReservationFill(r, v4, v6), [this, name](KubeResult<KubeResponse> w) {
-                        if (stopped_) return;
+                      EncodeReservationFill(r, v4, v6),
+                      [this, token, name](KubeResult<KubeResponse> w) {
+                        if (token.expired() || stopped_) return;
                         reserving_.erase(name);
                         if (w) {
                           ++stats_.filled;

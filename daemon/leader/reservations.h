@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -96,6 +97,9 @@ class ReservationKeeper {
   std::set<std::string> reserving_;                      // Reserve or fill in flight
   std::map<std::string, std::vector<IpAddr>> reserved_;  // made this term, by name
   std::set<std::string> failed_;                         // to try again on the timer
+  // Answers (the engine's, the API server's) may come after the term ended and this
+  // keeper is gone: they hold a weak reference to this and check it first.
+  std::shared_ptr<int> life_ = std::make_shared<int>(0);
   ReservationKeeperStats stats_;
 };
 
