@@ -178,6 +178,25 @@ class ReservedIps(harness.DaemonTestCase):
         self.assertEqual(self.reserved_for("r2"), [filled])  # one address, never a second
         self.delete_pod("r2")
 
+    def test_2b_per_interface_a_reservation_names_its_interface(self):
+        # The provider attached twice: per-interface mode, `.<iface>` ends the name.
+        obj = ip_object("r2b", "10.90.0.66")
+        obj["metadata"]["name"] = self.name("r2b") + ".net2"
+        self.req("POST", IPS, obj)
+        self.wait_for("r2b.net2 reserved", lambda: [a for a, who in self.allocations().items()
+                                                    if who.get("reservedIp") == self.name("r2b") + ".net2"])
+        self.req("POST", PODS, pod("r2b", "node-c", "resv@net1,resv@net2"))
+
+        def both():
+            mine = {who["interface"]: a for a, who in self.allocations().items()
+                    if who["pod"] == "r2b" and who.get("node") == "node-c"}
+            return mine if "net1" in mine and "net2" in mine else None
+        mine = self.wait_for("both of r2b's interfaces allocated on node-c", both)
+        self.assertEqual(mine["net2"], "10.90.0.66")
+        self.assertNotEqual(mine["net1"], "10.90.0.66")
+        self.assertEqual(self.allocations()["10.90.0.66"].get("reservedIp"), self.name("r2b") + ".net2")
+        self.delete_pod("r2b")
+
     def test_3_the_garbage_collection_never_takes_a_reservation_whose_pod_does_not_exist(self):
         self.req("POST", IPS, ip_object("r3", "10.90.0.88"))
         self.wait_for("r3 reserved", lambda: self.reserved_for("r3") == ["10.90.0.88"])
@@ -283,6 +302,28 @@ class ReservedIps(harness.DaemonTestCase):
         self.assertEqual(out["ips"][0]["address"], filled + "/24")
         rc, out = self.add("node-a", "u3", created_u3["metadata"]["uid"])
         self.assertEqual(rc, 0, out)
+
+    def test_7_a_new_leader_makes_the_reservations_the_old_one_had_not(self):
+        lease = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/sublease-leader"
+
+        def leader():
+            holder = ((self.get(lease) or {}).get("spec") or {}).get("holderIdentity") or ""
+            node = holder.rsplit("_", 1)[0]
+            return node if node in self.daemons else None
+        old = self.wait_for("a leader", leader)
+        self.stop_daemon(old)  # (SIGTERM: it gives the Lease up)
+        try:
+            self.req("POST", IPS, ip_object("r7"))
+            filled = self.wait_for("r7 filled in by the new leader", lambda: (
+                self.get(IPS + "/" + self.name("r7")) or {}).get("spec", {}).get("v4IpAddress"), seconds=90)
+            self.assertNotEqual(leader(), old)
+            self.assertEqual(self.reserved_for("r7"), [filled])
+            # The reservations made before stay as they were: one address each.
+            self.assertEqual(self.reserved_for("r1"), ["10.90.0.77"])
+        finally:
+            self.start_daemon(old)
+            self.wait_ready(old)
+        self.assertEqual(self.reserved_for("r7"), [filled])
 
 
 if __name__ == "__main__":
