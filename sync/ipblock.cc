@@ -166,6 +166,13 @@ std::optional<uint64_t> IpBlock::OffsetOf(const IpAddr& a) const {
   return static_cast<uint64_t>(offset);
 }
 
+std::string KeptFor(const BlockAllocation& a) {
+  if (!a.ipam_claim.empty()) return "claim " + a.ipam_claim;
+  if (!a.virtual_machine.empty()) return "vm " + a.virtual_machine + " " + a.ifname;
+  if (!a.reserved_ip.empty()) return "reserved IP " + a.reserved_ip;
+  return "";
+}
+
 std::string BlockName(const std::string& subnet, const IpNet& block_cidr) {
   const int digits = block_cidr.family() == Family::kV4 ? 8 : 32;
   return subnet + "." + Hex(block_cidr.first().value(), digits) + "-" +

@@ -58,6 +58,11 @@ struct BlockAllocation {
   friend bool operator==(const BlockAllocation&, const BlockAllocation&) = default;
 };
 
+// Who keeps an allocation beyond its pods: "claim <ns>/<name>" (an IPAMClaim), "vm
+// <ns>/<vm> <ifname>" (a KubeVirt VM, Kube-OVN's rules), "reserved IP <name>" (a
+// Kube-OVN IP object reserving it), "" = its pod.
+std::string KeptFor(const BlockAllocation& a);
+
 struct IpBlock {
   std::string name;              // metadata.name = BlockName(subnet, cidr)
   std::string resource_version;  // "" until created

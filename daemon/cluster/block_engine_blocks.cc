@@ -14,13 +14,6 @@ AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& 
       subnet, Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname});
 }
 
-std::string KeptFor(const BlockAllocation& a) {
-  if (!a.ipam_claim.empty()) return "claim " + a.ipam_claim;
-  if (!a.virtual_machine.empty()) return "vm " + a.virtual_machine + " " + a.ifname;
-  if (!a.reserved_ip.empty()) return "reserved IP " + a.reserved_ip;
-  return "";
-}
-
 std::string DescribeAllocation(const BlockAllocation& a) {
   Lease l;
   l.owner = Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname};

@@ -15,11 +15,8 @@ namespace sublease {
 
 // The attachment an allocation in a block belongs to.
 AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& a);
-// Who keeps an allocation beyond its pods: "claim <ns>/<name>" (an IPAMClaim), "vm
-// <ns>/<vm> <ifname>" (a KubeVirt VM, Kube-OVN's rules), "reserved IP <name>" (a
-// Kube-OVN IP object reserving it), "" = its pod. Pods with the same
-// keeper take the allocation over; a node's release leaves a kept one in its block.
-std::string KeptFor(const BlockAllocation& a);
+// (KeptFor, sync/ipblock.h: pods with the same keeper take the allocation over; a
+// node's release leaves a kept one in its block.)
 // "pod ns/name (container c, net1) on node n", for conflict messages.
 std::string DescribeAllocation(const BlockAllocation& a);
 
