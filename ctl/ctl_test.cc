@@ -215,6 +215,15 @@ TEST(CompareTest, AnotherNodesAllocationAtMyAddressIsAMismatch) {
   EXPECT_NE(diffs[0].api.find("n2"), std::string::npos);
 }
 
+// A claim's, a VM's or a reservation's allocation outlives its pods: no lease expected.
+TEST(CompareTest, AnAllocationKeptBeyondItsPodsIsNotMissing) {
+  ApiAllocation kept = Api("10.0.0.5", "web", "n1");
+  kept.kept_for = "reserved IP web.default.net.default";
+  EXPECT_TRUE(Compare({}, {kept}, "n1").empty());
+  kept.kept_for.clear();
+  ASSERT_EQ(Compare({}, {kept}, "n1").size(), 1u);
+}
+
 TEST(CompareTest, AgreementIsClean) {
   EXPECT_TRUE(Compare({Local("10.0.0.2", "a")}, {Api("10.0.0.2", "a", "n1")}, "n1").empty());
 }

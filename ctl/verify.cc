@@ -53,7 +53,9 @@ std::vector<Difference> Compare(const std::vector<LeaseRow>& local,
     if (l.state != "released") live[{l.subnet, l.address}] = true;
   }
   for (const auto& [key, a] : theirs) {
-    if (a->node == node && !live.count(key)) out.push_back({"missing", key.first, key.second, "", ApiHolder(*a)});
+    if (a->node == node && !live.count(key) && a->kept_for.empty()) {
+      out.push_back({"missing", key.first, key.second, "", ApiHolder(*a)});
+    }
   }
   std::sort(out.begin(), out.end(), [](const Difference& x, const Difference& y) {
     auto ax = IpAddr::Parse(x.address), ay = IpAddr::Parse(y.address);
@@ -98,7 +100,7 @@ Result<std::vector<ApiAllocation>> FetchAllocations(const std::string& kubeconfi
           for (const auto& [offset, a] : block->allocations) {
             out.push_back({block->subnet, block->AddressAt(offset).ToString(), block->name, a.node,
                            a.pod_namespace, a.pod_name, a.pod_uid, a.ifname, a.container_id,
-                           a.provider, a.sticky});
+                           a.provider, a.sticky, KeptFor(a)});
           }
         }
         if (page->continue_token.empty()) return client.Close([] {});

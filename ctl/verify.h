@@ -20,10 +20,15 @@ struct ApiAllocation {
   std::string subnet, address, block, node;  // node: the node that made it
   std::string pod_namespace, pod_name, pod_uid, ifname, container_id, provider;
   bool sticky = false;
+  // Kept beyond its pods — by an IPAMClaim, a KubeVirt VM or a Kube-OVN reserved IP
+  // ("claim <ns>/<name>", "vm <ns>/<vm>", "reserved IP <name>"; "" = its pod): no lease
+  // is expected for it while no pod uses it.
+  std::string kept_for = {};
 };
 
 struct Difference {
-  // "missing": the API server has it for this node, the database has no live lease;
+  // "missing": the API server has it for this node, the database has no live lease (an
+  // allocation kept beyond its pods, ApiAllocation::kept_for, is not missing);
   // "extra": the database has a committed lease the API server does not know;
   // "mismatched": both have the address, with different holders or nodes.
   std::string kind;

@@ -44,6 +44,7 @@ Result<void> ApplyYaml(const std::string& path, Config* cfg) {
       else if (key == "status-interval-ms") cfg->status_interval_ms = v.as<int64_t>();
       else if (key == "ip-objects") cfg->ip_objects = v.as<bool>();
       else if (key == "keep-vm-ip") cfg->keep_vm_ip = v.as<bool>();
+      else if (key == "reserved-ips") cfg->reserved_ips = v.as<bool>();
       else return Fail(Error::InvalidArgument("--config " + path + ": unknown option '" + key + "' (see subleased --help)"));
     }
   } catch (const YAML::Exception& e) {
@@ -100,6 +101,9 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   auto* o_ip_objects = app.add_option("--ip-objects", flags.ip_objects,
       "Cluster mode: write a Kube-OVN IP object (ips.kubeovn.io) per allocation, for `kubectl get ips` "
       "(true/false)")->default_str(defaults.ip_objects ? "true" : "false");
+  auto* o_reserved = app.add_option("--reserved-ips", flags.reserved_ips,
+      "Cluster mode: honour Kube-OVN reserved IPs (an IP object created before its pod); each "
+      "attachment's first allocation reads its IP object (true/false)")->default_str(defaults.reserved_ips ? "true" : "false");
   auto* o_maxconn = app.add_option("--max-connections", flags.max_connections,
       "Concurrent connections beyond this are refused")->default_str(std::to_string(defaults.max_connections));
   try {
@@ -134,6 +138,7 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   if (o_status->count()) cfg.status_interval_ms = flags.status_interval_ms;
   if (o_ip_objects->count()) cfg.ip_objects = flags.ip_objects;
   if (o_keep_vm->count()) cfg.keep_vm_ip = flags.keep_vm_ip;
+  if (o_reserved->count()) cfg.reserved_ips = flags.reserved_ips;
 
   LogLevel level;
   if (!ParseLogLevel(cfg.log_level, &level)) {

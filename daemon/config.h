@@ -42,6 +42,9 @@ struct Config {
   // Cluster mode: mirror allocations as Kube-OVN `IP` objects (kubectl get ips). The
   // default follows the Spiderpool scenario's measured API cost (docs/decisions.md).
   bool ip_objects = true;
+  // Cluster mode: honour Kube-OVN reserved IPs (an IP object created before its pod):
+  // every attachment's first allocation reads its IP object by name (docs/decisions.md).
+  bool reserved_ips = true;
 };
 
 // Parses argv (and the --config file it names). Returns kInvalidArgument with a message

@@ -25,6 +25,21 @@ TEST(ConfigTest, StandaloneFlagsAndRepeatedSockets) {
   EXPECT_EQ(c->db, "/x.db");
 }
 
+TEST(ConfigTest, ReservedIpsAreOnUnlessTurnedOffByFlagOrFile) {
+  auto on = Parse({"--kubeconfig", "/k", "--node-name", "n"});
+  ASSERT_TRUE(on) << on.error().message;
+  EXPECT_TRUE(on->reserved_ips);
+  auto off = Parse({"--kubeconfig", "/k", "--node-name", "n", "--reserved-ips", "false"});
+  ASSERT_TRUE(off) << off.error().message;
+  EXPECT_FALSE(off->reserved_ips);
+  auto path = std::filesystem::temp_directory_path() / ("subleased-resv-" + std::to_string(getpid()) + ".yaml");
+  std::ofstream(path) << "kubeconfig: /k\nnode-name: n\nreserved-ips: false\n";
+  auto file = Parse({"--config", path.c_str()});
+  std::filesystem::remove(path);
+  ASSERT_TRUE(file) << file.error().message;
+  EXPECT_FALSE(file->reserved_ips);
+}
+
 TEST(ConfigTest, YamlFileIsReadAndFlagsOverrideIt) {
   auto path = std::filesystem::temp_directory_path() / ("subleased-config-" + std::to_string(getpid()) + ".yaml");
   std::ofstream(path) << "standalone: true\nsubnets: /from/file.yaml\ndb: /file.db\nsocket: [/f1.sock, /f2.sock]\nmax-connections: 9\n";

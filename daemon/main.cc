@@ -255,6 +255,7 @@ int RunCluster(const Config& cfg) {
   if (cfg.ip_objects) shard_options.ip_objects = &ip_objects;
   shard_options.release_grace_ms = cfg.release_grace_ms;
   shard_options.keep_vm_ips = cfg.keep_vm_ip;
+  shard_options.reserved_ips = cfg.reserved_ips;
   shard_options.allocation_failed = [&events](const PodInfo& pod, const Error& error) {
     std::string_view reason = EventReasonFor(error.code);
     if (!reason.empty()) events.PodWarning({pod.namespace_name, pod.name, pod.uid}, reason, error.message);
@@ -326,6 +327,15 @@ int RunCluster(const Config& cfg) {
   ClusterDutiesOptions duties_options;
   duties_options.node = cfg.node_name;
   duties_options.status_debounce_ms = cfg.status_interval_ms;
+  if (cfg.reserved_ips) {
+    // The leader writes reservations through this node's block engine.
+    duties_options.reserve = [&engine](const std::string& name, const std::string& subnet,
+                                       const std::string& pod_namespace, const std::string& pod,
+                                       const std::vector<std::string>& addresses,
+                                       BlockEngine::AddressesDone done) {
+      engine.Reserve(name, subnet, pod_namespace, pod, addresses, std::move(done));
+    };
+  }
   ClusterDuties duties(&loop, &client, &clock, duties_options);
   duties.Start();
 

@@ -145,7 +145,8 @@ Result<BlockAllocation> DecodeAllocation(const Reader& r, const object& o,
         StringField{"containerID", &a.container_id}, StringField{"node", &a.node},
         StringField{"provider", &a.provider}, StringField{"ownerUID", &a.owner_uid},
         StringField{"ipamClaim", &a.ipam_claim},
-        StringField{"virtualMachine", &a.virtual_machine}}) {
+        StringField{"virtualMachine", &a.virtual_machine},
+        StringField{"reservedIp", &a.reserved_ip}}) {
     auto v = r.String(o, key, path + "." + std::string(key));
     if (!v) return Fail(v.error());
     *out = std::move(*v);
@@ -163,6 +164,13 @@ std::optional<uint64_t> IpBlock::OffsetOf(const IpAddr& a) const {
   U128 offset = a.value() - cidr.first().value();
   if (offset > std::numeric_limits<uint64_t>::max()) return std::nullopt;
   return static_cast<uint64_t>(offset);
+}
+
+std::string KeptFor(const BlockAllocation& a) {
+  if (!a.ipam_claim.empty()) return "claim " + a.ipam_claim;
+  if (!a.virtual_machine.empty()) return "vm " + a.virtual_machine + " " + a.ifname;
+  if (!a.reserved_ip.empty()) return "reserved IP " + a.reserved_ip;
+  return "";
 }
 
 std::string BlockName(const std::string& subnet, const IpNet& block_cidr) {
@@ -226,6 +234,7 @@ std::string EncodeIpBlock(const IpBlock& block) {
     if (!a.owner_uid.empty()) w.Field("ownerUID", a.owner_uid);
     if (!a.ipam_claim.empty()) w.Field("ipamClaim", a.ipam_claim);
     if (!a.virtual_machine.empty()) w.Field("virtualMachine", a.virtual_machine);
+    if (!a.reserved_ip.empty()) w.Field("reservedIp", a.reserved_ip);
     w.EndObject();
   }
   w.EndObject();

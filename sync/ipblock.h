@@ -49,8 +49,19 @@ struct BlockAllocation {
   // of the VM takes it over for the same interface; the garbage collection removes it
   // once neither the VirtualMachine nor the VirtualMachineInstance exists ("" = none).
   std::string virtual_machine = {};
+  // "reservedIp": the name of the Kube-OVN `IP` object (ips.kubeovn.io, labelled
+  // ovn.kubernetes.io/ip_reserved=true) that reserves this address for its pod ("" =
+  // none). Like ipamClaim it outlives its pods: a node's release leaves it in the block,
+  // the reserved pod's node takes it over (on any node), and only the garbage collection
+  // removes it, once the IP object is gone (docs/cluster-protocol.md, Reserved IPs).
+  std::string reserved_ip = {};
   friend bool operator==(const BlockAllocation&, const BlockAllocation&) = default;
 };
+
+// Who keeps an allocation beyond its pods: "claim <ns>/<name>" (an IPAMClaim), "vm
+// <ns>/<vm> <ifname>" (a KubeVirt VM, Kube-OVN's rules), "reserved IP <name>" (a
+// Kube-OVN IP object reserving it), "" = its pod.
+std::string KeptFor(const BlockAllocation& a);
 
 struct IpBlock {
   std::string name;              // metadata.name = BlockName(subnet, cidr)

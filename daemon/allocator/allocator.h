@@ -88,6 +88,15 @@ struct AllocateRequest {
   // allocation; a request without static addresses first looks for the VM's allocation
   // of this interface in the subnet's blocks and takes it over.
   std::string virtual_machine;
+  // Cluster mode: the name of the Kube-OVN `IP` object that reserves the address (a
+  // reserved IP). Written into the block allocation (reservedIp); like ipam_claim, with
+  // static_ips (the object's addresses) it takes over the reservation's allocation
+  // wherever it is, and a release leaves it in its block.
+  std::string reserved_ip = {};
+  // Cluster mode, with reserved_ip and static_ips: an allocation of the same reservation
+  // already in place is left to whoever holds it and counts as done (the leader making a
+  // reservation never takes it from the pod that already uses it).
+  bool keep_existing = false;
   std::string mac;
   std::string provider;
   // Cluster mode: the dynamic pick of a family is restricted to this range (one prefix

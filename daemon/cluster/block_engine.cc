@@ -36,7 +36,8 @@ bool MayAdopt(const AllocateRequest& r) {
 // A KubeVirt VM's pod without a claim: its VM's allocation of this interface, if any, is
 // looked up in the subnet's blocks and taken over (Kube-OVN's keep-vm-ip).
 bool MayTakeVmAddress(const AllocateRequest& r) {
-  return r.ipam_claim.empty() && !r.virtual_machine.empty() && r.static_ips.empty();
+  return r.ipam_claim.empty() && r.reserved_ip.empty() && !r.virtual_machine.empty() &&
+         r.static_ips.empty();
 }
 
 // Whom the allocation the request makes is kept for (KeptFor of it).
@@ -44,6 +45,7 @@ std::string KeptForRequest(const AllocateRequest& r) {
   BlockAllocation a;
   a.ipam_claim = r.ipam_claim;
   if (a.ipam_claim.empty()) a.virtual_machine = r.virtual_machine;
+  if (a.ipam_claim.empty() && a.virtual_machine.empty()) a.reserved_ip = r.reserved_ip;
   a.ifname = r.owner.ifname;
   return KeptFor(a);
 }
@@ -129,6 +131,48 @@ void BlockEngine::Allocate(const AllocateRequest& request, LeaseDone done) {
   });
 }
 
+// --- A reserved IP, written by the leader ---
+
+void BlockEngine::Reserve(const std::string& reserved_ip, const std::string& subnet,
+                          const std::string& pod_namespace, const std::string& pod_name,
+                          const std::vector<std::string>& addresses, AddressesDone done) {
+  const Subnet* s = allocator_->FindSubnet(subnet);
+  if (s == nullptr) {
+    return done(Fail(Error::NotFound("Subnet " + subnet + " does not exist (spec.subnet)")));
+  }
+  // Kube-OVN honours only an object named for the pod's attachment; a pod's node looks
+  // for no other name, so an address reserved under another would never be used.
+  const std::string flat = pod_name + "." + pod_namespace + "." + s->provider;
+  if (reserved_ip != flat && reserved_ip.rfind(flat + ".", 0) != 0) {
+    return done(Fail(Error::InvalidArgument(
+        "a reservation for pod " + pod_namespace + "/" + pod_name + " in Subnet " + subnet +
+        " must be named " + flat + " (<pod>.<namespace>.<provider>, with .<interface> when the "
+        "pod attaches the provider more than once), not " + reserved_ip)));
+  }
+  AllocateRequest request;
+  request.subnet = subnet;
+  // No interface: this holder is a placeholder; the pod's node rewrites it.
+  request.owner = Owner{pod_namespace, pod_name, "", "", ""};
+  request.provider = s->provider;
+  request.static_ips = addresses;
+  request.reserved_ip = reserved_ip;
+  request.keep_existing = true;
+  AttachmentKey key = AttachmentKey::For(subnet, request.owner);
+  Allocate(request, [this, key, done = std::move(done)](Result<Lease> lease) {
+    if (!lease) return done(Fail(lease.error()));
+    std::vector<IpAddr> reserved = lease->addresses();
+    if (lease->key() != key) return done(reserved);  // in use here by the pod already
+    // The allocation stays in its block (a release leaves a kept one); the lease ends.
+    Release(key, [done, reserved](Result<void> released) {
+      if (!released) {
+        LogWarn("reserved " + reserved.front().ToString() +
+                "; ending the placeholder lease here failed: " + released.error().message);
+      }
+      done(reserved);
+    });
+  });
+}
+
 // --- Adoption (a StatefulSet pod re-created, perhaps on another node) ---
 
 void BlockEngine::FindAdoptable(std::shared_ptr<Job> job) {
@@ -208,6 +252,10 @@ void BlockEngine::TakeClaimAddresses(std::shared_ptr<Job> job) {
       if (it != b->object->allocations.end()) cached = &it->second;
     }
     if (std::optional<Lease> earlier = allocator_->Holder(subnet, address)) {
+      if (earlier->key() != job->key && cached != nullptr &&
+          KeptFor(*cached) == KeptForRequest(job->request) && job->request.keep_existing) {
+        return FinishJob(job, *earlier);  // already in place, and in use on this node
+      }
       if (earlier->key() != job->key && cached != nullptr &&
           KeptFor(*cached) == KeptForRequest(job->request) && keys_.count(earlier->key()) == 0) {
         (void)DropLeaseLocally(
@@ -315,8 +363,11 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
     op.allocation.ipam_claim = job->request.ipam_claim;
     if (op.allocation.ipam_claim.empty())
       op.allocation.virtual_machine = job->request.virtual_machine;
+    if (op.allocation.ipam_claim.empty() && op.allocation.virtual_machine.empty())
+      op.allocation.reserved_ip = job->request.reserved_ip;
     op.claim = job->claims.count(BlockName(lease.subnet, cidr)) > 0;
     op.adopt = job->adopt.count(a) > 0;
+    op.keep_existing = job->request.keep_existing;
     op.done = [this, job, a, token](Result<void> r) {
       if (token.expired()) return;
       job->results.emplace_back(a, std::move(r));

@@ -111,6 +111,19 @@ class BlockEngine {
   // it is within the reserve. kUnavailable leaves the lease committed (retry later).
   void Release(const AttachmentKey& key, VoidDone done);
 
+  // A Kube-OVN reserved IP (the leader, docs/cluster-protocol.md "Reserved IPs"): writes
+  // an allocation carrying `reserved_ip` for pod `pod_namespace/pod_name` in `subnet`, of
+  // `addresses` (one per family), or a dynamic one when empty, and keeps no lease of it
+  // here: the reserved pod's node takes it over. An allocation of the same reservation
+  // already in place is left as it is and its addresses answered. Errors as Allocate's
+  // (kNotFound for an unknown subnet, kConflict naming the holder, kInvalidArgument for an
+  // address outside the subnet, or for a name that is not `<pod>.<ns>.<provider>` or
+  // that followed by `.<interface>`); nothing is left allocated on an error.
+  using AddressesDone = std::function<void(Result<std::vector<IpAddr>>)>;
+  void Reserve(const std::string& reserved_ip, const std::string& subnet,
+               const std::string& pod_namespace, const std::string& pod_name,
+               const std::vector<std::string>& addresses, AddressesDone done);
+
   // Writes the lease's current pod UID and container ID into its block allocation(s)
   // (a new sandbox, or a pod re-created under the same name), group-committed with the
   // block's next write. Success when there is no committed lease or nothing changed;

@@ -14,12 +14,6 @@ AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& 
       subnet, Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname});
 }
 
-std::string KeptFor(const BlockAllocation& a) {
-  if (!a.ipam_claim.empty()) return "claim " + a.ipam_claim;
-  if (!a.virtual_machine.empty()) return "vm " + a.virtual_machine + " " + a.ifname;
-  return "";
-}
-
 std::string DescribeAllocation(const BlockAllocation& a) {
   Lease l;
   l.owner = Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname};
@@ -242,7 +236,7 @@ void BlockEngine::Write(BlockState& b) {
     } else if (ours || adoptable || claim_adoptable) {
       // Adopting: the previous pod's allocation becomes this node's. Else an earlier
       // write whose answer was lost landed it.
-      if (op.adopt) it->second = op.allocation;
+      if (op.adopt && !(claim_adoptable && op.keep_existing)) it->second = op.allocation;
       sent.push_back(std::move(op));
     } else {
       IpAddr a = b.cidr.first().Plus(op.offset);

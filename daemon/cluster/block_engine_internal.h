@@ -15,10 +15,8 @@ namespace sublease {
 
 // The attachment an allocation in a block belongs to.
 AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& a);
-// Who keeps an allocation beyond its pods: "claim <ns>/<name>" (an IPAMClaim), "vm
-// <ns>/<vm> <ifname>" (a KubeVirt VM, Kube-OVN's rules), "" = its pod. Pods with the same
-// keeper take the allocation over; a node's release leaves a kept one in its block.
-std::string KeptFor(const BlockAllocation& a);
+// (KeptFor, sync/ipblock.h: pods with the same keeper take the allocation over; a
+// node's release leaves a kept one in its block.)
 // "pod ns/name (container c, net1) on node n", for conflict messages.
 std::string DescribeAllocation(const BlockAllocation& a);
 
@@ -38,6 +36,8 @@ struct BlockEngine::Op {
   // Also a kAdd of an IPAMClaim's address (allocation.ipam_claim set): an allocation of
   // the same claim, made for any pod by any node, is replaced by `allocation`.
   bool adopt = false;
+  // With adopt: an allocation of the same keeper already there stays as it is (done).
+  bool keep_existing = false;
   // kRemove taking back an attempt's own write (Unwind): removes this node's allocation
   // even when it carries an IPAMClaim (a release leaves those in the block).
   bool unwind = false;

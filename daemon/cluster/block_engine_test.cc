@@ -1027,3 +1027,98 @@ TEST(BlockEngineClaimTest, AnotherHoldersAllocationIsNotTakenOver) {
 
 }  // namespace
 }  // namespace sublease
+
+namespace sublease {
+namespace {
+
+Result<std::vector<IpAddr>> ReserveNow(testing::ClusterHarness& c, testing::Node& node,
+                                       const std::string& subnet, std::vector<std::string> addresses,
+                                       const std::string& name = "web.default.net.default") {
+  std::optional<Result<std::vector<IpAddr>>> out;
+  node.engine->Reserve(name, subnet, "default", "web", addresses,
+                       [&out](Result<std::vector<IpAddr>> r) { out = std::move(r); });
+  c.api.RunAll(testing::kMaxSteps);
+  if (!out) return Fail(Error::Internal("no answer"));
+  return *out;
+}
+
+// Kube-OVN's reserved IP: the leader's node writes the allocation and keeps no lease; the
+// pod's node takes it over; a release leaves it; the leader writing it again (its view
+// lagging) never takes it from the pod.
+TEST(BlockEngineReservationTest, AReservationOutlivesItsPodsAndIsTakenOverOnAnyNode) {
+  testing::ClusterHarness c(Spec("10.0.0.0/24"));
+  testing::Node& leader = c.AddNode("node-a", Deterministic());
+  testing::Node& b = c.AddNode("node-b", Deterministic());
+  auto reserved = ReserveNow(c, leader, "net", {});
+  ASSERT_TRUE(reserved) << reserved.error().message;
+  ASSERT_EQ(reserved->size(), 1u);
+  const IpAddr address = reserved->front();
+  const BlockAllocation* alloc = AllocationOf(c, address);
+  ASSERT_NE(alloc, nullptr);
+  EXPECT_EQ(alloc->reserved_ip, "web.default.net.default");
+  EXPECT_EQ(alloc->pod_name, "web");
+  EXPECT_FALSE(leader.allocator.Find(AttachmentKey::For("net", Owner{"default", "web", "", "", ""})));
+  // Nobody else gets it.
+  auto other = c.AllocateNow(b, c.Request("intruder", {address.ToString()}));
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code, Code::kConflict);
+
+  AllocateRequest pod = c.Request("web", {address.ToString()});
+  pod.reserved_ip = "web.default.net.default";
+  auto taken = c.AllocateNow(b, pod);
+  ASSERT_TRUE(taken) << taken.error().message;
+  EXPECT_EQ(*taken->v4, address);
+  alloc = AllocationOf(c, address);
+  ASSERT_NE(alloc, nullptr);
+  EXPECT_EQ(alloc->node, "node-b");
+  EXPECT_EQ(alloc->pod_uid, "uid-web");
+  EXPECT_EQ(alloc->reserved_ip, "web.default.net.default");
+
+  // Written again while the pod holds it: left as it is.
+  auto again = ReserveNow(c, leader, "net", {address.ToString()});
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->front(), address);
+  EXPECT_EQ(AllocationOf(c, address)->node, "node-b");
+  EXPECT_TRUE(b.allocator.Find(AttachmentKey::For("net", pod.owner)));
+
+  // The pod goes: its lease ends, the reservation stays.
+  ASSERT_TRUE(c.ReleaseNow(b, "web"));
+  EXPECT_FALSE(b.allocator.Find(AttachmentKey::For("net", pod.owner)));
+  alloc = AllocationOf(c, address);
+  ASSERT_NE(alloc, nullptr);
+  EXPECT_EQ(alloc->reserved_ip, "web.default.net.default");
+  // Re-created on the leader's node: the same address.
+  auto back = c.AllocateNow(leader, pod);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back->v4, address);
+  EXPECT_EQ(AllocationOf(c, address)->node, "node-a");
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineReservationTest, AHeldAddressAnUnknownSubnetOrAWrongNameReservesNothing) {
+  testing::ClusterHarness c(Spec("10.0.0.0/24"));
+  testing::Node& a = c.AddNode("node-a", Deterministic());
+  testing::Node& leader = c.AddNode("node-b", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("plain", {"10.0.0.5"})));
+  auto held = ReserveNow(c, leader, "net", {"10.0.0.5"});
+  ASSERT_FALSE(held);
+  EXPECT_EQ(held.error().code, Code::kConflict);
+  EXPECT_NE(held.error().message.find("plain"), std::string::npos) << held.error().message;
+  EXPECT_EQ(AllocationOf(c, Ip("10.0.0.5"))->pod_name, "plain");
+  auto outside = ReserveNow(c, leader, "net", {"10.9.0.5"});
+  ASSERT_FALSE(outside);
+  EXPECT_EQ(outside.error().code, Code::kInvalidArgument);
+  auto unknown = ReserveNow(c, leader, "nope", {});
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, Code::kNotFound);
+  // Named for another pod (or provider): no pod's node would ever look it up.
+  auto misnamed = ReserveNow(c, leader, "net", {"10.0.0.7"}, "other.default.net.default");
+  ASSERT_FALSE(misnamed);
+  EXPECT_EQ(misnamed.error().code, Code::kInvalidArgument);
+  EXPECT_NE(misnamed.error().message.find("must be named web.default.net.default"), std::string::npos);
+  EXPECT_EQ(AllocationOf(c, Ip("10.0.0.7")), nullptr);
+  c.CheckInvariants();
+}
+
+}  // namespace
+}  // namespace sublease

@@ -57,6 +57,9 @@ class FnHandler final : public InformerHandler {
 struct ClusterDuties::Term {
   ClusterView view;
   FnHandler subnets_handler, blocks_handler, pods_handler, nodes_handler, ippools_handler;
+  FnHandler ips_handler;
+  std::unique_ptr<EventRecorder> events;              // on IP objects (reservations)
+  std::unique_ptr<ReservationKeeper> reservations;  // nullptr when not handled
   bool ippools_synced = false;
   std::unique_ptr<SubnetStatusWriter> status;
   std::unique_ptr<IpPoolStatusWriter> pool_status;
@@ -138,13 +141,16 @@ void ClusterDuties::BeginTerm() {
   t->blocks_handler.synced = [t, status_synced] {
     t->view.blocks_synced = true;
     status_synced();
+    if (t->reservations) t->reservations->BlocksChanged();
   };
   t->pods_handler.synced = [t] { t->view.pods_synced = true; };
   t->nodes_handler.synced = [t] { t->view.nodes_synced = true; };
 
-  auto add = [&](const char* path, InformerHandler* handler, bool metadata_only = false) {
+  auto add = [&](const char* path, InformerHandler* handler, bool metadata_only = false,
+                 const char* label_selector = "") {
     InformerOptions o;
     o.path = path;
+    o.label_selector = label_selector;
     o.seed = options_.seed;
     o.metadata_only = metadata_only;
     t->informers.push_back(std::make_unique<Informer>(client_, o, handler));
@@ -156,6 +162,22 @@ void ClusterDuties::BeginTerm() {
   add("/api/v1/pods", &t->pods_handler, /*metadata_only=*/true);
   add("/api/v1/nodes", &t->nodes_handler, /*metadata_only=*/true);
   add("/apis/kubeovn.io/v1/ippools", &t->ippools_handler);
+  if (options_.reserve) {
+    EventRecorderOptions events_options;
+    events_options.host = options_.node;
+    t->events = std::make_unique<EventRecorder>(client_, clock_, events_options);
+    ReservationKeeperOptions reservation_options;
+    reservation_options.retry_ms = options_.reservation_retry_ms;
+    t->reservations = std::make_unique<ReservationKeeper>(
+        loop_, client_, &t->view, t->events.get(), options_.reserve, reservation_options);
+    t->ips_handler.upsert = [t](const KubeObject& o) { t->reservations->Upserted(o); };
+    t->ips_handler.remove = [t](const KubeObject& o) { t->reservations->Deleted(o); };
+    t->ips_handler.synced = [t] { t->reservations->Synced(); };
+    // Reservations only: labelled ip_reserved=true, or not labelled (a user's new object);
+    // the records of allocations (ip_reserved=false) are not watched.
+    add(std::string(kIpObjectCollection).c_str(), &t->ips_handler, /*metadata_only=*/false,
+        (std::string(kIpReservedLabel) + "!=false").c_str());
+  }
   t->view.pods = &t->informers[2]->cache();
   t->view.nodes = &t->informers[3]->cache();
   term_ = std::move(term);
@@ -170,6 +192,7 @@ void ClusterDuties::EndTerm() {
   term_->status->Stop();
   term_->pool_status->Stop();
   term_->gc->Stop();
+  if (term_->reservations) term_->reservations->Stop();
   last_gc_ = term_->gc->stats();
   last_status_ = term_->status->stats();
   CloseTerm(std::move(term_));
@@ -178,7 +201,8 @@ void ClusterDuties::EndTerm() {
 void ClusterDuties::CloseTerm(std::unique_ptr<Term> term) {
   ++closing_terms_;
   Term* t = term.release();
-  auto remaining = std::make_shared<int>(static_cast<int>(t->informers.size()) + 3);
+  auto remaining = std::make_shared<int>(static_cast<int>(t->informers.size()) + 3 +
+                                         (t->reservations ? 1 : 0));
   auto one_done = [this, t, remaining] {
     if (--*remaining > 0) return;
     delete t;
@@ -189,6 +213,8 @@ void ClusterDuties::CloseTerm(std::unique_ptr<Term> term) {
   t->status->Close(one_done);
   t->pool_status->Close(one_done);
   t->gc->Close(one_done);
+  if (t->reservations) t->reservations->Close(one_done);
+  if (t->events) t->events->Close();
 }
 
 void ClusterDuties::Close(std::function<void()> done) {

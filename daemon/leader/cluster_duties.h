@@ -33,6 +33,7 @@
 #include "daemon/leader/garbage_collector.h"
 #include "daemon/leader/ippool_status.h"
 #include "daemon/leader/leader_elector.h"
+#include "daemon/leader/reservations.h"
 #include "daemon/leader/status_writer.h"
 #include "sync/kube_client.h"
 
@@ -53,6 +54,11 @@ struct ClusterDutiesOptions {
   int64_t sweep_interval_ms = 5'000;
   int64_t status_debounce_ms = 500;
   bool release_on_close = true;
+  // Kube-OVN reserved IPs (reservations.h): writes a reservation's allocation — on this
+  // node, BlockEngine::Reserve. Empty = reserved IPs are not handled (IP objects are not
+  // watched).
+  ReserveFn reserve;
+  int64_t reservation_retry_ms = 10'000;
   uint64_t seed = 0;  // elector jitter, informer timeouts; 0 = random
 };
 

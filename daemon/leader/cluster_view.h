@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 
 #include "sync/ipblock.h"
@@ -16,6 +17,9 @@ struct ClusterView {
   std::map<std::string, IpBlock> blocks;                     // by metadata.name
   const std::map<std::string, KubeObject>* pods = nullptr;   // by "namespace/name"
   const std::map<std::string, KubeObject>* nodes = nullptr;  // by name
+  // Names of the reserved IPs (Kube-OVN IP objects that reserve an address) the leader's
+  // watch shows now; a reservation's allocation is never collected while its name is here.
+  std::set<std::string> reserved_ips;
   bool subnets_synced = false;
   bool blocks_synced = false;
   bool pods_synced = false;

@@ -26,13 +26,25 @@ EventRecorder::EventRecorder(KubeClient* client, const Clock* clock, EventRecord
 
 void EventRecorder::PodWarning(const PodRef& pod, std::string_view reason,
                                std::string_view message) {
-  if (closed_ || pod.name.empty() || pod.namespace_name.empty()) return;
+  if (pod.namespace_name.empty()) return;
+  ObjectWarning({"v1", "Pod", pod.namespace_name, pod.name, pod.uid}, reason, message);
+}
+
+void EventRecorder::ObjectWarning(const ObjectRef& object, std::string_view reason,
+                                  std::string_view message) {
+  if (closed_ || object.name.empty()) return;
   const int64_t now = clock_->NowMs();
   Evict(now);
-  Key key{pod.namespace_name, pod.name, pod.uid, std::string(reason)};
+  Key key{object.namespace_name.empty() ? "default" : object.namespace_name, object.name,
+          object.uid, std::string(reason)};
   auto [it, fresh] = entries_.try_emplace(key);
   Entry& e = it->second;
-  if (fresh) e.first_ms = now;
+  if (fresh) {
+    e.first_ms = now;
+    e.api_version = object.api_version;
+    e.kind = object.kind;
+    e.involved_namespace = object.namespace_name;
+  }
   ++e.count;
   e.last_ms = now;
   e.message = message;
@@ -78,8 +90,9 @@ void EventRecorder::Create(const Key& key, Entry& e) {
   JsonWriter w;
   w.BeginObject().Field("apiVersion", "v1").Field("kind", "Event");
   w.Key("metadata").BeginObject().Field("name", name).Field("namespace", ns).EndObject();
-  w.Key("involvedObject").BeginObject().Field("apiVersion", "v1").Field("kind", "Pod");
-  w.Field("namespace", ns).Field("name", pod);
+  w.Key("involvedObject").BeginObject().Field("apiVersion", e.api_version).Field("kind", e.kind);
+  if (!e.involved_namespace.empty()) w.Field("namespace", e.involved_namespace);
+  w.Field("name", pod);
   if (!uid.empty()) w.Field("uid", uid);
   w.EndObject();
   w.Field("reason", reason).Field("message", e.message).Field("type", "Warning");
@@ -101,8 +114,8 @@ void EventRecorder::Create(const Key& key, Entry& e) {
                                   if (!r) {
                                     ++stats_.failed;
                                     entry.sent_count = 0;
-                                    LogWarn("event on pod " + std::get<0>(key) + "/" +
-                                            std::get<1>(key) + ": " + r.error().message);
+                                    LogWarn("event on " + entry.kind + " " + std::get<0>(key) +
+                                            "/" + std::get<1>(key) + ": " + r.error().message);
                                     return;  // the next occurrence tries again
                                   }
                                   ++stats_.created;

@@ -56,6 +56,16 @@ struct PodRef {
   std::string uid;  // may be "" when unknown
 };
 
+// Any object an Event may be about. A cluster-scoped object (namespace "") gets its
+// Events in namespace "default", as client-go records them.
+struct ObjectRef {
+  std::string api_version;
+  std::string kind;
+  std::string namespace_name;  // "" = cluster-scoped
+  std::string name;
+  std::string uid;  // may be "" when unknown
+};
+
 class EventRecorder {
  public:
   // `client` and `clock` must outlive the recorder.
@@ -65,14 +75,18 @@ class EventRecorder {
 
   // Records a Warning on the pod (or bumps the count of the same reason's last Event).
   void PodWarning(const PodRef& pod, std::string_view reason, std::string_view message);
+  // The same for any object (a Kube-OVN IP object, for a reservation it cannot honour).
+  void ObjectWarning(const ObjectRef& object, std::string_view reason, std::string_view message);
   // Cancels requests in flight; nothing is sent afterwards.
   void Close();
 
   const EventRecorderStats& stats() const { return stats_; }
 
  private:
-  using Key = std::tuple<std::string, std::string, std::string, std::string>;  // ns,name,uid,reason
+  // The Event's namespace, the object's name, uid, reason.
+  using Key = std::tuple<std::string, std::string, std::string, std::string>;
   struct Entry {
+    std::string api_version, kind, involved_namespace;  // the involvedObject
     std::string event_name;  // "" until the create answered
     int64_t count = 0;       // occurrences so far
     int64_t sent_count = 0;  // count the server holds (or a write in flight carries)

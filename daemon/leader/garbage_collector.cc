@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "sync/ip_reservation.h"
 #include "sync/ipamclaim.h"
 #include "sync/kube_object.h"
 
@@ -181,6 +182,7 @@ void GarbageCollector::CheckPod(const std::string& block, size_t index) {
   const BlockAllocation& checked = jobs_.at(block).candidates[index].allocation;
   if (!checked.ipam_claim.empty()) return CheckClaim(block, index);
   if (!checked.virtual_machine.empty()) return CheckVirtualMachine(block, index, /*vmi=*/false);
+  if (!checked.reserved_ip.empty()) return CheckReservation(block, index);
   std::string path = "/api/v1/namespaces/" + checked.pod_namespace + "/pods/" + checked.pod_name;
   Send("GET", path, "", [this, block, index](KubeResult<KubeResponse> r) {
     auto it = jobs_.find(block);
@@ -263,6 +265,32 @@ void GarbageCollector::CheckVirtualMachine(const std::string& block, size_t inde
     if (!vmi) return CheckVirtualMachine(block, index, /*vmi=*/true);
     Decided(block, index, Verdict::kReclaim);
   });
+}
+
+// A reserved IP's allocation belongs to its IP object, not to the pod it names (which may
+// not exist yet). Unreadable → kept.
+void GarbageCollector::CheckReservation(const std::string& block, size_t index) {
+  const std::string name = jobs_.at(block).candidates[index].allocation.reserved_ip;
+  if (view_->reserved_ips.count(name)) {
+    ++stats_.kept_reserved;
+    return Decided(block, index, Verdict::kKeep);
+  }
+  Send("GET", std::string(kIpObjectCollection) + "/" + name, "",
+       [this, block, index, name](KubeResult<KubeResponse> r) {
+         if (!jobs_.count(block)) return;
+         Verdict v = Verdict::kKeep;
+         if (r) {
+           auto object = ParseKubeObject(r->body);
+           if (object && !IsReservation(*object)) v = Verdict::kReclaim;
+         } else if (IsObjectNotFound(r.error(), name)) {
+           v = Verdict::kReclaim;
+         } else {
+           ++stats_.errors;
+           v = Verdict::kUnknown;
+         }
+         if (v == Verdict::kKeep) ++stats_.kept_reserved;
+         Decided(block, index, v);
+       });
 }
 
 void GarbageCollector::CheckStatefulSet(const std::string& block, size_t index) {

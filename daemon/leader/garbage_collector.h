@@ -23,6 +23,11 @@
 //   claim holds it (its VM's next pod takes it over, on any node). A KubeVirt VM's
 //   allocation kept without a claim (virtualMachine set) is reclaimed only when neither
 //   its VirtualMachine nor its VirtualMachineInstance exists (both object 404).
+// - A reserved IP's allocation (reservedIp set: a Kube-OVN IP object reserves it) is
+//   never reclaimed while the object exists, whether or not its pod does (Kube-OVN's own
+//   GC may remove a reservation made before its pod; ours must not): an object the
+//   view's watch shows costs nothing, any other is read (GET); reclaimed on an object
+//   404, or when the object is no longer a reservation (ip_reserved=false).
 // - The removal is a CAS update of the block (resourceVersion). 409/404 → GET the block,
 //   and if a candidate is still there unchanged, re-check its pod and write again (at
 //   most kMaxAttempts). All of a block's candidates leave in one update.
@@ -68,6 +73,7 @@ struct GarbageCollectorStats {
   uint64_t kept_sticky = 0;       // sticky candidates whose StatefulSet still wants them
   uint64_t kept_claim = 0;        // IPAMClaim allocations whose claim still exists
   uint64_t kept_vm = 0;           // KubeVirt VM allocations whose VM or VMI still exists
+  uint64_t kept_reserved = 0;     // reserved IPs' allocations whose IP object still exists
   uint64_t blocks_deleted = 0;    // empty blocks of deleted nodes
   uint64_t conflicts = 0;         // CAS writes answered 409/404
   uint64_t errors = 0;
@@ -123,6 +129,7 @@ class GarbageCollector {
   void CheckStatefulSet(const std::string& block, size_t index);
   void CheckClaim(const std::string& block, size_t index);
   void CheckVirtualMachine(const std::string& block, size_t index, bool vmi);
+  void CheckReservation(const std::string& block, size_t index);
   void Decided(const std::string& block, size_t index, Verdict v);
   void WriteJob(const std::string& block);
   void Reread(const std::string& block);

@@ -5,12 +5,13 @@
 
 #include "common/json_writer.h"
 #include "common/log.h"
+#include "sync/ip_reservation.h"
 #include "sync/kube_object.h"
 
 namespace sublease {
 namespace {
 
-constexpr std::string_view kIps = "/apis/kubeovn.io/v1/ips";
+constexpr std::string_view kIps = kIpObjectCollection;
 
 }  // namespace
 
@@ -101,14 +102,6 @@ void IpObjectWriter::Flush() {
   }
 }
 
-namespace {
-// A user's reservation (Kube-OVN's reserved IP): never overwritten or deleted here.
-bool IsReservation(const KubeObject& object) {
-  auto it = object.labels.find("ovn.kubernetes.io/ip_reserved");
-  return it != object.labels.end() && it->second == "true";
-}
-}  // namespace
-
 void IpObjectWriter::Send(const std::string& name, std::optional<IpObject> want) {
   in_flight_.insert(name);
   if (!want) {
@@ -171,10 +164,8 @@ void IpObjectWriter::Update(const std::string& name, IpObject want) {
             r ? ParseKubeObject(r->body) : Result<KubeObject>(Fail(static_cast<Error>(r.error())));
         if (!object) return Done(name, want, false);
         if (IsReservation(*object)) {
-          // Reserved IPs are not honoured yet (docs/kubeovn-compat.md): the user's object stays.
-          LogWarn("IP object " + name +
-                  " is a reservation (ovn.kubernetes.io/ip_reserved=true); sublease does not "
-                  "honour reservations yet and leaves it unchanged");
+          // A user's reservation (docs/kubeovn-compat.md): the leader fills it in, and it
+          // outlives this allocation; it is not overwritten here.
           return Done(name, std::nullopt, true);
         }
         ++stats_.updates;

@@ -8,8 +8,9 @@
 // allocation (a create) and one per release (a delete); an object that already exists (a
 // StatefulSet pod adopted from another node, or one left over) costs a GET and an update.
 // A failed write is retried after `retry_ms`; a delete answered 404 is done. An object
-// labelled ovn.kubernetes.io/ip_reserved=true (a user's reservation) is never overwritten,
-// nor deleted unless this writer wrote it. Objects are
+// that is a user's reservation (labelled ovn.kubernetes.io/ip_reserved=true, or without
+// that label: sync/ip_reservation.h) is never overwritten, nor deleted unless this writer
+// wrote it. Objects are
 // named as Kube-OVN names them for an attachment: `<pod>.<namespace>.<provider>`, plus
 // `.<interface>` in per-interface mode. Loop thread only; Close before destruction.
 #pragma once

@@ -551,6 +551,13 @@ void NodeShard::AllocateFor(AllocateRequest request, std::vector<WireRoute> rout
   Inflight& entry = inflight_[key];
   if (done) entry.waiters.push_back(std::move(done));
   entry.routes = std::move(routes);
+  if (options_.reserved_ips && request.ipam_claim.empty() && request.reserved_ip.empty()) {
+    return ReadReservationThen(key, std::move(request));
+  }
+  AllocateResolved(key, std::move(request));
+}
+
+void NodeShard::AllocateResolved(const AttachmentKey& key, AllocateRequest request) {
   if (!request.named_pool.empty()) return AllocateFromNamedPool(key, std::move(request), false);
   engine_->Allocate(request, [this, key](Result<Lease> lease) { OnAllocated(key, lease); });
 }
@@ -656,13 +663,8 @@ void NodeShard::MirrorIpObject(const Lease& lease) {
   const std::string provider = !lease.provider.empty() ? lease.provider
                                : subnet                ? subnet->provider
                                                        : "";
-  bool per_interface = false;
-  for (const auto& a : AttachmentsWanted(pod->second)) {
-    if (a.provider == provider && a.ifname == lease.owner.ifname) per_interface = a.per_interface;
-  }
   IpObject o;
-  o.name = IpObjectName(lease.owner.pod_name, lease.owner.pod_namespace, provider,
-                        per_interface ? lease.owner.ifname : "");
+  o.name = IpObjectNameFor(pod->second, provider, lease.owner.ifname);
   o.pod_name = lease.owner.pod_name;
   o.namespace_name = lease.owner.pod_namespace;
   o.subnet = lease.subnet;
@@ -673,6 +675,15 @@ void NodeShard::MirrorIpObject(const Lease& lease) {
   o.pod_type = pod->second.IsStatefulSetMember() ? "StatefulSet" : "";
   ip_object_names_[lease.key()] = o.name;
   options_.ip_objects->Put(std::move(o));
+}
+
+std::string NodeShard::IpObjectNameFor(const PodInfo& pod, const std::string& provider,
+                                       const std::string& ifname) {
+  bool per_interface = false;
+  for (const auto& a : AttachmentsWanted(pod)) {
+    if (a.provider == provider && a.ifname == ifname) per_interface = a.per_interface;
+  }
+  return IpObjectName(pod.name, pod.namespace_name, provider, per_interface ? ifname : "");
 }
 
 void NodeShard::ForgetIpObject(const Lease& lease) {

@@ -57,6 +57,9 @@ struct NodeShardOptions {
       pod_warning;
   // Kube-OVN `IP` objects mirroring this node's allocations (ip_objects.h); nullptr = off.
   IpObjectWriter* ip_objects = nullptr;
+  // Kube-OVN reserved IPs (reservations.cc): before an attachment's first allocation its
+  // `IP` object is read by name (one GET); a reservation there decides the address.
+  bool reserved_ips = true;
 };
 
 class NodeShard final : public CniBackend {
@@ -115,6 +118,7 @@ class NodeShard final : public CniBackend {
     uint64_t subnet_reads = 0;  // ADDs for a provider no Subnet here serves: Subnets read
     uint64_t claim_reads = 0;  // ADDs of an attachment with an IPAMClaim: the claim is read
     uint64_t pool_reads = 0;  // requests naming an IPPool this node had not seen: read it first
+    uint64_t reservation_reads = 0;  // first allocations: the IP object of that name is read
   };
   const Stats& stats() const { return stats_; }
 
@@ -166,6 +170,19 @@ class NodeShard final : public CniBackend {
   // Starts an allocation through the engine; `done` (may be empty) gets the CNI reply.
   void AllocateFor(AllocateRequest request, std::vector<WireRoute> routes, ReplyCallback done);
   void OnAllocated(const AttachmentKey& key, const Result<Lease>& lease);
+  // The allocation once reservations are settled: a named pool, or the engine.
+  void AllocateResolved(const AttachmentKey& key, AllocateRequest request);
+  // Reserved IPs (reservations.cc): reads the attachment's IP object by name (a
+  // consistent GET: a reservation created a moment ago, by anyone, is seen). A
+  // reservation with addresses replaces the request (the addresses, taken over from the
+  // reservation's allocation wherever it is); 404 or a record that is not a reservation →
+  // the request as it is. Unreadable, or a reservation whose address the leader has not
+  // filled in yet → kUnavailable (try again); a reservation of another Subnet or pod, or
+  // malformed → kInvalidArgument. Answers through OnAllocated.
+  void ReadReservationThen(const AttachmentKey& key, AllocateRequest request);
+  // The Kube-OVN IP object name of the pod's attachment (`.<ifname>` in per-interface mode).
+  static std::string IpObjectNameFor(const PodInfo& pod, const std::string& provider,
+                                     const std::string& ifname);
   // A request naming an IPPool (request.named_pool): from the pool as this node has it,
   // or after reading it by name (never from a pool not seen: no dynamic fallback).
   // Answers through OnAllocated: the pool missing (kNotFound), of another Subnet or not

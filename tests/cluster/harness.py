@@ -5,6 +5,7 @@ A test class derives from DaemonTestCase, sets NODES (and DAEMON_ARGS, CREATE_NO
 and gets the API server and the daemons for the whole class. Every wait is bounded;
 everything is stopped in tearDownClass.
 """
+import json
 import os
 import shutil
 import signal
@@ -144,6 +145,26 @@ class DaemonTestCase(unittest.TestCase):
     def get(self, path):
         status, _, obj = self.api.request("GET", path, timeout=30)
         return obj if status == 200 else None
+
+    def run_cni(self, node, command, pod_name, container, uid, provider):
+        """The plugin run as a runtime would (default/pod_name, net1); (rc, reply)."""
+        conf = {"cniVersion": "1.0.0", "name": "macvlan", "type": "macvlan",
+                "ipam": {"type": "kube-ovn", "server_socket": self.daemons[node]["sock"], "provider": provider}}
+        args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=%s;K8S_POD_UID=%s" % (pod_name, uid)
+        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container, CNI_NETNS="/proc/self/ns/net",
+                   CNI_IFNAME="net1", CNI_PATH=BIN, CNI_ARGS=args)
+        r = subprocess.run([os.path.join(BIN, "sublease")], input=json.dumps(conf), capture_output=True,
+                           text=True, env=env, timeout=60)
+        return r.returncode, json.loads(r.stdout) if r.stdout.strip() else {}
+
+    def add_retrying(self, node, name, uid, provider, seconds=60):
+        """CNI ADD (container sb-<name>), retried on CNI 11 as the kubelet does; (rc, reply)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            rc, out = self.run_cni(node, "ADD", name, "sb-" + name, uid, provider)
+            if rc == 0 or out.get("code") != 11 or time.monotonic() > deadline:
+                return rc, out
+            time.sleep(0.2)
 
     def node_knows_subnet(self, node, name):
         """True once `node`'s daemon has stored Subnet `name` (it came through its watch)."""

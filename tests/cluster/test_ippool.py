@@ -21,7 +21,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
-from harness import BIN, BLOCKS, PODS, SUBNETS, pod  # noqa: E402
+from harness import BLOCKS, PODS, SUBNETS, pod  # noqa: E402
 
 IPPOOLS = "/apis/kubeovn.io/v1/ippools"
 P = "pooled.default"
@@ -103,23 +103,10 @@ class IpPools(harness.DaemonTestCase):
         return out
 
     def run_cni(self, node, command, pod_name, container, uid, provider=P):
-        conf = {"cniVersion": "1.0.0", "name": "macvlan", "type": "macvlan",
-                "ipam": {"type": "kube-ovn", "server_socket": self.daemons[node]["sock"], "provider": provider}}
-        args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=%s;K8S_POD_UID=%s" % (pod_name, uid)
-        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container, CNI_NETNS="/proc/self/ns/net",
-                   CNI_IFNAME="net1", CNI_PATH=BIN, CNI_ARGS=args)
-        r = subprocess.run([os.path.join(BIN, "sublease")], input=json.dumps(conf), capture_output=True,
-                           text=True, env=env, timeout=60)
-        return r.returncode, json.loads(r.stdout) if r.stdout.strip() else {}
+        return super().run_cni(node, command, pod_name, container, uid, provider)
 
     def add(self, node, name, uid, provider=P):
-        """CNI ADD, retried on CNI 11 as the kubelet does; the reply (rc, body)."""
-        deadline = time.monotonic() + 60
-        while True:
-            rc, out = self.run_cni(node, "ADD", name, "sb-" + name, uid, provider)
-            if rc == 0 or out.get("code") != 11 or time.monotonic() > deadline:
-                return rc, out
-            time.sleep(0.2)
+        return self.add_retrying(node, name, uid, provider)
 
     # -- tests --
     def test_1_a_pool_spanning_two_nodes_blocks_gives_its_lowest_free_addresses_on_every_node(self):
@@ -276,22 +263,30 @@ class IpPools(harness.DaemonTestCase):
         deletes = [r for r in log["requests"] if r["method"] == "DELETE" and r["path"] == ips + "/ipobj-0.default." + P]
         self.assertEqual(len(deletes), 1, deletes)
         self.assertIsNotNone(self.get(ips + "/ipobj-1.default." + P + ".net1"))
-        # A user's reservation of the same name (Kube-OVN's reserved IP, not honoured yet) is
-        # never overwritten nor deleted.
+        # A user's reservation of the same name (Kube-OVN's reserved IP, test_reserved.py) is
+        # honoured, and never overwritten nor deleted by the pod's node.
         resv = {"apiVersion": "kubeovn.io/v1", "kind": "IP",
                 "metadata": {"name": "resv-0.default." + P, "labels": {"ovn.kubernetes.io/ip_reserved": "true"}},
                 "spec": {"podName": "resv-0", "namespace": "default", "subnet": "pooled", "v4IpAddress": "10.80.0.160"}}
         self.req("POST", ips, resv)
         self.req("POST", PODS, pod("resv-0", "node-c", "pooled"))
-        self.wait_for("resv-0 allocated", lambda: self.allocated("resv-0"))
-        self.wait_for("the writer saw the reservation",
-                      lambda: "is a reservation" in self.daemon_log("node-c"), seconds=30)
+        self.wait_for("resv-0 allocated the reserved address", lambda: self.allocated("resv-0") == "10.80.0.160")
         self.req("DELETE", PODS + "/resv-0?gracePeriodSeconds=0")
-        self.wait_for("resv-0 released", lambda: not [a for a, who, _ in self.block_allocs() if who == "default/resv-0"])
+        self.wait_for("resv-0 gone", lambda: self.get(PODS + "/resv-0") is None)
+        self.wait_for("node-c ended resv-0's lease", lambda: subprocess.run(
+            ["sqlite3", "file:%s?mode=ro" % os.path.join(self.dir, "node-c.db"),
+             "select count(*) from leases where pod_name = 'resv-0' and state <> 'released'"],
+            capture_output=True, text=True, timeout=30).stdout.strip() == "0")
         time.sleep(1.0)  # (nothing to wait for: this checks that nothing happens)
+        status, log = self.api.ctl("GET", "/requests")
+        self.assertEqual([r for r in log["requests"] if r["method"] in ("DELETE", "PUT")
+                          and r["path"] == ips + "/resv-0.default." + P], [])
         kept = self.get(ips + "/resv-0.default." + P)
         self.assertIsNotNone(kept)
         self.assertEqual(kept["spec"]["v4IpAddress"], "10.80.0.160")
+        self.assertEqual(kept["metadata"]["labels"]["ovn.kubernetes.io/ip_reserved"], "true")
+        self.assertIn(("10.80.0.160", "default/resv-0"), [(a, who) for a, who, _ in self.block_allocs()])
+        self.req("DELETE", ips + "/resv-0.default." + P)
 
     def test_7_an_add_naming_a_pool_the_watch_has_not_delivered_reads_it_never_goes_dynamic(self):
         # From now on the IPPool lists and watches fail: the daemons see a new pool only

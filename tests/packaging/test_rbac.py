@@ -186,9 +186,38 @@ class Rbac(unittest.TestCase):
             self.wait_for(name + " allocated", lambda n=name: self.allocated(n))
         self.cni_add("node-a", "samplepod", "sandbox-1")
         self.check_subleasectl(sa_kubeconfig)
-        for name in ("samplepod", "static-ip", "pooled", "web-0"):
+        # Reserved IPs: the leader fills in a user's IP object that has no address; one that
+        # asks for a held address is an Event on the object; the pod reads its object.
+        ips = "/apis/kubeovn.io/v1/ips"
+
+        def reservation(name, v4=None):
+            spec = {"subnet": "macvlan", "podName": name, "namespace": "default"}
+            if v4:
+                spec["v4IpAddress"] = v4
+            return {"apiVersion": "kubeovn.io/v1", "kind": "IP", "metadata": {"name": name + ".default." + P},
+                    "spec": spec}
+        self.req("POST", ips, reservation("reserved"))
+        self.req("POST", ips, reservation("clash", "172.17.0.100"))
+
+        def filled():
+            status, _, obj = self.api.request("GET", ips + "/reserved.default." + P, timeout=30)
+            return status == 200 and obj["spec"].get("v4IpAddress")
+        address = self.wait_for("the reservation filled in", filled)
+        self.req("POST", PODS, pod("reserved", "node-b"))
+        self.wait_for("the reserved pod allocated",
+                      lambda: (self.allocated("reserved") or {}).get(P + ".kubernetes.io/ip_address") == address)
+
+        def clash_event():
+            obj = self.req("GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dclash.default."
+                           + P)
+            return obj["items"]
+        self.wait_for("an Event on the clashing reservation", clash_event)
+        for name in ("samplepod", "static-ip", "pooled", "web-0", "reserved"):
             self.req("DELETE", PODS + "/" + name + "?gracePeriodSeconds=0")
-        self.wait_for("addresses released", lambda: self.block_allocations() == 0, seconds=90)
+        for name in ("reserved", "clash"):
+            self.req("DELETE", ips + "/" + name + ".default." + P)
+        # (The reservation's address is freed by the garbage collection, ~30 s later.)
+        self.wait_for("addresses released", lambda: self.block_allocations() == 0, seconds=120)
         # A watch is logged when it ends: end them all (the daemons watch again), then stop.
         self.api.ctl("POST", "/drop-watches", {"mode": "clean"})
         time.sleep(0.5)
@@ -217,7 +246,10 @@ class Rbac(unittest.TestCase):
         for needed in [("list", "", "pods"), ("watch", "", "pods"), ("patch", "", "pods"),
                        ("list", "kubeovn.io", "subnets"), ("watch", "kubeovn.io", "subnets"),
                        ("create", "sublease.io", "ipblocks"), ("update", "sublease.io", "ipblocks"),
-                       ("watch", "sublease.io", "ipblocks"), ("get", "apps", "statefulsets")]:
+                       ("watch", "sublease.io", "ipblocks"), ("get", "apps", "statefulsets"),
+                       ("get", "kubeovn.io", "ips"), ("list", "kubeovn.io", "ips"),
+                       ("watch", "kubeovn.io", "ips"), ("patch", "kubeovn.io", "ips"),
+                       ("create", "", "events")]:
             self.assertIn(needed, used)
         unused = []
         for r in self.cluster_rules + self.role_rules:
