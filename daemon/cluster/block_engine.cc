@@ -559,7 +559,7 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
     std::optional<Error> error;
   };
   auto state = std::make_shared<Pending>(Pending{addresses.size(), std::nullopt});
-  auto finish = [this, key, state, done = std::move(done)] {
+  auto finish = [this, key, state, subnet = lease.subnet, addresses, done = std::move(done)] {
     if (state->error) return done(Fail(*state->error));
     if (auto r = store_->ReleaseLease(key, clock_->NowMs());
         !r && r.error().code != Code::kNotFound) {
@@ -567,6 +567,14 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
     }
     (void)allocator_->Release(key);
     ++stats_.releases;
+    // An allocation kept beyond its pods (IPAMClaim, VM, reserved IP) stays in the block
+    // without a lease here now: the allocator must see it held, not free (no write
+    // happened, so no watch event will say so).
+    for (const IpAddr& a : addresses) {
+      auto cidr = BlockOfAddress(subnet, a);
+      BlockState* b = cidr ? FindBlock(BlockName(subnet, *cidr)) : nullptr;
+      if (b != nullptr && b->object) SyncAllocator(*b);
+    }
     done(Ok());
   };
   if (addresses.empty()) return finish();

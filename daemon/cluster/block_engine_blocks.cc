@@ -203,6 +203,11 @@ void BlockEngine::Write(BlockState& b) {
     bool claim_adoptable = it != next.allocations.end() && op.adopt &&
                            !KeptFor(op.allocation).empty() &&
                            KeptFor(it->second) == KeptFor(op.allocation);
+    // Our allocation kept for a claim, VM or reservation that this request does not name
+    // (a new pod of the same name): not an earlier write of this request; never taken.
+    bool kept_for_another = ours && op.kind == Op::Kind::kAdd && !op.adopt &&
+                            !KeptFor(it->second).empty() &&
+                            KeptFor(it->second) != KeptFor(op.allocation);
     if (op.kind == Op::Kind::kRemove) {
       // An IPAMClaim's address outlives its pods: only the garbage collection removes
       // it, once the claim is gone. The lease here just ends.
@@ -233,7 +238,7 @@ void BlockEngine::Write(BlockState& b) {
     } else if (it == next.allocations.end()) {
       next.allocations[op.offset] = op.allocation;
       sent.push_back(std::move(op));
-    } else if (ours || adoptable || claim_adoptable) {
+    } else if ((ours || adoptable || claim_adoptable) && !kept_for_another) {
       // Adopting: the previous pod's allocation becomes this node's. Else an earlier
       // write whose answer was lost landed it.
       if (op.adopt && !(claim_adoptable && op.keep_existing)) it->second = op.allocation;

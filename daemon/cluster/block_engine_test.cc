@@ -1095,6 +1095,39 @@ TEST(BlockEngineReservationTest, AReservationOutlivesItsPodsAndIsTakenOverOnAnyN
   c.CheckInvariants();
 }
 
+// A reserved pod's lease ends on the node whose own block holds the reservation: the
+// allocation stays, and that node's allocator must see it held (no write happened, so no
+// watch event says so). Neither a pod of the same name that does not name the
+// reservation, nor any other pod, gets the address.
+TEST(BlockEngineReservationTest, AKeptAllocationWithoutALeaseIsNeverPickedAgain) {
+  testing::ClusterHarness c(Spec("10.0.0.0/24"));
+  testing::Node& a = c.AddNode("node-a", Deterministic());
+  auto reserved = ReserveNow(c, a, "net", {});
+  ASSERT_TRUE(reserved) << reserved.error().message;
+  const IpAddr address = reserved->front();
+  AllocateRequest pod = c.Request("web", {address.ToString()});
+  pod.reserved_ip = "web.default.net.default";
+  auto taken = c.AllocateNow(a, pod);
+  ASSERT_TRUE(taken) << taken.error().message;
+  ASSERT_EQ(*taken->v4, address);
+  ASSERT_TRUE(c.ReleaseNow(a, "web"));
+  EXPECT_TRUE(a.allocator.ForeignHolder("net", address).has_value());
+
+  auto plain = c.AllocateNow(a, c.Request("web"));
+  ASSERT_TRUE(plain) << plain.error().message;
+  EXPECT_NE(*plain->v4, address);
+  auto other = c.AllocateNow(a, c.Request("other"));
+  ASSERT_TRUE(other) << other.error().message;
+  EXPECT_NE(*other->v4, address);
+  auto asked = c.AllocateNow(a, c.Request("web-2", {address.ToString()}));
+  ASSERT_FALSE(asked);
+  EXPECT_EQ(asked.error().code, Code::kConflict);
+  const BlockAllocation* alloc = AllocationOf(c, address);
+  ASSERT_NE(alloc, nullptr);
+  EXPECT_EQ(alloc->reserved_ip, "web.default.net.default");
+  c.CheckInvariants(/*allow_ghosts=*/true);  // the reservation is an allocation without a lease
+}
+
 TEST(BlockEngineReservationTest, AHeldAddressAnUnknownSubnetOrAWrongNameReservesNothing) {
   testing::ClusterHarness c(Spec("10.0.0.0/24"));
   testing::Node& a = c.AddNode("node-a", Deterministic());

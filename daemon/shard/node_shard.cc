@@ -551,6 +551,10 @@ void NodeShard::AllocateFor(AllocateRequest request, std::vector<WireRoute> rout
   Inflight& entry = inflight_[key];
   if (done) entry.waiters.push_back(std::move(done));
   entry.routes = std::move(routes);
+  AllocateAnew(key, std::move(request));
+}
+
+void NodeShard::AllocateAnew(const AttachmentKey& key, AllocateRequest request) {
   if (options_.reserved_ips && request.ipam_claim.empty() && request.reserved_ip.empty()) {
     return ReadReservationThen(key, std::move(request));
   }
@@ -1053,6 +1057,13 @@ void NodeShard::AddFor(const CniRequest& cni, ReplyCallback done, bool pod_was_r
       if (!pod) return read_pod();
       return FollowLease(*held, RequestFor(*subnet, cni, *pod), cni.container_id, cni.routes, std::move(done));
     }
+    // A release of this lease is on its way (it may wait for its block's next write,
+    // --deferred-write-ms): the pod it was for is gone, so this is a new pod of the name
+    // whose UID the runtime did not pass. Never serve an address about to be freed.
+    if (releasing_.count(key)) {
+      return done(Fail(Error::Unavailable("the address of " + key.ToString() +
+                                          " is being released (its pod is gone); try again")));
+    }
     // The runtime re-created the sandbox: same pod, same address (DESIGN §3.4). Served
     // from SQLite alone, with the API server down too.
     bool new_sandbox = !cni.container_id.empty() && held->owner.container_id != cni.container_id;
@@ -1173,7 +1184,7 @@ void NodeShard::FollowLease(const Lease& held, AllocateRequest want, const std::
                                                         key.ToString() + ": " + r.error().message + "; try again")));
       }
       ++stats_.releases;
-      engine_->Allocate(want, [this, key](Result<Lease> lease) { OnAllocated(key, lease); });
+      AllocateAnew(key, want);
     });
     return;
   }
@@ -1189,9 +1200,10 @@ void NodeShard::FollowLease(const Lease& held, AllocateRequest want, const std::
       return OnAllocated(key, lease ? Result<Lease>(*lease) : Result<Lease>(Fail(Error::NotFound(key.ToString()))));
     }
     if (r.error().code == Code::kNotFound) {
-      // The collection freed it (the engine dropped the lease here): a new allocation.
-      engine_->Allocate(want, [this, key](Result<Lease> lease) { OnAllocated(key, lease); });
-      return;
+      // The collection freed it (the engine dropped the lease here), or its release was
+      // still on its way: a new allocation, read as any first one is (a reservation of
+      // the pod's name, a named pool), never a plain dynamic pick.
+      return AllocateAnew(key, want);
     }
     OnAllocated(key, Fail(Error::Unavailable("confirming that " + key.ToString() +
                                              " still holds its address: " + r.error().message + "; try again")));
@@ -1294,7 +1306,9 @@ void NodeShard::ScheduleRelease(const AttachmentKey& key, int64_t delay_ms) {
 
 void NodeShard::ReleaseNow(const AttachmentKey& key) {
   std::optional<Lease> lease = allocator_->Find(key);
+  releasing_.insert(key);
   engine_->Release(key, [this, key, lease](Result<void> r) {
+    releasing_.erase(key);
     if (r || r.error().code == Code::kNotFound) {
       ++stats_.releases;
       del_received_.erase(key);

@@ -180,6 +180,9 @@ class NodeShard final : public CniBackend {
   // filled in yet → kUnavailable (try again); a reservation of another Subnet or pod, or
   // malformed → kInvalidArgument. Answers through OnAllocated.
   void ReadReservationThen(const AttachmentKey& key, AllocateRequest request);
+  // A first allocation of `key` (its inflight_ entry made): a reservation of the pod's
+  // name is read first, a named pool resolved, then the engine allocates.
+  void AllocateAnew(const AttachmentKey& key, AllocateRequest request);
   // The Kube-OVN IP object name of the pod's attachment (`.<ifname>` in per-interface mode).
   static std::string IpObjectNameFor(const PodInfo& pod, const std::string& provider,
                                      const std::string& ifname);
@@ -283,6 +286,7 @@ class NodeShard final : public CniBackend {
   std::map<AttachmentKey, Inflight> inflight_;        // allocations waiting for the API
   std::map<AttachmentKey, int64_t> release_due_ms_;   // leases to release at this time
   std::set<AttachmentKey> del_received_;              // CNI DEL came for these
+  std::set<AttachmentKey> releasing_;                 // ReleaseNow sent, not answered yet
   std::set<AttachmentKey> annotations_due_;           // annotation writes to (re)try
   std::set<AttachmentKey> annotating_;                // annotation writes in flight
   // Annotation writes that succeeded: "<pod uid> <address>..." per attachment, so that a
