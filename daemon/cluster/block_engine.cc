@@ -586,7 +586,16 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
     op.kind = Op::Kind::kRemove;
     op.offset = static_cast<uint64_t>(a.value() - cidr.first().value());
     op.key = key;
-    op.deferrable = true;  // nothing waits for a release: it rides with the next write
+    // Nothing waits for a release: it rides with the block's next write. Except one of an
+    // allocation kept beyond its pods (claim, VM, reserved IP): it writes nothing, and the
+    // next pod of the keeper — or the leader's reservation — waits for this lease to end.
+    BlockState* b = FindBlock(BlockName(lease.subnet, cidr));
+    const BlockAllocation* cached = nullptr;
+    if (b != nullptr && b->object) {
+      auto it = b->object->allocations.find(op.offset);
+      if (it != b->object->allocations.end()) cached = &it->second;
+    }
+    op.deferrable = cached == nullptr || KeptFor(*cached).empty();
     op.done = [state, shared_finish, token](Result<void> r) {
       if (token.expired()) return;
       if (!r && !state->error) state->error = r.error();

@@ -163,6 +163,29 @@ class ReservedIps(harness.DaemonTestCase):
         self.wait_for("the block names node-c", lambda: self.allocations()["10.90.0.77"]["node"] == "node-c")
         self.delete_pod("r1")
 
+    def test_1b_re_created_on_the_same_node_at_once_it_gets_the_reservation_again(self):
+        # The pod's release waits for its block's next write (--deferred-write-ms); the
+        # pod of the same name that comes back to the node meanwhile must not get a plain
+        # dynamic address when the old lease ends under it.
+        self.req("POST", IPS, ip_object("r1b", "10.90.0.78"))
+        self.wait_for("r1b reserved in the IPBlocks", lambda: self.reserved_for("r1b") == ["10.90.0.78"])
+        for round in range(3):
+            created = self.req("POST", PODS, pod("r1b", "node-a", "resv"))
+            uid = created["metadata"]["uid"]
+            rc, out = self.add("node-a", "r1b", uid)
+            self.assertEqual(rc, 0, "round %d: %s" % (round, out))
+            self.assertEqual(out["ips"][0]["address"], "10.90.0.78/24", "round %d" % round)
+            rc, out = self.run_cni("node-a", "DEL", "r1b", "sb-r1b", uid)
+            self.assertEqual(rc, 0, out)
+            self.delete_pod("r1b")
+        created = self.req("POST", PODS, pod("r1b", "node-a", "resv"))
+        rc, out = self.add("node-a", "r1b", created["metadata"]["uid"])
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(out["ips"][0]["address"], "10.90.0.78/24")
+        self.wait_for("r1b's annotation", lambda: self.allocated("r1b") == "10.90.0.78")
+        self.assertEqual(self.reserved_for("r1b"), ["10.90.0.78"])
+        self.delete_pod("r1b")
+
     def test_2_a_reservation_without_an_address_gets_one_filled_in(self):
         self.req("POST", IPS, ip_object("r2", labels={RESERVED: "true"}))
         filled = self.wait_for("r2 filled in", lambda: (self.get(IPS + "/" + self.name("r2")) or {})
