@@ -8,6 +8,7 @@
 #include "sync/ip_reservation.h"
 #include "sync/ipamclaim.h"
 #include "sync/kube_object.h"
+#include "sync/uv_timer.h"
 
 namespace sublease {
 
@@ -91,15 +92,7 @@ void GarbageCollector::Stop() {
 
 void GarbageCollector::Close(std::function<void()> done) {
   Stop();
-  close_done_ = std::move(done);
-  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
-    auto* self = static_cast<GarbageCollector*>(h->data);
-    delete reinterpret_cast<uv_timer_t*>(h);
-    if (self->close_done_) {
-      auto d = std::move(self->close_done_);
-      d();
-    }
-  });
+  CloseTimerThen(timer_, std::move(done));
 }
 
 void GarbageCollector::Send(std::string_view method, const std::string& path, std::string body,

@@ -146,7 +146,6 @@ class GarbageCollector {
   ReclaimedCallback on_reclaimed_;
   uv_timer_t* timer_;
   bool stopped_ = false;
-  std::function<void()> close_done_;
 
   std::map<std::string, int64_t> first_seen_;  // allocation or gone-node key -> mono ms
   std::map<std::string, Job> jobs_;            // by block name

@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "daemon/leader/leader_elector.h"  // FormatTime
 #include "sync/ipblock.h"
+#include "sync/uv_timer.h"
 
 namespace sublease {
 
@@ -186,15 +187,7 @@ void IpPoolStatusWriter::Stop() {
 
 void IpPoolStatusWriter::Close(std::function<void()> done) {
   Stop();
-  close_done_ = std::move(done);
-  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
-    auto* self = static_cast<IpPoolStatusWriter*>(h->data);
-    delete reinterpret_cast<uv_timer_t*>(h);
-    if (self->close_done_) {
-      auto d = std::move(self->close_done_);
-      d();
-    }
-  });
+  CloseTimerThen(timer_, std::move(done));
 }
 
 }  // namespace sublease

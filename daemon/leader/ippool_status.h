@@ -88,7 +88,6 @@ class IpPoolStatusWriter {
   bool stopped_ = false;
   bool synced_ = false;
   bool dirty_ = false;
-  std::function<void()> close_done_;
   std::map<std::string, PoolEntry> pools_;
   std::map<std::string, IpPoolSpec> specs_;
   std::map<std::string, std::string> unreadable_;  // pool name -> why

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "sync/uv_timer.h"
 
 namespace sublease {
 
@@ -163,15 +164,7 @@ void ReservationKeeper::Stop() {
 
 void ReservationKeeper::Close(std::function<void()> done) {
   Stop();
-  close_done_ = std::move(done);
-  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
-    auto* self = static_cast<ReservationKeeper*>(h->data);
-    delete reinterpret_cast<uv_timer_t*>(h);
-    if (self->close_done_) {
-      auto d = std::move(self->close_done_);
-      d();
-    }
-  });
+  CloseTimerThen(timer_, std::move(done));
 }
 
 }  // namespace sublease

@@ -92,7 +92,6 @@ class ReservationKeeper {
   uv_timer_t* timer_;
   bool synced_ = false;
   bool stopped_ = false;
-  std::function<void()> close_done_;
   std::map<std::string, KubeObject> objects_;            // the reservations, by name
   std::set<std::string> reserving_;                      // Reserve or fill in flight
   std::map<std::string, std::vector<IpAddr>> reserved_;  // made this term, by name

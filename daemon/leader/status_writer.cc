@@ -5,6 +5,7 @@
 #include "common/log.h"
 #include "daemon/leader/leader_elector.h"  // FormatTime
 #include "daemon/leader/subnet_status.h"
+#include "sync/uv_timer.h"
 
 namespace sublease {
 
@@ -176,15 +177,7 @@ void SubnetStatusWriter::Stop() {
 
 void SubnetStatusWriter::Close(std::function<void()> done) {
   Stop();
-  close_done_ = std::move(done);
-  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
-    auto* self = static_cast<SubnetStatusWriter*>(h->data);
-    delete reinterpret_cast<uv_timer_t*>(h);
-    if (self->close_done_) {
-      auto d = std::move(self->close_done_);
-      d();
-    }
-  });
+  CloseTimerThen(timer_, std::move(done));
 }
 
 }  // namespace sublease

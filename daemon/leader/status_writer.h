@@ -86,7 +86,6 @@ class SubnetStatusWriter {
   uv_timer_t* timer_;
   bool stopped_ = false;
   bool synced_ = false;
-  std::function<void()> close_done_;
 
   std::map<std::string, SubnetEntry> subnets_;
   std::map<std::string, BlockEntry> blocks_;

@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "sync/ip_reservation.h"
 #include "sync/kube_object.h"
+#include "sync/uv_timer.h"
 
 namespace sublease {
 namespace {
@@ -204,16 +205,7 @@ void IpObjectWriter::Done(const std::string& name, std::optional<IpObject> want,
 
 void IpObjectWriter::Close(std::function<void()> done) {
   closed_ = true;
-  uv_timer_stop(timer_);
-  close_done_ = std::move(done);
-  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
-    auto* self = static_cast<IpObjectWriter*>(h->data);
-    delete reinterpret_cast<uv_timer_t*>(h);
-    if (self->close_done_) {
-      auto d = std::move(self->close_done_);
-      d();
-    }
-  });
+  CloseTimerThen(timer_, std::move(done));
 }
 
 }  // namespace sublease

@@ -80,7 +80,6 @@ class IpObjectWriter {
   uv_timer_t* timer_;
   bool closed_ = false;
   bool missing_resource_logged_ = false;
-  std::function<void()> close_done_;
   // What each object should become: the object, or nullopt = deleted. Sent in name order.
   std::map<std::string, std::optional<IpObject>> queue_;
   std::set<std::string> in_flight_;

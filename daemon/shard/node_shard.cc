@@ -10,6 +10,7 @@
 #include "daemon/allocator/text.h"
 #include "daemon/service/cni_service.h"
 #include "sync/ipblock.h"
+#include "sync/uv_timer.h"
 
 namespace sublease {
 
@@ -247,14 +248,7 @@ void NodeShard::Close(std::function<void()> done) {
   uv_close(reinterpret_cast<uv_handle_t*>(flush_timer_),
            [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   flush_timer_ = nullptr;
-  auto* holder = new std::function<void()>(std::move(done));
-  timer_->data = holder;
-  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
-    auto* fn = static_cast<std::function<void()>*>(h->data);
-    delete reinterpret_cast<uv_timer_t*>(h);
-    if (*fn) (*fn)();
-    delete fn;
-  });
+  CloseTimerThen(timer_, std::move(done));
   timer_ = nullptr;
 }
 
