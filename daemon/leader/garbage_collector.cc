@@ -212,25 +212,38 @@ void GarbageCollector::CheckClaim(const std::string& block, size_t index) {
   size_t slash = claim.find('/');
   if (slash == std::string::npos) return Decided(block, index, Verdict::kKeep);
   std::string name = claim.substr(slash + 1);
-  Send("GET", IpamClaimPath(claim.substr(0, slash), name), "",
-       [this, block, index, name, address](KubeResult<KubeResponse> r) {
+  auto released = [address](const std::string& body) {
+    auto c = DecodeIpamClaim(body);
+    if (!c || c->ips.empty() || address.empty()) return false;
+    for (const std::string& ip : c->ips) {
+      if (ip.substr(0, ip.find('/')) == address) return false;
+    }
+    return true;
+  };
+  CheckKeeper(block, index, IpamClaimPath(claim.substr(0, slash), name), name, released,
+              &GarbageCollectorStats::kept_claim);
+}
+
+// GETs `path`, the object `name` that keeps a candidate's allocation beyond its pods:
+// 404 → reclaimed; unreadable → unknown; read → reclaimed when `released(body)` says
+// the object lets go of it, else kept (counted in `kept`).
+void GarbageCollector::CheckKeeper(const std::string& block, size_t index, const std::string& path,
+                                   const std::string& name,
+                                   std::function<bool(const std::string& body)> released,
+                                   uint64_t GarbageCollectorStats::*kept) {
+  Send("GET", path, "",
+       [this, block, index, name, released = std::move(released), kept](KubeResult<KubeResponse> r) {
          if (!jobs_.count(block)) return;
          Verdict v = Verdict::kKeep;
          if (r) {
-           auto c = DecodeIpamClaim(r->body);
-           if (c && !c->ips.empty() && !address.empty()) {
-             bool listed = false;
-             for (const std::string& ip : c->ips)
-               listed = listed || ip.substr(0, ip.find('/')) == address;
-             if (!listed) v = Verdict::kReclaim;
-           }
+           if (released(r->body)) v = Verdict::kReclaim;
          } else if (IsObjectNotFound(r.error(), name)) {
            v = Verdict::kReclaim;
          } else {
            ++stats_.errors;
            v = Verdict::kUnknown;
          }
-         if (v == Verdict::kKeep) ++stats_.kept_claim;
+         if (v == Verdict::kKeep) ++(stats_.*kept);
          Decided(block, index, v);
        });
 }
@@ -268,22 +281,12 @@ void GarbageCollector::CheckReservation(const std::string& block, size_t index) 
     ++stats_.kept_reserved;
     return Decided(block, index, Verdict::kKeep);
   }
-  Send("GET", std::string(kIpObjectCollection) + "/" + name, "",
-       [this, block, index, name](KubeResult<KubeResponse> r) {
-         if (!jobs_.count(block)) return;
-         Verdict v = Verdict::kKeep;
-         if (r) {
-           auto object = ParseKubeObject(r->body);
-           if (object && !IsReservation(*object)) v = Verdict::kReclaim;
-         } else if (IsObjectNotFound(r.error(), name)) {
-           v = Verdict::kReclaim;
-         } else {
-           ++stats_.errors;
-           v = Verdict::kUnknown;
-         }
-         if (v == Verdict::kKeep) ++stats_.kept_reserved;
-         Decided(block, index, v);
-       });
+  auto released = [](const std::string& body) {
+    auto object = ParseKubeObject(body);
+    return object && !IsReservation(*object);  // ip_reserved=false: a record, not a reservation
+  };
+  CheckKeeper(block, index, std::string(kIpObjectCollection) + "/" + name, name, released,
+              &GarbageCollectorStats::kept_reserved);
 }
 
 void GarbageCollector::CheckStatefulSet(const std::string& block, size_t index) {

@@ -130,6 +130,9 @@ class GarbageCollector {
   void CheckClaim(const std::string& block, size_t index);
   void CheckVirtualMachine(const std::string& block, size_t index, bool vmi);
   void CheckReservation(const std::string& block, size_t index);
+  void CheckKeeper(const std::string& block, size_t index, const std::string& path,
+                   const std::string& name, std::function<bool(const std::string& body)> released,
+                   uint64_t GarbageCollectorStats::*kept);
   void Decided(const std::string& block, size_t index, Verdict v);
   void WriteJob(const std::string& block);
   void Reread(const std::string& block);
