@@ -557,9 +557,10 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
   struct Pending {
     size_t left;
     std::optional<Error> error;
+    std::vector<std::string> kept_blocks;  // blocks keeping an allocation of the lease
   };
-  auto state = std::make_shared<Pending>(Pending{addresses.size(), std::nullopt});
-  auto finish = [this, key, state, subnet = lease.subnet, addresses, done = std::move(done)] {
+  auto state = std::make_shared<Pending>(Pending{addresses.size(), std::nullopt, {}});
+  auto finish = [this, key, state, done = std::move(done)] {
     if (state->error) return done(Fail(*state->error));
     if (auto r = store_->ReleaseLease(key, clock_->NowMs());
         !r && r.error().code != Code::kNotFound) {
@@ -569,11 +570,10 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
     ++stats_.releases;
     // An allocation kept beyond its pods (IPAMClaim, VM, reserved IP) stays in the block
     // without a lease here now: the allocator must see it held, not free (no write
-    // happened, so no watch event will say so).
-    for (const IpAddr& a : addresses) {
-      auto cidr = BlockOfAddress(subnet, a);
-      BlockState* b = cidr ? FindBlock(BlockName(subnet, *cidr)) : nullptr;
-      if (b != nullptr && b->object) SyncAllocator(*b);
+    // happened, so no watch event will say so). A removal that was written was synced
+    // with the block's new version already.
+    for (const std::string& name : state->kept_blocks) {
+      if (BlockState* b = FindBlock(name); b != nullptr && b->object) SyncAllocator(*b);
     }
     done(Ok());
   };
@@ -596,6 +596,7 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
       if (it != b->object->allocations.end()) cached = &it->second;
     }
     op.deferrable = cached == nullptr || KeptFor(*cached).empty();
+    if (!op.deferrable) state->kept_blocks.push_back(b->name);
     op.done = [state, shared_finish, token](Result<void> r) {
       if (token.expired()) return;
       if (!r && !state->error) state->error = r.error();
