@@ -242,7 +242,8 @@ int RunCluster(const Config& cfg) {
             {{{"event", "allocation"}}, n(st.allocations)},
             {{{"event", "release"}}, n(st.releases)},   {{{"event", "claim"}}, n(st.claims)},
             {{{"event", "borrow"}}, n(st.borrows)},     {{{"event", "repick"}}, n(st.repicks)},
-            {{{"event", "adoption"}}, n(st.adoptions)}, {{{"event", "adopted_away"}}, n(st.adopted_away)}};
+            {{{"event", "adoption"}}, n(st.adoptions)}, {{{"event", "adopted_away"}}, n(st.adopted_away)},
+            {{{"event", "stray_removed"}}, n(st.strays_removed)}};
       });
   // Allocation failures become Events on the pod (kubectl describe pod says why).
   EventRecorderOptions events_options;

@@ -400,7 +400,9 @@ void BlockEngine::OnAddsDone(std::shared_ptr<Job> job) {
 // block is read once; an allocation of this attachment by this node found there counts as
 // written. Without this, the landed allocation would stay behind as a foreign hold for a
 // pod that is alive (it gets another address), and only the pod's deletion frees it —
-// in a full subnet another pod would starve. True when reads were started.
+// in a full subnet another pod would starve. One not found (or not readable) may still
+// land after the read: it is noted, and taken back out if it does (SweepUnsure). True
+// when reads were started.
 bool BlockEngine::RecheckAmbiguous(std::shared_ptr<Job> job) {
   job->rechecked = true;
   std::vector<size_t> ambiguous;
@@ -433,6 +435,8 @@ bool BlockEngine::RecheckAmbiguous(std::shared_ptr<Job> job) {
                     }
                   }
                 }
+                // Not found, or not readable: it may land yet (etcd commits late).
+                if (!job->results[i].second) NoteUnsure(job->key, a);
                 if (--*left == 0) OnAddsDone(job);
               });
   }

@@ -64,6 +64,8 @@ struct BlockEngineStats {
   uint64_t blocks_deleted = 0;
   uint64_t adoptions = 0;     // StatefulSet pods' allocations taken over from a previous pod
   uint64_t adopted_away = 0;  // leases dropped here because another node adopted them
+  // Allocations of failed attempts that landed after the error answer, taken back out.
+  uint64_t strays_removed = 0;
   uint64_t writes() const { return creates + updates + deletes; }
 };
 
@@ -161,9 +163,11 @@ class BlockEngine {
   // (the relisted watch will not show that write).
   void ForgetOwnBlocksNotIn(const std::set<std::string>& present);
 
-  // Sends the deferred changes older than Options.deferred_write_ms and deletes the own
+  // Sends the deferred changes older than Options.deferred_write_ms, deletes the own
   // blocks that have stayed empty for Options.empty_block_linger_ms (beyond the
-  // reserve). The daemon calls it every second.
+  // reserve), and takes back out the allocations of failed attempts that landed late
+  // (a write answered 5xx that etcd committed anyway; see SweepUnsure). The daemon calls
+  // it every second.
   void Tick();
 
   // Start-up, after the allocator was loaded from the store: each `pending` lease is
@@ -197,6 +201,9 @@ class BlockEngine {
   void QueueAdds(std::shared_ptr<Job> job, const Lease& lease);
   void OnAddsDone(std::shared_ptr<Job> job);
   bool RecheckAmbiguous(std::shared_ptr<Job> job);
+  // Notes that the allocation of `key` at `address` may still land (BlockState::unsure).
+  void NoteUnsure(const AttachmentKey& key, const IpAddr& address);
+  void SweepUnsure();
   void AfterUnwind(std::shared_ptr<Job> job);
   void Unwind(std::shared_ptr<Job> job, std::function<void()> then);
   void DropReservation(const Lease& lease);

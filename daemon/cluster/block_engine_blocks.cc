@@ -376,11 +376,103 @@ void BlockEngine::Tick() {
       Pump(*b);
     }
   }
+  SweepUnsure();
   if (options_.empty_block_linger_ms <= 0) return;  // retired as soon as they empty
   for (auto& [name, b] : blocks_) {
     if (b->empty_since_ms >= 0 && now - b->empty_since_ms >= options_.empty_block_linger_ms) {
       MaybeRetire(*b);
     }
+  }
+}
+
+namespace {
+// After an attempt's write was answered with an error, its block is read again this long
+// after the answer to look for the allocation landing late (etcd commits within its
+// request timeout; the last look is well past it). Own blocks are also watched.
+constexpr int64_t kUnsureChecksMs[] = {1'000, 5'000, 60'000};
+constexpr int kUnsureChecks = sizeof(kUnsureChecksMs) / sizeof(kUnsureChecksMs[0]);
+}  // namespace
+
+void BlockEngine::NoteUnsure(const AttachmentKey& key, const IpAddr& address) {
+  auto cidr = BlockOfAddress(key.subnet, address);
+  if (!cidr) return;
+  BlockState& b = Block(key.subnet, *cidr);
+  BlockState::Unsure u;
+  u.key = key;
+  u.next_check_ms = clock_->NowMs() + kUnsureChecksMs[0];
+  b.unsure[static_cast<uint64_t>(address.value() - cidr->first().value())] = std::move(u);
+}
+
+// The allocations noted by NoteUnsure: one that this node's copy of its block now shows
+// — made by this node, for that attachment — while no lease of this node holds the
+// address and no request of the attachment runs is a stray (the attempt failed; the pod
+// got another address or none) and is removed, so that the address is free again and not
+// held for a pod that does not use it until that pod is deleted. One held by a lease of
+// the attachment again is its own (a retry got the same address). The block is re-read a
+// few times (kUnsureChecksMs) before the note is forgotten.
+void BlockEngine::SweepUnsure() {
+  const int64_t now = clock_->NowMs();
+  std::weak_ptr<int> token = life_;
+  for (auto& [name, bp] : blocks_) {
+    BlockState& b = *bp;
+    if (b.unsure.empty() || b.busy) continue;
+    bool read = false;
+    for (auto it = b.unsure.begin(); it != b.unsure.end();) {
+      const uint64_t offset = it->first;
+      const AttachmentKey key = it->second.key;
+      IpAddr a = b.cidr.first().Plus(offset);
+      std::optional<Lease> holder = allocator_->Holder(b.subnet, a);
+      if (holder && holder->key() == key) {
+        it = b.unsure.erase(it);
+        continue;
+      }
+      if (keys_.count(key) > 0 || holder) {
+        ++it;  // decided once that request (or the other lease's write) is answered
+        continue;
+      }
+      const BlockAllocation* found = nullptr;
+      if (b.object) {
+        auto f = b.object->allocations.find(offset);
+        if (f != b.object->allocations.end()) found = &f->second;
+      }
+      if (found != nullptr && found->node == options_.node &&
+          KeyOfAllocation(b.subnet, *found) == key) {
+        LogWarn("the allocation of " + a.ToString() + " to " + key.ToString() + " in IPBlock " +
+                b.name + " landed after its write was answered with an error (that attempt " +
+                "failed); removing it");
+        ++stats_.strays_removed;
+        it = b.unsure.erase(it);
+        Op op;
+        op.kind = Op::Kind::kRemove;
+        op.offset = offset;
+        op.key = key;
+        op.unwind = true;  // also one kept for a claim, a VM or a reservation: never given out
+        op.done = [this, token, name = b.name, key, a](Result<void> r) {
+          if (token.expired() || r) return;
+          LogWarn("removing the stray allocation of " + a.ToString() + " in IPBlock " + name +
+                  ": " + r.error().message + " (tried again)");
+          NoteUnsure(key, a);
+        };
+        Enqueue(b.subnet, b.cidr, std::move(op));
+        if (b.busy) break;  // the removal is on its way; the rest wait for the next Tick
+        continue;
+      }
+      if (now < it->second.next_check_ms) {
+        ++it;
+        continue;
+      }
+      if (it->second.checks >= kUnsureChecks) {
+        it = b.unsure.erase(it);  // not landed by now: it will not
+        continue;
+      }
+      ++it->second.checks;
+      it->second.next_check_ms = now + (it->second.checks < kUnsureChecks
+                                            ? kUnsureChecksMs[it->second.checks]
+                                            : kUnsureChecksMs[kUnsureChecks - 1]);
+      read = true;
+      ++it;
+    }
+    if (read && !b.busy) Refresh(b.subnet, b.cidr, [] {});
   }
 }
 

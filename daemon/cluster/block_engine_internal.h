@@ -3,6 +3,7 @@
 #pragma once
 
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -74,6 +75,16 @@ struct BlockEngine::BlockState {
   // When this own block was first seen empty (MaybeRetire); -1 = not empty, or not known
   // to be. Reset whenever it holds an allocation again.
   int64_t empty_since_ms = -1;
+  // Allocations of this node whose write was answered with an error that does not say it
+  // failed (a 5xx, a timeout) and that a re-read did not find, by offset: etcd may still
+  // commit them after the answer. The attempt failed, so one that shows up later with no
+  // lease of this node behind it is taken back out (SweepUnsure).
+  struct Unsure {
+    AttachmentKey key;
+    int64_t next_check_ms = 0;  // when the block is read again to look for it
+    int checks = 0;             // reads made so far
+  };
+  std::map<uint64_t, Unsure> unsure;
 };
 
 // One Allocate call in progress.

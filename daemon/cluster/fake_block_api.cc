@@ -13,16 +13,22 @@ Error Unreachable() {
 
 template <typename T>
 void FakeBlockApi::Call(std::function<Result<T>()> apply, std::function<void(Result<T>)> done) {
-  enum class Mode { kNormal, kFail, kApplyThenFail } mode = Mode::kNormal;
+  enum class Mode { kNormal, kFail, kApplyThenFail, kFailApplyLater } mode = Mode::kNormal;
   if (fail_next_ > 0) {
     --fail_next_;
     mode = Mode::kFail;
   } else if (fail_after_apply_ > 0) {
     --fail_after_apply_;
     mode = Mode::kApplyThenFail;
+  } else if (fail_apply_later_ > 0) {
+    --fail_apply_later_;
+    mode = Mode::kFailApplyLater;
   }
   steps_.push_back([this, apply = std::move(apply), done = std::move(done), mode]() mutable {
-    Result<T> r = mode == Mode::kFail ? Result<T>(Fail(Unreachable())) : apply();
+    if (mode == Mode::kFailApplyLater) held_.push_back([apply] { (void)apply(); });
+    Result<T> r = mode == Mode::kFail || mode == Mode::kFailApplyLater
+                      ? Result<T>(Fail(Unreachable()))
+                      : apply();
     if (mode != Mode::kNormal) {
       r = Fail(Unreachable());
       ++counters_.unavailable;
@@ -30,6 +36,17 @@ void FakeBlockApi::Call(std::function<Result<T>()> apply, std::function<void(Res
     if (!r && r.error().code == Code::kConflict) ++counters_.conflicts;
     steps_.push_back([done = std::move(done), r = std::move(r)]() mutable { done(std::move(r)); });
   });
+}
+
+size_t FakeBlockApi::ApplyHeld() {
+  size_t n = 0;
+  while (!held_.empty()) {
+    auto apply = std::move(held_.front());
+    held_.pop_front();
+    apply();
+    ++n;
+  }
+  return n;
 }
 
 void FakeBlockApi::Get(const std::string& name, MaybeBlockDone done) {

@@ -12,7 +12,8 @@
 //
 // Fault injection: FailNext(n) makes the next n calls fail kUnavailable without
 // touching the store; FailNextAfterApply(n) applies them and then answers kUnavailable
-// (a timeout after the write happened). Counters count every call by verb.
+// (a timeout after the write happened); FailNextApplyLater(n) answers kUnavailable and
+// applies them when the test says (ApplyHeld). Counters count every call by verb.
 // Single-threaded. The fake must outlive every engine that uses it.
 #pragma once
 
@@ -52,6 +53,12 @@ class FakeBlockApi final : public BlockApi {
 
   void FailNext(int n) { fail_next_ = n; }
   void FailNextAfterApply(int n) { fail_after_apply_ = n; }
+  // The next n calls are answered kUnavailable without touching the store, and are
+  // applied later, when the test calls ApplyHeld (etcd committing a write after the API
+  // server gave up on it).
+  void FailNextApplyLater(int n) { fail_apply_later_ = n; }
+  // Applies the calls held by FailNextApplyLater, oldest first; returns how many.
+  size_t ApplyHeld();
 
   // The scheduler. Steps added while a step runs are queued behind it.
   size_t pending() const { return steps_.size(); }
@@ -96,6 +103,8 @@ class FakeBlockApi final : public BlockApi {
   uint64_t next_uid_ = 1;
   int fail_next_ = 0;
   int fail_after_apply_ = 0;
+  int fail_apply_later_ = 0;
+  std::deque<std::function<void()>> held_;
   BlockApiCounters counters_;
 };
 
