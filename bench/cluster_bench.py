@@ -25,6 +25,7 @@ import argparse
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -417,6 +418,7 @@ class Bench:
         else:
             # 10.80.0.0/22: 1022 host addresses, minus the gateway, minus 21 excluded = 1000.
             nodes, deploys, per, cidr, gw, excl = 10, 100, 10, "10.80.0.0/22", "10.80.0.1", ["10.80.3.234..10.80.3.254"]
+            nodes = self.args.nodes or nodes
         total = deploys * per
         ipam = not self.args.no_ipam
         log("== 5. Spiderpool scenario: %d daemons, %d pods (%d Deployments x %d), %d usable addresses%s%s =="
@@ -454,6 +456,9 @@ class Bench:
             cv = threading.Condition()
             done_creating = [False]
             results, errors = {}, []
+            add_ms, retried = [], [0]  # the answered ADD call's duration; ADDs answered "try again"
+            sandbox = self.args.sandbox_ms
+            rng = random.Random(self.args.seed)
 
             def creator(conn, x):
                 if self.args.bind:  # create, then bind as the scheduler does (two writes, as on a cluster)
@@ -462,26 +467,39 @@ class Bench:
                 else:
                     self.req("POST", PODS, pod(x[0], x[1], "big", x[2]), conn=conn)
                 with cv:
-                    queues[x[1]].append(x[0])
+                    # The runtime creates the pod's sandbox before the CNI ADD (--sandbox-ms);
+                    # pods' sandboxes are created in parallel, so each has its own due time.
+                    due = time.monotonic() + (rng.uniform(*sandbox) / 1000.0 if sandbox else 0.0)
+                    queues[x[1]].append((due, x[0]))
+                    queues[x[1]].sort()
                     cv.notify_all()
 
             def kubelet(node):
                 deadline = time.monotonic() + 300
                 while time.monotonic() < deadline:
                     with cv:
-                        while not queues[node] and not done_creating[0]:
-                            cv.wait(0.5)
-                        if not queues[node]:
-                            return
-                        name = queues[node].pop(0)
+                        name = None
+                        while time.monotonic() < deadline:
+                            q, now = queues[node], time.monotonic()
+                            if q and q[0][0] <= now:
+                                name = q.pop(0)[1]
+                                break
+                            if not q and done_creating[0]:
+                                return
+                            cv.wait(min(0.5, max(0.001, q[0][0] - now)) if q else 0.5)
+                        if name is None:
+                            break
                     if not ipam:  # the harness alone: the pod is bound, nothing to ask
                         results[name] = name
                         continue
                     while True:
+                        t_add = time.monotonic()
                         st, body = cni_call(self.daemons[node]["sock"], "add", name, p)
                         if st == 200:
+                            add_ms.append((time.monotonic() - t_add) * 1000.0)
                             results[name] = json.loads(body)["ips"][0]["address"].split("/")[0]
                             break
+                        retried[0] += 1
                         if time.monotonic() > deadline:
                             errors.append("%s: ADD %s %s" % (name, st, body[:200]))
                             return
@@ -502,6 +520,13 @@ class Bench:
                 raise Failed("fake kubelets: %d of %d ADDs succeeded; %s" % (len(results), total, errors[:3]))
             if len(set(results.values())) != total:
                 raise Failed("duplicate addresses in the CNI results")
+            if add_ms:
+                add_ms.sort()
+                q = lambda f: round(add_ms[min(len(add_ms) - 1, int(f * len(add_ms)))], 2)  # noqa: E731
+                add_stats[round_] = {"p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "max_ms": round(add_ms[-1], 2),
+                                     "answered_try_again": retried[0]}
+                log("  CNI ADD (the answered call): p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; %d answered "
+                    "'try again' first" % (q(0.5), q(0.9), q(0.99), add_ms[-1], retried[0]))
             return results
 
         def delete(round_):
@@ -533,13 +558,14 @@ class Bench:
                 raise Failed("IPBlocks disagree with the annotations (%d vs %d entries)" % (len(held), len(want)))
 
         res = {"daemons": nodes, "pods": total}
+        add_stats = {}
         since, mark, t0 = self.last_seq(), self.cpu_mark(), time.monotonic()
         cni = create("a")
         t_alloc = time.monotonic() - t0
         got = self.wait_for("%d pods annotated" % total, lambda: all_annotated("a-"), 300, 0.25)
         t_annot = time.monotonic() - t0
         res["allocate"] = {"seconds": round(t_alloc, 3), "annotated_s": round(t_annot, 3),
-                           "share": self.share(mark, since, t_alloc)}
+                           "share": self.share(mark, since, t_alloc), "add": add_stats.get("a")}
         check(got, cni)
         log("  first %d: every CNI ADD answered %.2f s after the first pod create; all annotated at %.2f s"
             % (total, t_alloc, t_annot))
@@ -552,7 +578,7 @@ class Bench:
         t_re = time.monotonic() - t0
         got = self.wait_for("%d re-created pods annotated" % total, lambda: all_annotated("b-"), 300, 0.25)
         res["recreate"] = {"seconds": round(t_re, 3), "deletes_s": round(t_deleted, 3),
-                           "share": self.share(mark, since, t_re)}
+                           "share": self.share(mark, since, t_re), "add": add_stats.get("b")}
         check(got, cni)
         log("  delete all (CNI DEL + pod delete: %.2f s), then create %d new: every ADD answered %.2f s after "
             "the first delete" % (t_deleted, total, t_re))
@@ -622,6 +648,12 @@ def main():
     ap.add_argument("--watch-delay-ms", help="the fake's watch delivery delay, e.g. 'pods=5-250,*=2-100'")
     ap.add_argument("--bind", action="store_true",
                     help="spiderpool: create each pod unscheduled, then bind it (2 writes per pod, as a cluster)")
+    ap.add_argument("--sandbox-ms", type=lambda v: tuple(float(x) for x in v.split("-")) if "-" in v else (float(v), float(v)),
+                    help="spiderpool: the stand-in kubelet runs each pod's CNI ADD this long (uniform, e.g. 100-400) "
+                         "after the pod is bound, as a runtime creates the sandbox first; default: at once")
+    ap.add_argument("--nodes", type=int, help="spiderpool: node daemons (default 10); fewer nodes get more pods each "
+                    "per second (a burst per node)")
+    ap.add_argument("--seed", type=int, default=1, help="random choices of the harness (--sandbox-ms)")
     ap.add_argument("--no-ipam", action="store_true",
                     help="spiderpool: the harness alone (pods created, bound, deleted; no daemon, no ADD)")
     ap.add_argument("--daemon-arg", action="append",

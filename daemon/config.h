@@ -33,9 +33,14 @@ struct Config {
   // Cluster mode: releases and container-ID updates wait this long (checked every
   // second) to ride with their block's next write (issue 14).
   int64_t deferred_write_ms = 500;
+  // Cluster mode: an allocation made ahead of time (no CNI ADD waits yet) waits up to
+  // this long for others to share its block write; the ADD ends the wait (issue 14).
+  int64_t ahead_write_window_ms = 100;
   // Cluster mode, the leader: Subnet and IPPool status writes at most once per interval
   // per object (each one reaches every node's Subnet watch; BENCHMARKS.md §7).
   int64_t status_interval_ms = 500;
+  // ... and at least this much per node of the cluster (25 s at 5,000 nodes).
+  int64_t status_ms_per_node = 5;
   // Cluster mode: keep a KubeVirt VM's address across its launcher pods without an
   // IPAMClaim (Kube-OVN's --keep-vm-ip, on by default); docs/kubevirt.md.
   bool keep_vm_ip = true;

@@ -224,6 +224,7 @@ int RunCluster(const Config& cfg) {
   engine_options.node = cfg.node_name;
   engine_options.empty_block_linger_ms = cfg.empty_block_linger_ms;
   engine_options.deferred_write_ms = cfg.deferred_write_ms;
+  engine_options.ahead_write_window_ms = cfg.ahead_write_window_ms;
   BlockEngine engine(&allocator, store->get(), &block_api, &clock, engine_options);
   // The journal's subnets allocate from this node's blocks only, like those the Subnet
   // informer delivers later.
@@ -328,6 +329,7 @@ int RunCluster(const Config& cfg) {
   ClusterDutiesOptions duties_options;
   duties_options.node = cfg.node_name;
   duties_options.status_debounce_ms = cfg.status_interval_ms;
+  duties_options.status_ms_per_node = cfg.status_ms_per_node;
   if (cfg.reserved_ips) {
     // The leader writes reservations through this node's block engine.
     duties_options.reserve = [&engine](const std::string& name, const std::string& subnet,

@@ -97,6 +97,11 @@ struct AllocateRequest {
   // already in place is left to whoever holds it and counts as done (the leader making a
   // reservation never takes it from the pod that already uses it).
   bool keep_existing = false;
+  // Cluster mode: nobody waits for the answer yet (an allocation ahead of time, from the
+  // pod watch): the block engine may hold its write up to Options.ahead_write_window_ms
+  // so that allocations arriving close together share one write (BlockEngine::Expedite
+  // ends the wait when the CNI ADD comes).
+  bool unhurried = false;
   std::string mac;
   std::string provider;
   // Cluster mode: the dynamic pick of a family is restricted to this range (one prefix

@@ -79,8 +79,9 @@ void BlockEngine::RunForKey(const AttachmentKey& key, std::function<void()> run)
   auto it = keys_.find(key);
   if (it != keys_.end()) {
     it->second.push_back(std::move(run));
-    // A deferred release or holder update of this attachment goes now: this request waits.
-    (void)SendDeferred(&key, "", Family::kV4, [] {});
+    // A deferred change of this attachment (a release, a holder update, an allocation
+    // made ahead of time) goes now: this request waits for it.
+    Expedite(key);
     return;
   }
   keys_[key];
@@ -92,11 +93,18 @@ void BlockEngine::FinishKey(const AttachmentKey& key) {
   if (it == keys_.end()) return;
   if (it->second.empty()) {
     keys_.erase(it);
+    hurried_.erase(key);
     return;
   }
   std::function<void()> next = std::move(it->second.front());
   it->second.pop_front();
   next();
+}
+
+void BlockEngine::Expedite(const AttachmentKey& key) {
+  if (keys_.count(key) == 0) return;  // nothing in progress: nothing held
+  hurried_.insert(key);
+  (void)SendDeferred(&key, "", Family::kV4, [] {});
 }
 
 void BlockEngine::Answer(const AttachmentKey& key, const LeaseDone& done, Result<Lease> result) {
@@ -368,6 +376,14 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
     op.claim = job->claims.count(BlockName(lease.subnet, cidr)) > 0;
     op.adopt = job->adopt.count(a) > 0;
     op.keep_existing = job->request.keep_existing;
+    // Held for company only in a block this node owns and knows (not a claim, not a
+    // borrow: those may race other nodes, and their answers decide re-picks).
+    if (job->request.unhurried && options_.ahead_write_window_ms > 0 && !op.claim &&
+        hurried_.count(job->key) == 0) {
+      const BlockState* b = FindBlock(BlockName(lease.subnet, cidr));
+      op.ahead = op.deferrable = b != nullptr && b->known && b->object &&
+                                 b->object->node == options_.node;
+    }
     op.done = [this, job, a, token](Result<void> r) {
       if (token.expired()) return;
       job->results.emplace_back(a, std::move(r));

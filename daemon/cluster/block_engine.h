@@ -14,7 +14,9 @@
 // offset someone else now holds fail — dynamic ones are re-picked (Options.max_repicks),
 // static and StatefulSet-pool ones report kConflict naming the holder.
 // Releases and holder updates, which nothing waits for, may wait for the block's next
-// write instead of writing alone (Options.deferred_write_ms).
+// write instead of writing alone (Options.deferred_write_ms); so may, briefly, an
+// allocation made ahead of time into an own block (Options.ahead_write_window_ms) until
+// its CNI ADD comes (Expedite).
 //
 // What the engine keeps per block: the last object seen (for the CAS), the queue, and
 // which of its addresses it marked as foreign holds in the allocator. Locality (which
@@ -84,6 +86,11 @@ class BlockEngine {
     // attachment, sends them at once. 0 = written at once. (Group commit across time:
     // issue 14.)
     int64_t deferred_write_ms = 0;
+    // An allocation made ahead of time (AllocateRequest.unhurried) into an own block
+    // waits up to this long for others to share its write (group commit across pods
+    // arriving one by one: issue 14); Expedite, a hurried change of the same block, or
+    // the deadline (SetWake) sends it. 0 = written at once.
+    int64_t ahead_write_window_ms = 0;
     int max_repicks = 8;           // dynamic re-picks per allocation before kUnavailable
     int claim_spread = 4;          // a claim picks at random among this many lowest free blocks
     int max_conflict_rounds = 16;  // 409 → re-read → retry rounds per queued change
@@ -162,6 +169,14 @@ class BlockEngine {
   // the list), are left to those; the latter are read again before their next write
   // (the relisted watch will not show that write).
   void ForgetOwnBlocksNotIn(const std::set<std::string>& present);
+
+  // Someone now waits for the attachment's allocation (its CNI ADD came): a write of it
+  // that is being held (ahead_write_window_ms) goes at once, and so does any later one.
+  void Expedite(const AttachmentKey& key);
+
+  // `wake(delay_ms)`: call Tick in about delay_ms (the deadline of a held allocation,
+  // shorter than the daemon's 1 s tick). Null: only the regular Tick.
+  void SetWake(std::function<void(int64_t delay_ms)> wake) { wake_ = std::move(wake); }
 
   // Sends the deferred changes older than Options.deferred_write_ms, deletes the own
   // blocks that have stayed empty for Options.empty_block_linger_ms (beyond the
@@ -276,6 +291,9 @@ class BlockEngine {
   std::map<std::string, std::vector<ClaimWaiter>> claim_waiters_;
   // Lives as long as the engine; callbacks hold a weak_ptr and do nothing once it expired.
   std::shared_ptr<int> life_ = std::make_shared<int>(0);
+  // Attachments whose CNI ADD came while their allocation was in progress: not held.
+  std::set<AttachmentKey> hurried_;
+  std::function<void(int64_t)> wake_;
 };
 
 }  // namespace sublease

@@ -77,8 +77,14 @@ BlockEngine::BlockState* BlockEngine::FindBlock(const std::string& name) {
 
 void BlockEngine::Enqueue(const std::string& subnet, const IpNet& cidr, Op op) {
   BlockState& b = Block(subnet, cidr);
-  if (op.deferrable && options_.deferred_write_ms > 0) {
-    if (b.deferred.empty()) b.deferred_since_ms = clock_->NowMs();
+  const int64_t window = op.ahead ? options_.ahead_write_window_ms : options_.deferred_write_ms;
+  if (op.deferrable && window > 0) {
+    const int64_t due = clock_->NowMs() + window;
+    if (b.deferred.empty() || due < b.deferred_due_ms) {
+      b.deferred_due_ms = due;
+      // An allocation's deadline is shorter than the daemon's tick: ask for one.
+      if (op.ahead && wake_) wake_(window);
+    }
     b.deferred.push_back(std::move(op));
     return;  // Pump sends it with the block's next write; Tick when none comes
   }
@@ -121,7 +127,7 @@ void BlockEngine::UndeferAll(BlockState& b) {
   // one after another.
   for (Op& op : b.deferred) b.queued.push_back(std::move(op));
   b.deferred.clear();
-  b.deferred_since_ms = -1;
+  b.deferred_due_ms = -1;
 }
 
 bool BlockEngine::SendDeferred(const AttachmentKey* key, const std::string& subnet, Family family,
@@ -371,13 +377,12 @@ void BlockEngine::MaybeRetire(BlockState& b) {
 void BlockEngine::Tick() {
   const int64_t now = clock_->NowMs();
   for (auto& [name, b] : blocks_) {
-    if (!b->deferred.empty() && now - b->deferred_since_ms >= options_.deferred_write_ms) {
+    if (!b->deferred.empty() && now >= b->deferred_due_ms) {
       UndeferAll(*b);
       Pump(*b);
     }
   }
   SweepUnsure();
-  if (options_.empty_block_linger_ms <= 0) return;  // retired as soon as they empty
   for (auto& [name, b] : blocks_) {
     if (b->empty_since_ms >= 0 && now - b->empty_since_ms >= options_.empty_block_linger_ms) {
       MaybeRetire(*b);
@@ -478,7 +483,13 @@ void BlockEngine::SweepUnsure() {
 
 void BlockEngine::SetObject(BlockState& b, std::optional<IpBlock> object) {
   b.object = std::move(object);
-  if (!b.object || !b.object->allocations.empty()) b.empty_since_ms = -1;
+  if (!b.object || !b.object->allocations.empty()) {
+    b.empty_since_ms = -1;
+  } else if (b.object->node == options_.node && b.empty_since_ms < 0) {
+    // Seen empty, however it got there (this node's release, the cluster's garbage
+    // collection, found so at start): the linger starts now; Tick retires it after.
+    b.empty_since_ms = clock_->NowMs();
+  }
   b.known = true;
   SyncAllocator(b);
 }

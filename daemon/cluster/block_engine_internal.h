@@ -47,8 +47,10 @@ struct BlockEngine::Op {
   bool must_exist = false;
   bool reread = false;
   // kRemove (a release) and kUpdate (a holder): nothing waits for it; it may wait for
-  // the block's next write (Options.deferred_write_ms).
+  // the block's next write (Options.deferred_write_ms). Also a kAdd of an allocation
+  // made ahead of time (Options.ahead_write_window_ms), with `ahead`.
   bool deferrable = false;
+  bool ahead = false;
   int rounds = 0;              // 409 → re-read rounds so far (bounded)
   std::function<void(Result<void>)> done;
 };
@@ -66,7 +68,7 @@ struct BlockEngine::BlockState {
   std::deque<std::string> watched_versions;  // the last few versions the watch delivered
   std::deque<Op> queued;
   std::deque<Op> deferred;        // deferrable changes waiting to ride with the next write
-  int64_t deferred_since_ms = -1;  // when the oldest of them was deferred
+  int64_t deferred_due_ms = -1;    // when they go anyway (Tick): the earliest deadline
   std::set<uint64_t> foreign;  // offsets marked in the allocator as foreign holds
   // The watch said this own block was deleted while a read or write of it was in flight:
   // the object as it was then, written back once that request is answered (its answer

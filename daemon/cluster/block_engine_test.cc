@@ -513,6 +513,101 @@ TEST(BlockEngineTest, ARequestOfTheSameAttachmentSendsItsDeferredReleaseAtOnce) 
   c.CheckInvariants();
 }
 
+// Issue 14: allocations made ahead of time (nobody waits yet) that arrive one by one
+// within the window share one IPBlock write; the lease is committed only by that write.
+TEST(BlockEngineTest, AheadOfTimeAllocationsWithinTheWindowShareOneWrite) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  BlockEngine::Options o = Deterministic();
+  o.ahead_write_window_ms = 200;
+  Node& a = c.AddNode("node-a", o);
+  std::vector<int64_t> wakes;
+  a.engine->SetWake([&wakes](int64_t ms) { wakes.push_back(ms); });
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("first")));  // claims the block: written at once
+  const uint64_t writes = a.engine->stats().writes();
+  std::map<std::string, Result<Lease>> answers;
+  for (const char* pod : {"p1", "p2", "p3"}) {
+    AllocateRequest r = c.Request(pod);
+    r.unhurried = true;
+    a.engine->Allocate(r, [&answers, pod](Result<Lease> l) { answers.emplace(pod, std::move(l)); });
+    c.api.RunAll(kMaxSteps);
+    a.clock.Advance(50);  // one by one, 50 ms apart
+    a.engine->Tick();
+    c.api.RunAll(kMaxSteps);
+  }
+  EXPECT_TRUE(answers.empty());  // held: not a fact yet, so not answered
+  EXPECT_EQ(a.engine->stats().writes(), writes);
+  EXPECT_EQ(wakes, std::vector<int64_t>{200});  // asked once for a Tick at the deadline
+  EXPECT_EQ(a.allocator.Find(AttachmentKey::For("net", c.Request("p1").owner))->state,
+            LeaseState::kPending);
+  a.clock.Advance(50);  // 200 ms after the first
+  a.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  ASSERT_EQ(answers.size(), 3u);
+  for (const auto& [pod, l] : answers) {
+    ASSERT_TRUE(l) << pod << ": " << l.error().message;
+    EXPECT_EQ(l->state, LeaseState::kCommitted);
+  }
+  EXPECT_EQ(a.engine->stats().writes(), writes + 1);  // three allocations, one write
+  c.CheckInvariants();
+}
+
+// The CNI ADD of a held allocation (Expedite), or a hurried allocation into the same
+// block, sends it at once — and the others held with it ride along.
+TEST(BlockEngineTest, AHeldAllocationGoesAtOnceWhenItsAddComesOrAnotherWriteLeaves) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  BlockEngine::Options o = Deterministic();
+  o.ahead_write_window_ms = 10'000;
+  Node& a = c.AddNode("node-a", o);
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("first")));
+  const uint64_t writes = a.engine->stats().writes();
+  std::map<std::string, Result<Lease>> answers;
+  auto ahead = [&](const char* pod) {
+    AllocateRequest r = c.Request(pod);
+    r.unhurried = true;
+    a.engine->Allocate(r, [&answers, pod](Result<Lease> l) { answers.emplace(pod, std::move(l)); });
+    c.api.RunAll(kMaxSteps);
+  };
+  ahead("p1");
+  ahead("p2");
+  EXPECT_TRUE(answers.empty());
+  a.engine->Expedite(AttachmentKey::For("net", c.Request("p2").owner));  // p2's ADD came
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(answers.size(), 2u);  // p1 rode along
+  EXPECT_EQ(a.engine->stats().writes(), writes + 1);
+  ahead("p3");
+  EXPECT_EQ(answers.count("p3"), 0u);
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("hurried")));  // a CNI ADD's allocation
+  EXPECT_EQ(answers.count("p3"), 1u);
+  EXPECT_EQ(a.engine->stats().writes(), writes + 2);
+  // Expedite before the allocation is queued (e.g. while a reservation is read): it is
+  // not held at all.
+  AllocateRequest r = c.Request("p4");
+  r.unhurried = true;
+  std::optional<Result<Lease>> p4;
+  a.engine->Allocate(r, [&p4](Result<Lease> l) { p4 = std::move(l); });
+  a.engine->Expedite(AttachmentKey::For("net", r.owner));
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(p4 && *p4);
+  EXPECT_EQ(a.engine->stats().writes(), writes + 3);
+  c.CheckInvariants();
+}
+
+// A held allocation never delays a claim: the first allocation in a new block is
+// written at once (another node may be claiming the same block).
+TEST(BlockEngineTest, AnAheadOfTimeAllocationThatClaimsABlockIsNotHeld) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  BlockEngine::Options o = Deterministic();
+  o.ahead_write_window_ms = 10'000;
+  Node& a = c.AddNode("node-a", o);
+  AllocateRequest r = c.Request("p0");
+  r.unhurried = true;
+  auto l = c.AllocateNow(a, r);
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ(l->state, LeaseState::kCommitted);
+  EXPECT_EQ(a.engine->stats().creates, 1u);
+  c.CheckInvariants();
+}
+
 TEST(BlockEngineTest, EmptyBlocksLingerBeforeTheyAreDeleted) {
   ClusterHarness c(Spec("10.0.0.0/24"));
   BlockEngine::Options o = Deterministic();
@@ -539,6 +634,35 @@ TEST(BlockEngineTest, EmptyBlocksLingerBeforeTheyAreDeleted) {
   a.engine->Tick();
   c.api.RunAll(kMaxSteps);
   EXPECT_EQ(c.api.objects().size(), 1u);
+  c.CheckInvariants();
+}
+
+// An own block that is empty however it got there — found so at start, or emptied by
+// the cluster's garbage collection — is retired after the linger like one this node
+// emptied itself (beyond the reserve).
+TEST(BlockEngineTest, AnOwnBlockSeenEmptyIsRetiredAfterTheLingerWhoeverEmptiedIt) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  BlockEngine::Options o = Deterministic();
+  o.empty_block_linger_ms = 1000;
+  Node& a = c.AddNode("node-a", o);
+  for (const char* cidr : {"10.0.0.0/29", "10.0.0.8/29"}) {
+    IpBlock b;
+    b.subnet = "net";
+    b.cidr = *IpNet::Parse(cidr);
+    b.name = BlockName("net", b.cidr);
+    b.node = "node-a";
+    c.api.Put(b);
+  }
+  c.api.RunAll(kMaxSteps);  // the watch shows both
+  a.clock.Advance(999);
+  a.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(c.api.objects().size(), 2u);
+  a.clock.Advance(1);
+  a.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(a.engine->stats().deletes, 1u);
+  EXPECT_EQ(c.api.objects().size(), 1u);  // the reserve of one stays
   c.CheckInvariants();
 }
 

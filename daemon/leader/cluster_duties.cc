@@ -1,5 +1,6 @@
 #include "daemon/leader/cluster_duties.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <utility>
@@ -86,6 +87,13 @@ void ClusterDuties::BeginTerm() {
   Term* t = term.get();
   SubnetStatusWriterOptions status_options;
   status_options.debounce_ms = options_.status_debounce_ms;
+  if (options_.status_ms_per_node > 0) {
+    status_options.interval_ms = [t, base = options_.status_debounce_ms,
+                                  per = options_.status_ms_per_node]() -> int64_t {
+      const int64_t nodes = t->view.nodes ? static_cast<int64_t>(t->view.nodes->size()) : 0;
+      return std::max(base, nodes * per);
+    };
+  }
   t->status = std::make_unique<SubnetStatusWriter>(loop_, client_, clock_, status_options);
   GarbageCollectorOptions gc_options;
   gc_options.reclaim_interval_ms = options_.reclaim_interval_ms;
@@ -94,6 +102,7 @@ void ClusterDuties::BeginTerm() {
 
   IpPoolStatusWriterOptions pool_status_options;
   pool_status_options.debounce_ms = options_.status_debounce_ms;
+  pool_status_options.interval_ms = status_options.interval_ms;
   t->pool_status =
       std::make_unique<IpPoolStatusWriter>(loop_, client_, clock_, &t->view, pool_status_options);
 

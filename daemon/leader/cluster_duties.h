@@ -53,6 +53,11 @@ struct ClusterDutiesOptions {
   int64_t reclaim_interval_ms = 20'000;
   int64_t sweep_interval_ms = 5'000;
   int64_t status_debounce_ms = 500;
+  // Status writes of a Subnet or IPPool reach every node's watch: the interval between
+  // two is at least this much per node the leader knows (5 ms: 500 ms at 100 nodes, 25 s
+  // at 5,000), so the status events the API server sends out stay ~200/s per object
+  // whatever the cluster's size. 0 = status_debounce_ms alone.
+  int64_t status_ms_per_node = 0;
   bool release_on_close = true;
   // Kube-OVN reserved IPs (reservations.h): writes a reservation's allocation — on this
   // node, BlockEngine::Reserve. Empty = reserved IPs are not handled (IP objects are not

@@ -22,8 +22,9 @@ constexpr char kPods[] = "/api/v1/namespaces/default/pods";
 
 class ClusterDutiesTest : public testing::FakeApiTest {
  protected:
-  void StartDuties() {
+  void StartDuties(int64_t status_ms_per_node = 0) {
     ClusterDutiesOptions o;
+    o.status_ms_per_node = status_ms_per_node;
     o.node = "node-a";
     o.identity = "duties";
     o.lease_duration_ms = 2000;
@@ -277,6 +278,43 @@ TEST_F(ClusterDutiesTest, SubnetStatusFollowsTheAllocations) {
   uint64_t written = duties_->stats().status.written;
   Pump(1000);
   EXPECT_EQ(duties_->stats().status.written, written) << "no write when nothing changed";
+}
+
+// Every node watches every Subnet: the leader spaces a Subnet's status writes by at
+// least status_ms_per_node per node it knows (here 2 nodes x 1.5 s = 3 s).
+TEST_F(ClusterDutiesTest, SubnetStatusIntervalGrowsWithTheNumberOfNodes) {
+  MustCall("POST", "/apis/kubeovn.io/v1/subnets", testing::SubnetJson("m", "m.default", "10.0.0.0/24"));
+  for (const char* node : {"node-a", "node-b"}) {
+    MustCall("POST", "/api/v1/nodes", std::string(R"({"apiVersion":"v1","kind":"Node","metadata":{"name":")") +
+                                          node + R"("}})");
+  }
+  const std::string a = CreatePod("a", "node-a"), b = CreatePod("b", "node-a");
+  PutBlock({{5, Alloc("a", a)}});
+  StartDuties(/*status_ms_per_node=*/1500);
+  auto status = [&](const char* field) {
+    return JsonField(MustCall("GET", "/apis/kubeovn.io/v1/subnets/m"), {"status", field});
+  };
+  ASSERT_TRUE(Wait([&] { return status("v4usingIPs") == "1"; }, 20000));
+  Pump(1000);  // (the nodes' informer has listed both by now)
+  // The allocations change every ~100 ms for 3 s: the status follows at most once per
+  // interval (a slow machine makes fewer writes, never more).
+  const uint64_t written = duties_->stats().status.written;
+  auto t0 = std::chrono::steady_clock::now();
+  int changes = 0;
+  while (Since(t0) < 3000) {
+    if (changes++ % 2 == 0) {
+      PutBlock({{5, Alloc("a", a)}, {6, Alloc("b", b)}});
+    } else {
+      PutBlock({{5, Alloc("a", a)}});
+    }
+    Pump(100);
+  }
+  const int64_t elapsed = Since(t0);
+  EXPECT_LE(duties_->stats().status.written - written, static_cast<uint64_t>(elapsed / 3000 + 2))
+      << changes << " changes in " << elapsed << " ms";
+  // And it does follow.
+  PutBlock({{5, Alloc("a", a)}, {6, Alloc("b", b)}});
+  ASSERT_TRUE(Wait([&] { return status("v4usingIPs") == "2"; }, 20000));
 }
 
 TEST_F(ClusterDutiesTest, InvalidAndOverlappingSubnetsGetConditionsAPersonCanActOn) {

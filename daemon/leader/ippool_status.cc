@@ -91,7 +91,7 @@ void IpPoolStatusWriter::Synced() {
 
 void IpPoolStatusWriter::MarkAllDirty() {
   dirty_ = true;
-  Arm(options_.debounce_ms);
+  Arm(options_.interval_ms ? options_.interval_ms() : options_.debounce_ms);
 }
 
 void IpPoolStatusWriter::Arm(int64_t delay_ms) {
@@ -171,7 +171,7 @@ void IpPoolStatusWriter::Flush() {
           }
           ++stats_.written;
           it->second.raw = r->body;
-          Arm(options_.debounce_ms);
+          Arm(options_.interval_ms ? options_.interval_ms() : options_.debounce_ms);
         });
   }
 }

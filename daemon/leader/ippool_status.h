@@ -41,6 +41,7 @@ SubnetStatusValue DesiredPoolStatus(const ResolvedPool& pool, const std::vector<
 
 struct IpPoolStatusWriterOptions {
   int64_t debounce_ms = 500;
+  std::function<int64_t()> interval_ms;  // as SubnetStatusWriterOptions.interval_ms
   int64_t retry_ms = 2'000;
   int64_t request_timeout_ms = 10'000;
 };

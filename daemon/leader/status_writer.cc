@@ -87,7 +87,8 @@ void SubnetStatusWriter::MarkDirty(const std::string& subnet) {
   if (stopped_) return;
   if (!subnet.empty() && subnets_.count(subnet)) dirty_.insert(subnet);
   if (!synced_ || dirty_.empty() || uv_is_active(reinterpret_cast<uv_handle_t*>(timer_))) return;
-  uv_timer_start(timer_, &SubnetStatusWriter::OnTimer, static_cast<uint64_t>(options_.debounce_ms), 0);
+  const int64_t interval = options_.interval_ms ? options_.interval_ms() : options_.debounce_ms;
+  uv_timer_start(timer_, &SubnetStatusWriter::OnTimer, static_cast<uint64_t>(interval), 0);
 }
 
 void SubnetStatusWriter::OnTimer(uv_timer_t* t) { static_cast<SubnetStatusWriter*>(t->data)->Flush(); }

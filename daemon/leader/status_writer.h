@@ -28,6 +28,9 @@ namespace sublease {
 
 struct SubnetStatusWriterOptions {
   int64_t debounce_ms = 500;
+  // When set, the interval instead of debounce_ms, asked at each arming (ClusterDuties:
+  // it grows with the number of nodes, every one of which watches every Subnet).
+  std::function<int64_t()> interval_ms;
   int64_t retry_ms = 2'000;
   int64_t request_timeout_ms = 10'000;
 };

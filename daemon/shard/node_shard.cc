@@ -177,6 +177,22 @@ void NodeShard::Start() {
   flush_timer_ = new uv_timer_t;
   uv_timer_init(loop_, flush_timer_);
   flush_timer_->data = this;
+  // An allocation made ahead of time may be held for a short window (the engine's
+  // ahead_write_window_ms); the engine asks for a Tick at its deadline.
+  engine_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, engine_timer_);
+  engine_timer_->data = this;
+  engine_->SetWake([this](int64_t delay_ms) {
+    if (engine_timer_ == nullptr) return;
+    // (+2 ms: the loop's clock and the engine's are read at different moments; firing a
+    // hair early would find nothing due and leave it to the 1 s tick.)
+    delay_ms += 2;
+    uint64_t due = uv_now(loop_) + static_cast<uint64_t>(delay_ms);
+    if (uv_is_active(reinterpret_cast<uv_handle_t*>(engine_timer_)) && engine_wake_at_ <= due) return;
+    engine_wake_at_ = due;
+    uv_timer_start(engine_timer_, [](uv_timer_t* t) { static_cast<NodeShard*>(t->data)->engine_->Tick(); },
+                   static_cast<uint64_t>(delay_ms), 0);
+  });
   // Before readiness: pending leases are settled from their blocks (read one by one),
   // so nothing is answered from a reservation whose write may not have landed.
   Recover();
@@ -244,10 +260,13 @@ void NodeShard::Close(std::function<void()> done) {
   uv_timer_stop(flush_timer_);
   annotation_batch_.clear();  // (written again from the leases after a restart)
   patching_.clear();
-  // The flush timer closes first; the tick timer's close callback runs `done`.
+  // The flush and engine timers close first; the tick timer's close callback runs `done`.
   uv_close(reinterpret_cast<uv_handle_t*>(flush_timer_),
            [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   flush_timer_ = nullptr;
+  engine_->SetWake(nullptr);
+  CloseTimerThen(engine_timer_, nullptr);
+  engine_timer_ = nullptr;
   CloseTimerThen(timer_, std::move(done));
   timer_ = nullptr;
 }
@@ -407,6 +426,7 @@ void NodeShard::ReconcilePod(const std::string& pod_key) {
       continue;
     }
     ++stats_.ahead_of_time;
+    request.unhurried = true;  // no CNI ADD waits yet: its write may share another's
     AllocateFor(std::move(request), {}, nullptr);
   }
 }
@@ -557,6 +577,14 @@ void NodeShard::AllocateAnew(const AttachmentKey& key, AllocateRequest request) 
 
 void NodeShard::AllocateResolved(const AttachmentKey& key, AllocateRequest request) {
   if (!request.named_pool.empty()) return AllocateFromNamedPool(key, std::move(request), false);
+  EngineAllocate(key, std::move(request));
+}
+
+void NodeShard::EngineAllocate(const AttachmentKey& key, AllocateRequest request) {
+  // A CNI ADD that joined while an IPPool or reservation was read: someone waits now.
+  auto entry = inflight_.find(key);
+  if (request.unhurried && entry != inflight_.end() && !entry->second.waiters.empty())
+    request.unhurried = false;
   engine_->Allocate(request, [this, key](Result<Lease> lease) { OnAllocated(key, lease); });
 }
 
@@ -606,7 +634,7 @@ void NodeShard::AllocateFromNamedPool(const AttachmentKey& key, AllocateRequest 
     return OnAllocated(
         key, Fail(Error::InvalidArgument("IPPool " + name + " is not Ready: " + pool->message)));
   }
-  engine_->Allocate(request, [this, key](Result<Lease> lease) { OnAllocated(key, lease); });
+  EngineAllocate(key, std::move(request));
 }
 
 void NodeShard::OnAllocated(const AttachmentKey& key, const Result<Lease>& lease) {
@@ -1097,6 +1125,7 @@ void NodeShard::JoinInflight(const AttachmentKey& key, const CniRequest& cni, Re
   }
   entry.waiters.push_back(std::move(done));
   if (entry.routes.empty()) entry.routes = cni.routes;
+  engine_->Expedite(key);  // an allocation made ahead of time and held: it goes now
 }
 
 void NodeShard::ReadPodThen(const CniRequest& cni, ReplyCallback done) {

@@ -172,6 +172,8 @@ class NodeShard final : public CniBackend {
   void OnAllocated(const AttachmentKey& key, const Result<Lease>& lease);
   // The allocation once reservations are settled: a named pool, or the engine.
   void AllocateResolved(const AttachmentKey& key, AllocateRequest request);
+  // engine_->Allocate, held for company only while no CNI ADD waits (unhurried).
+  void EngineAllocate(const AttachmentKey& key, AllocateRequest request);
   // Reserved IPs (reservations.cc): reads the attachment's IP object by name (a
   // consistent GET: a reservation created a moment ago, by anyone, is seen). A
   // reservation with addresses replaces the request (the addresses, taken over from the
@@ -307,6 +309,8 @@ class NodeShard final : public CniBackend {
   std::set<PodTarget> patching_;
   uv_timer_t* timer_ = nullptr;
   uv_timer_t* flush_timer_ = nullptr;
+  uv_timer_t* engine_timer_ = nullptr;  // the engine's wake (a held allocation's deadline)
+  uint64_t engine_wake_at_ = 0;         // uv_now when it fires
   Stats stats_;
 };
 
