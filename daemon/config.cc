@@ -44,6 +44,7 @@ Result<void> ApplyYaml(const std::string& path, Config* cfg) {
       else if (key == "ahead-write-window-ms") cfg->ahead_write_window_ms = v.as<int64_t>();
       else if (key == "status-interval-ms") cfg->status_interval_ms = v.as<int64_t>();
       else if (key == "status-ms-per-node") cfg->status_ms_per_node = v.as<int64_t>();
+      else if (key == "leader-candidates") cfg->leader_candidates = v.as<std::string>();
       else if (key == "ip-objects") cfg->ip_objects = v.as<bool>();
       else if (key == "keep-vm-ip") cfg->keep_vm_ip = v.as<bool>();
       else if (key == "reserved-ips") cfg->reserved_ips = v.as<bool>();
@@ -106,6 +107,9 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   auto* o_status_per_node = app.add_option("--status-ms-per-node", flags.status_ms_per_node,
       "Cluster mode, the leader: the status interval is at least this much per node in the cluster (each node watches "
       "every Subnet and IPPool): 500 ms at 100 nodes, 25 s at 5,000; 0 = --status-interval-ms alone")->default_str(std::to_string(defaults.status_ms_per_node));
+  auto* o_candidates = app.add_option("--leader-candidates", flags.leader_candidates,
+      "Cluster mode: which daemons campaign for the leader Lease: all, or labelled (only nodes labelled "
+      "sublease.io/leader-candidate=true, checked at start; every node when none is labelled)")->default_str(defaults.leader_candidates);
   auto* o_ip_objects = app.add_option("--ip-objects", flags.ip_objects,
       "Cluster mode: write a Kube-OVN IP object (ips.kubeovn.io) per allocation, for `kubectl get ips` "
       "(true/false)")->default_str(defaults.ip_objects ? "true" : "false");
@@ -146,6 +150,7 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   if (o_ahead->count()) cfg.ahead_write_window_ms = flags.ahead_write_window_ms;
   if (o_status->count()) cfg.status_interval_ms = flags.status_interval_ms;
   if (o_status_per_node->count()) cfg.status_ms_per_node = flags.status_ms_per_node;
+  if (o_candidates->count()) cfg.leader_candidates = flags.leader_candidates;
   if (o_ip_objects->count()) cfg.ip_objects = flags.ip_objects;
   if (o_keep_vm->count()) cfg.keep_vm_ip = flags.keep_vm_ip;
   if (o_reserved->count()) cfg.reserved_ips = flags.reserved_ips;
@@ -185,6 +190,10 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
     return Fail(Error::InvalidArgument(
         "--ahead-write-window-ms is at most 10000 (a pod's address must become a cluster-wide fact soon); "
         "100-200 suits most clusters"));
+  }
+  if (cfg.leader_candidates != "all" && cfg.leader_candidates != "labelled") {
+    return Fail(Error::InvalidArgument("--leader-candidates must be all or labelled, not '" + cfg.leader_candidates +
+                                       "'"));
   }
   if (cfg.max_request_bytes < 1024) return Fail(Error::InvalidArgument("--max-request-bytes must be at least 1024"));
   if (cfg.max_connections < 1) return Fail(Error::InvalidArgument("--max-connections must be at least 1"));

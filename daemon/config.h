@@ -41,6 +41,9 @@ struct Config {
   int64_t status_interval_ms = 500;
   // ... and at least this much per node of the cluster (25 s at 5,000 nodes).
   int64_t status_ms_per_node = 5;
+  // Cluster mode: which daemons campaign for the leader Lease: "all", or "labelled" —
+  // only nodes labelled sublease.io/leader-candidate=true (every node when none is).
+  std::string leader_candidates = "all";
   // Cluster mode: keep a KubeVirt VM's address across its launcher pods without an
   // IPAMClaim (Kube-OVN's --keep-vm-ip, on by default); docs/kubevirt.md.
   bool keep_vm_ip = true;

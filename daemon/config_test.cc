@@ -64,6 +64,9 @@ TEST(ConfigTest, BadInputGivesAnActionableError) {
            {{"--standalone", "--subnets", "x", "--log-level", "loud"}, "--log-level loud"},
            {{"--standalone", "--subnets", "x", "--max-connections", "abc"}, "--help"},
            {{"--no-such-flag"}, "--help"},
+           {{"--node-name", "n1", "--leader-candidates", "some"}, "--leader-candidates must be all or labelled"},
+           {{"--node-name", "n1", "--ahead-write-window-ms", "60000"}, "--ahead-write-window-ms is at most 10000"},
+           {{"--node-name", "n1", "--status-ms-per-node", "-1"}, "--status-ms-per-node must not be negative"},
        }) {
     auto r = Parse(c.args);
     ASSERT_FALSE(r) << c.expect;
@@ -79,7 +82,8 @@ TEST(ConfigTest, HelpDocumentsEveryOption) {
   EXPECT_TRUE(exit_now);
   for (const char* opt : {"--config", "--standalone", "--subnets", "--socket", "--socket-group", "--db",
                           "--metrics-address", "--kubeconfig", "--node-name", "--log-level",
-                          "--max-request-bytes", "--idle-timeout-ms", "--max-connections"}) {
+                          "--max-request-bytes", "--idle-timeout-ms", "--max-connections",
+                          "--ahead-write-window-ms", "--status-ms-per-node", "--leader-candidates"}) {
     EXPECT_NE(out.find(opt), std::string::npos) << opt;
   }
 }

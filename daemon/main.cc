@@ -330,6 +330,7 @@ int RunCluster(const Config& cfg) {
   duties_options.node = cfg.node_name;
   duties_options.status_debounce_ms = cfg.status_interval_ms;
   duties_options.status_ms_per_node = cfg.status_ms_per_node;
+  if (cfg.leader_candidates == "labelled") duties_options.candidate_selector = std::string(kLeaderCandidateLabel) + "=true";
   if (cfg.reserved_ips) {
     // The leader writes reservations through this node's block engine.
     duties_options.reserve = [&engine](const std::string& name, const std::string& subnet,

@@ -79,7 +79,45 @@ ClusterDuties::ClusterDuties(uv_loop_t* loop, KubeClient* client, const Clock* c
 
 ClusterDuties::~ClusterDuties() = default;
 
-void ClusterDuties::Start() { elector_.Start(); }
+void ClusterDuties::Start() {
+  auto campaign = [this] {
+    candidacy_decided_ = true;
+    campaigning_ = true;
+    elector_.Start();
+  };
+  if (options_.candidate_selector.empty()) return campaign();
+  ListOptions list;
+  list.label_selector = options_.candidate_selector;
+  candidacy_request_ = client_->List("/api/v1/nodes", list, [this, campaign](KubeResult<KubeResponse> r) {
+    candidacy_request_ = 0;
+    if (closing_) return;
+    auto page = r ? ParseListPage(r->body) : Result<ListPage>(Fail(static_cast<Error>(r.error())));
+    if (!page) {
+      LogWarn("leader candidacy: listing the nodes labelled " + options_.candidate_selector + ": " +
+              page.error().message + "; this node campaigns (as if every node were a candidate)");
+      return campaign();
+    }
+    std::string names;
+    bool me = false;
+    for (const KubeObject& node : page->items) {
+      me = me || node.name == options_.node;
+      names += (names.empty() ? "" : ", ") + node.name;
+    }
+    if (page->items.empty()) {
+      LogWarn("leader candidacy: no node is labelled " + options_.candidate_selector +
+              "; every node campaigns (label a few nodes to spare the API server the Lease polling)");
+      return campaign();
+    }
+    if (!me) {
+      LogInfo("leader candidacy: node " + options_.node + " is not labelled " +
+              options_.candidate_selector + " and does not campaign; the candidates are " + names);
+      candidacy_decided_ = true;
+      return;
+    }
+    LogInfo("leader candidacy: node " + options_.node + " is a candidate (" + names + ")");
+    campaign();
+  });
+}
 
 void ClusterDuties::BeginTerm() {
   ++terms_;
@@ -228,6 +266,9 @@ void ClusterDuties::CloseTerm(std::unique_ptr<Term> term) {
 
 void ClusterDuties::Close(std::function<void()> done) {
   close_done_ = std::move(done);
+  closing_ = true;
+  if (candidacy_request_ != 0) client_->Cancel(candidacy_request_);
+  candidacy_request_ = 0;
   // The elector calls EndTerm (on_stopped) first when leading, then releases the Lease.
   elector_.Close(options_.release_on_close, [this] {
     elector_closed_ = true;

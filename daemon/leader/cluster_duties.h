@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/clock.h"
@@ -39,6 +40,9 @@
 
 namespace sublease {
 
+// The node label that makes a node a leader candidate (--leader-candidates=labelled).
+inline constexpr std::string_view kLeaderCandidateLabel = "sublease.io/leader-candidate";
+
 struct ClusterDutiesOptions {
   std::string node;      // this daemon's node
   std::string identity;  // "" = "<node>_<8 random hex digits>"
@@ -47,6 +51,13 @@ struct ClusterDutiesOptions {
   int64_t lease_duration_ms = 15'000;
   int64_t renew_deadline_ms = 10'000;
   int64_t retry_period_ms = 2'000;
+  // Leader candidacy (--leader-candidates=labelled): when set, Start lists the nodes with
+  // this label selector first, and this node campaigns only if it is one of them — or if
+  // none is (so the cluster never goes without a leader), or the list fails (logged).
+  // Checked once, at Start: a label change takes effect at the daemon's next start.
+  // Empty = every node campaigns (each polls the Lease every retry period: 2,500 GETs/s
+  // at 5,000 nodes; BENCHMARKS.md §7).
+  std::string candidate_selector;
   // Garbage collection: an allocation seen orphaned twice this far apart is re-checked
   // and reclaimed; sweeps run every sweep_interval. With 20 s and 5 s a leaked address
   // is free again at most ~30 s after its pod was deleted (60 s is the promise).
@@ -88,6 +99,9 @@ class ClusterDuties {
   void Close(std::function<void()> done);
 
   bool leading() const { return elector_.leading(); }
+  // False until decided, and for a node that is not a candidate (candidate_selector).
+  bool campaigning() const { return campaigning_; }
+  bool candidacy_decided() const { return candidacy_decided_; }
   const std::string& identity() const { return elector_.identity(); }
   ClusterDutiesStats stats() const;
 
@@ -114,6 +128,10 @@ class ClusterDuties {
   SubnetStatusWriterStats last_status_;
   GarbageCollector::ReclaimedCallback on_reclaimed_;
   bool elector_closed_ = false;
+  bool campaigning_ = false;
+  bool candidacy_decided_ = false;
+  bool closing_ = false;
+  KubeClient::RequestId candidacy_request_ = 0;
   std::function<void()> close_done_;
 };
 

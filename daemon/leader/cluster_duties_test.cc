@@ -87,7 +87,17 @@ class ClusterDutiesTest : public testing::FakeApiTest {
   // Pumps the loop long enough for several reclaim intervals.
   void SeveralIntervals() { Pump(3 * kReclaimMs + 4 * kSweepMs); }
 
+  // Started and closed like duties_; owned here so that they outlive the test body.
+  ClusterDuties* StartOther(ClusterDutiesOptions o, const std::string& user) {
+    others_.push_back(std::make_unique<ClusterDuties>(&loop_, ClientAs(user), &clock_, o));
+    ClusterDuties* d = others_.back().get();
+    d->Start();
+    closers_.push_back([d](std::function<void()> done) { d->Close(std::move(done)); });
+    return d;
+  }
+
   std::unique_ptr<ClusterDuties> duties_;
+  std::vector<std::unique_ptr<ClusterDuties>> others_;
   std::vector<std::string> reclaimed_;
 };
 
@@ -315,6 +325,54 @@ TEST_F(ClusterDutiesTest, SubnetStatusIntervalGrowsWithTheNumberOfNodes) {
   // And it does follow.
   PutBlock({{5, Alloc("a", a)}, {6, Alloc("b", b)}});
   ASSERT_TRUE(Wait([&] { return status("v4usingIPs") == "2"; }, 20000));
+}
+
+// --leader-candidates=labelled: only nodes with the label campaign (the others never
+// poll the Lease); with no node labelled, every node does.
+TEST_F(ClusterDutiesTest, OnlyLabelledNodesCampaignWhenSomeAreLabelled) {
+  auto node = [&](const char* name, bool candidate) {
+    std::string labels = candidate ? R"(,"labels":{"sublease.io/leader-candidate":"true"})" : "";
+    MustCall("POST", "/api/v1/nodes",
+             std::string(R"({"apiVersion":"v1","kind":"Node","metadata":{"name":")") + name + "\"" +
+                 labels + "}}");
+  };
+  node("node-a", false);
+  node("node-b", true);
+  auto make = [&](const char* name) {
+    ClusterDutiesOptions o;
+    o.node = name;
+    o.identity = name;
+    o.lease_duration_ms = 2000;
+    o.renew_deadline_ms = 1400;
+    o.retry_period_ms = 200;
+    o.candidate_selector = std::string(kLeaderCandidateLabel) + "=true";
+    return StartOther(o, name);
+  };
+  auto a = make("node-a");
+  ASSERT_TRUE(Wait([&] { return a->candidacy_decided(); }, 10000));
+  EXPECT_FALSE(a->campaigning());
+  auto b = make("node-b");
+  ASSERT_TRUE(Wait([&] { return b->leading(); }, 10000));
+  EXPECT_TRUE(b->campaigning());
+  Pump(600);  // several of b's renewals
+  EXPECT_FALSE(a->leading());
+  EXPECT_EQ(a->stats().election.reads + a->stats().election.writes, 0u) << "a non-candidate polls no Lease";
+  EXPECT_EQ(JsonField(MustCall("GET", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/sublease-leader"),
+                      {"spec", "holderIdentity"}),
+            "node-b");
+}
+
+TEST_F(ClusterDutiesTest, EveryNodeCampaignsWhenNoneIsLabelled) {
+  MustCall("POST", "/api/v1/nodes", R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"}})");
+  ClusterDutiesOptions o;
+  o.node = "node-a";
+  o.identity = "node-a";
+  o.lease_duration_ms = 2000;
+  o.renew_deadline_ms = 1400;
+  o.retry_period_ms = 200;
+  o.candidate_selector = std::string(kLeaderCandidateLabel) + "=true";
+  ClusterDuties* d = StartOther(o, "node-a");
+  EXPECT_TRUE(Wait([&] { return d->leading(); }, 10000));
 }
 
 TEST_F(ClusterDutiesTest, InvalidAndOverlappingSubnetsGetConditionsAPersonCanActOn) {
