@@ -1785,6 +1785,9 @@ class Api:
         for rt in builtin_types():
             st.add_type(rt)
         snap = self.persister.load() if self.persister else None
+        if snap is None and getattr(self.args, "load", None):
+            with open(self.args.load) as f:  # --load: start from a snapshot, keep nothing
+                snap = json.load(f)
         if snap:
             with st.lock:
                 st.rv = int(snap["resourceVersion"])
@@ -4016,6 +4019,8 @@ def parse_args(argv):
     ap.add_argument("--pod-grace-scale", type=float, default=1.0,
                     help="the fake kubelet finishes a terminating pod after grace*scale seconds")
     ap.add_argument("--persist", help="JSON snapshot file: written on every change, loaded at start")
+    ap.add_argument("--load", help="JSON snapshot file (as --persist writes it) loaded at start and never "
+                    "written: a large starting state without the cost of persisting every change")
     ap.add_argument("--no-namespace-check", action="store_true",
                     help="allow namespaced objects in namespaces that do not exist")
     ap.add_argument("--ready-file", help="written (JSON) once the server accepts connections")

@@ -973,6 +973,28 @@ class DiscoveryAndControlTests(Base):
 
 
 class OwnServerTests(Base):
+    def test_load_starts_from_a_snapshot_and_never_writes_it(self):
+        d = tempfile.mkdtemp(prefix="fakeapi-load-")
+        try:
+            snap = os.path.join(d, "snapshot.json")
+            s1 = FakeApiServer("--persist", snap, state_dir=d).start()
+            self.srv = s1
+            p = self.fresh(PODS, pod("loaded-pod", "node-a"))
+            self.assertEqual(s1.stop(), 0)
+            with open(snap, "rb") as f:
+                before = f.read()
+            s2 = FakeApiServer("--load", snap, state_dir=d, port=s1.port).start()
+            self.srv = s2
+            code, _, got = self.req("GET", PODS + "/loaded-pod")
+            self.assertEqual((code, got["metadata"]["uid"]), (200, p["metadata"]["uid"]))
+            self.fresh(SUBNETS, subnet("not-kept"))
+            self.assertEqual(s2.stop(), 0)
+            with open(snap, "rb") as f:
+                self.assertEqual(f.read(), before, "--load never writes the snapshot")
+        finally:
+            self.srv = None
+            shutil.rmtree(d, ignore_errors=True)
+
     def test_persist_and_restart(self):
         d = tempfile.mkdtemp(prefix="fakeapi-persist-")
         try:
