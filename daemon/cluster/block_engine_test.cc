@@ -526,10 +526,7 @@ TEST(BlockEngineTest, AheadOfTimeAllocationsWithinTheWindowShareOneWrite) {
   const uint64_t writes = a.engine->stats().writes();
   std::map<std::string, Result<Lease>> answers;
   for (const char* pod : {"p1", "p2", "p3"}) {
-    AllocateRequest r = c.Request(pod);
-    r.unhurried = true;
-    a.engine->Allocate(r, [&answers, pod](Result<Lease> l) { answers.emplace(pod, std::move(l)); });
-    c.api.RunAll(kMaxSteps);
+    c.AllocateAhead(a, pod, &answers);
     a.clock.Advance(50);  // one by one, 50 ms apart
     a.engine->Tick();
     c.api.RunAll(kMaxSteps);
@@ -561,20 +558,14 @@ TEST(BlockEngineTest, AHeldAllocationGoesAtOnceWhenItsAddComesOrAnotherWriteLeav
   ASSERT_TRUE(c.AllocateNow(a, c.Request("first")));
   const uint64_t writes = a.engine->stats().writes();
   std::map<std::string, Result<Lease>> answers;
-  auto ahead = [&](const char* pod) {
-    AllocateRequest r = c.Request(pod);
-    r.unhurried = true;
-    a.engine->Allocate(r, [&answers, pod](Result<Lease> l) { answers.emplace(pod, std::move(l)); });
-    c.api.RunAll(kMaxSteps);
-  };
-  ahead("p1");
-  ahead("p2");
+  c.AllocateAhead(a, "p1", &answers);
+  c.AllocateAhead(a, "p2", &answers);
   EXPECT_TRUE(answers.empty());
   a.engine->Expedite(AttachmentKey::For("net", c.Request("p2").owner));  // p2's ADD came
   c.api.RunAll(kMaxSteps);
   EXPECT_EQ(answers.size(), 2u);  // p1 rode along
   EXPECT_EQ(a.engine->stats().writes(), writes + 1);
-  ahead("p3");
+  c.AllocateAhead(a, "p3", &answers);
   EXPECT_EQ(answers.count("p3"), 0u);
   ASSERT_TRUE(c.AllocateNow(a, c.Request("hurried")));  // a CNI ADD's allocation
   EXPECT_EQ(answers.count("p3"), 1u);

@@ -80,6 +80,14 @@ class ClusterHarness {
     if (!out) return Fail(Error::Internal("no answer"));
     return *out;
   }
+  // An allocation made ahead of time (AllocateRequest.unhurried); its answer lands in
+  // `answers` under the pod's name when it comes. Runs the scheduler until idle.
+  void AllocateAhead(Node& node, const std::string& pod, std::map<std::string, Result<Lease>>* answers) {
+    AllocateRequest r = Request(pod);
+    r.unhurried = true;
+    node.engine->Allocate(r, [answers, pod](Result<Lease> l) { answers->emplace(pod, std::move(l)); });
+    api.RunAll(kMaxSteps);
+  }
   Result<void> ReleaseNow(Node& node, const std::string& pod) {
     std::optional<Result<void>> out;
     node.engine->Release(AttachmentKey::For(spec_.name, Request(pod).owner),
