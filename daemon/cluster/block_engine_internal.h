@@ -74,8 +74,8 @@ struct BlockEngine::BlockState {
   // the object as it was then, written back once that request is answered (its answer
   // may carry a newer state of the block; see WriteBackDeleted).
   std::optional<IpBlock> deleted_while_busy;
-  // When this own block was first seen empty (MaybeRetire); -1 = not empty, or not known
-  // to be. Reset whenever it holds an allocation again.
+  // When this own block was first seen empty (SetObject, MaybeRetire); -1 = not empty,
+  // or not known to be. Reset whenever it holds an allocation again.
   int64_t empty_since_ms = -1;
   // Allocations of this node whose write was answered with an error that does not say it
   // failed (a 5xx, a timeout) and that a re-read did not find, by offset: etcd may still
