@@ -119,6 +119,7 @@ class NodeShard final : public CniBackend {
     uint64_t claim_reads = 0;  // ADDs of an attachment with an IPAMClaim: the claim is read
     uint64_t pool_reads = 0;  // requests naming an IPPool this node had not seen: read it first
     uint64_t reservation_reads = 0;  // first allocations: the IP object of that name is read
+    uint64_t reservation_lists = 0;  // ... or, in a burst, every reservation is listed once
   };
   const Stats& stats() const { return stats_; }
 
@@ -182,6 +183,11 @@ class NodeShard final : public CniBackend {
   // filled in yet → kUnavailable (try again); a reservation of another Subnet or pod, or
   // malformed → kInvalidArgument. Answers through OnAllocated.
   void ReadReservationThen(const AttachmentKey& key, AllocateRequest request);
+  // reservations.cc: one LIST for the reads waiting in reservation_batch_; and what a read
+  // found (the object, or why it could not be read).
+  void ListReservations();
+  void OnReservationRead(const AttachmentKey& key, const std::string& name, AllocateRequest request,
+                         const Result<KubeObject>& object);
   // A first allocation of `key` (its inflight_ entry made): a reservation of the pod's
   // name is read first, a named pool resolved, then the engine allocates.
   void AllocateAnew(const AttachmentKey& key, AllocateRequest request);
@@ -309,6 +315,15 @@ class NodeShard final : public CniBackend {
   std::set<PodTarget> patching_;
   uv_timer_t* timer_ = nullptr;
   uv_timer_t* flush_timer_ = nullptr;
+  // Reserved-IP reads (reservations.cc): GETs in flight, and the reads waiting for a LIST.
+  struct ReservationRead {
+    AttachmentKey key;
+    std::string name;
+    AllocateRequest request;
+  };
+  int reservation_gets_ = 0;
+  std::vector<ReservationRead> reservation_batch_;
+  bool reservation_listing_ = false;
   uv_timer_t* engine_timer_ = nullptr;  // the engine's wake (a held allocation's deadline)
   uint64_t engine_wake_at_ = 0;         // uv_now when it fires
   Stats stats_;
