@@ -442,13 +442,8 @@ bool BlockEngine::RecheckAmbiguous(std::shared_ptr<Job> job) {
                   BlockState& b = Block(job->key.subnet, cidr);
                   if (!b.busy) SetObject(b, *r);
                   auto offset = static_cast<uint64_t>(a.value() - cidr.first().value());
-                  if (*r) {
-                    auto it = (*r)->allocations.find(offset);
-                    if (it != (*r)->allocations.end() &&
-                        KeyOfAllocation(job->key.subnet, it->second) == job->key &&
-                        it->second.node == options_.node) {
-                      job->results[i].second = Ok();  // it landed
-                    }
+                  if (*r && HoldsOwnAllocation(**r, offset, job->key)) {
+                    job->results[i].second = Ok();  // it landed
                   }
                 }
                 // Not found, or not readable: it may land yet (etcd commits late).
@@ -782,14 +777,7 @@ void BlockEngine::RecoverLease(const Lease& lease, std::function<void(bool ok)> 
         BlockState& b = Block(lease.subnet, cidr);
         if (!b.busy) SetObject(b, *r);
         auto offset = static_cast<uint64_t>(a.value() - cidr.first().value());
-        if (*r) {
-          auto it = (*r)->allocations.find(offset);
-          if (it != (*r)->allocations.end() &&
-              KeyOfAllocation(lease.subnet, it->second) == lease.key() &&
-              it->second.node == options_.node) {
-            reads->present.push_back(a);
-          }
-        }
+        if (*r && HoldsOwnAllocation(**r, offset, lease.key())) reads->present.push_back(a);
       }
       if (--reads->left == 0) (*shared_decide)();
     });

@@ -270,6 +270,8 @@ class BlockEngine {
   std::optional<int> BlockPrefix(const std::string& subnet, Family family) const;
   std::optional<IpNet> BlockOfAddress(const std::string& subnet, const IpAddr& a) const;
   BlockAllocation AllocationFor(const Lease& lease) const;
+  // `block` holds at `offset` an allocation of `key` made by this node.
+  bool HoldsOwnAllocation(const IpBlock& block, uint64_t offset, const AttachmentKey& key) const;
   std::optional<IpNet> ClaimingBlockWithFree(const std::string& subnet, Family family) const;
   void Refresh(const std::string& subnet, const IpNet& cidr, std::function<void()> then);
   void NoteFailure(const Error& e);

@@ -52,6 +52,13 @@ BlockAllocation BlockEngine::AllocationFor(const Lease& lease) const {
   return a;
 }
 
+bool BlockEngine::HoldsOwnAllocation(const IpBlock& block, uint64_t offset,
+                                     const AttachmentKey& key) const {
+  auto it = block.allocations.find(offset);
+  return it != block.allocations.end() && it->second.node == options_.node &&
+         KeyOfAllocation(key.subnet, it->second) == key;
+}
+
 void BlockEngine::NoteFailure(const Error& e) {
   if (e.code == Code::kUnavailable) ++stats_.unavailable;
   if (e.code == Code::kConflict) ++stats_.conflicts;
@@ -435,13 +442,7 @@ void BlockEngine::SweepUnsure() {
         ++it;  // decided once that request (or the other lease's write) is answered
         continue;
       }
-      const BlockAllocation* found = nullptr;
-      if (b.object) {
-        auto f = b.object->allocations.find(offset);
-        if (f != b.object->allocations.end()) found = &f->second;
-      }
-      if (found != nullptr && found->node == options_.node &&
-          KeyOfAllocation(b.subnet, *found) == key) {
+      if (b.object && HoldsOwnAllocation(*b.object, offset, key)) {
         LogWarn("the allocation of " + a.ToString() + " to " + key.ToString() + " in IPBlock " +
                 b.name + " landed after its write was answered with an error (that attempt " +
                 "failed); removing it");
