@@ -89,9 +89,13 @@ void IpPoolStatusWriter::Synced() {
   MarkAllDirty();
 }
 
+int64_t IpPoolStatusWriter::Interval() const {
+  return options_.interval_ms ? options_.interval_ms() : options_.debounce_ms;
+}
+
 void IpPoolStatusWriter::MarkAllDirty() {
   dirty_ = true;
-  Arm(options_.interval_ms ? options_.interval_ms() : options_.debounce_ms);
+  Arm(Interval());
 }
 
 void IpPoolStatusWriter::Arm(int64_t delay_ms) {
@@ -171,7 +175,7 @@ void IpPoolStatusWriter::Flush() {
           }
           ++stats_.written;
           it->second.raw = r->body;
-          Arm(options_.interval_ms ? options_.interval_ms() : options_.debounce_ms);
+          Arm(Interval());
         });
   }
 }

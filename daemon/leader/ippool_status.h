@@ -77,6 +77,7 @@ class IpPoolStatusWriter {
   };
   void MarkAllDirty();
   void Arm(int64_t delay_ms);
+  int64_t Interval() const;  // between two writes: options_.interval_ms, else debounce_ms
   void Flush();
   static void OnTimer(uv_timer_t* t);
 
