@@ -359,6 +359,7 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
   std::vector<IpAddr> addresses = lease.addresses();
   job->outstanding = static_cast<int>(addresses.size());
   job->results.clear();
+  job->rechecked = false;  // each attempt's ambiguous answers are re-read (a repick's too)
   std::weak_ptr<int> token = life_;
   for (const IpAddr& a : addresses) {
     IpNet cidr = *BlockOfAddress(lease.subnet, a);  // the allocator only hands out CIDR addresses

@@ -100,7 +100,7 @@ struct BlockEngine::Job {
   std::set<std::string> claims;  // blocks this attempt may only land in by creating them
   int repicks = 0;
   bool refreshed = false;  // a static conflict on a foreign hold re-read its block once
-  bool rechecked = false;  // writes answered kUnavailable (they may have landed) were re-read
+  bool rechecked = false;  // this attempt's writes answered kUnavailable (they may have landed) were re-read
   // Adoption: the addresses of the previous pod's allocations this attempt takes over,
   // and the request as it was before they were named in it (the fallback when one is
   // lost meanwhile).

@@ -766,6 +766,49 @@ TEST(BlockEngineTest, AWriteThatLandsAfterItsReReadIsRemovedWhenItShowsUp) {
   c.CheckInvariants();
 }
 
+const BlockAllocation* AllocationAt(const ClusterHarness& c, const IpAddr& a);
+
+// An attempt after a lost race (409: another writer took the address, so the engine
+// picks again) is re-read like a first one when its write is answered with an error
+// that does not say it failed. Before, only the first attempt was: the landed allocation
+// of the second stayed behind without a lease, and in a full subnet (CI, 1,000 pods in
+// 1,000 addresses) the last pod starved.
+TEST(BlockEngineTest, AWriteOfARepickAnsweredWithAnErrorIsReReadLikeTheFirst) {
+  // One block in the whole subnet (usable .2-.6): node-b must borrow from node-a's.
+  ClusterHarness c(Spec("10.0.0.0/29"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  Node& b = c.AddNode("node-b", Deterministic());
+  for (const char* pod : {"a0", "a1"}) ASSERT_TRUE(c.AllocateNow(a, c.Request(pod)));
+  std::optional<Result<Lease>> answer;
+  const AllocateRequest request = c.Request("b0");
+  b.engine->Allocate(request, [&](Result<Lease> l) { answer = std::move(l); });
+  ASSERT_TRUE(c.api.RunNext());  // the list arrives...
+  const uint64_t updates = c.api.counters().updates;
+  ASSERT_TRUE(c.api.RunNext());  // ...and is answered: node-b sends its borrow
+  ASSERT_EQ(c.api.counters().updates, updates + 1);
+  std::optional<Lease> picked = b.allocator.Find(AttachmentKey::For("net", request.owner));
+  ASSERT_TRUE(picked && picked->v4);
+  // Another node takes that address first: node-b's write is stale (409), the re-read
+  // shows the address taken, and node-b picks again.
+  IpBlock block = c.api.objects().begin()->second;
+  block.allocations[*block.OffsetOf(*picked->v4)] = BlockAllocation{
+      "default", "thief", "uid-t", "net1", "c-t", "node-c", "net.default", false, "", "", ""};
+  c.api.Put(block);
+  c.api.FailNextWriteAfterApply(1);  // the repick's write lands; its answer is an error
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_EQ(b.engine->stats().repicks, 1u);
+  ASSERT_TRUE(*answer) << answer->error().message;  // found landed by the re-read
+  EXPECT_NE((*answer)->v4, picked->v4);
+  EXPECT_EQ(AllocationAt(c, *(*answer)->v4)->pod_name, "b0");
+  // Every allocation but the thief's (which has no lease anywhere) is a lease.
+  block = c.api.objects().begin()->second;
+  block.allocations.erase(*block.OffsetOf(*picked->v4));
+  c.api.Put(block);
+  c.api.RunAll(kMaxSteps);
+  c.CheckInvariants();
+}
+
 // The retry of a failed attempt may be given the same address: that allocation is its
 // lease, and it stays.
 TEST(BlockEngineTest, ANotedAddressThatARetryGotAgainIsKept) {

@@ -75,6 +75,7 @@ void FakeBlockApi::ListSubnet(const std::string& subnet, ListDone done) {
 
 void FakeBlockApi::Create(const IpBlock& block, BlockDone done) {
   ++counters_.creates;
+  ArmWriteFault();
   Call<IpBlock>(
       [this, block = IpBlock(block)]() mutable -> Result<IpBlock> {
         if (objects_.count(block.name)) {
@@ -91,6 +92,7 @@ void FakeBlockApi::Create(const IpBlock& block, BlockDone done) {
 
 void FakeBlockApi::Update(const IpBlock& block, BlockDone done) {
   ++counters_.updates;
+  ArmWriteFault();
   Call<IpBlock>(
       [this, block = IpBlock(block)]() mutable -> Result<IpBlock> {
         auto it = objects_.find(block.name);
