@@ -278,7 +278,9 @@ int RunCluster(const Config& cfg) {
             {{{"event", "annotation_patches"}}, n(st.annotation_patches)},
             {{{"event", "release"}}, n(st.releases)},
             {{{"event", "release_failure"}}, n(st.release_failures)},
-            {{{"event", "holder_update"}}, n(st.holder_updates)}};
+            {{{"event", "holder_update"}}, n(st.holder_updates)},
+            {{{"event", "reservation_read"}}, n(st.reservation_reads)},
+            {{{"event", "reservation_list"}}, n(st.reservation_lists)}};
       });
   InformerOptions subnets_opts;
   subnets_opts.path = "/apis/kubeovn.io/v1/subnets";
