@@ -440,8 +440,7 @@ bool BlockEngine::RecheckAmbiguous(std::shared_ptr<Job> job) {
                 if (!r) {
                   NoteFailure(r.error());
                 } else {
-                  BlockState& b = Block(job->key.subnet, cidr);
-                  if (!b.busy) SetObject(b, *r);
+                  ApplyRead(Block(job->key.subnet, cidr), *r);
                   auto offset = static_cast<uint64_t>(a.value() - cidr.first().value());
                   if (*r && HoldsOwnAllocation(**r, offset, job->key)) {
                     job->results[i].second = Ok();  // it landed
@@ -775,8 +774,7 @@ void BlockEngine::RecoverLease(const Lease& lease, std::function<void(bool ok)> 
         NoteFailure(r.error());
         reads->failed = true;
       } else {
-        BlockState& b = Block(lease.subnet, cidr);
-        if (!b.busy) SetObject(b, *r);
+        ApplyRead(Block(lease.subnet, cidr), *r);
         auto offset = static_cast<uint64_t>(a.value() - cidr.first().value());
         if (*r && HoldsOwnAllocation(**r, offset, lease.key())) reads->present.push_back(a);
       }

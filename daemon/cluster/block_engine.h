@@ -260,6 +260,11 @@ class BlockEngine {
   void OnWritten(const std::string& name, std::vector<Op> sent, bool created, Result<IpBlock> r);
   void MaybeRetire(BlockState& b);
   void SetObject(BlockState& b, std::optional<IpBlock> object);
+  // A read's answer that the watch has already shown superseded (the copy is newer).
+  bool OlderThanCopy(const BlockState& b, const std::optional<IpBlock>& answer) const;
+  // SetObject for a read's answer, unless the block is being written or the answer is
+  // older than the copy.
+  void ApplyRead(BlockState& b, const std::optional<IpBlock>& answer);
   void SyncAllocator(BlockState& b);
   void DropAdoptedLeases(BlockState& b);
   // Ends a committed lease in the store and the allocator without an API call (its

@@ -181,8 +181,12 @@ void BlockEngine::Read(BlockState& b) {
       FailOps(ops, r.error().Wrap("reading IPBlock " + name));
       return Pump(block);
     }
-    block.awaiting_version.clear();
-    SetObject(block, std::move(*r));
+    if (OlderThanCopy(block, *r)) {
+      block.known = true;  // the watch showed a newer version meanwhile: the copy is it
+    } else {
+      block.awaiting_version.clear();
+      SetObject(block, std::move(*r));
+    }
     Pump(block);
   });
 }
@@ -495,6 +499,30 @@ void BlockEngine::SetObject(BlockState& b, std::optional<IpBlock> object) {
   SyncAllocator(b);
 }
 
+// A read and the watch use two connections, and nothing orders their answers: a read's
+// answer can arrive after the watch delivered a newer version. Versions are ordered by
+// the watch's delivery, never compared as numbers (resourceVersion is opaque): an answer
+// the watch delivered before the copy's version, or while the copy holds a version the
+// watch has not delivered yet (this node's write, or a newer read), is older.
+bool BlockEngine::OlderThanCopy(const BlockState& b, const std::optional<IpBlock>& answer) const {
+  if (!answer || !b.object || answer->resource_version == b.object->resource_version) return false;
+  auto position = [&b](const std::string& version) {
+    for (size_t i = 0; i < b.watched_versions.size(); ++i) {
+      if (b.watched_versions[i] == version) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  const int answered = position(answer->resource_version);
+  if (answered < 0) return false;  // not delivered by the watch yet: newer than all it did
+  const int copy = position(b.object->resource_version);
+  return copy < 0 || answered < copy;
+}
+
+void BlockEngine::ApplyRead(BlockState& b, const std::optional<IpBlock>& answer) {
+  if (b.busy || OlderThanCopy(b, answer)) return;
+  SetObject(b, answer);
+}
+
 // Tells the allocator what this block means for this node: local when it is ours; every
 // allocation in it that is not a live lease of ours (same attachment, made by this node)
 // is a foreign hold. A committed lease whose allocation now names another node was
@@ -580,8 +608,8 @@ void BlockEngine::Refresh(const std::string& subnet, const IpNet& cidr,
               BlockState& b = Block(subnet, cidr);
               if (!r) {
                 NoteFailure(r.error());
-              } else if (!b.busy) {
-                SetObject(b, std::move(*r));
+              } else {
+                ApplyRead(b, *r);
               }
               then();
             });

@@ -121,8 +121,7 @@ std::set<std::string> BlockEngine::AbsorbList(const std::string& subnet,
   for (IpBlock& blk : listed) {
     names.insert(blk.name);
     BlockState& b = Block(subnet, blk.cidr);
-    if (!b.busy && (blk.node != options_.node || !b.known || !b.object))
-      SetObject(b, std::move(blk));
+    if (blk.node != options_.node || !b.known || !b.object) ApplyRead(b, blk);
   }
   for (auto& [name, b] : blocks_) {
     if (b->subnet == subnet && !b->busy && b->object && b->object->node != options_.node &&

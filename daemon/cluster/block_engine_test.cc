@@ -809,6 +809,42 @@ TEST(BlockEngineTest, AWriteOfARepickAnsweredWithAnErrorIsReReadLikeTheFirst) {
   c.CheckInvariants();
 }
 
+// A read's answer may come after the watch delivered a newer version of the block (two
+// connections; nothing orders them). The older answer must not replace the copy: here
+// it would bring back an allocation freed meanwhile, and the address would look held
+// to this node — in a full subnet a pod would wait for nothing.
+TEST(BlockEngineTest, AReadAnsweredAfterANewerWatchEventDoesNotRollTheCopyBack) {
+  ClusterHarness c(Spec("10.0.0.0/24"));
+  Node& a = c.AddNode("node-a", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // 10.0.0.2, in node-a's 10.0.0.0/29
+  const std::string name = c.api.objects().begin()->first;
+  IpBlock block = c.api.objects().at(name);
+  block.allocations[5] = BlockAllocation{"default", "other", "uid-o", "net1", "c-o",
+                                         "node-c",  "net.default", false, "", "", ""};
+  c.api.Put(block);  // .5: another node's borrow
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(a.allocator.ForeignHolder("net", Ip("10.0.0.5")).has_value());
+  // p1's write lands and is answered 500: the engine reads the block to find out.
+  c.api.FailNextWriteAfterApply(1);
+  std::optional<Result<Lease>> answer;
+  a.engine->Allocate(c.Request("p1"), [&](Result<Lease> l) { answer = std::move(l); });
+  const uint64_t gets = c.api.counters().gets;
+  for (size_t i = 0; i < kMaxSteps && c.api.counters().gets == gets; ++i) ASSERT_TRUE(c.api.RunNext());
+  ASSERT_TRUE(c.api.RunNext());  // the read is served: the version with .5 held
+  // Meanwhile .5 is freed, and the watch shows it before the read's answer arrives.
+  block = c.api.objects().at(name);
+  block.allocations.erase(5);
+  c.api.Put(block);
+  ASSERT_TRUE(c.api.RunStep(1));  // the watch event
+  EXPECT_FALSE(a.allocator.ForeignHolder("net", Ip("10.0.0.5")).has_value());
+  c.api.RunAll(kMaxSteps);  // then the read's answer
+  ASSERT_TRUE(answer && *answer) << (answer ? answer->error().message : "no answer");
+  EXPECT_EQ((*answer)->v4, Ip("10.0.0.3"));  // found landed
+  EXPECT_FALSE(a.allocator.ForeignHolder("net", Ip("10.0.0.5")).has_value())
+      << "the older answer brought the freed allocation back";
+  c.CheckInvariants();
+}
+
 // The retry of a failed attempt may be given the same address: that allocation is its
 // lease, and it stays.
 TEST(BlockEngineTest, ANotedAddressThatARetryGotAgainIsKept) {
