@@ -473,9 +473,12 @@ void BlockEngine::Unwind(std::shared_ptr<Job> job, std::function<void()> then) {
     op.key = job->key;
     op.unwind = true;
     // A removal that fails leaves an allocation without a lease: it stays taken (never
-    // a duplicate), shows as a foreign hold, and the reconciler frees it later.
-    op.done = [left, next, token](const Result<void>&) {
-      if (!token.expired() && --*left == 0) (*next)();
+    // a duplicate) and shows as a foreign hold; noted like an ambiguous write's, it is
+    // taken out later (SweepUnsure), not held until the pod is deleted.
+    op.done = [this, left, next, token, key = job->key, a](const Result<void>& r) {
+      if (token.expired()) return;
+      if (!r) NoteUnsure(key, a);
+      if (--*left == 0) (*next)();
     };
     Enqueue(job->key.subnet, cidr, std::move(op));
   }

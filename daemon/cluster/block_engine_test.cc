@@ -931,6 +931,46 @@ TEST(BlockEngineTest, DualStackAllocationLandsInOneBlockPerFamily) {
   c.CheckInvariants();
 }
 
+// A dual-stack attempt whose IPv6 address was taken meanwhile takes its IPv4 allocation
+// back out (unwind). When that removal fails too, the allocation is noted like an
+// ambiguous write's and removed later; before, it stayed held for a pod that got
+// another address until the pod was deleted.
+TEST(BlockEngineTest, AnUnwindThatFailsIsRemovedLater) {
+  ClusterHarness c(SubnetSpec{"net", "net.default", "10.0.0.0/24,fd00::/120", "", {}, "", ""});
+  Node& a = c.AddNode("node-a", Deterministic());
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // 10.0.0.2, fd00::2
+  const AllocateRequest request = c.Request("p1");
+  std::optional<Result<Lease>> answer;
+  a.engine->Allocate(request, [&](Result<Lease> l) { answer = std::move(l); });
+  std::optional<Lease> picked = a.allocator.Find(AttachmentKey::For("net", request.owner));
+  ASSERT_TRUE(picked && picked->v4 && picked->v6);  // both writes are on their way
+  // Another node takes the IPv6 address first: that write is stale (409), and the IPv4
+  // allocation, which landed, is to be taken back out; that removal fails.
+  std::string v6_block;
+  for (const auto& [name, b] : c.api.objects())
+    if (b.OffsetOf(*picked->v6)) v6_block = name;
+  IpBlock block = c.api.objects().at(v6_block);
+  const uint64_t offset = *block.OffsetOf(*picked->v6);
+  block.allocations[offset] = BlockAllocation{"default", "other", "uid-o", "net1", "c-o",
+                                              "node-c",  "net.default", false, "", "", ""};
+  c.api.Put(block);
+  c.api.FailNextWrite(1);
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(answer && *answer) << (answer ? answer->error().message : "no answer");
+  EXPECT_NE((*answer)->v4, picked->v4);  // the re-pick: new addresses
+  ASSERT_TRUE(AllocationAt(c, *picked->v4));  // the failed unwind left it behind
+  a.clock.Advance(1'000);
+  a.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(a.engine->stats().strays_removed, 1u);
+  EXPECT_FALSE(AllocationAt(c, *picked->v4));
+  block = c.api.objects().at(v6_block);
+  block.allocations.erase(offset);
+  c.api.Put(block);
+  c.api.RunAll(kMaxSteps);
+  c.CheckInvariants();
+}
+
 TEST(BlockEngineTest, RequestsForOneAttachmentAreServedInTurn) {
   ClusterHarness c(Spec("10.0.0.0/24"));
   Node& a = c.AddNode("node-a", Deterministic());

@@ -54,6 +54,7 @@ class FakeBlockApi final : public BlockApi {
   void FailNext(int n) { fail_next_ = n; }
   void FailNextAfterApply(int n) { fail_after_apply_ = n; }
   // The same for the next n writes (create, update) only; reads and lists pass.
+  void FailNextWrite(int n) { fail_write_ = n; }
   void FailNextWriteAfterApply(int n) { fail_write_after_apply_ = n; }
   // The next n calls are answered kUnavailable without touching the store, and are
   // applied later, when the test calls ApplyHeld (etcd committing a write after the API
@@ -97,10 +98,13 @@ class FakeBlockApi final : public BlockApi {
   std::string NextVersion() { return std::to_string(++revision_); }
   void Notify(const IpBlock& block, bool deleted);
   void RunAt(size_t index);
-  void ArmWriteFault() {
-    if (fail_write_after_apply_ > 0) {
+  void ArmWriteFault() {  // for the Call that follows
+    if (fail_write_ > 0) {
+      --fail_write_;
+      ++fail_next_;
+    } else if (fail_write_after_apply_ > 0) {
       --fail_write_after_apply_;
-      ++fail_after_apply_;  // for the Call that follows
+      ++fail_after_apply_;
     }
   }
 
@@ -111,6 +115,7 @@ class FakeBlockApi final : public BlockApi {
   uint64_t next_uid_ = 1;
   int fail_next_ = 0;
   int fail_after_apply_ = 0;
+  int fail_write_ = 0;
   int fail_write_after_apply_ = 0;
   int fail_apply_later_ = 0;
   std::deque<std::function<void()>> held_;
