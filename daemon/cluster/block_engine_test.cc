@@ -768,6 +768,20 @@ TEST(BlockEngineTest, AWriteThatLandsAfterItsReReadIsRemovedWhenItShowsUp) {
 
 const BlockAllocation* AllocationAt(const ClusterHarness& c, const IpAddr& a);
 
+// Another node's allocation (pod "other", node-c) written at `offset` of block `name`,
+// as that node's borrow would be; and taken out again.
+void PutOthersAllocation(ClusterHarness& c, const std::string& name, uint64_t offset) {
+  IpBlock block = c.api.objects().at(name);
+  block.allocations[offset] = BlockAllocation{"default", "other", "uid-o", "net1", "c-o",
+                                              "node-c",  "net.default", false, "", "", ""};
+  c.api.Put(block);
+}
+void RemoveAllocation(ClusterHarness& c, const std::string& name, uint64_t offset) {
+  IpBlock block = c.api.objects().at(name);
+  block.allocations.erase(offset);
+  c.api.Put(block);
+}
+
 // An attempt after a lost race (409: another writer took the address, so the engine
 // picks again) is re-read like a first one when its write is answered with an error
 // that does not say it failed. Before, only the first attempt was: the landed allocation
@@ -790,10 +804,9 @@ TEST(BlockEngineTest, AWriteOfARepickAnsweredWithAnErrorIsReReadLikeTheFirst) {
   ASSERT_TRUE(picked && picked->v4);
   // Another node takes that address first: node-b's write is stale (409), the re-read
   // shows the address taken, and node-b picks again.
-  IpBlock block = c.api.objects().begin()->second;
-  block.allocations[*block.OffsetOf(*picked->v4)] = BlockAllocation{
-      "default", "thief", "uid-t", "net1", "c-t", "node-c", "net.default", false, "", "", ""};
-  c.api.Put(block);
+  const std::string name = c.api.objects().begin()->first;
+  const uint64_t offset = *c.api.objects().at(name).OffsetOf(*picked->v4);
+  PutOthersAllocation(c, name, offset);
   c.api.FailNextWriteAfterApply(1);  // the repick's write lands; its answer is an error
   c.api.RunAll(kMaxSteps);
   ASSERT_TRUE(answer.has_value());
@@ -801,10 +814,8 @@ TEST(BlockEngineTest, AWriteOfARepickAnsweredWithAnErrorIsReReadLikeTheFirst) {
   ASSERT_TRUE(*answer) << answer->error().message;  // found landed by the re-read
   EXPECT_NE((*answer)->v4, picked->v4);
   EXPECT_EQ(AllocationAt(c, *(*answer)->v4)->pod_name, "b0");
-  // Every allocation but the thief's (which has no lease anywhere) is a lease.
-  block = c.api.objects().begin()->second;
-  block.allocations.erase(*block.OffsetOf(*picked->v4));
-  c.api.Put(block);
+  // Every allocation but the other node's (no lease of it here) is a lease.
+  RemoveAllocation(c, name, offset);
   c.api.RunAll(kMaxSteps);
   c.CheckInvariants();
 }
@@ -818,10 +829,7 @@ TEST(BlockEngineTest, AReadAnsweredAfterANewerWatchEventDoesNotRollTheCopyBack) 
   Node& a = c.AddNode("node-a", Deterministic());
   ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // 10.0.0.2, in node-a's 10.0.0.0/29
   const std::string name = c.api.objects().begin()->first;
-  IpBlock block = c.api.objects().at(name);
-  block.allocations[5] = BlockAllocation{"default", "other", "uid-o", "net1", "c-o",
-                                         "node-c",  "net.default", false, "", "", ""};
-  c.api.Put(block);  // .5: another node's borrow
+  PutOthersAllocation(c, name, 5);  // .5: another node's borrow
   c.api.RunAll(kMaxSteps);
   ASSERT_TRUE(a.allocator.ForeignHolder("net", Ip("10.0.0.5")).has_value());
   // p1's write lands and is answered 500: the engine reads the block to find out.
@@ -832,9 +840,7 @@ TEST(BlockEngineTest, AReadAnsweredAfterANewerWatchEventDoesNotRollTheCopyBack) 
   for (size_t i = 0; i < kMaxSteps && c.api.counters().gets == gets; ++i) ASSERT_TRUE(c.api.RunNext());
   ASSERT_TRUE(c.api.RunNext());  // the read is served: the version with .5 held
   // Meanwhile .5 is freed, and the watch shows it before the read's answer arrives.
-  block = c.api.objects().at(name);
-  block.allocations.erase(5);
-  c.api.Put(block);
+  RemoveAllocation(c, name, 5);
   ASSERT_TRUE(c.api.RunStep(1));  // the watch event
   EXPECT_FALSE(a.allocator.ForeignHolder("net", Ip("10.0.0.5")).has_value());
   c.api.RunAll(kMaxSteps);  // then the read's answer
@@ -949,11 +955,8 @@ TEST(BlockEngineTest, AnUnwindThatFailsIsRemovedLater) {
   std::string v6_block;
   for (const auto& [name, b] : c.api.objects())
     if (b.OffsetOf(*picked->v6)) v6_block = name;
-  IpBlock block = c.api.objects().at(v6_block);
-  const uint64_t offset = *block.OffsetOf(*picked->v6);
-  block.allocations[offset] = BlockAllocation{"default", "other", "uid-o", "net1", "c-o",
-                                              "node-c",  "net.default", false, "", "", ""};
-  c.api.Put(block);
+  const uint64_t offset = *c.api.objects().at(v6_block).OffsetOf(*picked->v6);
+  PutOthersAllocation(c, v6_block, offset);
   c.api.FailNextWrite(1);
   c.api.RunAll(kMaxSteps);
   ASSERT_TRUE(answer && *answer) << (answer ? answer->error().message : "no answer");
@@ -964,9 +967,7 @@ TEST(BlockEngineTest, AnUnwindThatFailsIsRemovedLater) {
   c.api.RunAll(kMaxSteps);
   EXPECT_EQ(a.engine->stats().strays_removed, 1u);
   EXPECT_FALSE(AllocationAt(c, *picked->v4));
-  block = c.api.objects().at(v6_block);
-  block.allocations.erase(offset);
-  c.api.Put(block);
+  RemoveAllocation(c, v6_block, offset);
   c.api.RunAll(kMaxSteps);
   c.CheckInvariants();
 }
