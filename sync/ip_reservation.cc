@@ -65,7 +65,8 @@ Result<IpReservation> DecodeIpReservation(std::string_view json) {
   };
   for (const Field& f : {Field{"subnet", &r.subnet}, Field{"podName", &r.pod_name},
                          Field{"namespace", &r.namespace_name}, Field{"v4IpAddress", &r.v4},
-                         Field{"v6IpAddress", &r.v6}, Field{"ipAddress", &both}}) {
+                         Field{"v6IpAddress", &r.v6}, Field{"ipAddress", &both},
+                         Field{"nodeName", &r.node_name}}) {
     auto v = ReservationString(spec, f.key, "spec." + std::string(f.key));
     if (!v) return Fail(v.error());
     *f.out = std::move(*v);

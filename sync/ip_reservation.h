@@ -33,6 +33,7 @@ struct IpReservation {
   std::string pod_name;        // spec.podName
   std::string namespace_name;  // spec.namespace
   std::string v4, v6;          // spec.v4IpAddress / v6IpAddress ("" = none)
+  std::string node_name;       // spec.nodeName: where its pod runs ("" = none yet)
   bool labelled = false;       // already labelled ovn.kubernetes.io/ip_reserved=true
   // The addresses, v4 first ("" entries left out).
   std::vector<std::string> addresses() const;

@@ -166,8 +166,13 @@ void IpObjectWriter::Update(const std::string& name, IpObject want) {
         if (!object) return Done(name, want, false);
         if (IsReservation(*object)) {
           // A user's reservation (docs/kubeovn-compat.md): the leader fills it in, and it
-          // outlives this allocation; it is not overwritten here.
-          return Done(name, std::nullopt, true);
+          // outlives this allocation; it is not overwritten here. Only the node its pod
+          // runs on is written in (`kubectl get ips` shows it), as Kube-OVN does.
+          auto reservation = DecodeIpReservation(object->raw);
+          if (!reservation || reservation->node_name == want.node) {
+            return Done(name, std::nullopt, true);
+          }
+          return PatchNode(name, std::move(want));
         }
         ++stats_.updates;
         client_->Update(std::string(kIps) + "/" + name,
@@ -177,6 +182,24 @@ void IpObjectWriter::Update(const std::string& name, IpObject want) {
                           Done(name, want, u.has_value());
                         });
       });
+}
+
+void IpObjectWriter::PatchNode(const std::string& name, IpObject want) {
+  ++stats_.updates;
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("metadata").BeginObject().Key("labels").BeginObject();
+  w.Field("ovn.kubernetes.io/node-name", want.node).EndObject().EndObject();
+  w.Key("spec").BeginObject().Field("nodeName", want.node).EndObject();
+  w.EndObject();
+  client_->MergePatch(std::string(kIps) + "/" + name, w.Take(),
+                      [this, name, want](KubeResult<KubeResponse> r) {
+                        if (closed_) return;
+                        // Written, or the reservation was deleted meanwhile (404): done, and
+                        // never this writer's object. Else tried again (create, read, patch).
+                        if (r || r.error().http_status == 404) return Done(name, std::nullopt, true);
+                        Done(name, want, false);
+                      });
 }
 
 void IpObjectWriter::Done(const std::string& name, std::optional<IpObject> want, bool ok) {

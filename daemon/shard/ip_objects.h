@@ -70,6 +70,8 @@ class IpObjectWriter {
   void Flush();
   void Send(const std::string& name, std::optional<IpObject> want);
   void Update(const std::string& name, IpObject want);
+  // A reservation taken by its pod: spec.nodeName (and the node-name label) only.
+  void PatchNode(const std::string& name, IpObject want);
   void Delete(const std::string& name);
   void CheckThenDelete(const std::string& name);
   void Done(const std::string& name, std::optional<IpObject> want, bool ok);

@@ -150,6 +150,11 @@ class ReservedIps(harness.DaemonTestCase):
         held = self.allocations()["10.90.0.77"]
         self.assertEqual((held["pod"], held["node"], held["podUID"], held.get("reservedIp")),
                          ("r1", "node-b", created["metadata"]["uid"], self.name("r1")))
+        # The reservation shows where its pod runs (`kubectl get ips`: NODE), as Kube-OVN's does.
+        node_of = lambda: (lambda o: (o["spec"].get("nodeName"), o["metadata"]["labels"].get(
+            "ovn.kubernetes.io/node-name")))(self.get(IPS + "/" + self.name("r1")))
+        self.wait_for("r1's node in its reservation", lambda: node_of() == ("node-b", "node-b"))
+        self.assertEqual(self.get(IPS + "/" + self.name("r1"))["metadata"]["labels"].get(RESERVED), "true")
         # The pod goes: its node ends its lease, the reservation stays in the block.
         self.delete_pod("r1")
         self.wait_for("node-b ended r1's lease", lambda: self.live_leases("node-b", "r1") == 0)
@@ -163,6 +168,7 @@ class ReservedIps(harness.DaemonTestCase):
         self.assertEqual(rc, 0, out)
         self.assertEqual(out["ips"][0]["address"], "10.90.0.77/24")
         self.wait_for("the block names node-c", lambda: self.allocations()["10.90.0.77"]["node"] == "node-c")
+        self.wait_for("r1's new node in its reservation", lambda: node_of() == ("node-c", "node-c"))
         self.delete_pod("r1")
 
     def test_1b_re_created_on_the_same_node_at_once_it_gets_the_reservation_again(self):
