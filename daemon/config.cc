@@ -39,6 +39,8 @@ Result<void> ApplyYaml(const std::string& path, Config* cfg) {
       else if (key == "idle-timeout-ms") cfg->idle_timeout_ms = v.as<uint64_t>();
       else if (key == "max-connections") cfg->max_connections = v.as<uint64_t>();
       else if (key == "release-grace-ms") cfg->release_grace_ms = v.as<int64_t>();
+      else if (key == "retry-interval-ms") cfg->retry_interval_ms = v.as<int64_t>();
+      else if (key == "max-retry-interval-ms") cfg->max_retry_interval_ms = v.as<int64_t>();
       else if (key == "empty-block-linger-ms") cfg->empty_block_linger_ms = v.as<int64_t>();
       else if (key == "deferred-write-ms") cfg->deferred_write_ms = v.as<int64_t>();
       else if (key == "ahead-write-window-ms") cfg->ahead_write_window_ms = v.as<int64_t>();
@@ -95,6 +97,12 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
       "Cluster mode: a KubeVirt VM's launcher pods keep its address without an IPAMClaim (Kube-OVN's rules); false turns it off")->default_str("true");
   auto* o_grace = app.add_option("--release-grace-ms", flags.release_grace_ms,
       "Cluster mode: a lease whose pod is gone without a CNI DEL is released after this")->default_str(std::to_string(defaults.release_grace_ms));
+  auto* o_retry = app.add_option("--retry-interval-ms", flags.retry_interval_ms,
+      "Cluster mode: a failed allocation made ahead of time, or a failed release, is tried again after this; "
+      "allocations that keep failing back off, doubling")->default_str(std::to_string(defaults.retry_interval_ms));
+  auto* o_max_retry = app.add_option("--max-retry-interval-ms", flags.max_retry_interval_ms,
+      "Cluster mode: the longest wait between two tries of an allocation that keeps failing (the pod's CNI ADD "
+      "does not wait for it)")->default_str(std::to_string(defaults.max_retry_interval_ms));
   auto* o_linger = app.add_option("--empty-block-linger-ms", flags.empty_block_linger_ms,
       "Cluster mode: an own IPBlock left empty (beyond one kept per subnet) is deleted after staying empty this long")->default_str(std::to_string(defaults.empty_block_linger_ms));
   auto* o_deferred = app.add_option("--deferred-write-ms", flags.deferred_write_ms,
@@ -145,6 +153,8 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   if (o_idle->count()) cfg.idle_timeout_ms = flags.idle_timeout_ms;
   if (o_maxconn->count()) cfg.max_connections = flags.max_connections;
   if (o_grace->count()) cfg.release_grace_ms = flags.release_grace_ms;
+  if (o_retry->count()) cfg.retry_interval_ms = flags.retry_interval_ms;
+  if (o_max_retry->count()) cfg.max_retry_interval_ms = flags.max_retry_interval_ms;
   if (o_linger->count()) cfg.empty_block_linger_ms = flags.empty_block_linger_ms;
   if (o_deferred->count()) cfg.deferred_write_ms = flags.deferred_write_ms;
   if (o_ahead->count()) cfg.ahead_write_window_ms = flags.ahead_write_window_ms;
@@ -180,6 +190,11 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
     }
   }
   if (cfg.release_grace_ms < 0) return Fail(Error::InvalidArgument("--release-grace-ms must not be negative"));
+  if (cfg.retry_interval_ms < 100 || cfg.max_retry_interval_ms < cfg.retry_interval_ms) {
+    return Fail(Error::InvalidArgument(
+        "--retry-interval-ms must be at least 100 and --max-retry-interval-ms at least --retry-interval-ms (now " +
+        std::to_string(cfg.retry_interval_ms) + " and " + std::to_string(cfg.max_retry_interval_ms) + ")"));
+  }
   if (cfg.empty_block_linger_ms < 0 || cfg.deferred_write_ms < 0 || cfg.status_interval_ms < 0 ||
       cfg.ahead_write_window_ms < 0 || cfg.status_ms_per_node < 0) {
     return Fail(Error::InvalidArgument(

@@ -27,6 +27,11 @@ struct Config {
   uint64_t idle_timeout_ms = 10'000;
   uint64_t max_connections = 256;
   int64_t release_grace_ms = 30'000;  // cluster mode: pod gone, no DEL
+  // Cluster mode: a failed allocation made ahead of time, or a failed release, is tried
+  // again after this; an allocation that keeps failing (no free address, API server
+  // down) backs off, doubling up to max_retry_interval_ms.
+  int64_t retry_interval_ms = 5'000;
+  int64_t max_retry_interval_ms = 60'000;
   // Cluster mode: an own empty block beyond the reserve is deleted after this (churn
   // refills it instead of deleting it and claiming another; issue 14).
   int64_t empty_block_linger_ms = 60'000;

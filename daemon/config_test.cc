@@ -67,6 +67,9 @@ TEST(ConfigTest, BadInputGivesAnActionableError) {
            {{"--node-name", "n1", "--leader-candidates", "some"}, "--leader-candidates must be all or labelled"},
            {{"--node-name", "n1", "--ahead-write-window-ms", "60000"}, "--ahead-write-window-ms is at most 10000"},
            {{"--node-name", "n1", "--status-ms-per-node", "-1"}, "--status-ms-per-node must not be negative"},
+           {{"--node-name", "n1", "--retry-interval-ms", "0"}, "--retry-interval-ms must be at least 100"},
+           {{"--node-name", "n1", "--retry-interval-ms", "9000", "--max-retry-interval-ms", "2000"},
+            "--max-retry-interval-ms at least --retry-interval-ms (now 9000 and 2000)"},
        }) {
     auto r = Parse(c.args);
     ASSERT_FALSE(r) << c.expect;
@@ -83,7 +86,8 @@ TEST(ConfigTest, HelpDocumentsEveryOption) {
   for (const char* opt : {"--config", "--standalone", "--subnets", "--socket", "--socket-group", "--db",
                           "--metrics-address", "--kubeconfig", "--node-name", "--log-level",
                           "--max-request-bytes", "--idle-timeout-ms", "--max-connections",
-                          "--ahead-write-window-ms", "--status-ms-per-node", "--leader-candidates"}) {
+                          "--ahead-write-window-ms", "--status-ms-per-node", "--leader-candidates",
+                          "--retry-interval-ms", "--max-retry-interval-ms"}) {
     EXPECT_NE(out.find(opt), std::string::npos) << opt;
   }
 }

@@ -256,6 +256,8 @@ int RunCluster(const Config& cfg) {
   shard_options.node = cfg.node_name;
   if (cfg.ip_objects) shard_options.ip_objects = &ip_objects;
   shard_options.release_grace_ms = cfg.release_grace_ms;
+  shard_options.retry_interval_ms = cfg.retry_interval_ms;
+  shard_options.max_retry_interval_ms = cfg.max_retry_interval_ms;
   shard_options.keep_vm_ips = cfg.keep_vm_ip;
   shard_options.reserved_ips = cfg.reserved_ips;
   shard_options.allocation_failed = [&events](const PodInfo& pod, const Error& error) {

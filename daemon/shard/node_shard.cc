@@ -460,6 +460,7 @@ void NodeShard::PodGone(const KubeObject& object) {
   } else if (known != pods_.end()) {
     pod = known->second;
     pods_.erase(known);
+    retry_backoff_ms_.erase(pod_key);
   } else if (auto parsed = ParsePod(object)) {
     pod = *parsed;
   }
@@ -662,12 +663,17 @@ void NodeShard::OnAllocated(const AttachmentKey& key, const Result<Lease>& lease
         // Try again later: the API server may be back, or an address freed. A request
         // that is wrong in itself waits for the pod to change instead.
         if (lease.error().code != Code::kInvalidArgument && lease.error().code != Code::kNotFound) {
-          retry_pods_due_ms_[pod_key] = clock_->NowMs() + options_.retry_interval_ms;
+          // Doubling while it keeps failing (a full subnet, the API server down): each try
+          // costs API requests and an Event. The pod's CNI ADD does not wait for it.
+          auto [backoff, first] = retry_backoff_ms_.emplace(pod_key, options_.retry_interval_ms);
+          if (!first) backoff->second = std::min(backoff->second * 2, options_.max_retry_interval_ms);
+          retry_pods_due_ms_[pod_key] = clock_->NowMs() + backoff->second;
         }
       }
     }
     return;
   }
+  retry_backoff_ms_.erase(lease->owner.pod_namespace + "/" + lease->owner.pod_name);
   if (!pods_.count(lease->owner.pod_namespace + "/" + lease->owner.pod_name)) {
     // The pod went away while its allocation was in flight (or its ADD came after its
     // deletion, or the pod list is still being read after a restart — a lease still

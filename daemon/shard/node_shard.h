@@ -43,7 +43,8 @@ inline constexpr std::string_view kReasonMacAddressIgnored = "MacAddressIgnored"
 struct NodeShardOptions {
   std::string node;
   int64_t release_grace_ms = 30'000;   // pod gone, no DEL: release after this
-  int64_t retry_interval_ms = 5'000;   // failed releases and annotation writes retry
+  int64_t retry_interval_ms = 5'000;   // failed releases and ahead-of-time allocations retry
+  int64_t max_retry_interval_ms = 60'000;  // ... allocations failing again back off up to this
   // Kube-OVN's keep-vm-ip: a KubeVirt launcher pod's address (without an IPAMClaim) is
   // kept per (VM, subnet, interface) across its pods until the VM and VMI are gone.
   bool keep_vm_ips = true;
@@ -303,6 +304,7 @@ class NodeShard final : public CniBackend {
   // "<uid>/<provider>/<ifname>" already warned about an ignored mac_address (bounded).
   mutable std::set<std::string> mac_warned_;
   std::map<std::string, int64_t> retry_pods_due_ms_;  // pods whose allocation failed: retry then
+  std::map<std::string, int64_t> retry_backoff_ms_;   // ... and the wait before that retry
   std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
   // Leases allocated for an IPAMClaim whose status write has not succeeded yet: not
   // served from SQLite; the next ADD releases them and asks the claim again.

@@ -620,5 +620,49 @@ class Cluster(harness.DaemonTestCase):
         self.assertEqual(self.allocated("rc-1", p)[p + ".kubernetes.io/ip_address"], second, got)
 
 
+class RetryBackoff(harness.DaemonTestCase):
+    """An allocation made ahead of time that keeps failing is tried again less and less
+    often (each try costs API requests and an Event), and still gets its address once
+    one frees. Base 1 s, cap 8 s here (defaults 5 s and 60 s)."""
+    NODES = ["node-0"]
+    DAEMON_ARGS = ["--release-grace-ms", "300", "--retry-interval-ms", "1000", "--max-retry-interval-ms", "8000"]
+    PREFIX = "sublease-backoff-"
+
+    def test_a_pod_waiting_for_an_address_is_retried_with_a_growing_interval(self):
+        p = "tiny.default"
+        # A /29: six host addresses, the gateway excluded: five usable.
+        self.req("POST", SUBNETS, subnet("tiny", p, "10.96.0.0/29"))
+        self.wait_subnet_seen("tiny")
+        names = ["t-%d" % i for i in range(5)]
+        for name in names:
+            self.req("POST", PODS, pod(name, "node-0", "tiny"))
+        for name in names:
+            self.wait_for("pod %s allocated" % name, lambda: self.annotated(name, p), seconds=60)
+        self.req("POST", PODS, pod("t-late", "node-0", "tiny"))
+        failed = "allocation for tiny/pod:default/t-late/net1 failed"
+        seen = []  # when each failure showed up in the log (polled every 0.1 s)
+        deadline = time.monotonic() + 120
+        while len(seen) < 5 and time.monotonic() < deadline:
+            n = self.daemon_log("node-0").count(failed)
+            seen += [time.monotonic()] * (n - len(seen))
+            time.sleep(0.1)
+        self.assertEqual(len(seen), 5, "five failed tries within 120 s")
+        gaps = [b - a for a, b in zip(seen, seen[1:])]
+        # Expected 1, 2, 4, 8 s (+ up to 1 s: retries are due on the daemon's 1 s tick);
+        # without the backoff every gap is 1-2 s. Only lower bounds: a slow machine
+        # makes gaps longer, never shorter.
+        self.assertGreaterEqual(gaps[3], 4.0, gaps)
+        self.assertGreater(gaps[3], gaps[0] + 2.0, gaps)
+        # An address frees: the pod gets it on a later try, with no CNI ADD and no change.
+        self.req("DELETE", PODS + "/t-0?gracePeriodSeconds=0")
+        self.wait_for("t-late allocated once an address freed", lambda: self.annotated("t-late", p),
+                      seconds=60, interval=0.5)
+
+    def annotated(self, name, provider):
+        status, _, obj = self.api.request("GET", PODS + "/" + name, timeout=30)
+        a = obj["metadata"].get("annotations", {}) if status == 200 else {}
+        return a.get(provider + ".kubernetes.io/allocated") == "true"
+
+
 if __name__ == "__main__":
     unittest.main()
