@@ -927,9 +927,16 @@ class DiscoveryAndControlTests(Base):
         last = body["last"]
         self.req("GET", SUBNETS + "?limit=3", headers={"User-Agent": "subleased/0.1"})
         self.req("GET", "/api/v1/pods", token="bad")
-        _, body = self.s.ctl("GET", "/requests?since=%d" % last)
-        rows = [(r["method"], r["path"], r["verb"], r["resource"], r["user_agent"], r["status"])
-                for r in body["requests"]]
+        # A request is logged once its answer has been sent, so the client may ask a moment
+        # before its row is there: wait for it (bounded).
+        deadline = time.monotonic() + 10
+        while True:
+            _, body = self.s.ctl("GET", "/requests?since=%d" % last)
+            rows = [(r["method"], r["path"], r["verb"], r["resource"], r["user_agent"], r["status"])
+                    for r in body["requests"]]
+            if len(rows) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         self.assertIn(("GET", SUBNETS + "?limit=3", "list", "subnets", "subleased/0.1", 200), rows)
         self.assertIn(401, [r[5] for r in rows])
 
