@@ -341,12 +341,14 @@ void BlockEngine::AfterAllocatorRefused(std::shared_ptr<Job> job, const Error& e
     }
   }
   if (error.code == Code::kConflict && !job->refreshed) {
-    // Foreign holds in blocks this node does not watch are only as fresh as its last
-    // read of them: re-read the block once before telling the user it is taken.
+    // A foreign hold is only as fresh as this node's copy of its block: its last read of
+    // a block it does not watch, or the watch (late by up to its delay) of its own — the
+    // garbage collection may have freed the address a moment ago. Re-read the block once
+    // before telling the user it is taken.
     for (const IpAddr& a : NamedAddresses(job->request)) {
       auto cidr = BlockOfAddress(job->request.subnet, a);
       auto* b = cidr ? FindBlock(BlockName(job->request.subnet, *cidr)) : nullptr;
-      if (allocator_->ForeignHolder(job->request.subnet, a) && (b == nullptr || !b->local)) {
+      if (allocator_->ForeignHolder(job->request.subnet, a) && (b == nullptr || !b->busy)) {
         job->refreshed = true;
         return Refresh(job->request.subnet, *cidr, [this, job] { StartAllocate(job); });
       }
