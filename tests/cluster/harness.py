@@ -181,6 +181,21 @@ class DaemonTestCase(unittest.TestCase):
             self.wait_for("%s sees Subnet %s" % (node, name),
                           lambda: self.node_knows_subnet(node, name), seconds=seconds)
 
+    def settled(self, call, expect=None, tries=10):
+        """`call()` (a CNI ADD: returns rc, out), called again while its answer is "try
+        again" (CNI 11) because a read of the API server failed — realistic timing answers
+        some reads 500 or 429 — unless the answer already says `expect`. Bounded; returns
+        the last answer. For checks of one particular error."""
+        for _ in range(tries):
+            rc, out = call()
+            text = json.dumps(out)
+            if rc == 0 or out.get("code") != 11 or (expect and expect in text):
+                return rc, out
+            if not any(s in text for s in ("InternalError", "429", "timed out", "Too Many")):
+                return rc, out
+            time.sleep(0.3)
+        return rc, out
+
     def wait_for(self, what, fn, seconds=60, interval=0.1):
         deadline = time.monotonic() + seconds
         last = None

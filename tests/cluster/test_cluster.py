@@ -180,7 +180,7 @@ class Cluster(harness.DaemonTestCase):
 
         # A static address someone holds is refused, naming the holder, and written nowhere.
         self.req("POST", PODS, pod("thief", "node-6", "macvlan", {p + ".kubernetes.io/ip_address": "172.17.0.100"}))
-        rc, out = self.cni("node-6", "ADD", "thief", "sandbox-t", p)
+        rc, out = self.settled(lambda: self.cni("node-6", "ADD", "thief", "sandbox-t", p))
         self.assertNotEqual(rc, 0)
         self.assertIn("static-ip", json.dumps(out))
         self.assertIsNone(self.allocated("thief", p))
@@ -585,7 +585,7 @@ class Cluster(harness.DaemonTestCase):
         self.wait_ready(node)
         self.wait_for("node-3 forgets Subnet gone", lambda: "gone" not in known_subnets(),
                       seconds=30)
-        rc, out = self.cni(node, "ADD", "g-1", "sandbox-g1", "gone.default")
+        rc, out = self.settled(lambda: self.cni(node, "ADD", "g-1", "sandbox-g1", "gone.default"))
         self.assertNotEqual(rc, 0, out)
         self.assertIn("no Subnet has spec.provider gone.default", out.get("msg", "") + out.get("details", ""))
 

@@ -328,7 +328,8 @@ class IpPools(harness.DaemonTestCase):
         self.api.ctl("POST", "/faults", {"path_prefix": IPPOOLS + "/unseen2", "count": -1, "status": 500})
         self.create_pool("unseen2", "pooled", ["10.80.0.210"])
         created = self.req("POST", PODS, pod("u-1", "node-c", "pooled", {P + ".kubernetes.io/ip_pool": "unseen2"}))
-        rc, out = self.run_cni("node-c", "ADD", "u-1", "sb-u-1", created["metadata"]["uid"])
+        rc, out = self.settled(lambda: self.run_cni("node-c", "ADD", "u-1", "sb-u-1", created["metadata"]["uid"]),
+                               expect="reading IPPool unseen2")
         self.assertNotEqual(rc, 0)
         self.assertEqual(out.get("code"), 11, out)
         self.assertIn("reading IPPool unseen2", json.dumps(out))

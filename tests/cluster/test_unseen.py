@@ -154,15 +154,15 @@ class UnseenPods(harness.DaemonTestCase):
         self.req("DELETE", STS_PATH + "/web")
 
     def test_2_a_pod_that_does_not_exist_or_is_another_uid_gets_an_error_not_an_address(self):
-        rc, out = self.run_cni("node-a", "ADD", "never-created", "sb-x", "uid-x")
+        rc, out = self.settled(lambda: self.run_cni("node-a", "ADD", "never-created", "sb-x", "uid-x"))
         self.assertNotEqual(rc, 0)
         self.assertIn("does not exist", json.dumps(out))
         uid = self.create_and_bind("renamed", "node-a", {})
-        rc, out = self.run_cni("node-a", "ADD", "renamed", "sb-r", "uid-of-an-older-pod")
+        rc, out = self.settled(lambda: self.run_cni("node-a", "ADD", "renamed", "sb-r", "uid-of-an-older-pod"))
         self.assertNotEqual(rc, 0)
         self.assertIn("no longer exists", json.dumps(out))
         # Bound to another node: refused here.
-        rc, out = self.run_cni("node-b", "ADD", "renamed", "sb-r", uid)
+        rc, out = self.settled(lambda: self.run_cni("node-b", "ADD", "renamed", "sb-r", uid))
         self.assertNotEqual(rc, 0)
         self.assertIn("node-a", json.dumps(out))
         # No allocation was made for any of them.
@@ -196,7 +196,8 @@ class UnseenPods(harness.DaemonTestCase):
                      harness.subnet("late", late, "10.71.0.0/24", "10.71.0.1", ["10.71.0.1..10.71.0.9"]))
             uid = self.create_and_bind("early", "node-b", {late + ".kubernetes.io/ip_address": "10.71.0.33"},
                                        networks="late")
-            rc, out = self.run_cni("node-b", "ADD", "early", "sb-early", uid, late)
+            rc, out = self.settled(lambda: self.run_cni("node-b", "ADD", "early", "sb-early", uid, late),
+                                   expect="Subnet late")
             self.assertNotEqual(rc, 0)
             self.assertEqual(out.get("code"), 11, "try again, not a permanent 'no Subnet': %s" % out)
             self.assertIn("Subnet late", json.dumps(out))
@@ -206,7 +207,7 @@ class UnseenPods(harness.DaemonTestCase):
             self.api.ctl("POST", "/timing", {"watch_delay_ms": delays})
         # A provider no Subnet has is still a clear error, after the read.
         uid = self.create_and_bind("nosubnet", "node-c", {}, networks="nowhere")
-        rc, out = self.run_cni("node-c", "ADD", "nosubnet", "sb-nowhere", uid, "nowhere.default")
+        rc, out = self.settled(lambda: self.run_cni("node-c", "ADD", "nosubnet", "sb-nowhere", uid, "nowhere.default"))
         self.assertNotEqual(rc, 0)
         self.assertNotEqual(out.get("code"), 11, out)
         self.assertIn("no Subnet has spec.provider nowhere.default", json.dumps(out))
