@@ -11,6 +11,10 @@
 #include "daemon/leader/leader_elector.h"  // FormatTime
 
 namespace sublease {
+namespace {
+// Tries of one Event's create answered with a server error (or not at all) in a row.
+constexpr int kCreateTries = 3;
+}  // namespace
 
 std::string_view EventReasonFor(Code code) {
   switch (code) {
@@ -116,8 +120,17 @@ void EventRecorder::Create(const Key& key, Entry& e) {
                                     entry.sent_count = 0;
                                     LogWarn("event on " + entry.kind + " " + std::get<0>(key) +
                                             "/" + std::get<1>(key) + ": " + r.error().message);
-                                    return;  // the next occurrence tries again
+                                    // A server error or a lost answer may be passing (an
+                                    // Event that says why a pod has no address may never
+                                    // occur again): sent again, a few times. Anything
+                                    // else waits for the next occurrence.
+                                    if (r.error().code == Code::kUnavailable &&
+                                        ++entry.failed_creates < kCreateTries) {
+                                      Send(key);
+                                    }
+                                    return;
                                   }
+                                  entry.failed_creates = 0;
                                   ++stats_.created;
                                   entry.event_name = name;
                                   Send(key);

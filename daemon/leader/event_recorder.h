@@ -94,6 +94,7 @@ class EventRecorder {
     int64_t last_ms = 0;
     std::string message;
     KubeClient::RequestId in_flight = 0;
+    int failed_creates = 0;  // in a row: a create answered 5xx (or not at all) is sent again
   };
 
   void Send(const Key& key);

@@ -77,6 +77,17 @@ TEST_F(EventRecorderTest, OtherReasonsAndRepeatsAfterTheWindowAreNewEvents) {
   EXPECT_EQ(Count(), 3u);
 }
 
+// An Event that says why a pod has no address may never occur again: a create answered
+// 500 (an etcd timeout) is sent again, not left for a next occurrence.
+TEST_F(EventRecorderTest, ACreateAnsweredWithAServerErrorIsSentAgain) {
+  Control("POST", "/faults",
+          R"({"method":"POST","path_prefix":"/api/v1/namespaces/default/events","status":500,"count":1})");
+  recorder_->PodWarning(ref_, kReasonAddressExhausted, "Subnet macvlan has no free address");
+  ASSERT_TRUE(Wait([&] { return recorder_->stats().created == 1; }, 5000));
+  EXPECT_EQ(recorder_->stats().failed, 1u);
+  EXPECT_EQ(Count(), 1u);
+}
+
 TEST(EventReasonTest, AllocationFailuresMapToReasonsAndRetriesToNone) {
   EXPECT_EQ(EventReasonFor(Code::kExhausted), kReasonAddressExhausted);
   EXPECT_EQ(EventReasonFor(Code::kConflict), kReasonAddressConflict);
