@@ -9,11 +9,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "fakeapi"))
@@ -45,6 +47,25 @@ def pod(name, node, networks, annotations=None, owner=None):
         meta["ownerReferences"] = [owner]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "alpine"}]}}
+
+
+def free_port():
+    """A free TCP port on loopback (for a daemon's --metrics-address, a proxy)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metric_counters(address, family):
+    """The samples of counter `family` (e.g. sublease_shard_total) on the daemon's
+    /metrics at `address`, by their event label; and the whole text."""
+    with urllib.request.urlopen("http://%s/metrics" % address, timeout=10) as r:
+        text = r.read().decode()
+    counters = {}
+    for line in text.splitlines():
+        if line.startswith(family + "{"):
+            counters[line.split('event="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return counters, text
 
 
 class DaemonTestCase(unittest.TestCase):

@@ -17,13 +17,11 @@ SUBLEASE_TEST_LOG_LEVEL=debug makes the daemons log every block claim and write.
 import ipaddress
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import unittest
 import urllib.parse
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -527,21 +525,12 @@ class Cluster(harness.DaemonTestCase):
         for node in nodes:
             self.assertEqual(len(before[node]), 1, "%s claimed one block for 4 pods: %s" % (node, before[node]))
         self.stop_daemon("node-0")
-        with socket.socket() as s:  # a free loopback port for the restarted daemon's metrics
-            s.bind(("127.0.0.1", 0))
-            metrics = "127.0.0.1:%d" % s.getsockname()[1]
+        metrics = "127.0.0.1:%d" % harness.free_port()  # the restarted daemon's metrics
         self.start_daemon("node-0", ["--metrics-address", metrics])
         self.wait_ready("node-0")
 
         def engine_counters():
-            with urllib.request.urlopen("http://%s/metrics" % metrics, timeout=10) as r:
-                text = r.read().decode()
-            counters = {}
-            for line in text.splitlines():
-                if line.startswith("sublease_block_engine_total{"):
-                    event = line.split('event="')[1].split('"')[0]
-                    counters[event] = float(line.rsplit(" ", 1)[1])
-            return counters, text
+            return harness.metric_counters(metrics, "sublease_block_engine_total")
         base, _ = engine_counters()
         for name in ("o-r1", "o-r2"):
             self.req("POST", PODS, pod(name, "node-0", "own"))

@@ -22,15 +22,9 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
-from harness import PODS, SUBNETS, pod, subnet  # noqa: E402
+from harness import PODS, SUBNETS, free_port, pod, subnet  # noqa: E402
 
 NGHTTPX = shutil.which("nghttpx") or "/usr/sbin/nghttpx"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Http2(harness.DaemonTestCase):

@@ -13,11 +13,9 @@ Run: SUBLEASE_BIN=build/bin python3 -m unittest tests/cluster/test_reserved.py -
 import ipaddress
 import json
 import os
-import socket
 import subprocess
 import sys
 import unittest
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -363,17 +361,14 @@ class ReservedIps(harness.DaemonTestCase):
         # still arrive together (BENCHMARKS.md §4); each pod gets what a GET would give.
         node = "node-c"
         self.stop_daemon(node)
-        with socket.socket() as s:  # a free loopback port for the restarted daemon's metrics
-            s.bind(("127.0.0.1", 0))
-            metrics = "127.0.0.1:%d" % s.getsockname()[1]
+        metrics = "127.0.0.1:%d" % harness.free_port()  # the restarted daemon's metrics
         try:
             reserved = {"burst-r%d" % i: "10.90.0.%d" % (150 + i) for i in range(8)}
             plain = ["burst-p%d" % i for i in range(6)]
             for name, address in reserved.items():
                 self.req("POST", IPS, ip_object(name, address))
-            # The leader writes them into the IPBlocks first (it may have been node-c, and
-            # another takes over): a read before that is answered "try again" and read
-            # again on the retry, which is not what this test counts.
+            # The leader writes them into the IPBlocks first, so that the burst does not
+            # depend on which node leads (it may have been node-c; another takes over).
             self.wait_for("every reservation in the IPBlocks", lambda: all(
                 self.reserved_for(n) == [a] for n, a in reserved.items()), seconds=90, interval=0.5)
             status, log = self.api.ctl("GET", "/requests")
@@ -397,9 +392,7 @@ class ReservedIps(harness.DaemonTestCase):
         self.assertGreaterEqual(len(lists), 1, "the reads that piled up went as a LIST")
         # The daemon's own count of reads by GET (the request log also has the IP object
         # writer's GETs of the reservations it must not overwrite).
-        with urllib.request.urlopen("http://%s/metrics" % metrics, timeout=10) as r:
-            shard = {line.split('event="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-                     for line in r.read().decode().splitlines() if line.startswith("sublease_shard_total{")}
+        shard, _ = harness.metric_counters(metrics, "sublease_shard_total")
         self.assertGreaterEqual(shard["reservation_list"], 1, shard)
         self.assertLess(shard["reservation_read"], len(reserved) + len(plain), "not one GET per attachment")
 
