@@ -673,8 +673,9 @@ void NodeShard::OnAllocated(const AttachmentKey& key, const Result<Lease>& lease
     }
     return;
   }
-  retry_backoff_ms_.erase(lease->owner.pod_namespace + "/" + lease->owner.pod_name);
-  if (!pods_.count(lease->owner.pod_namespace + "/" + lease->owner.pod_name)) {
+  const std::string pod_key = lease->owner.pod_namespace + "/" + lease->owner.pod_name;
+  retry_backoff_ms_.erase(pod_key);
+  if (!pods_.count(pod_key)) {
     // The pod went away while its allocation was in flight (or its ADD came after its
     // deletion, or the pod list is still being read after a restart — a lease still
     // pending then is skipped by the orphan check): release it, but only once the API
