@@ -44,6 +44,7 @@ Result<void> ApplyYaml(const std::string& path, Config* cfg) {
       else if (key == "empty-block-linger-ms") cfg->empty_block_linger_ms = v.as<int64_t>();
       else if (key == "deferred-write-ms") cfg->deferred_write_ms = v.as<int64_t>();
       else if (key == "ahead-write-window-ms") cfg->ahead_write_window_ms = v.as<int64_t>();
+      else if (key == "learn-ahead-window") cfg->learn_ahead_window = v.as<bool>();
       else if (key == "status-interval-ms") cfg->status_interval_ms = v.as<int64_t>();
       else if (key == "status-ms-per-node") cfg->status_ms_per_node = v.as<int64_t>();
       else if (key == "leader-candidates") cfg->leader_candidates = v.as<std::string>();
@@ -110,6 +111,10 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   auto* o_ahead = app.add_option("--ahead-write-window-ms", flags.ahead_write_window_ms,
       "Cluster mode: an allocation made ahead of time (from the pod watch, before the CNI ADD) waits up to this long "
       "for others to share its IPBlock write; the ADD sends it at once; 0 = at once")->default_str(std::to_string(defaults.ahead_write_window_ms));
+  auto* o_learn_ahead = app.add_option("--learn-ahead-window", flags.learn_ahead_window,
+      "Cluster mode: learn that wait from how long after their allocation the pods' CNI ADDs come (a quarter of them "
+      "less one write, at most --ahead-write-window-ms); false = always --ahead-write-window-ms "
+      "(true/false)")->default_str(defaults.learn_ahead_window ? "true" : "false");
   auto* o_status = app.add_option("--status-interval-ms", flags.status_interval_ms,
       "Cluster mode, the leader: a Subnet's or IPPool's status is written at most once per this interval (every node watches every Subnet)")->default_str(std::to_string(defaults.status_interval_ms));
   auto* o_status_per_node = app.add_option("--status-ms-per-node", flags.status_ms_per_node,
@@ -158,6 +163,7 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   if (o_linger->count()) cfg.empty_block_linger_ms = flags.empty_block_linger_ms;
   if (o_deferred->count()) cfg.deferred_write_ms = flags.deferred_write_ms;
   if (o_ahead->count()) cfg.ahead_write_window_ms = flags.ahead_write_window_ms;
+  if (o_learn_ahead->count()) cfg.learn_ahead_window = flags.learn_ahead_window;
   if (o_status->count()) cfg.status_interval_ms = flags.status_interval_ms;
   if (o_status_per_node->count()) cfg.status_ms_per_node = flags.status_ms_per_node;
   if (o_candidates->count()) cfg.leader_candidates = flags.leader_candidates;

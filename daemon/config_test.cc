@@ -40,6 +40,24 @@ TEST(ConfigTest, ReservedIpsAreOnUnlessTurnedOffByFlagOrFile) {
   EXPECT_FALSE(file->reserved_ips);
 }
 
+TEST(ConfigTest, TheAheadWindowIsLearnedUpTo500MsUnlessTurnedOff) {
+  auto on = Parse({"--kubeconfig", "/k", "--node-name", "n"});
+  ASSERT_TRUE(on) << on.error().message;
+  EXPECT_TRUE(on->learn_ahead_window);
+  EXPECT_EQ(on->ahead_write_window_ms, 500);
+  auto off = Parse({"--kubeconfig", "/k", "--node-name", "n", "--learn-ahead-window", "false",
+                    "--ahead-write-window-ms", "150"});
+  ASSERT_TRUE(off) << off.error().message;
+  EXPECT_FALSE(off->learn_ahead_window);
+  EXPECT_EQ(off->ahead_write_window_ms, 150);
+  auto path = std::filesystem::temp_directory_path() / ("subleased-ahead-" + std::to_string(getpid()) + ".yaml");
+  std::ofstream(path) << "kubeconfig: /k\nnode-name: n\nlearn-ahead-window: false\n";
+  auto file = Parse({"--config", path.c_str()});
+  std::filesystem::remove(path);
+  ASSERT_TRUE(file) << file.error().message;
+  EXPECT_FALSE(file->learn_ahead_window);
+}
+
 TEST(ConfigTest, YamlFileIsReadAndFlagsOverrideIt) {
   auto path = std::filesystem::temp_directory_path() / ("subleased-config-" + std::to_string(getpid()) + ".yaml");
   std::ofstream(path) << "standalone: true\nsubnets: /from/file.yaml\ndb: /file.db\nsocket: [/f1.sock, /f2.sock]\nmax-connections: 9\n";
@@ -87,7 +105,7 @@ TEST(ConfigTest, HelpDocumentsEveryOption) {
                           "--metrics-address", "--kubeconfig", "--node-name", "--log-level",
                           "--max-request-bytes", "--idle-timeout-ms", "--max-connections",
                           "--ahead-write-window-ms", "--status-ms-per-node", "--leader-candidates",
-                          "--retry-interval-ms", "--max-retry-interval-ms"}) {
+                          "--retry-interval-ms", "--max-retry-interval-ms", "--learn-ahead-window"}) {
     EXPECT_NE(out.find(opt), std::string::npos) << opt;
   }
 }

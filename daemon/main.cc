@@ -225,6 +225,7 @@ int RunCluster(const Config& cfg) {
   engine_options.empty_block_linger_ms = cfg.empty_block_linger_ms;
   engine_options.deferred_write_ms = cfg.deferred_write_ms;
   engine_options.ahead_write_window_ms = cfg.ahead_write_window_ms;
+  engine_options.learn_ahead_window = cfg.learn_ahead_window;
   BlockEngine engine(&allocator, store->get(), &block_api, &clock, engine_options);
   // The journal's subnets allocate from this node's blocks only, like those the Subnet
   // informer delivers later.
@@ -245,6 +246,17 @@ int RunCluster(const Config& cfg) {
             {{{"event", "borrow"}}, n(st.borrows)},     {{{"event", "repick"}}, n(st.repicks)},
             {{{"event", "adoption"}}, n(st.adoptions)}, {{{"event", "adopted_away"}}, n(st.adopted_away)},
             {{{"event", "stray_removed"}}, n(st.strays_removed)}};
+      });
+  metrics.SetGaugeCallback(
+      "sublease_ahead_write_window_ms",
+      "How long an allocation made ahead of time now waits to share its IPBlock write (learned: "
+      "--learn-ahead-window), the recent write time it was learned with, and the lead times seen",
+      [&engine] {
+        const AheadWindow& w = engine.ahead_window();
+        return MetricsRegistry::GaugeSamples{
+            {{{"value", "window"}}, static_cast<double>(w.WindowMs())},
+            {{{"value", "write"}}, static_cast<double>(w.write_ms())},
+            {{{"value", "lead_times"}}, static_cast<double>(w.lead_times())}};
       });
   // Allocation failures become Events on the pod (kubectl describe pod says why).
   EventRecorderOptions events_options;

@@ -69,7 +69,13 @@ BlockEngine::BlockEngine(Allocator* allocator, Store* store, BlockApi* api, cons
       api_(api),
       clock_(clock),
       options_(std::move(options)),
-      rng_(options_.seed != 0 ? options_.seed : std::random_device{}()) {}
+      rng_(options_.seed != 0 ? options_.seed : std::random_device{}()),
+      ahead_window_([this] {
+        AheadWindow::Options o;
+        o.max_ms = options_.ahead_write_window_ms;
+        o.learn = options_.learn_ahead_window;
+        return o;
+      }()) {}
 
 BlockEngine::~BlockEngine() = default;
 
@@ -105,6 +111,13 @@ void BlockEngine::Expedite(const AttachmentKey& key) {
   if (keys_.count(key) == 0) return;  // nothing in progress: nothing held
   hurried_.insert(key);
   (void)SendDeferred(&key, "", Family::kV4, [] {});
+}
+
+void BlockEngine::NoteAdd(const AttachmentKey& key) {
+  auto it = ahead_queued_ms_.find(key);
+  if (it == ahead_queued_ms_.end()) return;
+  ahead_window_.NoteLeadTime(clock_->NowMs() - it->second);
+  ahead_queued_ms_.erase(it);
 }
 
 void BlockEngine::Answer(const AttachmentKey& key, const LeaseDone& done, Result<Lease> result) {
@@ -384,8 +397,11 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
     if (job->request.unhurried && options_.ahead_write_window_ms > 0 && !op.claim &&
         hurried_.count(job->key) == 0) {
       const BlockState* b = FindBlock(BlockName(lease.subnet, cidr));
-      op.ahead = op.deferrable = b != nullptr && b->known && b->object &&
-                                 b->object->node == options_.node;
+      const bool own = b != nullptr && b->known && b->object && b->object->node == options_.node;
+      // Its lead time is measured even when the window is 0 now: that is how it grows.
+      if (own && ahead_queued_ms_.size() < kMaxLeadTimesKept)
+        ahead_queued_ms_.insert_or_assign(job->key, clock_->NowMs());
+      op.ahead = op.deferrable = own && ahead_window_.WindowMs() > 0;
     }
     op.done = [this, job, a, token](Result<void> r) {
       if (token.expired()) return;

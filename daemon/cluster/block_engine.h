@@ -47,6 +47,7 @@
 #include "common/clock.h"
 #include "common/result.h"
 #include "daemon/allocator/allocator.h"
+#include "daemon/cluster/ahead_window.h"
 #include "daemon/cluster/block_api.h"
 #include "daemon/store/store.h"
 #include "sync/ipblock.h"
@@ -89,8 +90,11 @@ class BlockEngine {
     // An allocation made ahead of time (AllocateRequest.unhurried) into an own block
     // waits up to this long for others to share its write (group commit across pods
     // arriving one by one: issue 14); Expedite, a hurried change of the same block, or
-    // the deadline (SetWake) sends it. 0 = written at once.
+    // the deadline (SetWake) sends it. 0 = written at once. With learn_ahead_window,
+    // the longest such wait: the window is learned from the allocations' lead times
+    // (NoteAdd) and the recent write time, below this (ahead_window.h).
     int64_t ahead_write_window_ms = 0;
+    bool learn_ahead_window = false;
     int max_repicks = 8;           // dynamic re-picks per allocation before kUnavailable
     int claim_spread = 4;          // a claim picks at random among this many lowest free blocks
     int max_conflict_rounds = 16;  // 409 → re-read → retry rounds per queued change
@@ -173,6 +177,14 @@ class BlockEngine {
   // Someone now waits for the attachment's allocation (its CNI ADD came): a write of it
   // that is being held (ahead_write_window_ms) goes at once, and so does any later one.
   void Expedite(const AttachmentKey& key);
+
+  // The attachment's CNI ADD came. When its allocation was made ahead of time, the time
+  // since it was queued for its write is a lead time: what the ahead-of-time window is
+  // learned from (Options.learn_ahead_window). Call it for every ADD, before Expedite.
+  void NoteAdd(const AttachmentKey& key);
+  // How long an allocation made ahead of time waits for company now (0: not at all).
+  int64_t ahead_window_ms() const { return ahead_window_.WindowMs(); }
+  const AheadWindow& ahead_window() const { return ahead_window_; }
 
   // `wake(delay_ms)`: call Tick in about delay_ms (the deadline of a held allocation,
   // shorter than the daemon's 1 s tick). Null: only the regular Tick.
@@ -301,6 +313,10 @@ class BlockEngine {
   // Attachments whose CNI ADD came while their allocation was in progress: not held.
   std::set<AttachmentKey> hurried_;
   std::function<void(int64_t)> wake_;
+  // The ahead-of-time window, and when each allocation made ahead of time was queued
+  // for its write (until its CNI ADD comes: NoteAdd; dropped after kLeadTimeForgetMs).
+  AheadWindow ahead_window_;
+  std::map<AttachmentKey, int64_t> ahead_queued_ms_;
 };
 
 }  // namespace sublease

@@ -84,7 +84,7 @@ BlockEngine::BlockState* BlockEngine::FindBlock(const std::string& name) {
 
 void BlockEngine::Enqueue(const std::string& subnet, const IpNet& cidr, Op op) {
   BlockState& b = Block(subnet, cidr);
-  const int64_t window = op.ahead ? options_.ahead_write_window_ms : options_.deferred_write_ms;
+  const int64_t window = op.ahead ? ahead_window_.WindowMs() : options_.deferred_write_ms;
   if (op.deferrable && window > 0) {
     const int64_t due = clock_->NowMs() + window;
     if (b.deferred.empty() || due < b.deferred_due_ms) {
@@ -287,6 +287,7 @@ void BlockEngine::Write(BlockState& b) {
              std::to_string(next.allocations.size()) + " allocation(s) after");
   }
   b.busy = true;
+  b.write_sent_ms = clock_->NowMs();
   std::weak_ptr<int> token = life_;
   auto on_done = [this, token, name = b.name, sent = std::move(sent),
                   create](Result<IpBlock> r) mutable {
@@ -306,6 +307,8 @@ void BlockEngine::OnWritten(const std::string& name, std::vector<Op> sent, bool 
                             Result<IpBlock> r) {
   BlockState& b = *FindBlock(name);
   b.busy = false;
+  if (b.write_sent_ms >= 0) ahead_window_.NoteWrite(clock_->NowMs() - b.write_sent_ms);
+  b.write_sent_ms = -1;
   if (r) {
     if (created) ++stats_.claims;
     if (r->node != options_.node) {
@@ -387,13 +390,27 @@ void BlockEngine::MaybeRetire(BlockState& b) {
 
 void BlockEngine::Tick() {
   const int64_t now = clock_->NowMs();
+  int64_t next_ahead_due = -1;  // the earliest deadline of an allocation still held
   for (auto& [name, b] : blocks_) {
-    if (!b->deferred.empty() && now >= b->deferred_due_ms) {
+    if (b->deferred.empty()) continue;
+    if (now >= b->deferred_due_ms) {
       UndeferAll(*b);
       Pump(*b);
+      continue;
+    }
+    for (const Op& op : b->deferred) {
+      if (op.ahead && (next_ahead_due < 0 || b->deferred_due_ms < next_ahead_due)) {
+        next_ahead_due = b->deferred_due_ms;
+      }
     }
   }
+  // The daemon's wake timer keeps one deadline: the earliest asked for. Another block's
+  // held allocations, due later, ask again (else they would wait for the 1 s tick).
+  if (next_ahead_due >= 0 && wake_) wake_(next_ahead_due - now);
   SweepUnsure();
+  for (auto it = ahead_queued_ms_.begin(); it != ahead_queued_ms_.end();) {
+    it = now - it->second > kLeadTimeForgetMs ? ahead_queued_ms_.erase(it) : std::next(it);
+  }
   for (auto& [name, b] : blocks_) {
     if (b->empty_since_ms >= 0 && now - b->empty_since_ms >= options_.empty_block_linger_ms) {
       MaybeRetire(*b);

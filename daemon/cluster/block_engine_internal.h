@@ -14,6 +14,11 @@
 
 namespace sublease {
 
+// Lead times (NoteAdd): allocations made ahead of time whose CNI ADD has not come are
+// remembered at most this many and this long (a pod deleted before its ADD never sends one).
+inline constexpr size_t kMaxLeadTimesKept = 100'000;
+inline constexpr int64_t kLeadTimeForgetMs = 600'000;
+
 // The attachment an allocation in a block belongs to.
 AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& a);
 // (KeptFor, sync/ipblock.h: pods with the same keeper take the allocation over; a
@@ -61,6 +66,7 @@ struct BlockEngine::BlockState {
   std::optional<IpBlock> object;  // last seen; nullopt = no such object (when known)
   bool known = false;             // `object` reflects a read, a write, a list or the watch
   bool busy = false;              // a read, write or delete is in flight (at most one)
+  int64_t write_sent_ms = -1;     // when the write in flight was sent (AheadWindow::NoteWrite)
   bool local = false;             // what the allocator was last told (SetBlockLocal)
   // Our last write's resourceVersion, until the watch shows it: watch events before it
   // are older than `object` and are ignored (resourceVersions compare for equality only).

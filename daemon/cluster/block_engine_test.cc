@@ -533,7 +533,9 @@ TEST(BlockEngineTest, AheadOfTimeAllocationsWithinTheWindowShareOneWrite) {
   }
   EXPECT_TRUE(answers.empty());  // held: not a fact yet, so not answered
   EXPECT_EQ(a.engine->stats().writes(), writes);
-  EXPECT_EQ(wakes, std::vector<int64_t>{200});  // asked once for a Tick at the deadline
+  // A Tick at the deadline, asked again at each Tick before it (the daemon's timer keeps
+  // only the earliest deadline it was asked for).
+  EXPECT_EQ(wakes, (std::vector<int64_t>{200, 150, 100, 50}));
   EXPECT_EQ(a.allocator.Find(AttachmentKey::For("net", c.Request("p1").owner))->state,
             LeaseState::kPending);
   a.clock.Advance(50);  // 200 ms after the first
@@ -545,6 +547,40 @@ TEST(BlockEngineTest, AheadOfTimeAllocationsWithinTheWindowShareOneWrite) {
     EXPECT_EQ(l->state, LeaseState::kCommitted);
   }
   EXPECT_EQ(a.engine->stats().writes(), writes + 1);  // three allocations, one write
+  c.CheckInvariants();
+}
+
+// Held allocations in two blocks, due at different times: the Tick that sends the first
+// asks for another at the second's deadline (the daemon's timer holds one deadline only;
+// without this the second waited for the 1 s tick).
+TEST(BlockEngineTest, ATickAsksAgainForTheNextDeadlineOfAnotherBlocksHeldAllocations) {
+  ClusterHarness c(Spec("10.0.0.0/24"));  // /29 blocks: 10.0.0.0/29 holds .2-.7
+  BlockEngine::Options o = Deterministic();
+  o.ahead_write_window_ms = 200;
+  Node& a = c.AddNode("node-a", o);
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(c.AllocateNow(a, c.Request("p" + std::to_string(i))));
+  ASSERT_EQ(c.api.objects().size(), 2u);  // p6 claimed 10.0.0.8/29
+  ASSERT_TRUE(c.ReleaseNow(a, "p0"));      // .2 is free in the first block again
+  std::vector<int64_t> wakes;
+  a.engine->SetWake([&wakes](int64_t ms) { wakes.push_back(ms); });
+  std::map<std::string, Result<Lease>> answers;
+  c.AllocateAhead(a, "h1", &answers);  // .2, first block: due in 200 ms
+  a.clock.Advance(100);
+  c.AllocateAhead(a, "h2", &answers);  // .9, second block: due in 200 ms, 100 ms after h1
+  ASSERT_TRUE(answers.empty());
+  a.clock.Advance(100);
+  wakes.clear();
+  a.engine->Tick();  // h1's deadline
+  c.api.RunAll(kMaxSteps);
+  EXPECT_EQ(answers.count("h1"), 1u);
+  EXPECT_EQ(answers.count("h2"), 0u);
+  EXPECT_EQ(wakes, std::vector<int64_t>{100});  // for h2
+  a.clock.Advance(100);
+  a.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  ASSERT_EQ(answers.count("h2"), 1u);
+  EXPECT_EQ(answers.at("h2")->v4, Ip("10.0.0.9"));
+  EXPECT_EQ(answers.at("h1")->v4, Ip("10.0.0.2"));
   c.CheckInvariants();
 }
 
@@ -580,6 +616,55 @@ TEST(BlockEngineTest, AHeldAllocationGoesAtOnceWhenItsAddComesOrAnotherWriteLeav
   c.api.RunAll(kMaxSteps);
   ASSERT_TRUE(p4 && *p4);
   EXPECT_EQ(a.engine->stats().writes(), writes + 3);
+  c.CheckInvariants();
+}
+
+// The window is learned (learn_ahead_window): how long after its allocation was queued
+// each pod's CNI ADD came, less the write time. Slow sandboxes let it grow up to the
+// longest wait; ADDs that come fast (here while their allocation is held) shrink it.
+TEST(BlockEngineTest, TheAheadWindowIsLearnedFromHowLongAfterTheAllocationsTheAddsCame) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/26"));  // one block holds them all (no claim)
+  BlockEngine::Options o = Deterministic();
+  o.ahead_write_window_ms = 1'000;
+  o.learn_ahead_window = true;
+  Node& a = c.AddNode("node-a", o);
+  std::vector<int64_t> wakes;
+  a.engine->SetWake([&wakes](int64_t ms) { wakes.push_back(ms); });
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("first")));
+  EXPECT_EQ(a.engine->ahead_window_ms(), 100);  // nothing learned yet
+  std::map<std::string, Result<Lease>> answers;
+  for (int i = 0; i < 16; ++i) {
+    const std::string pod = "slow" + std::to_string(i);
+    c.AllocateAhead(a, pod, &answers);
+    a.clock.Advance(400);  // the sandbox took 400 ms; the hold (100 ms) ended first
+    a.engine->Tick();
+    c.api.RunAll(kMaxSteps);
+    ASSERT_EQ(answers.count(pod), 1u) << pod << " was not written before its ADD";
+    a.engine->NoteAdd(AttachmentKey::For("net", c.Request(pod).owner));
+  }
+  EXPECT_EQ(a.engine->ahead_window().lead_times(), 16u);
+  EXPECT_EQ(a.engine->ahead_window_ms(), 400);  // the fake's writes take no time
+  wakes.clear();
+  c.AllocateAhead(a, "held", &answers);
+  EXPECT_EQ(wakes, std::vector<int64_t>{400});
+  a.clock.Advance(400);
+  a.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  ASSERT_EQ(answers.count("held"), 1u);
+  // ADDs now come 20 ms after the allocation, while it is held: each sends it at once.
+  for (int i = 0; i < 16; ++i) {
+    const std::string pod = "fast" + std::to_string(i);
+    c.AllocateAhead(a, pod, &answers);
+    a.clock.Advance(20);
+    AttachmentKey key = AttachmentKey::For("net", c.Request(pod).owner);
+    a.engine->NoteAdd(key);
+    a.engine->Expedite(key);
+    c.api.RunAll(kMaxSteps);
+    ASSERT_EQ(answers.count(pod), 1u);
+  }
+  // 33 lead times: 16 of 400 ms, "held" (never ADDed: not counted), 16 of 20 ms.
+  EXPECT_EQ(a.engine->ahead_window().lead_times(), 32u);
+  EXPECT_EQ(a.engine->ahead_window_ms(), 20);
   c.CheckInvariants();
 }
 

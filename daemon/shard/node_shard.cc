@@ -1050,6 +1050,7 @@ void NodeShard::AddFor(const CniRequest& cni, ReplyCallback done, bool pod_was_r
   if (!subnet) return AnswerUnknownProvider(cni, std::move(done));
   Owner owner{cni.pod_namespace, cni.pod_name, cni.pod_uid, cni.container_id, cni.ifname};
   AttachmentKey key = AttachmentKey::For(subnet->name, owner);
+  engine_->NoteAdd(key);  // how long after its allocation ahead of time the ADD came
   // Decide only from a pod this node has seen (DESIGN §3.3): the kubelet runs the ADD
   // right after binding, often before the watch shows the pod. Unknown, known under
   // another UID, or not on this node yet → read it first (ReadPodThen).

@@ -56,15 +56,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def metric_counters(address, family):
+def metric_counters(address, family, label="event"):
     """The samples of counter `family` (e.g. sublease_shard_total) on the daemon's
-    /metrics at `address`, by their event label; and the whole text."""
+    /metrics at `address`, by their `label`; and the whole text."""
     with urllib.request.urlopen("http://%s/metrics" % address, timeout=10) as r:
         text = r.read().decode()
     counters = {}
     for line in text.splitlines():
         if line.startswith(family + "{"):
-            counters[line.split('event="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+            counters[line.split(label + '="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
     return counters, text
 
 
