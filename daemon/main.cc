@@ -346,6 +346,8 @@ int RunCluster(const Config& cfg) {
   duties_options.node = cfg.node_name;
   duties_options.status_debounce_ms = cfg.status_interval_ms;
   duties_options.status_ms_per_node = cfg.status_ms_per_node;
+  duties_options.reservation_retry_ms = cfg.retry_interval_ms;
+  duties_options.reservation_max_retry_ms = cfg.max_retry_interval_ms;
   if (cfg.leader_candidates == "labelled") duties_options.candidate_selector = std::string(kLeaderCandidateLabel) + "=true";
   if (cfg.reserved_ips) {
     // The leader writes reservations through this node's block engine.

@@ -215,6 +215,7 @@ void ClusterDuties::BeginTerm() {
     t->events = std::make_unique<EventRecorder>(client_, clock_, events_options);
     ReservationKeeperOptions reservation_options;
     reservation_options.retry_ms = options_.reservation_retry_ms;
+    reservation_options.max_retry_ms = options_.reservation_max_retry_ms;
     t->reservations = std::make_unique<ReservationKeeper>(
         loop_, client_, &t->view, t->events.get(), options_.reserve, reservation_options);
     t->ips_handler.upsert = [t](const KubeObject& o) { t->reservations->Upserted(o); };

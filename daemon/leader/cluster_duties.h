@@ -74,7 +74,10 @@ struct ClusterDutiesOptions {
   // node, BlockEngine::Reserve. Empty = reserved IPs are not handled (IP objects are not
   // watched).
   ReserveFn reserve;
+  // A reservation that cannot be made (or an API error) is tried again after this,
+  // doubling while it keeps failing up to the max (reservations.h).
   int64_t reservation_retry_ms = 10'000;
+  int64_t reservation_max_retry_ms = 300'000;
   uint64_t seed = 0;  // elector jitter, informer timeouts; 0 = random
 };
 

@@ -1,6 +1,8 @@
 #include "daemon/leader/reservations.h"
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "common/log.h"
 #include "sync/uv_timer.h"
@@ -19,13 +21,23 @@ ReservationKeeper::ReservationKeeper(uv_loop_t* loop, KubeClient* client, Cluste
       timer_(new uv_timer_t) {
   uv_timer_init(loop_, timer_);
   timer_->data = this;
+  if (options_.max_retry_ms < options_.retry_ms) options_.max_retry_ms = options_.retry_ms;
   const auto every = static_cast<uint64_t>(options_.retry_ms);
   uv_timer_start(
       timer_,
       [](uv_timer_t* t) {
         auto* self = static_cast<ReservationKeeper*>(t->data);
-        std::set<std::string> due = std::move(self->failed_);
-        self->failed_.clear();
+        // (+1/4 of a period: a try due a hair after this tick goes now, not a period late.)
+        const uint64_t now = uv_now(self->loop_) + static_cast<uint64_t>(self->options_.retry_ms / 4);
+        std::vector<std::string> due;
+        for (auto it = self->failed_.begin(); it != self->failed_.end();) {
+          if (it->second <= now) {
+            due.push_back(it->first);
+            it = self->failed_.erase(it);
+          } else {
+            ++it;
+          }
+        }
         for (const std::string& name : due) self->Reconcile(name);
       },
       every, every);
@@ -35,6 +47,7 @@ ReservationKeeper::~ReservationKeeper() = default;  // the timer is freed by Clo
 
 void ReservationKeeper::Upserted(const KubeObject& object) {
   if (!IsReservation(object)) return Deleted(object);
+  waits_.erase(object.name);  // changed: tried at once, and from the shortest wait again
   objects_[object.name] = object;
   view_->reserved_ips.insert(object.name);
   Reconcile(object.name);
@@ -47,6 +60,14 @@ void ReservationKeeper::Deleted(const KubeObject& object) {
   view_->reserved_ips.erase(object.name);
   reserved_.erase(object.name);
   failed_.erase(object.name);
+  waits_.erase(object.name);
+}
+
+int64_t ReservationKeeper::RetryLater(const std::string& name) {
+  auto [wait, first] = waits_.emplace(name, options_.retry_ms);
+  if (!first) wait->second = std::min(wait->second * 2, options_.max_retry_ms);
+  failed_[name] = uv_now(loop_) + static_cast<uint64_t>(wait->second);
+  return wait->second;
 }
 
 void ReservationKeeper::Synced() {
@@ -95,7 +116,7 @@ void ReservationKeeper::Reconcile(const std::string& name) {
                                   "and create it again"));
       }
     }
-    return Fill(*r, held);
+    return Fill(*r, held);  // (success ends the backoff: Fill)
   }
   reserving_.insert(name);
   KubeObject copy = object;
@@ -107,8 +128,9 @@ void ReservationKeeper::Reconcile(const std::string& name) {
              if (!made) {
                if (made.error().code == Code::kUnavailable) {
                  ++stats_.errors;
-                 failed_.insert(name);
-                 LogWarn("reserved IP " + name + ": " + made.error().message + "; trying again");
+                 const int64_t wait = RetryLater(name);
+                 LogWarn("reserved IP " + name + ": " + made.error().message + "; trying again in " +
+                         std::to_string(wait) + " ms");
                  return;
                }
                return Refuse(copy, made.error());
@@ -125,7 +147,10 @@ void ReservationKeeper::Reconcile(const std::string& name) {
 void ReservationKeeper::Fill(const IpReservation& r, const std::vector<IpAddr>& held) {
   std::string v4, v6;
   for (const IpAddr& a : held) (a.family() == Family::kV4 ? v4 : v6) = a.ToString();
-  if (r.v4 == v4 && r.v6 == v6 && r.labelled) return;
+  if (r.v4 == v4 && r.v6 == v6 && r.labelled) {
+    waits_.erase(r.name);  // honoured
+    return;
+  }
   const std::string name = r.name;
   reserving_.insert(name);
   std::weak_ptr<int> token = life_;
@@ -136,22 +161,25 @@ void ReservationKeeper::Fill(const IpReservation& r, const std::vector<IpAddr>& 
                         reserving_.erase(name);
                         if (w) {
                           ++stats_.filled;
+                          waits_.erase(name);
                           return;  // the watch brings the object back
                         }
                         // 409: changed meanwhile; its event comes. Else try again later.
                         if (w.error().http_status != 409 && w.error().http_status != 404) {
                           ++stats_.errors;
-                          failed_.insert(name);
-                          LogWarn("filling in reserved IP " + name + ": " + w.error().message);
+                          const int64_t wait = RetryLater(name);
+                          LogWarn("filling in reserved IP " + name + ": " + w.error().message +
+                                  "; trying again in " + std::to_string(wait) + " ms");
                         }
                       });
 }
 
 void ReservationKeeper::Refuse(const KubeObject& object, const Error& error) {
   ++stats_.refused;
-  failed_.insert(object.name);
+  const int64_t wait = RetryLater(object.name);
   std::string message = error.message + "; no address is reserved";
-  LogWarn("reserved IP " + object.name + ": " + message);
+  LogWarn("reserved IP " + object.name + ": " + message + " (checked again in " + std::to_string(wait) +
+          " ms, or when the object changes)");
   std::string_view reason = EventReasonFor(error.code);
   if (reason.empty()) reason = kReasonInvalidRequest;
   events_->ObjectWarning({"kubeovn.io/v1", "IP", "", object.name, object.uid}, reason, message);

@@ -15,8 +15,9 @@
 // - What cannot be honoured — an unknown Subnet, an address outside it or held by someone
 //   else, a malformed object, a name that is not `<podName>.<namespace>.<provider>[.x]` — is an
 //   Event (Warning) on the IP object and a log line; no address is taken, and it is tried again
-//   every `retry_ms` and whenever the object changes. The API server unreachable: tried again, no
-//   Event.
+//   after `retry_ms`, then twice as long after each failure in a row up to `max_retry_ms`
+//   (each try that fails again is an Event PATCH and a log line), and at once whenever the
+//   object changes. The API server unreachable: tried again the same way, no Event.
 // The names the watch shows are put in view->reserved_ips, which the garbage collector
 // keeps (it frees a reservation's allocation only once its object is gone).
 // Loop thread only. Owns one uv timer: Close before destruction.
@@ -49,6 +50,7 @@ using ReserveFn = std::function<void(const std::string&, const std::string&, con
 
 struct ReservationKeeperOptions {
   int64_t retry_ms = 10'000;
+  int64_t max_retry_ms = 300'000;
 };
 
 struct ReservationKeeperStats {
@@ -82,6 +84,8 @@ class ReservationKeeper {
   std::vector<IpAddr> Held(const std::string& name) const;
   void Fill(const IpReservation& r, const std::vector<IpAddr>& held);
   void Refuse(const KubeObject& object, const Error& error);
+  // Schedules the next try of `name` after a failure; returns the wait (ms).
+  int64_t RetryLater(const std::string& name);
 
   uv_loop_t* loop_;
   KubeClient* client_;
@@ -95,7 +99,8 @@ class ReservationKeeper {
   std::map<std::string, KubeObject> objects_;            // the reservations, by name
   std::set<std::string> reserving_;                      // Reserve or fill in flight
   std::map<std::string, std::vector<IpAddr>> reserved_;  // made this term, by name
-  std::set<std::string> failed_;                         // to try again on the timer
+  std::map<std::string, uint64_t> failed_;  // to try again on the timer, at this uv_now
+  std::map<std::string, int64_t> waits_;    // the last wait after a failure, per name
   // Answers (the engine's, the API server's) may come after the term ended and this
   // keeper is gone: they hold a weak reference to this and check it first.
   std::shared_ptr<int> life_ = std::make_shared<int>(0);

@@ -665,9 +665,7 @@ void NodeShard::OnAllocated(const AttachmentKey& key, const Result<Lease>& lease
         if (lease.error().code != Code::kInvalidArgument && lease.error().code != Code::kNotFound) {
           // Doubling while it keeps failing (a full subnet, the API server down): each try
           // costs API requests and an Event. The pod's CNI ADD does not wait for it.
-          auto [backoff, first] = retry_backoff_ms_.emplace(pod_key, options_.retry_interval_ms);
-          if (!first) backoff->second = std::min(backoff->second * 2, options_.max_retry_interval_ms);
-          retry_pods_due_ms_[pod_key] = clock_->NowMs() + backoff->second;
+          retry_pods_due_ms_[pod_key] = clock_->NowMs() + NextRetryWait(&retry_backoff_ms_, pod_key);
         }
       }
     }
@@ -1328,6 +1326,13 @@ void NodeShard::UpdateBlockHolder(const AttachmentKey& key) {
 
 // ---- Release and retries ----
 
+template <typename Key>
+int64_t NodeShard::NextRetryWait(std::map<Key, int64_t>* waits, const Key& key) const {
+  auto [wait, first] = waits->emplace(key, options_.retry_interval_ms);
+  if (!first) wait->second = std::min(wait->second * 2, options_.max_retry_interval_ms);
+  return wait->second;
+}
+
 void NodeShard::ScheduleRelease(const AttachmentKey& key, int64_t delay_ms) {
   int64_t due = clock_->NowMs() + delay_ms;
   auto [it, inserted] = release_due_ms_.emplace(key, due);
@@ -1342,14 +1347,19 @@ void NodeShard::ReleaseNow(const AttachmentKey& key) {
     releasing_.erase(key);
     if (r || r.error().code == Code::kNotFound) {
       ++stats_.releases;
+      release_backoff_ms_.erase(key);
       del_received_.erase(key);
       annotated_.erase(key);
       if (r && lease) ForgetIpObject(*lease);
       return;
     }
     ++stats_.release_failures;
-    LogWarn("releasing " + key.ToString() + ": " + r.error().message + " (will retry)");
-    release_due_ms_[key] = clock_->NowMs() + options_.retry_interval_ms;
+    // Doubling while it keeps failing (the API server down or overloaded): each try is a
+    // block write, and the address stays held meanwhile, as it must.
+    const int64_t wait = NextRetryWait(&release_backoff_ms_, key);
+    LogWarn("releasing " + key.ToString() + ": " + r.error().message + " (will retry in " +
+            std::to_string(wait) + " ms)");
+    release_due_ms_[key] = clock_->NowMs() + wait;
   });
 }
 

@@ -44,7 +44,7 @@ struct NodeShardOptions {
   std::string node;
   int64_t release_grace_ms = 30'000;   // pod gone, no DEL: release after this
   int64_t retry_interval_ms = 5'000;   // failed releases and ahead-of-time allocations retry
-  int64_t max_retry_interval_ms = 60'000;  // ... allocations failing again back off up to this
+  int64_t max_retry_interval_ms = 60'000;  // ... and back off up to this while failing again
   // Kube-OVN's keep-vm-ip: a KubeVirt launcher pod's address (without an IPAMClaim) is
   // kept per (VM, subnet, interface) across its pods until the VM and VMI are gone.
   bool keep_vm_ips = true;
@@ -220,6 +220,11 @@ class NodeShard final : public CniBackend {
   void ReleaseIfPodGone(const Lease& lease);
   void ScheduleRelease(const AttachmentKey& key, int64_t delay_ms);
   void ReleaseNow(const AttachmentKey& key);
+  // The wait before the next try of something that failed again (`waits` keeps the last
+  // one per key; erase it on success): retry_interval_ms, doubling up to
+  // max_retry_interval_ms.
+  template <typename Key>
+  int64_t NextRetryWait(std::map<Key, int64_t>* waits, const Key& key) const;
   void Tick();
   // What the pod asks for: the CNI request's own (Multus runtimeConfig) overridden by
   // the pod's annotations for this attachment (DESIGN §1.3 precedence).
@@ -294,6 +299,7 @@ class NodeShard final : public CniBackend {
   std::map<std::string, PodInfo> pods_;               // this node's pods by "ns/name"
   std::map<AttachmentKey, Inflight> inflight_;        // allocations waiting for the API
   std::map<AttachmentKey, int64_t> release_due_ms_;   // leases to release at this time
+  std::map<AttachmentKey, int64_t> release_backoff_ms_;  // ... after failing: the last wait
   std::set<AttachmentKey> del_received_;              // CNI DEL came for these
   std::set<AttachmentKey> releasing_;                 // ReleaseNow sent, not answered yet
   std::set<AttachmentKey> annotations_due_;           // annotation writes to (re)try

@@ -707,6 +707,44 @@ class RetryBackoff(harness.DaemonTestCase):
         self.wait_for("t-late allocated once an address freed", lambda: self.annotated("t-late", p),
                       seconds=60, interval=0.5)
 
+    def test_a_release_that_keeps_failing_is_retried_with_a_growing_interval(self):
+        p = "rel.default"
+        self.req("POST", SUBNETS, subnet("rel", p, "10.96.1.0/24"))
+        self.wait_subnet_seen("rel")
+        self.req("POST", PODS, pod("r-0", "node-0", "rel"))
+        self.wait_for("pod r-0 allocated", lambda: self.annotated("r-0", p), seconds=60)
+        failed = "releasing rel/pod:default/r-0/net1: "
+        try:
+            # Every IPBlock write fails (an API server answering 500); the pod goes.
+            status, _ = self.api.ctl("POST", "/faults", {"method": "PUT", "path_prefix": BLOCKS, "count": -1,
+                                                         "action": "error", "status": 500})
+            self.assertIn(status, (200, 201))
+            self.req("DELETE", PODS + "/r-0?gracePeriodSeconds=0")
+            seen = []  # when each failed release showed up in the log (polled every 0.1 s)
+            deadline = time.monotonic() + 120
+            while len(seen) < 4 and time.monotonic() < deadline:
+                n = self.daemon_log("node-0").count(failed)
+                seen += [time.monotonic()] * (n - len(seen))
+                time.sleep(0.1)
+            self.assertEqual(len(seen), 4, "four failed releases within 120 s")
+            gaps = [b - a for a, b in zip(seen, seen[1:])]
+            # Expected 1, 2, 4 s (+ up to 1 s: releases are due on the daemon's 1 s tick);
+            # without the backoff every gap is 1-2 s. Lower bounds only (see above).
+            self.assertGreaterEqual(gaps[2], 3.0, gaps)
+            self.assertGreater(gaps[2], gaps[0] + 1.5, gaps)
+            self.assertIn("(will retry in 4000 ms)", self.daemon_log("node-0"))
+        finally:
+            self.api.ctl("DELETE", "/faults")
+
+        # The API server answers again: the address is released (next try: 8 s at most).
+        def released():
+            for b in self.get(BLOCKS)["items"]:
+                for a in (b.get("spec", {}).get("allocations") or {}).values():
+                    if a.get("pod") == "r-0":
+                        return None
+            return True
+        self.wait_for("r-0's allocation removed from its IPBlock", released, seconds=60, interval=0.5)
+
     def annotated(self, name, provider):
         status, _, obj = self.api.request("GET", PODS + "/" + name, timeout=30)
         a = obj["metadata"].get("annotations", {}) if status == 200 else {}

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -395,6 +396,45 @@ class ReservedIps(harness.DaemonTestCase):
         shard, _ = harness.metric_counters(metrics, "sublease_shard_total")
         self.assertGreaterEqual(shard["reservation_list"], 1, shard)
         self.assertLess(shard["reservation_read"], len(reserved) + len(plain), "not one GET per attachment")
+
+
+class ReservationRetryBackoff(harness.DaemonTestCase):
+    """A reservation the leader cannot make is checked again less and less often: each
+    try that fails again costs an Event PATCH and a log line. It is still made once its
+    cause goes (here: its Subnet is created). Base 1 s, cap 8 s (defaults 5 s and 60 s)."""
+    NODES = ["node-a"]
+    DAEMON_ARGS = ["--retry-interval-ms", "1000", "--max-retry-interval-ms", "8000"]
+    PREFIX = "sublease-resv-backoff-"
+
+    def test_a_refused_reservation_is_retried_with_a_growing_interval(self):
+        name = "late.default." + P
+        obj = ip_object("late", "10.92.0.9", subnet="later")  # Subnet "later" does not exist yet
+        self.req("POST", IPS, obj)
+        refused = "reserved IP %s: " % name
+        seen = []  # when each refusal showed up in the log (polled every 0.1 s)
+        deadline = time.monotonic() + 120
+        while len(seen) < 4 and time.monotonic() < deadline:
+            n = self.daemon_log("node-a").count(refused)
+            seen += [time.monotonic()] * (n - len(seen))
+            time.sleep(0.1)
+        self.assertEqual(len(seen), 4, "four refusals within 120 s")
+        gaps = [b - a for a, b in zip(seen, seen[1:])]
+        # Expected 1, 2, 4 s (+ up to 1 s: the retries are due on a 1 s timer); without the
+        # backoff every gap is ~1 s. Lower bounds only: a slow machine makes gaps longer.
+        self.assertGreaterEqual(gaps[2], 3.0, gaps)
+        self.assertGreater(gaps[2], gaps[0] + 1.5, gaps)
+        self.assertIn("(checked again in 4000 ms, or when the object changes)", self.daemon_log("node-a"))
+        # The cause goes: the reservation is made on a later try, with no change to the object.
+        self.req("POST", SUBNETS, harness.subnet("later", P, "10.92.0.0/24", "10.92.0.1",
+                                                 protocol="IPv4"))
+
+        def reserved():
+            for b in self.req("GET", BLOCKS + "?labelSelector=sublease.io/subnet%3Dlater")["items"]:
+                for who in (b["spec"].get("allocations") or {}).values():
+                    if who.get("reservedIp") == name:
+                        return True
+            return None
+        self.wait_for("the reservation made once its Subnet exists", reserved, seconds=60, interval=0.5)
 
 
 if __name__ == "__main__":
