@@ -132,8 +132,15 @@ void BlockEngine::Allocate(const AllocateRequest& request, LeaseDone done) {
   RunForKey(key, [this, request, key, done = std::move(done)]() mutable {
     if (std::optional<Lease> held = allocator_->Find(key)) {
       // Step 1: already held. A pending lease with nobody serving it is left from
-      // before a restart; only Recover may decide it.
+      // before a restart (only Recover may decide it), or its block write landed and the
+      // store failed to record it (Tick records it again: CommitUncommitted).
       if (held->state == LeaseState::kCommitted) return Answer(key, done, *held);
+      if (uncommitted_.count(key)) {
+        return Answer(key, done,
+                      Fail(Error::Unavailable("the lease of " + key.ToString() +
+                                              " is in its IPBlock but the local database could not "
+                                              "record it yet (see the earlier error); retrying")));
+      }
       return Answer(key, done,
                     Fail(Error::Unavailable("the lease of " + key.ToString() +
                                             " is pending from before a restart; it is settled "
@@ -420,7 +427,10 @@ void BlockEngine::OnAddsDone(std::shared_ptr<Job> job) {
   // Step 5: every address is in its block; only now is the lease a fact.
   Lease lease = *job->lease;
   if (auto r = store_->SetLeaseState(job->key, LeaseState::kCommitted, clock_->NowMs()); !r) {
-    // The API holds the allocation; the row stays pending and Recover commits it.
+    // The API holds the allocation; the row stays pending. Tick marks it committed again
+    // (a full disk may have room by then); until then the attachment's requests are
+    // answered "pending" (and a restart's Recover would settle it from the block).
+    uncommitted_.insert(job->key);
     return FinishJob(job, Fail(r.error().Wrap("recording the committed lease")));
   }
   (void)allocator_->Commit(job->key);

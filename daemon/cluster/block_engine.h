@@ -231,6 +231,9 @@ class BlockEngine {
   // Notes that the allocation of `key` at `address` may still land (BlockState::unsure).
   void NoteUnsure(const AttachmentKey& key, const IpAddr& address);
   void SweepUnsure();
+  // Marks committed the leases whose allocation landed but whose row the store failed to
+  // update (OnAddsDone); Tick.
+  void CommitUncommitted();
   void AfterUnwind(std::shared_ptr<Job> job);
   void Unwind(std::shared_ptr<Job> job, std::function<void()> then);
   void DropReservation(const Lease& lease);
@@ -312,6 +315,8 @@ class BlockEngine {
   std::shared_ptr<int> life_ = std::make_shared<int>(0);
   // Attachments whose CNI ADD came while their allocation was in progress: not held.
   std::set<AttachmentKey> hurried_;
+  // Leases whose block write landed but whose row could not be marked committed.
+  std::set<AttachmentKey> uncommitted_;
   std::function<void(int64_t)> wake_;
   // The ahead-of-time window, and when each allocation made ahead of time was queued
   // for its write (until its CNI ADD comes: NoteAdd; dropped after kLeadTimeForgetMs).

@@ -408,6 +408,7 @@ void BlockEngine::Tick() {
   // held allocations, due later, ask again (else they would wait for the 1 s tick).
   if (next_ahead_due >= 0 && wake_) wake_(next_ahead_due - now);
   SweepUnsure();
+  CommitUncommitted();
   for (auto it = ahead_queued_ms_.begin(); it != ahead_queued_ms_.end();) {
     it = now - it->second > kLeadTimeForgetMs ? ahead_queued_ms_.erase(it) : std::next(it);
   }
@@ -415,6 +416,29 @@ void BlockEngine::Tick() {
     if (b->empty_since_ms >= 0 && now - b->empty_since_ms >= options_.empty_block_linger_ms) {
       MaybeRetire(*b);
     }
+  }
+}
+
+void BlockEngine::CommitUncommitted() {
+  for (auto it = uncommitted_.begin(); it != uncommitted_.end();) {
+    const AttachmentKey& key = *it;
+    std::optional<Lease> lease = allocator_->Find(key);
+    if (!lease || lease->state != LeaseState::kPending) {
+      it = uncommitted_.erase(it);  // released, or settled otherwise meanwhile
+      continue;
+    }
+    if (keys_.count(key)) {
+      ++it;  // a request of the attachment runs (a release): it decides
+      continue;
+    }
+    if (auto r = store_->SetLeaseState(key, LeaseState::kCommitted, clock_->NowMs()); !r) {
+      ++it;  // still failing: next Tick
+      continue;
+    }
+    (void)allocator_->Commit(key);
+    LogInfo("recorded the committed lease of " + key.ToString() + " (its allocation was in its IPBlock; "
+            "the database had failed to record it)");
+    it = uncommitted_.erase(it);
   }
 }
 

@@ -2,11 +2,14 @@
 // interleave every node's API calls in seeded random orders; seeds are printed.
 #include "daemon/cluster/block_engine.h"
 
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <set>
 
 #include "daemon/cluster/cluster_test_support.h"
@@ -666,6 +669,50 @@ TEST(BlockEngineTest, TheAheadWindowIsLearnedFromHowLongAfterTheAllocationsTheAd
   EXPECT_EQ(a.engine->ahead_window().lead_times(), 32u);
   EXPECT_EQ(a.engine->ahead_window_ms(), 20);
   c.CheckInvariants();
+}
+
+// The block write landed, then the store failed to mark the lease committed (a full
+// disk): the ADD gets the store's error and the row stays pending. It used to stay so
+// until a restart's Recover, answering every later request "pending"; Tick now records
+// it once the store works again, and the same address is served.
+TEST(BlockEngineTest, ALeaseTheStoreFailedToMarkCommittedIsRecordedOnceItWorksAgain) {
+  char dir_template[] = "/tmp/sublease-engine-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  const std::string db = dir + "/node-a.db";
+  {
+    ClusterHarness c(Spec("10.0.0.0/24"));
+    Node& a = c.AddNode("node-a", Deterministic(), db);
+    ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // the block exists
+    SQLite::Database raw(db, SQLite::OPEN_READWRITE);
+    raw.exec("CREATE TRIGGER full_disk BEFORE UPDATE OF state ON leases WHEN NEW.state = 'committed' "
+             "BEGIN SELECT RAISE(ABORT, 'database or disk is full (injected)'); END");
+    auto failed = c.AllocateNow(a, c.Request("p1"));
+    ASSERT_FALSE(failed);
+    EXPECT_NE(failed.error().message.find("recording the committed lease"), std::string::npos)
+        << failed.error().message;
+    const AttachmentKey key = AttachmentKey::For("net", c.Request("p1").owner);
+    ASSERT_EQ(a.allocator.Find(key)->state, LeaseState::kPending);
+    const IpAddr address = *a.allocator.Find(key)->v4;
+    a.engine->Tick();  // still failing: still pending, and said so
+    auto again = c.AllocateNow(a, c.Request("p1"));
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code, Code::kUnavailable);
+    EXPECT_NE(again.error().message.find("could not record it yet"), std::string::npos)
+        << again.error().message;
+    raw.exec("DROP TRIGGER full_disk");  // room again
+    a.engine->Tick();
+    EXPECT_EQ(a.allocator.Find(key)->state, LeaseState::kCommitted);
+    auto served = c.AllocateNow(a, c.Request("p1"));
+    ASSERT_TRUE(served) << served.error().message;
+    EXPECT_EQ(*served->v4, address);  // the address its block holds for it
+    auto rows = a.store->LoadLiveLeases();
+    ASSERT_TRUE(rows);
+    for (const Lease& l : *rows) EXPECT_EQ(l.state, LeaseState::kCommitted) << l.key().ToString();
+    c.CheckInvariants();
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 // A held allocation never delays a claim: the first allocation in a new block is

@@ -37,11 +37,13 @@ class ClusterHarness {
  public:
   explicit ClusterHarness(SubnetSpec spec) : spec_(std::move(spec)) {}
 
-  // A node with the subnet loaded and its engine watching its own blocks.
-  Node& AddNode(const std::string& name, BlockEngine::Options options = {}) {
+  // A node with the subnet loaded and its engine watching its own blocks; its store in
+  // memory, or in the file `db` (which a test may then open a second connection to).
+  Node& AddNode(const std::string& name, BlockEngine::Options options = {},
+                const std::string& db = ":memory:") {
     auto node = std::make_unique<Node>();
     node->name = name;
-    auto store = Store::Open(":memory:");
+    auto store = Store::Open(db);
     EXPECT_TRUE(store) << store.error().message;
     node->store = std::move(*store);
     auto subnet = NormalizeSubnet(spec_);
