@@ -849,14 +849,17 @@ void NodeShard::FlushAnnotations() {
                             if (r) {
                               ++stats_.annotations_written;
                               annotations_due_.erase(key);
+                              annotation_waits_.erase(key);
                               if (std::optional<Lease> lease = allocator_->Find(key)) {
                                 annotated_[key] = AnnotationsWrittenFor(*lease);
                               }
                             } else if (r.error().code == Code::kNotFound ||
                                        r.error().code == Code::kConflict) {
                               annotations_due_.erase(key);  // the pod is gone, or another now
+                              annotation_waits_.erase(key);
                             } else {
-                              annotations_due_.insert(key);
+                              annotations_due_[key] =
+                                  clock_->NowMs() + NextRetryWait(&annotation_waits_, key, kQuickRetryMs);
                             }
                           }
                           if (!r && r.error().code == Code::kConflict) {
@@ -868,7 +871,8 @@ void NodeShard::FlushAnnotations() {
                           if (!r && r.error().code != Code::kNotFound && r.error().code != Code::kConflict) {
                             LogWarn("writing annotations for " + keys.front().ToString() +
                                     (keys.size() > 1 ? " and " + std::to_string(keys.size() - 1) + " more" : "") +
-                                    ": " + r.error().message + " (will retry)");
+                                    ": " + r.error().message + " (will retry in " +
+                                    std::to_string(annotation_waits_[keys.front()]) + " ms)");
                           }
                         });
   }
@@ -1316,21 +1320,38 @@ void NodeShard::UpdateBlockHolder(const AttachmentKey& key) {
   engine_->UpdateHolder(key, [this, key](Result<void> r) {
     if (r) {
       ++stats_.holder_updates;
+      holder_waits_.erase(key);
       return;
     }
+    const int64_t wait = NextRetryWait(&holder_waits_, key, kQuickRetryMs);
     LogWarn("writing the new holder of " + key.ToString() + " into its IPBlock: " + r.error().message +
-            " (will retry)");
-    holders_due_.insert(key);
+            " (will retry in " + std::to_string(wait) + " ms)");
+    holders_due_[key] = clock_->NowMs() + wait;
   });
 }
 
 // ---- Release and retries ----
 
 template <typename Key>
-int64_t NodeShard::NextRetryWait(std::map<Key, int64_t>* waits, const Key& key) const {
-  auto [wait, first] = waits->emplace(key, options_.retry_interval_ms);
+int64_t NodeShard::NextRetryWait(std::map<Key, int64_t>* waits, const Key& key, int64_t first_ms) const {
+  if (first_ms <= 0) first_ms = options_.retry_interval_ms;
+  auto [wait, first] = waits->emplace(key, std::min(first_ms, options_.max_retry_interval_ms));
   if (!first) wait->second = std::min(wait->second * 2, options_.max_retry_interval_ms);
   return wait->second;
+}
+
+template <typename Key>
+std::vector<Key> NodeShard::TakeDue(std::map<Key, int64_t>* due_ms, int64_t now) {
+  std::vector<Key> due;
+  for (auto it = due_ms->begin(); it != due_ms->end();) {
+    if (it->second <= now) {
+      due.push_back(it->first);
+      it = due_ms->erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return due;
 }
 
 void NodeShard::ScheduleRelease(const AttachmentKey& key, int64_t delay_ms) {
@@ -1365,38 +1386,25 @@ void NodeShard::ReleaseNow(const AttachmentKey& key) {
 
 void NodeShard::Tick() {
   int64_t now = clock_->NowMs();
-  std::vector<AttachmentKey> due;
-  for (auto it = release_due_ms_.begin(); it != release_due_ms_.end();) {
-    if (it->second <= now) {
-      due.push_back(it->first);
-      it = release_due_ms_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (const auto& key : due) ReleaseNow(key);
+  for (const auto& key : TakeDue(&release_due_ms_, now)) ReleaseNow(key);
   engine_->Tick();
-  std::vector<AttachmentKey> annotate(annotations_due_.begin(), annotations_due_.end());
-  annotations_due_.clear();
-  for (const auto& key : annotate) {
+  for (const auto& key : TakeDue(&annotations_due_, now)) {
     if (std::optional<Lease> lease = allocator_->Find(key); lease && lease->state == LeaseState::kCommitted) {
       WriteAnnotations(*lease);
+    } else {
+      annotation_waits_.erase(key);
     }
   }
-  std::vector<AttachmentKey> holders(holders_due_.begin(), holders_due_.end());
-  for (const auto& key : holders) UpdateBlockHolder(key);
+  for (const auto& key : TakeDue(&holders_due_, now)) {
+    if (allocator_->Find(key)) {
+      UpdateBlockHolder(key);
+    } else {
+      holder_waits_.erase(key);
+    }
+  }
   if (recovery_due_) Recover();
   if (pods_resumed_ && !pods_synced_) ListPodsOnce();
-  std::vector<std::string> retry;
-  for (auto it = retry_pods_due_ms_.begin(); it != retry_pods_due_ms_.end();) {
-    if (it->second <= now) {
-      retry.push_back(it->first);
-      it = retry_pods_due_ms_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (const auto& pod_key : retry) ReconcilePod(pod_key);
+  for (const auto& pod_key : TakeDue(&retry_pods_due_ms_, now)) ReconcilePod(pod_key);
   if (!pool_feed_->synced() && ++pool_probe_ticks_ % 10 == 0) ProbeIpPools();
   SaveProgress();
 }

@@ -221,10 +221,15 @@ class NodeShard final : public CniBackend {
   void ScheduleRelease(const AttachmentKey& key, int64_t delay_ms);
   void ReleaseNow(const AttachmentKey& key);
   // The wait before the next try of something that failed again (`waits` keeps the last
-  // one per key; erase it on success): retry_interval_ms, doubling up to
+  // one per key; erase it on success): `first_ms` (0: retry_interval_ms), doubling up to
   // max_retry_interval_ms.
   template <typename Key>
-  int64_t NextRetryWait(std::map<Key, int64_t>* waits, const Key& key) const;
+  int64_t NextRetryWait(std::map<Key, int64_t>* waits, const Key& key, int64_t first_ms = 0) const;
+  // Removes and returns the keys due at `now`.
+  template <typename Key>
+  static std::vector<Key> TakeDue(std::map<Key, int64_t>* due_ms, int64_t now);
+  // Annotation and holder writes that failed are first retried at the next tick.
+  static constexpr int64_t kQuickRetryMs = 1'000;
   void Tick();
   // What the pod asks for: the CNI request's own (Multus runtimeConfig) overridden by
   // the pod's annotations for this attachment (DESIGN §1.3 precedence).
@@ -302,7 +307,10 @@ class NodeShard final : public CniBackend {
   std::map<AttachmentKey, int64_t> release_backoff_ms_;  // ... after failing: the last wait
   std::set<AttachmentKey> del_received_;              // CNI DEL came for these
   std::set<AttachmentKey> releasing_;                 // ReleaseNow sent, not answered yet
-  std::set<AttachmentKey> annotations_due_;           // annotation writes to (re)try
+  // Annotation writes and block holder updates to retry at this time, and the last wait
+  // after a failure (1 s, doubling while they keep failing).
+  std::map<AttachmentKey, int64_t> annotations_due_;
+  std::map<AttachmentKey, int64_t> annotation_waits_;
   std::set<AttachmentKey> annotating_;                // annotation writes in flight
   // Annotation writes that succeeded: "<pod uid> <address>..." per attachment, so that a
   // late watch event older than the patch does not send it again (cleared on release).
@@ -311,7 +319,8 @@ class NodeShard final : public CniBackend {
   mutable std::set<std::string> mac_warned_;
   std::map<std::string, int64_t> retry_pods_due_ms_;  // pods whose allocation failed: retry then
   std::map<std::string, int64_t> retry_backoff_ms_;   // ... and the wait before that retry
-  std::set<AttachmentKey> holders_due_;               // block holder updates to (re)try
+  std::map<AttachmentKey, int64_t> holders_due_;
+  std::map<AttachmentKey, int64_t> holder_waits_;
   // Leases allocated for an IPAMClaim whose status write has not succeeded yet: not
   // served from SQLite; the next ADD releases them and asks the claim again.
   std::map<AttachmentKey, std::string> claims_unrecorded_;

@@ -745,6 +745,34 @@ class RetryBackoff(harness.DaemonTestCase):
             return True
         self.wait_for("r-0's allocation removed from its IPBlock", released, seconds=60, interval=0.5)
 
+    def test_an_annotation_write_that_keeps_failing_is_retried_with_a_growing_interval(self):
+        p = "ann.default"
+        self.req("POST", SUBNETS, subnet("ann", p, "10.96.3.0/24"))
+        self.wait_subnet_seen("ann")
+        failed = "writing annotations for ann/pod:default/w-0/net1"
+        try:
+            # Every patch of the pod fails (an API server answering 500).
+            status, _ = self.api.ctl("POST", "/faults", {"method": "PATCH", "path_prefix": PODS + "/w-0",
+                                                         "count": -1, "action": "error", "status": 500})
+            self.assertIn(status, (200, 201))
+            self.req("POST", PODS, pod("w-0", "node-0", "ann"))
+            seen = []  # when each failed patch showed up in the log (polled every 0.1 s)
+            deadline = time.monotonic() + 120
+            while len(seen) < 4 and time.monotonic() < deadline:
+                n = self.daemon_log("node-0").count(failed)
+                seen += [time.monotonic()] * (n - len(seen))
+                time.sleep(0.1)
+            self.assertEqual(len(seen), 4, "four failed annotation writes within 120 s")
+            gaps = [b - a for a, b in zip(seen, seen[1:])]
+            # Expected 1, 2, 4 s (+ up to 1 s: retries are due on the daemon's 1 s tick);
+            # without the backoff every gap is ~1 s. Lower bounds only.
+            self.assertGreaterEqual(gaps[2], 3.0, gaps)
+            self.assertGreater(gaps[2], gaps[0] + 1.5, gaps)
+        finally:
+            self.api.ctl("DELETE", "/faults")
+        self.wait_for("w-0 annotated once the API server answers", lambda: self.annotated("w-0", p),
+                      seconds=60, interval=0.5)
+
     def annotated(self, name, provider):
         status, _, obj = self.api.request("GET", PODS + "/" + name, timeout=30)
         a = obj["metadata"].get("annotations", {}) if status == 200 else {}
