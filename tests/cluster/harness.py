@@ -217,6 +217,26 @@ class DaemonTestCase(unittest.TestCase):
             time.sleep(0.3)
         return rc, out
 
+    def log_times(self, node, text, count, seconds=120):
+        """When each of the first `count` occurrences of `text` showed up in `node`'s log
+        (polled every 0.1 s, for at most `seconds`; fails if fewer came)."""
+        seen = []
+        deadline = time.monotonic() + seconds
+        while len(seen) < count and time.monotonic() < deadline:
+            n = self.daemon_log(node).count(text)
+            seen += [time.monotonic()] * (n - len(seen))
+            time.sleep(0.1)
+        self.assertEqual(len(seen), count, "%d times %r in %s's log within %d s" % (count, text, node, seconds))
+        return seen
+
+    def assert_backs_off(self, times):
+        """Four tries 1, 2, 4 s apart (first wait 1 s, doubling; + up to 1 s where tries
+        are due on a 1 s tick): without a backoff every gap is 1-2 s. Lower bounds only:
+        a slow machine makes gaps longer, never shorter."""
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertGreaterEqual(gaps[2], 3.0, gaps)
+        self.assertGreater(gaps[2], gaps[0] + 1.5, gaps)
+
     def wait_for(self, what, fn, seconds=60, interval=0.1):
         deadline = time.monotonic() + seconds
         last = None

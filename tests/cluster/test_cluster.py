@@ -689,13 +689,7 @@ class RetryBackoff(harness.DaemonTestCase):
             self.wait_for("pod %s allocated" % name, lambda: self.annotated(name, p), seconds=60)
         self.req("POST", PODS, pod("t-late", "node-0", "tiny"))
         failed = "allocation for tiny/pod:default/t-late/net1 failed"
-        seen = []  # when each failure showed up in the log (polled every 0.1 s)
-        deadline = time.monotonic() + 120
-        while len(seen) < 5 and time.monotonic() < deadline:
-            n = self.daemon_log("node-0").count(failed)
-            seen += [time.monotonic()] * (n - len(seen))
-            time.sleep(0.1)
-        self.assertEqual(len(seen), 5, "five failed tries within 120 s")
+        seen = self.log_times("node-0", failed, 5)
         gaps = [b - a for a, b in zip(seen, seen[1:])]
         # Expected 1, 2, 4, 8 s (+ up to 1 s: retries are due on the daemon's 1 s tick);
         # without the backoff every gap is 1-2 s. Only lower bounds: a slow machine
@@ -720,18 +714,7 @@ class RetryBackoff(harness.DaemonTestCase):
                                                          "action": "error", "status": 500})
             self.assertIn(status, (200, 201))
             self.req("DELETE", PODS + "/r-0?gracePeriodSeconds=0")
-            seen = []  # when each failed release showed up in the log (polled every 0.1 s)
-            deadline = time.monotonic() + 120
-            while len(seen) < 4 and time.monotonic() < deadline:
-                n = self.daemon_log("node-0").count(failed)
-                seen += [time.monotonic()] * (n - len(seen))
-                time.sleep(0.1)
-            self.assertEqual(len(seen), 4, "four failed releases within 120 s")
-            gaps = [b - a for a, b in zip(seen, seen[1:])]
-            # Expected 1, 2, 4 s (+ up to 1 s: releases are due on the daemon's 1 s tick);
-            # without the backoff every gap is 1-2 s. Lower bounds only (see above).
-            self.assertGreaterEqual(gaps[2], 3.0, gaps)
-            self.assertGreater(gaps[2], gaps[0] + 1.5, gaps)
+            self.assert_backs_off(self.log_times("node-0", failed, 4))
             self.assertIn("(will retry in 4000 ms)", self.daemon_log("node-0"))
         finally:
             self.api.ctl("DELETE", "/faults")
@@ -756,18 +739,7 @@ class RetryBackoff(harness.DaemonTestCase):
                                                          "count": -1, "action": "error", "status": 500})
             self.assertIn(status, (200, 201))
             self.req("POST", PODS, pod("w-0", "node-0", "ann"))
-            seen = []  # when each failed patch showed up in the log (polled every 0.1 s)
-            deadline = time.monotonic() + 120
-            while len(seen) < 4 and time.monotonic() < deadline:
-                n = self.daemon_log("node-0").count(failed)
-                seen += [time.monotonic()] * (n - len(seen))
-                time.sleep(0.1)
-            self.assertEqual(len(seen), 4, "four failed annotation writes within 120 s")
-            gaps = [b - a for a, b in zip(seen, seen[1:])]
-            # Expected 1, 2, 4 s (+ up to 1 s: retries are due on the daemon's 1 s tick);
-            # without the backoff every gap is ~1 s. Lower bounds only.
-            self.assertGreaterEqual(gaps[2], 3.0, gaps)
-            self.assertGreater(gaps[2], gaps[0] + 1.5, gaps)
+            self.assert_backs_off(self.log_times("node-0", failed, 4))
         finally:
             self.api.ctl("DELETE", "/faults")
         self.wait_for("w-0 annotated once the API server answers", lambda: self.annotated("w-0", p),
