@@ -745,6 +745,38 @@ class RetryBackoff(harness.DaemonTestCase):
         self.wait_for("w-0 annotated once the API server answers", lambda: self.annotated("w-0", p),
                       seconds=60, interval=0.5)
 
+    def test_a_holder_update_that_keeps_failing_is_retried_with_a_growing_interval(self):
+        p = "hold.default"
+        self.req("POST", SUBNETS, subnet("hold", p, "10.96.4.0/24"))
+        self.wait_subnet_seen("hold")
+        uid = self.req("POST", PODS, pod("h-0", "node-0", "hold"))["metadata"]["uid"]
+        rc, out = self.add_retrying("node-0", "h-0", uid, p)
+        self.assertEqual(rc, 0, out)
+        address = out["ips"][0]["address"]
+
+        def holder():
+            for b in self.get(BLOCKS)["items"]:
+                for who in (b["spec"].get("allocations") or {}).values():
+                    if who.get("pod") == "h-0":
+                        return who.get("containerID")
+            return None
+        self.wait_for("h-0's container in its IPBlock", lambda: holder() == "sb-h-0", seconds=60)
+        failed = "writing the new holder of hold/pod:default/h-0/net1"
+        try:
+            status, _ = self.api.ctl("POST", "/faults", {"method": "PUT", "path_prefix": BLOCKS, "count": -1,
+                                                         "action": "error", "status": 500})
+            self.assertIn(status, (200, 201))
+            # The runtime re-creates the sandbox: the same address, answered from SQLite; the
+            # block learns the new container ID later, and that write keeps failing.
+            rc, out = self.run_cni("node-0", "ADD", "h-0", "sb2-h-0", uid, p)
+            self.assertEqual(rc, 0, out)
+            self.assertEqual(out["ips"][0]["address"], address)
+            self.assert_backs_off(self.log_times("node-0", failed, 4))
+        finally:
+            self.api.ctl("DELETE", "/faults")
+        self.wait_for("the new container ID in the IPBlock once the API server answers",
+                      lambda: holder() == "sb2-h-0", seconds=60, interval=0.5)
+
     def annotated(self, name, provider):
         status, _, obj = self.api.request("GET", PODS + "/" + name, timeout=30)
         a = obj["metadata"].get("annotations", {}) if status == 200 else {}
