@@ -682,8 +682,21 @@ void NodeShard::OnAllocated(const AttachmentKey& key, const Result<Lease>& lease
     ReleaseIfPodGone(*lease);
     return;
   }
-  WriteAnnotations(*lease);
-  MirrorIpObject(*lease);
+  Lease committed = *lease;
+  if (!entry.container_id.empty() && committed.owner.container_id != entry.container_id) {
+    // A CNI ADD joined an allocation made ahead of time (which had no sandbox yet): the
+    // lease learns its container now, the block allocation with the block's next write
+    // (as for a re-created sandbox).
+    if (auto r = RecordHolder(key, "", entry.container_id); r) {
+      committed.owner.container_id = entry.container_id;
+      UpdateBlockHolder(key);
+    } else {
+      LogWarn("recording container " + entry.container_id + " of " + key.ToString() + ": " +
+              r.error().message + " (the next CNI ADD records it)");
+    }
+  }
+  WriteAnnotations(committed);
+  MirrorIpObject(committed);
 }
 
 void NodeShard::MirrorIpObject(const Lease& lease) {
@@ -1135,6 +1148,7 @@ void NodeShard::JoinInflight(const AttachmentKey& key, const CniRequest& cni, Re
   }
   entry.waiters.push_back(std::move(done));
   if (entry.routes.empty()) entry.routes = cni.routes;
+  if (!cni.container_id.empty()) entry.container_id = cni.container_id;
   engine_->Expedite(key);  // an allocation made ahead of time and held: it goes now
 }
 

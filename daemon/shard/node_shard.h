@@ -132,6 +132,9 @@ class NodeShard final : public CniBackend {
     std::string pod_uid;  // the pod the work is for ("" = not known)
     std::vector<ReplyCallback> waiters;
     std::vector<WireRoute> routes;  // the NAD's routes of the first CNI request, if any
+    // The sandbox of a CNI ADD that joined work started without one (ahead of time): the
+    // lease and its block allocation learn it once the allocation is committed.
+    std::string container_id;
   };
 
   // Subnets.

@@ -669,6 +669,48 @@ class AheadWindow(harness.DaemonTestCase):
         return a if a.get(provider + ".kubernetes.io/allocated") == "true" else None
 
 
+class AheadHold(harness.DaemonTestCase):
+    """A CNI ADD that comes while its pod's allocation made ahead of time is held (here up
+    to 5 s) sends it at once and is answered with it; its sandbox's container ID then
+    reaches the lease and the IPBlock, although the allocation was made without one."""
+    NODES = ["node-0"]
+    DAEMON_ARGS = ["--learn-ahead-window", "false", "--ahead-write-window-ms", "5000"]
+    PREFIX = "sublease-hold-"
+
+    def test_an_add_that_joins_a_held_allocation_records_its_container(self):
+        p = "join.default"
+        self.req("POST", SUBNETS, subnet("join", p, "10.96.5.0/24"))
+        self.wait_subnet_seen("join")
+        # The first pod claims the node's block (a claim is never held).
+        self.req("POST", PODS, pod("j-first", "node-0", "join"))
+        self.wait_for("j-first allocated", lambda: self.lease_of("j-first")[0] == "committed", seconds=60)
+        uid = self.req("POST", PODS, pod("j-0", "node-0", "join"))["metadata"]["uid"]
+        self.wait_for("j-0's allocation made ahead of time and held",
+                      lambda: self.lease_of("j-0")[0] == "pending", seconds=60, interval=0.02)
+        rc, out = self.add_retrying("node-0", "j-0", uid, p)
+        self.assertEqual(rc, 0, out)
+        self.wait_for("j-0's lease with its container",
+                      lambda: self.lease_of("j-0") == ("committed", "sb-j-0"), seconds=30)
+
+        def holder():
+            for b in self.get(BLOCKS)["items"]:
+                for who in (b["spec"].get("allocations") or {}).values():
+                    if who.get("pod") == "j-0":
+                        return who.get("containerID")
+            return None
+        self.wait_for("j-0's container in its IPBlock", lambda: holder() == "sb-j-0", seconds=60)
+
+    def lease_of(self, name):
+        """(state, container ID) of pod `name`'s live lease in node-0's database."""
+        db = os.path.join(self.dir, "node-0.db")
+        out = subprocess.run(["sqlite3", "-separator", " ", "file:%s?mode=ro" % db,
+                              "select state, container_id from leases where pod_name = '%s' "
+                              "and state <> 'released'" % name],
+                             capture_output=True, text=True, timeout=30)
+        parts = out.stdout.split()
+        return (parts[0], parts[1] if len(parts) > 1 else "") if out.returncode == 0 and parts else ("", "")
+
+
 class RetryBackoff(harness.DaemonTestCase):
     """An allocation made ahead of time that keeps failing is tried again less and less
     often (each try costs API requests and an Event), and still gets its address once
