@@ -641,12 +641,13 @@ class AheadWindow(harness.DaemonTestCase):
         uids = {}
         for name in names:
             uids[name] = self.req("POST", PODS, pod(name, "node-0", "ahead"))["metadata"]["uid"]
-        created = time.monotonic()
         for name in names:
             self.wait_for(name + " allocated ahead of time", lambda: self.allocated(name, p), seconds=60)
-        # The sandboxes take 2 s at least: every ADD comes 2 s or more after its allocation.
-        # (Waiting here is the stimulus, not a bound: a slow machine only makes it longer.)
-        while time.monotonic() < created + 2.0:
+        # The sandboxes take 2 s at least: every ADD comes 2 s or more after the last
+        # allocation was seen written, so after its own. (Waiting here is the stimulus,
+        # not a bound: a slow machine only makes the lead times longer.)
+        all_allocated = time.monotonic()
+        while time.monotonic() < all_allocated + 2.0:
             time.sleep(0.05)
         for name in names:
             rc, out = self.add_retrying("node-0", name, uids[name], p)
