@@ -217,6 +217,15 @@ class DaemonTestCase(unittest.TestCase):
             time.sleep(0.3)
         return rc, out
 
+    def allocation_of(self, pod_name):
+        """The IPBlock allocation of pod default/`pod_name` in any block (a dict with pod,
+        containerID, node, ...), or None."""
+        for b in self.get(BLOCKS)["items"]:
+            for who in (b.get("spec", {}).get("allocations") or {}).values():
+                if who.get("pod") == pod_name:
+                    return who
+        return None
+
     def log_times(self, node, text, count, seconds=120):
         """When each of the first `count` occurrences of `text` showed up in `node`'s log
         (polled every 0.1 s, for at most `seconds`; fails if fewer came)."""

@@ -692,14 +692,8 @@ class AheadHold(harness.DaemonTestCase):
         self.assertEqual(rc, 0, out)
         self.wait_for("j-0's lease with its container",
                       lambda: self.lease_of("j-0") == ("committed", "sb-j-0"), seconds=30)
-
-        def holder():
-            for b in self.get(BLOCKS)["items"]:
-                for who in (b["spec"].get("allocations") or {}).values():
-                    if who.get("pod") == "j-0":
-                        return who.get("containerID")
-            return None
-        self.wait_for("j-0's container in its IPBlock", lambda: holder() == "sb-j-0", seconds=60)
+        self.wait_for("j-0's container in its IPBlock",
+                      lambda: (self.allocation_of("j-0") or {}).get("containerID") == "sb-j-0", seconds=60)
 
     def lease_of(self, name):
         """(state, container ID) of pod `name`'s live lease in node-0's database."""
@@ -763,13 +757,8 @@ class RetryBackoff(harness.DaemonTestCase):
             self.api.ctl("DELETE", "/faults")
 
         # The API server answers again: the address is released (next try: 8 s at most).
-        def released():
-            for b in self.get(BLOCKS)["items"]:
-                for a in (b.get("spec", {}).get("allocations") or {}).values():
-                    if a.get("pod") == "r-0":
-                        return None
-            return True
-        self.wait_for("r-0's allocation removed from its IPBlock", released, seconds=60, interval=0.5)
+        self.wait_for("r-0's allocation removed from its IPBlock", lambda: self.allocation_of("r-0") is None,
+                      seconds=60, interval=0.5)
 
     def test_an_annotation_write_that_keeps_failing_is_retried_with_a_growing_interval(self):
         p = "ann.default"
@@ -798,11 +787,7 @@ class RetryBackoff(harness.DaemonTestCase):
         address = out["ips"][0]["address"]
 
         def holder():
-            for b in self.get(BLOCKS)["items"]:
-                for who in (b["spec"].get("allocations") or {}).values():
-                    if who.get("pod") == "h-0":
-                        return who.get("containerID")
-            return None
+            return (self.allocation_of("h-0") or {}).get("containerID")
         self.wait_for("h-0's container in its IPBlock", lambda: holder() == "sb-h-0", seconds=60)
         failed = "writing the new holder of hold/pod:default/h-0/net1"
         try:
