@@ -98,6 +98,7 @@ Result<std::vector<ApiAllocation>> FetchAllocations(const std::string& kubeconfi
             return client.Close([] {});
           }
           for (const auto& [offset, a] : block->allocations) {
+            if (a.spare) continue;  // held for the node's next pods: no lease behind it
             out.push_back({block->subnet, block->AddressAt(offset).ToString(), block->name, a.node,
                            a.pod_namespace, a.pod_name, a.pod_uid, a.ifname, a.container_id,
                            a.provider, a.sticky, KeptFor(a)});

@@ -45,6 +45,7 @@ Result<void> ApplyYaml(const std::string& path, Config* cfg) {
       else if (key == "deferred-write-ms") cfg->deferred_write_ms = v.as<int64_t>();
       else if (key == "ahead-write-window-ms") cfg->ahead_write_window_ms = v.as<int64_t>();
       else if (key == "learn-ahead-window") cfg->learn_ahead_window = v.as<bool>();
+      else if (key == "spare-addresses") cfg->spare_addresses = v.as<int64_t>();
       else if (key == "status-interval-ms") cfg->status_interval_ms = v.as<int64_t>();
       else if (key == "status-ms-per-node") cfg->status_ms_per_node = v.as<int64_t>();
       else if (key == "leader-candidates") cfg->leader_candidates = v.as<std::string>();
@@ -115,6 +116,10 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
       "Cluster mode: learn that wait from how long after their allocation the pods' CNI ADDs come (a quarter of them "
       "less one write, at most --ahead-write-window-ms); false = always --ahead-write-window-ms "
       "(true/false)")->default_str(defaults.learn_ahead_window ? "true" : "false");
+  auto* o_spares = app.add_option("--spare-addresses", flags.spare_addresses,
+      "Cluster mode: addresses per subnet and family this node holds in its own IPBlocks for pods it has not seen "
+      "yet; a CNI ADD that gets one is answered with no API write first, and its pod is recorded in the block "
+      "soon after; given back when another node finds no other free address; 0 = none")->default_str(std::to_string(defaults.spare_addresses));
   auto* o_status = app.add_option("--status-interval-ms", flags.status_interval_ms,
       "Cluster mode, the leader: a Subnet's or IPPool's status is written at most once per this interval (every node watches every Subnet)")->default_str(std::to_string(defaults.status_interval_ms));
   auto* o_status_per_node = app.add_option("--status-ms-per-node", flags.status_ms_per_node,
@@ -164,6 +169,7 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   if (o_deferred->count()) cfg.deferred_write_ms = flags.deferred_write_ms;
   if (o_ahead->count()) cfg.ahead_write_window_ms = flags.ahead_write_window_ms;
   if (o_learn_ahead->count()) cfg.learn_ahead_window = flags.learn_ahead_window;
+  if (o_spares->count()) cfg.spare_addresses = flags.spare_addresses;
   if (o_status->count()) cfg.status_interval_ms = flags.status_interval_ms;
   if (o_status_per_node->count()) cfg.status_ms_per_node = flags.status_ms_per_node;
   if (o_candidates->count()) cfg.leader_candidates = flags.leader_candidates;
@@ -206,6 +212,10 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
     return Fail(Error::InvalidArgument(
         "--empty-block-linger-ms, --deferred-write-ms, --ahead-write-window-ms, --status-interval-ms and "
         "--status-ms-per-node must not be negative"));
+  }
+  if (cfg.spare_addresses < 0 || cfg.spare_addresses > 64) {
+    return Fail(Error::InvalidArgument("--spare-addresses must be 0 to 64 (now " + std::to_string(cfg.spare_addresses) +
+                                       "); 4-8 covers a node starting a pod every 50 ms"));
   }
   if (cfg.ahead_write_window_ms > 10'000) {
     return Fail(Error::InvalidArgument(

@@ -44,6 +44,10 @@ struct Config {
   // allocation to the ADD) less one write; 100 ms until 16 were seen.
   int64_t ahead_write_window_ms = 500;
   bool learn_ahead_window = true;
+  // Cluster mode: addresses per subnet and family each node holds in its own blocks for
+  // pods it has not seen yet; an ADD that gets one needs no API write before its answer
+  // (docs/cluster-protocol.md "Spares"). 0 = none.
+  int64_t spare_addresses = 0;
   // Cluster mode, the leader: Subnet and IPPool status writes at most once per interval
   // per object (each one reaches every node's Subnet watch; BENCHMARKS.md §7).
   int64_t status_interval_ms = 500;

@@ -226,6 +226,7 @@ int RunCluster(const Config& cfg) {
   engine_options.deferred_write_ms = cfg.deferred_write_ms;
   engine_options.ahead_write_window_ms = cfg.ahead_write_window_ms;
   engine_options.learn_ahead_window = cfg.learn_ahead_window;
+  engine_options.spare_addresses = static_cast<int>(cfg.spare_addresses);
   BlockEngine engine(&allocator, store->get(), &block_api, &clock, engine_options);
   // The journal's subnets allocate from this node's blocks only, like those the Subnet
   // informer delivers later.
@@ -245,7 +246,10 @@ int RunCluster(const Config& cfg) {
             {{{"event", "release"}}, n(st.releases)},   {{{"event", "claim"}}, n(st.claims)},
             {{{"event", "borrow"}}, n(st.borrows)},     {{{"event", "repick"}}, n(st.repicks)},
             {{{"event", "adoption"}}, n(st.adoptions)}, {{{"event", "adopted_away"}}, n(st.adopted_away)},
-            {{{"event", "stray_removed"}}, n(st.strays_removed)}};
+            {{{"event", "stray_removed"}}, n(st.strays_removed)},
+            {{{"event", "spare_taken"}}, n(st.spares_taken)},
+            {{{"event", "spare_added"}}, n(st.spares_added)},
+            {{{"event", "spare_returned"}}, n(st.spares_returned)}};
       });
   metrics.SetGaugeCallback(
       "sublease_ahead_write_window_ms",

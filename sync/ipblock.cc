@@ -154,6 +154,9 @@ Result<BlockAllocation> DecodeAllocation(const Reader& r, const object& o,
   auto sticky = r.Bool(o, "sticky", path + ".sticky");
   if (!sticky) return Fail(sticky.error());
   a.sticky = *sticky;
+  auto spare = r.Bool(o, "spare", path + ".spare");
+  if (!spare) return Fail(spare.error());
+  a.spare = *spare;
   return a;
 }
 
@@ -165,6 +168,14 @@ std::optional<uint64_t> IpBlock::OffsetOf(const IpAddr& a) const {
   if (offset > std::numeric_limits<uint64_t>::max()) return std::nullopt;
   return static_cast<uint64_t>(offset);
 }
+
+size_t UsedCount(const IpBlock& block) {
+  size_t n = 0;
+  for (const auto& [offset, a] : block.allocations) n += a.spare ? 0 : 1;
+  return n;
+}
+
+bool OnlySpares(const IpBlock& block) { return UsedCount(block) == 0; }
 
 std::string KeptFor(const BlockAllocation& a) {
   if (!a.ipam_claim.empty()) return "claim " + a.ipam_claim;
@@ -220,6 +231,7 @@ std::string EncodeIpBlock(const IpBlock& block) {
 
   w.Key("spec").BeginObject();
   w.Field("subnet", block.subnet).Field("cidr", block.cidr.ToString()).Field("node", block.node);
+  if (block.return_spares) w.Field("returnSpares", true);
   w.Key("allocations").BeginObject();
   for (const auto& [offset, a] : block.allocations) {
     w.Key(std::to_string(offset)).BeginObject();
@@ -235,6 +247,7 @@ std::string EncodeIpBlock(const IpBlock& block) {
     if (!a.ipam_claim.empty()) w.Field("ipamClaim", a.ipam_claim);
     if (!a.virtual_machine.empty()) w.Field("virtualMachine", a.virtual_machine);
     if (!a.reserved_ip.empty()) w.Field("reservedIp", a.reserved_ip);
+    if (a.spare) w.Field("spare", true);
     w.EndObject();
   }
   w.EndObject();
@@ -243,7 +256,7 @@ std::string EncodeIpBlock(const IpBlock& block) {
   // The CRD has no status subresource, so this travels in the same write as spec: the
   // `Used` printer column stays exact without a second API call per allocation.
   w.Key("status").BeginObject();
-  w.Key("used").Uint(block.allocations.size());
+  w.Key("used").Uint(UsedCount(block));
   w.EndObject();
   w.EndObject();
   return w.Take();
@@ -291,6 +304,9 @@ Result<IpBlock> DecodeIpBlock(std::string_view json) {
   auto cidr = IpNet::Parse(*cidr_text);
   if (!cidr) return Fail(cidr.error().Wrap(r.what() + ": spec.cidr \"" + *cidr_text + "\""));
   block.cidr = *cidr;
+  auto return_spares = r.Bool(s, "returnSpares", "spec.returnSpares");
+  if (!return_spares) return Fail(return_spares.error());
+  block.return_spares = *return_spares;
 
   auto allocations = r.Object(s, "allocations", "spec.allocations");
   if (!allocations) return Fail(allocations.error());

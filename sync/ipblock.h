@@ -55,6 +55,11 @@ struct BlockAllocation {
   // the reserved pod's node takes it over (on any node), and only the garbage collection
   // removes it, once the IP object is gone (docs/cluster-protocol.md, Reserved IPs).
   std::string reserved_ip = {};
+  // "spare": an address the affine node (`node`) holds in its own block for pods it has
+  // not seen yet (--spare-addresses): no pod fields. No other node allocates it; the
+  // node hands it out with no API write and records the pod in it later
+  // (docs/cluster-protocol.md, Spares). Omitted when false.
+  bool spare = false;
   friend bool operator==(const BlockAllocation&, const BlockAllocation&) = default;
 };
 
@@ -71,6 +76,9 @@ struct IpBlock {
   IpNet cidr;                    // spec.cidr
   std::string node;              // spec.node: the affine node
   std::map<uint64_t, BlockAllocation> allocations;  // spec.allocations, offset -> holder
+  // spec.returnSpares: another node found no free address but this node's spares and
+  // asks it to give back those it has not handed out (omitted when false).
+  bool return_spares = false;
 
   // Address at `offset` (REQUIRES: offset < size).
   IpAddr AddressAt(uint64_t offset) const { return cidr.first().Plus(offset); }
@@ -97,9 +105,14 @@ Result<int> BlockPrefixFor(const IpNet& subnet_cidr, const std::string& override
 // The block of `block_prefix` that holds `a`.
 IpNet BlockOf(const IpAddr& a, int block_prefix);
 
+// The number of allocations that hold an address for a pod (spares excluded).
+size_t UsedCount(const IpBlock& block);
+// True when every allocation in `block` is a spare (or there is none).
+bool OnlySpares(const IpBlock& block);
+
 // The whole object for create and update (apiVersion, kind, metadata.name, labels
 // subnet and node, metadata.resourceVersion when set, spec, and status.used = the
-// number of allocations: the CRD has no status subresource, so it rides in the same
+// number of allocations but spares (UsedCount): the CRD has no status subresource, so it rides in the same
 // write and feeds the `Used` printer column). Offsets are decimal keys.
 std::string EncodeIpBlock(const IpBlock& block);
 // From an API object (a get, a list item, a watch event's object): metadata.name,

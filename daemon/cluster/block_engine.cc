@@ -374,6 +374,22 @@ void BlockEngine::AfterAllocatorRefused(std::shared_ptr<Job> job, const Error& e
       }
     }
   }
+  if (error.code == Code::kConflict) {
+    // A named address that is another node's spare: that node gives it back when asked
+    // (its next write), and the pod's next try gets it.
+    for (const IpAddr& a : NamedAddresses(job->request)) {
+      auto cidr = BlockOfAddress(job->request.subnet, a);
+      BlockState* b = cidr ? FindBlock(BlockName(job->request.subnet, *cidr)) : nullptr;
+      if (b == nullptr || !b->object || b->object->node == options_.node) continue;
+      auto it = b->object->allocations.find(static_cast<uint64_t>(a.value() - cidr->first().value()));
+      if (it == b->object->allocations.end() || !it->second.spare) continue;
+      std::string holders;
+      (void)AskForSpares(job->request.subnet, a.family(), &holders);
+      return FinishJob(job, Fail(Error::Unavailable(
+                                "address " + a.ToString() + " is " + DescribeAllocation(it->second) +
+                                " (held for its next pods); it was asked to give it back: try again")));
+    }
+  }
   FinishJob(job, Fail(error));
 }
 
@@ -399,6 +415,15 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
     op.claim = job->claims.count(BlockName(lease.subnet, cidr)) > 0;
     op.adopt = job->adopt.count(a) > 0;
     op.keep_existing = job->request.keep_existing;
+    op.done = [this, job, a, token](Result<void> r) {
+      if (token.expired()) return;
+      job->results.emplace_back(a, std::move(r));
+      if (--job->outstanding == 0) OnAddsDone(job);
+    };
+    if (BlockState* b = FindBlock(BlockName(lease.subnet, cidr)); b != nullptr && TakeSpare(*b, op)) {
+      op.done(Ok());  // this node's already: committed now, its pod recorded later
+      continue;
+    }
     // Held for company only in a block this node owns and knows (not a claim, not a
     // borrow: those may race other nodes, and their answers decide re-picks).
     if (job->request.unhurried && options_.ahead_write_window_ms > 0 && !op.claim &&
@@ -410,11 +435,6 @@ void BlockEngine::QueueAdds(std::shared_ptr<Job> job, const Lease& lease) {
         ahead_queued_ms_.insert_or_assign(job->key, clock_->NowMs());
       op.ahead = op.deferrable = own && ahead_window_.WindowMs() > 0;
     }
-    op.done = [this, job, a, token](Result<void> r) {
-      if (token.expired()) return;
-      job->results.emplace_back(a, std::move(r));
-      if (--job->outstanding == 0) OnAddsDone(job);
-    };
     Enqueue(lease.subnet, cidr, std::move(op));
   }
 }
@@ -539,7 +559,19 @@ void BlockEngine::AfterUnwind(std::shared_ptr<Job> job) {
     ++job->repicks;
     return StartAllocate(job);
   }
-  if (!repickable) return FinishJob(job, Fail(*conflict));
+  if (!repickable) {
+    // A named address that is another node's spare: the refused write asked for it back.
+    for (const auto& [a, r] : job->results) {
+      auto cidr = BlockOfAddress(job->key.subnet, a);
+      const BlockState* b = cidr ? FindBlock(BlockName(job->key.subnet, *cidr)) : nullptr;
+      if (r || b == nullptr || !b->object || b->object->node == options_.node) continue;
+      auto it = b->object->allocations.find(static_cast<uint64_t>(a.value() - cidr->first().value()));
+      if (it != b->object->allocations.end() && it->second.spare) {
+        return FinishJob(job, Fail(Error::Unavailable(r.error().message)));
+      }
+    }
+    return FinishJob(job, Fail(*conflict));
+  }
   if (job->repicks >= options_.max_repicks) {
     return FinishJob(job,
                      Fail(Error::Unavailable(

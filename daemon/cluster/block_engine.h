@@ -69,6 +69,9 @@ struct BlockEngineStats {
   uint64_t adopted_away = 0;  // leases dropped here because another node adopted them
   // Allocations of failed attempts that landed after the error answer, taken back out.
   uint64_t strays_removed = 0;
+  // Spares (Options.spare_addresses): allocations answered from one with no API write;
+  // spares added to and given back from this node's blocks.
+  uint64_t spares_taken = 0, spares_added = 0, spares_returned = 0;
   uint64_t writes() const { return creates + updates + deletes; }
 };
 
@@ -95,6 +98,15 @@ class BlockEngine {
     // (NoteAdd) and the recent write time, below this (ahead_window.h).
     int64_t ahead_write_window_ms = 0;
     bool learn_ahead_window = false;
+    // Spares (docs/cluster-protocol.md "Spares"): each write of an own block tops up to
+    // this many addresses per subnet and family held in this node's blocks for pods it has
+    // not seen yet. A plain dynamic allocation that picks one is committed at once, with
+    // no API write (the address is this node's already); its pod is recorded in the block
+    // with a later write (deferred_write_ms), which tops the spares up again. 0 = none.
+    int spare_addresses = 0;
+    // After another node asked for the spares of a subnet back (it found no other free
+    // address), this node keeps none there for this long.
+    int64_t spare_pause_ms = 60'000;
     int max_repicks = 8;           // dynamic re-picks per allocation before kUnavailable
     int claim_spread = 4;          // a claim picks at random among this many lowest free blocks
     int max_conflict_rounds = 16;  // 409 → re-read → retry rounds per queued change
@@ -231,6 +243,22 @@ class BlockEngine {
   // Notes that the allocation of `key` at `address` may still land (BlockState::unsure).
   void NoteUnsure(const AttachmentKey& key, const IpAddr& address);
   void SweepUnsure();
+  // Spares (block_engine_spares.cc).
+  // True when `offset` of `b` is a spare of this node in its own block.
+  bool IsOwnSpare(const BlockState& b, uint64_t offset) const;
+  // This node's spares of `subnet` and `family` that no lease of it holds, in the copies
+  // of its blocks (`except` skipped).
+  int UntakenSpares(const std::string& subnet, Family family, const BlockState* except) const;
+  // Whether the allocation `op` (a kAdd of QueueAdds) may be answered from a spare now;
+  // if so, queues the record of its pod in the block instead and returns true.
+  bool TakeSpare(BlockState& b, Op& op);
+  // Write: gives back the untaken spares when asked (or paused), else tops them up.
+  void MaintainSpares(BlockState& b, IpBlock& next);
+  // Tick: records the pods of spares taken before a restart, gives back spares asked for.
+  void TendSpares();
+  // OnSubnetListed found no free address: asks the nodes holding spares to give them back.
+  // The number of spares seen.
+  size_t AskForSpares(const std::string& subnet, Family family, std::string* holders);
   // Marks committed the leases whose allocation landed but whose row the store failed to
   // update (OnAddsDone); Tick.
   void CommitUncommitted();
@@ -322,6 +350,10 @@ class BlockEngine {
   // for its write (until its CNI ADD comes: NoteAdd; dropped after kLeadTimeForgetMs).
   AheadWindow ahead_window_;
   std::map<AttachmentKey, int64_t> ahead_queued_ms_;
+  // Spares handed out whose pod is being recorded in the block (block name, offset), and
+  // until when this node keeps no spares in a subnet (asked to give them back).
+  std::set<std::pair<std::string, uint64_t>> recording_;
+  std::map<std::string, int64_t> spares_paused_until_ms_;
 };
 
 }  // namespace sublease

@@ -1,6 +1,7 @@
 // The block engine's blocks: the cache of IPBlock objects, one queue per block, group
 // commit (one read or write in flight per block), 409 → re-read → merge, deletion of
 // empty blocks, and what the allocator is told about locality and foreign holds.
+#include <algorithm>
 #include <utility>
 
 #include "common/log.h"
@@ -15,6 +16,7 @@ AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& 
 }
 
 std::string DescribeAllocation(const BlockAllocation& a) {
+  if (a.spare) return "a spare of node " + (a.node.empty() ? std::string("?") : a.node);
   Lease l;
   l.owner = Owner{a.pod_namespace, a.pod_name, a.pod_uid, a.container_id, a.ifname};
   return l.HolderDescription() + " on node " + (a.node.empty() ? std::string("?") : a.node);
@@ -204,13 +206,30 @@ void BlockEngine::Write(BlockState& b) {
     next.node = options_.node;
   }
   const bool create = !b.object;
+  // Records of spares handed out first: a release of the same attachment queued before
+  // the record would otherwise remove nothing and leave its pod's allocation behind.
+  std::stable_partition(b.queued.begin(), b.queued.end(), [](const Op& op) { return op.record; });
   std::vector<Op> sent;
   std::vector<std::pair<Op, Error>> refused;
   std::vector<Op> reread;  // confirmations that found nothing in the copy: read, then judge
   while (!b.queued.empty()) {
     Op op = std::move(b.queued.front());
     b.queued.pop_front();
+    if (op.kind == Op::Kind::kSpares) {
+      // Another node's block with spares: ask it to give back those it has not handed
+      // out (an own block's spares are tended below, whatever the ops).
+      if (next.node != options_.node) {
+        for (const auto& [offset, a] : next.allocations) {
+          if (a.spare && a.node == next.node) next.return_spares = true;
+        }
+      }
+      sent.push_back(std::move(op));
+      continue;
+    }
     auto it = next.allocations.find(op.offset);
+    // A spare of this node in its own block is free for this node's allocations.
+    bool own_spare = it != next.allocations.end() && it->second.spare &&
+                     it->second.node == options_.node && next.node == options_.node;
     bool same_key = it != next.allocations.end() && KeyOfAllocation(b.subnet, it->second) == op.key;
     // The same pod name on another node is not ours: that node made it, or adopted it.
     bool ours = same_key && it->second.node == options_.node;
@@ -252,7 +271,7 @@ void BlockEngine::Write(BlockState& b) {
       refused.emplace_back(std::move(op),
                            Error::Conflict("block " + b.cidr.ToString() + " of subnet " + b.subnet +
                                            " was claimed by node " + b.object->node + " first"));
-    } else if (it == next.allocations.end()) {
+    } else if (it == next.allocations.end() || own_spare) {
       next.allocations[op.offset] = op.allocation;
       sent.push_back(std::move(op));
     } else if ((ours || adoptable || claim_adoptable) && !kept_for_another) {
@@ -262,12 +281,20 @@ void BlockEngine::Write(BlockState& b) {
       sent.push_back(std::move(op));
     } else {
       IpAddr a = b.cidr.first().Plus(op.offset);
-      refused.emplace_back(std::move(op),
-                           Error::Conflict("address " + a.ToString() + " in subnet " + b.subnet +
-                                           " is held by " + DescribeAllocation(it->second)));
+      std::string held = "address " + a.ToString() + " in subnet " + b.subnet + " is held by " +
+                         DescribeAllocation(it->second);
+      if (it->second.spare && next.node != options_.node) {
+        // Asked back with this write; the next try finds it free.
+        next.return_spares = true;
+        held += ", asked to give it back: try again";
+      }
+      refused.emplace_back(std::move(op), Error::Conflict(held));
     }
   }
-  bool changed = create ? !next.allocations.empty() : next.allocations != b.object->allocations;
+  MaintainSpares(b, next);
+  bool changed = create ? !next.allocations.empty()
+                        : next.allocations != b.object->allocations ||
+                              next.return_spares != b.object->return_spares;
   // They wait for the answer of this write (fresh), or for a read when nothing is written.
   for (auto it = reread.rbegin(); it != reread.rend(); ++it) b.queued.push_front(std::move(*it));
   // Callbacks last: they may queue more changes for this block (state is consistent).
@@ -285,6 +312,18 @@ void BlockEngine::Write(BlockState& b) {
     LogDebug(std::string(create ? "creating" : "updating") + " IPBlock " + b.name + " (node " +
              next.node + "): " + std::to_string(sent.size()) + " change(s), " +
              std::to_string(next.allocations.size()) + " allocation(s) after");
+  }
+  b.sent_spares.clear();
+  b.dropping_spares.clear();
+  if (next.node == options_.node) {
+    for (const auto& [offset, a] : next.allocations) {
+      if (a.spare && a.node == options_.node) b.sent_spares.insert(offset);
+    }
+    if (b.object) {
+      for (const auto& [offset, a] : b.object->allocations) {
+        if (IsOwnSpare(b, offset) && !next.allocations.count(offset)) b.dropping_spares.insert(offset);
+      }
+    }
   }
   b.busy = true;
   b.write_sent_ms = clock_->NowMs();
@@ -309,7 +348,11 @@ void BlockEngine::OnWritten(const std::string& name, std::vector<Op> sent, bool 
   b.busy = false;
   if (b.write_sent_ms >= 0) ahead_window_.NoteWrite(clock_->NowMs() - b.write_sent_ms);
   b.write_sent_ms = -1;
+  b.sent_spares.clear();
+  std::set<uint64_t> dropped = std::move(b.dropping_spares);
+  b.dropping_spares.clear();
   if (r) {
+    b.maybe_returned.clear();  // an earlier write answered with an error cannot land now
     if (created) ++stats_.claims;
     if (r->node != options_.node) {
       for (const Op& op : sent) stats_.borrows += op.kind == Op::Kind::kAdd ? 1 : 0;
@@ -327,6 +370,9 @@ void BlockEngine::OnWritten(const std::string& name, std::vector<Op> sent, bool 
   LogDebug(std::string(created ? "creating" : "updating") + " IPBlock " + name + " failed: " +
            r.error().message);
   b.known = false;  // stale, gone, or (unavailable) unknown whether the write landed
+  if (r.error().code != Code::kConflict && r.error().code != Code::kNotFound) {
+    b.maybe_returned.insert(dropped.begin(), dropped.end());
+  }
   if (r.error().code == Code::kConflict || r.error().code == Code::kNotFound) {
     // Step 4: re-read, merge, re-send. Changes keep their order, ahead of newer ones.
     std::vector<Op> exhausted;
@@ -409,6 +455,7 @@ void BlockEngine::Tick() {
   if (next_ahead_due >= 0 && wake_) wake_(next_ahead_due - now);
   SweepUnsure();
   CommitUncommitted();
+  TendSpares();
   for (auto it = ahead_queued_ms_.begin(); it != ahead_queued_ms_.end();) {
     it = now - it->second > kLeadTimeForgetMs ? ahead_queued_ms_.erase(it) : std::next(it);
   }
@@ -575,6 +622,7 @@ void BlockEngine::SyncAllocator(BlockState& b) {
   std::map<uint64_t, std::string> foreign;
   if (b.object) {
     for (const auto& [offset, alloc] : b.object->allocations) {
+      if (IsOwnSpare(b, offset)) continue;  // this node's to hand out (or handed out)
       IpAddr a = b.cidr.first().Plus(offset);
       std::optional<Lease> mine = allocator_->Holder(b.subnet, a);
       if (!mine || mine->key() != KeyOfAllocation(b.subnet, alloc) ||

@@ -86,6 +86,14 @@ void BlockEngine::OnSubnetListed(const std::string& subnet, Result<std::vector<I
       chosen = ChooseBorrow(subnet, w.family);
       claim = false;
     }
+    std::string holders;
+    if (!chosen && AskForSpares(subnet, w.family, &holders) > 0) {
+      FinishJob(w.job, Fail(Error::Unavailable(
+                           "subnet " + subnet + " has no free " + std::string(FamilyName(w.family)) +
+                           " address but spares held by node(s) " + holders +
+                           " for their next pods; they were asked to give them back: try again")));
+      continue;
+    }
     if (!chosen) {
       FinishJob(w.job,
                 Fail(Error::Exhausted(

@@ -31,7 +31,9 @@ struct BlockEngine::Op {
   // kAdd: the allocation goes in (present already as this node's: done). kRemove: this
   // node's allocation of `key` goes out (another node's, adopted, stays). kUpdate: this
   // node's allocation of `key` gets the pod UID and container ID of `allocation`.
-  enum class Kind { kAdd, kRemove, kUpdate };
+  // kSpares: no address of its own; makes the block be written (an own block's spares
+  // tended, another node's asked back: returnSpares).
+  enum class Kind { kAdd, kRemove, kUpdate, kSpares };
   Kind kind = Kind::kAdd;
   uint64_t offset = 0;
   AttachmentKey key;           // whose allocation it adds, removes or updates
@@ -56,6 +58,9 @@ struct BlockEngine::Op {
   // made ahead of time (Options.ahead_write_window_ms), with `ahead`.
   bool deferrable = false;
   bool ahead = false;
+  // kAdd recording the pod of a spare handed out already (TakeSpare): the lease is
+  // committed; this only writes who holds it.
+  bool record = false;
   int rounds = 0;              // 409 → re-read rounds so far (bounded)
   std::function<void(Result<void>)> done;
 };
@@ -68,6 +73,13 @@ struct BlockEngine::BlockState {
   bool busy = false;              // a read, write or delete is in flight (at most one)
   int64_t write_sent_ms = -1;     // when the write in flight was sent (AheadWindow::NoteWrite)
   bool local = false;             // what the allocator was last told (SetBlockLocal)
+  // This node's spares in the write in flight: they stay spares whatever its answer, so
+  // they may be handed out meanwhile (others in the copy may be given back by it).
+  std::set<uint64_t> sent_spares;
+  // The spares the write in flight gives back; and those given back by a write answered
+  // with an error that does not say it failed (it may land yet): not handed out until a
+  // write of the block succeeds (after which that one cannot land any more: CAS).
+  std::set<uint64_t> dropping_spares, maybe_returned;
   // Our last write's resourceVersion, until the watch shows it: watch events before it
   // are older than `object` and are ignored (resourceVersions compare for equality only).
   std::string awaiting_version;

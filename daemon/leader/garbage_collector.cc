@@ -130,7 +130,8 @@ void GarbageCollector::Sweep() {
       if (now - first >= options_.reclaim_interval_ms) due.push_back({offset, a, key});
     }
     std::string gone_key;
-    if (block.allocations.empty() && !view_->nodes->count(block.node)) {
+    // (A spare is the affine node's, for its next pods: with the node gone, nobody's.)
+    if (OnlySpares(block) && !view_->nodes->count(block.node)) {
       gone_key = "node|" + name + "|" + block.node;
       auto old = first_seen_.find(gone_key);
       int64_t first = old == first_seen_.end() ? now : old->second;
@@ -395,7 +396,7 @@ void GarbageCollector::CheckNodeGone(const std::string& name) {
       return Finish(name);
     }
     const IpBlock* block = CurrentBlock(job);
-    if (!block || !block->allocations.empty()) return Finish(name);
+    if (!block || !OnlySpares(*block)) return Finish(name);
     DeleteOptions options;
     options.precondition_resource_version = block->resource_version;
     options.precondition_uid = block->uid;

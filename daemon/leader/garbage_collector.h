@@ -31,7 +31,8 @@
 // - The removal is a CAS update of the block (resourceVersion). 409/404 → GET the block,
 //   and if a candidate is still there unchanged, re-check its pod and write again (at
 //   most kMaxAttempts). All of a block's candidates leave in one update.
-// - Blocks of deleted nodes: a block with no allocations whose spec.node is not in the
+// - Blocks of deleted nodes: a block with no allocations but the node's spares (kept for
+//   its next pods: nobody's once it is gone) whose spec.node is not in the
 //   nodes cache, seen so twice reclaim_interval apart, is deleted after GET node says
 //   404, with a resourceVersion precondition (a concurrent claim or borrow wins). A block
 //   of a deleted node that still holds live pods' allocations is kept as it is, affine

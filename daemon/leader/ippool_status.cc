@@ -137,7 +137,9 @@ void IpPoolStatusWriter::Flush() {
   for (const auto& [block_name, block] : view_->blocks) {
     if (!pool_subnets.count(block.subnet)) continue;
     auto& out = allocated[block.subnet];
-    for (const auto& [offset, a] : block.allocations) out.push_back(block.AddressAt(offset));
+    for (const auto& [offset, a] : block.allocations) {
+      if (!a.spare) out.push_back(block.AddressAt(offset));
+    }
   }
   std::string now = FormatTime(clock_->NowMs());
   for (auto& [name, entry] : pools_) {

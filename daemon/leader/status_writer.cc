@@ -61,6 +61,7 @@ void SubnetStatusWriter::BlockChanged(const std::string& name, const IpBlock* bl
   BlockEntry entry{block->subnet, {}};
   auto& counts = allocated_[block->subnet];
   for (const auto& [offset, a] : block->allocations) {
+    if (a.spare) continue;  // held for the node's next pods: not in use (docs/cluster-protocol.md)
     IpAddr addr = block->AddressAt(offset);
     entry.addresses.push_back(addr);
     ++counts[addr];

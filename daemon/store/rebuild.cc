@@ -93,7 +93,9 @@ Result<RebuildReport> RebuildFromBlocks(Store* store, const std::string& node,
   for (const IpBlock& block : blocks) {
     auto subnet = valid.find(block.subnet);
     for (const auto& [offset, a] : block.allocations) {
-      if (a.node != node) continue;
+      // A spare (held for the node's next pods) is no lease; the node's next write of the
+      // block keeps it or gives it back.
+      if (a.node != node || a.spare) continue;
       if (subnet == valid.end()) {
         report.warnings.push_back("allocation " + Where(block, offset) + " of Subnet " +
                                   block.subnet + " left out: the Subnet is absent or invalid");

@@ -1,0 +1,211 @@
+// The block engine's spares (docs/cluster-protocol.md "Spares"): addresses this node
+// holds in its own blocks for pods it has not seen yet. An allocation that picks one is
+// answered with no API write — the address is this node's in the API server already, and
+// no other node allocates a spare — and its pod is recorded in the block by a later
+// write, which tops the spares up again. A node that finds no other free address asks
+// the holders to give their untaken spares back (spec.returnSpares).
+#include <algorithm>
+#include <utility>
+
+#include "common/log.h"
+#include "daemon/cluster/block_engine.h"
+#include "daemon/cluster/block_engine_internal.h"
+
+namespace sublease {
+
+bool BlockEngine::IsOwnSpare(const BlockState& b, uint64_t offset) const {
+  if (!b.object || b.object->node != options_.node) return false;
+  auto it = b.object->allocations.find(offset);
+  return it != b.object->allocations.end() && it->second.spare &&
+         it->second.node == options_.node;
+}
+
+int BlockEngine::UntakenSpares(const std::string& subnet, Family family,
+                               const BlockState* except) const {
+  int n = 0;
+  for (const auto& [name, b] : blocks_) {
+    if (b.get() == except || b->subnet != subnet || b->cidr.family() != family || !b->object ||
+        b->object->node != options_.node) {
+      continue;
+    }
+    for (const auto& [offset, a] : b->object->allocations) {
+      if (a.spare && a.node == options_.node &&
+          !allocator_->Holder(subnet, b->cidr.first().Plus(offset))) {
+        ++n;
+      }
+    }
+  }
+  return n;
+}
+
+bool BlockEngine::TakeSpare(BlockState& b, Op& op) {
+  // Only plain allocations: a claim, an adoption or an allocation kept beyond its pods
+  // (IPAMClaim, VM, reserved IP) is decided by its write; a StatefulSet pod's carries
+  // its owner UID, which only the allocation request knows.
+  if (options_.spare_addresses <= 0 || op.kind != Op::Kind::kAdd || op.claim || op.adopt ||
+      !KeptFor(op.allocation).empty() || op.allocation.sticky) {
+    return false;
+  }
+  if (!b.known || !IsOwnSpare(b, op.offset) || b.maybe_returned.count(op.offset)) return false;
+  // A write in flight gives back the spares it does not carry (asked for them back).
+  if (b.busy && !b.sent_spares.count(op.offset)) return false;
+  ++stats_.spares_taken;
+  Op record;
+  record.kind = Op::Kind::kAdd;
+  record.offset = op.offset;
+  record.key = op.key;
+  record.allocation = op.allocation;
+  record.record = true;
+  // Nothing waits for it: it rides with the block's next write, unless the spares run
+  // low — then it goes now, and its write tops them up.
+  record.deferrable =
+      UntakenSpares(b.subnet, b.cidr.family(), nullptr) * 2 > options_.spare_addresses;
+  recording_.insert({b.name, op.offset});
+  std::weak_ptr<int> token = life_;
+  record.done = [this, token, name = b.name, offset = op.offset, key = op.key,
+                 address = b.cidr.first().Plus(op.offset)](Result<void> r) {
+    if (token.expired()) return;
+    recording_.erase({name, offset});
+    if (r) return;
+    // Tick records it again (TendSpares). A conflict means someone else wrote the
+    // address over this node's spare: only a hand edit of the block does that.
+    std::string text = "recording " + key.ToString() + " as the holder of " + address.ToString() +
+                       " (a spare of this node) in IPBlock " + name + ": " + r.error().message;
+    if (r.error().code == Code::kConflict) {
+      LogError(text + "; the spare was taken out of the block by someone else");
+    } else {
+      LogWarn(text + " (tried again)");
+    }
+  };
+  Enqueue(b.subnet, b.cidr, std::move(record));
+  return true;
+}
+
+void BlockEngine::MaintainSpares(BlockState& b, IpBlock& next) {
+  if (next.node != options_.node) return;
+  const int64_t now = clock_->NowMs();
+  if (next.return_spares) {
+    next.return_spares = false;
+    spares_paused_until_ms_[b.subnet] = now + options_.spare_pause_ms;
+    LogInfo("another node found no free address in subnet " + b.subnet +
+            " but this node's spares: giving back those not handed out, and keeping none there for " +
+            std::to_string(options_.spare_pause_ms / 1000) + " s");
+  }
+  auto paused = spares_paused_until_ms_.find(b.subnet);
+  const bool keep = options_.spare_addresses > 0 &&
+                    (paused == spares_paused_until_ms_.end() || now >= paused->second);
+  int in_next = 0;
+  for (auto it = next.allocations.begin(); it != next.allocations.end();) {
+    const bool untaken = it->second.spare && it->second.node == options_.node &&
+                         !allocator_->Holder(b.subnet, b.cidr.first().Plus(it->first));
+    if (untaken && !keep) {
+      ++stats_.spares_returned;
+      it = next.allocations.erase(it);
+      continue;
+    }
+    in_next += untaken ? 1 : 0;
+    ++it;
+  }
+  if (!keep) return;
+  int want = options_.spare_addresses - UntakenSpares(b.subnet, b.cidr.family(), &b) - in_next;
+  // The lowest free addresses, which the allocator's lowest-first picks find first.
+  IpAddr cursor = b.cidr.first();
+  for (int step = 0; want > 0 && step < 4096; ++step) {
+    auto a = allocator_->LowestFreeAtOrAbove(b.subnet, cursor);
+    if (!a || *a > b.cidr.last()) break;
+    const auto offset = static_cast<uint64_t>(a->value() - b.cidr.first().value());
+    if (!next.allocations.count(offset) && !b.unsure.count(offset)) {
+      BlockAllocation spare;
+      spare.node = options_.node;
+      spare.spare = true;
+      next.allocations[offset] = spare;
+      ++stats_.spares_added;
+      --want;
+    }
+    if (*a == b.cidr.last()) break;
+    cursor = a->Plus(1);
+  }
+}
+
+void BlockEngine::TendSpares() {
+  const int64_t now = clock_->NowMs();
+  std::weak_ptr<int> token = life_;
+  for (auto& [name, bp] : blocks_) {
+    BlockState& b = *bp;
+    if (!b.known || !b.object || b.object->node != options_.node || b.busy) continue;
+    auto paused = spares_paused_until_ms_.find(b.subnet);
+    const bool keep = options_.spare_addresses > 0 &&
+                      (paused == spares_paused_until_ms_.end() || now >= paused->second);
+    bool give_back = b.object->return_spares;
+    for (const auto& [offset, a] : b.object->allocations) {
+      if (!a.spare || a.node != options_.node) continue;
+      std::optional<Lease> holder = allocator_->Holder(b.subnet, b.cidr.first().Plus(offset));
+      if (!holder) {
+        give_back = give_back || !keep;
+        continue;
+      }
+      // Handed out before a restart (or its record failed): record its pod now.
+      if (holder->state != LeaseState::kCommitted || recording_.count({b.name, offset}) ||
+          keys_.count(holder->key())) {
+        continue;
+      }
+      Op record;
+      record.kind = Op::Kind::kAdd;
+      record.offset = offset;
+      record.key = holder->key();
+      record.allocation = AllocationFor(*holder);
+      record.record = true;
+      recording_.insert({b.name, offset});
+      record.done = [this, token, name = b.name, offset](Result<void> r) {
+        if (token.expired()) return;
+        recording_.erase({name, offset});
+        if (!r) LogWarn("recording the holder of a spare in IPBlock " + name + ": " + r.error().message);
+      };
+      Enqueue(b.subnet, b.cidr, std::move(record));
+      if (b.busy) break;  // on its way; the rest next Tick
+    }
+    if (give_back && !b.busy) {
+      const bool queued = std::any_of(b.queued.begin(), b.queued.end(),
+                                      [](const Op& op) { return op.kind == Op::Kind::kSpares; });
+      if (!queued) {
+        Op op;
+        op.kind = Op::Kind::kSpares;
+        op.done = [](Result<void>) {};
+        Enqueue(b.subnet, b.cidr, std::move(op));
+      }
+    }
+  }
+}
+
+size_t BlockEngine::AskForSpares(const std::string& subnet, Family family, std::string* holders) {
+  size_t seen = 0;
+  std::set<std::string> nodes;
+  for (auto& [name, bp] : blocks_) {
+    BlockState& b = *bp;
+    if (b.subnet != subnet || b.cidr.family() != family || !b.object ||
+        b.object->node == options_.node) {
+      continue;
+    }
+    size_t here = 0;
+    for (const auto& [offset, a] : b.object->allocations) {
+      here += a.spare && a.node == b.object->node ? 1 : 0;
+    }
+    if (here == 0) continue;
+    seen += here;
+    nodes.insert(b.object->node);
+    const bool asked = b.object->return_spares ||
+                       std::any_of(b.queued.begin(), b.queued.end(),
+                                   [](const Op& op) { return op.kind == Op::Kind::kSpares; });
+    if (asked) continue;
+    LogInfo("subnet " + subnet + " has no free address but " + std::to_string(here) +
+            " spare(s) of node " + b.object->node + " in IPBlock " + b.name + ": asking for them back");
+    Op op;
+    op.kind = Op::Kind::kSpares;
+    op.done = [](Result<void>) {};
+    Enqueue(subnet, b.cidr, std::move(op));
+  }
+  for (const std::string& n : nodes) *holders += (holders->empty() ? "" : ", ") + n;
+  return seen;
+}
+
+}  // namespace sublease

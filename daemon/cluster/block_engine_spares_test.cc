@@ -1,0 +1,268 @@
+// Spares (BlockEngine::Options.spare_addresses, docs/cluster-protocol.md "Spares"):
+// addresses a node holds in its own blocks for pods it has not seen yet. Against
+// FakeBlockApi and real SQLite (:memory:) stores, like block_engine_test.cc.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "daemon/cluster/block_engine.h"
+#include "daemon/cluster/cluster_test_support.h"
+
+namespace sublease::spares_test {
+namespace {
+
+using testing::ClusterHarness;
+using testing::Ip;
+using testing::kMaxSteps;
+using testing::Node;
+
+SubnetSpec Spec(const std::string& cidr, const std::string& block_size = "") {
+  return SubnetSpec{"net", "net.default", cidr, "", {}, "", block_size};
+}
+
+BlockEngine::Options WithSpares(int spares) {
+  BlockEngine::Options o;
+  o.claim_spread = 1;  // claims take the lowest unclaimed block
+  o.spare_addresses = spares;
+  o.deferred_write_ms = 500;
+  return o;
+}
+
+// The addresses of `node`'s spares in the API server, lowest first.
+std::vector<std::string> Spares(const ClusterHarness& c, const std::string& node) {
+  std::vector<std::string> out;
+  for (const auto& [name, b] : const_cast<ClusterHarness&>(c).api.objects()) {
+    for (const auto& [offset, a] : b.allocations) {
+      if (a.spare && a.node == node) out.push_back(b.AddressAt(offset).ToString());
+    }
+  }
+  return out;
+}
+
+const BlockAllocation* InApi(ClusterHarness& c, const std::string& address) {
+  IpAddr a = Ip(address.c_str());
+  for (const auto& [name, b] : c.api.objects()) {
+    auto offset = b.OffsetOf(a);
+    if (!offset) continue;
+    auto it = b.allocations.find(*offset);
+    return it == b.allocations.end() ? nullptr : &it->second;
+  }
+  return nullptr;
+}
+
+void TickAfter(ClusterHarness& c, Node& n, int64_t ms) {
+  n.clock.Advance(ms);
+  n.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+}
+
+TEST(BlockEngineSparesTest, AllocationsAreAnsweredFromSparesWithoutAWriteAndRecordedLater) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));  // 32 addresses per block
+  Node& a = c.AddNode("node-a", WithSpares(8));
+  auto first = c.AllocateNow(a, c.Request("p0"));  // claims the block; the create adds spares
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(first->v4, Ip("10.0.0.2"));
+  EXPECT_EQ(Spares(c, "node-a"),
+            (std::vector<std::string>{"10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7",
+                                      "10.0.0.8", "10.0.0.9", "10.0.0.10"}));
+  const uint64_t writes = c.api.counters().creates + c.api.counters().updates;
+  for (int i = 1; i <= 3; ++i) {
+    auto l = c.AllocateNow(a, c.Request("p" + std::to_string(i)));
+    ASSERT_TRUE(l) << l.error().message;
+    EXPECT_EQ(l->v4, Ip(("10.0.0." + std::to_string(2 + i)).c_str()));
+    EXPECT_EQ(l->state, LeaseState::kCommitted);
+  }
+  EXPECT_EQ(c.api.counters().creates + c.api.counters().updates, writes) << "answered with no write";
+  EXPECT_EQ(a.engine->stats().spares_taken, 3u);
+  auto stored = a.store->LoadLiveLeases();
+  ASSERT_TRUE(stored);
+  for (const Lease& l : *stored) EXPECT_EQ(l.state, LeaseState::kCommitted) << l.key().ToString();
+  ASSERT_NE(InApi(c, "10.0.0.4"), nullptr);
+  EXPECT_TRUE(InApi(c, "10.0.0.4")->spare) << "not recorded yet";
+  c.CheckInvariants();
+
+  // The deferred records leave together on the Tick after deferred_write_ms, and the
+  // same write tops the spares up to 8 again.
+  TickAfter(c, a, 600);
+  EXPECT_EQ(c.api.counters().creates + c.api.counters().updates, writes + 1);
+  for (int i = 1; i <= 3; ++i) {
+    const BlockAllocation* held = InApi(c, "10.0.0." + std::to_string(2 + i));
+    ASSERT_NE(held, nullptr);
+    EXPECT_FALSE(held->spare);
+    EXPECT_EQ(held->pod_name, "p" + std::to_string(i));
+    EXPECT_EQ(held->node, "node-a");
+  }
+  EXPECT_EQ(Spares(c, "node-a").size(), 8u);
+  EXPECT_EQ(Spares(c, "node-a").front(), "10.0.0.6");
+  c.CheckInvariants();
+
+  // Taking spares down to half sends the record at once: its write tops them up before
+  // they run out.
+  for (int i = 4; i <= 7; ++i) ASSERT_TRUE(c.AllocateNow(a, c.Request("p" + std::to_string(i))));
+  EXPECT_EQ(c.api.counters().creates + c.api.counters().updates, writes + 2);
+  EXPECT_EQ(Spares(c, "node-a").size(), 8u);
+  c.CheckInvariants();
+}
+
+// The pod of a spare goes before its record left: the record and the release leave in
+// one write, in that order, and no allocation of the pod is left behind.
+TEST(BlockEngineSparesTest, AReleaseBeforeTheRecordLeavesNoAllocationOfThePod) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(8));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
+  auto l = c.AllocateNow(a, c.Request("short"));
+  ASSERT_TRUE(l);
+  std::optional<Result<void>> released;
+  a.engine->Release(l->key(), [&released](Result<void> r) { released = std::move(r); });
+  TickAfter(c, a, 600);  // the release rides with the record (deferred_write_ms)
+  ASSERT_TRUE(released && *released);
+  const BlockAllocation* held = InApi(c, l->v4->ToString());
+  EXPECT_TRUE(held == nullptr || held->spare) << "the pod is gone: its address is free or a spare";
+  EXPECT_EQ(Spares(c, "node-a").size(), 8u);
+  EXPECT_FALSE(a.allocator.Find(l->key()).has_value());
+  c.CheckInvariants();
+}
+
+// No other node allocates a spare: one that finds no other free address asks the holder
+// to give its spares back (spec.returnSpares) and answers "try again"; the holder's next
+// write gives back those it has not handed out, and the next try gets one.
+TEST(BlockEngineSparesTest, ANodeThatFindsOnlySparesAsksForThemBackAndGetsOneOnTheNextTry) {
+  ClusterHarness c(Spec("10.0.0.0/29"));  // one block, usable .2-.6
+  Node& a = c.AddNode("node-a", WithSpares(4));
+  Node& b = c.AddNode("node-b", WithSpares(4));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("a0")));  // .2; spares .3-.6: the rest of the block
+  ASSERT_EQ(Spares(c, "node-a").size(), 4u);
+  auto refused = c.AllocateNow(b, c.Request("b0"));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Code::kUnavailable) << refused.error().message;
+  EXPECT_NE(refused.error().message.find("node-a"), std::string::npos) << refused.error().message;
+  EXPECT_TRUE(c.api.objects().begin()->second.return_spares);
+  EXPECT_EQ(b.allocator.LeaseCount(), 0u);
+  c.CheckInvariants();
+
+  TickAfter(c, a, 1'000);  // node-a gives them back
+  EXPECT_TRUE(Spares(c, "node-a").empty());
+  EXPECT_FALSE(c.api.objects().begin()->second.return_spares);
+  EXPECT_EQ(a.engine->stats().spares_returned, 4u);
+  auto got = c.AllocateNow(b, c.Request("b0"));
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(a.engine->stats().borrows + b.engine->stats().borrows, 1u);
+  // node-a keeps none meanwhile: its own next allocation writes, and adds no spare.
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("a1")));
+  EXPECT_TRUE(Spares(c, "node-a").empty());
+  c.CheckInvariants();
+}
+
+TEST(BlockEngineSparesTest, AStaticAddressThatIsAnotherNodesSpareIsAskedBack) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(4));
+  Node& b = c.AddNode("node-b", WithSpares(4));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("a0")));  // .2; spares .3-.6
+  auto refused = c.AllocateNow(b, c.Request("web", {"10.0.0.4"}));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Code::kUnavailable) << refused.error().message;
+  EXPECT_NE(refused.error().message.find("spare of node node-a"), std::string::npos)
+      << refused.error().message;
+  TickAfter(c, a, 1'000);
+  auto got = c.AllocateNow(b, c.Request("web", {"10.0.0.4"}));
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(got->v4, Ip("10.0.0.4"));
+  c.CheckInvariants();
+}
+
+// A node's own static request for one of its spares is answered from it like a dynamic
+// one: the address is this node's already.
+TEST(BlockEngineSparesTest, AnOwnSpareNamedByAStaticRequestIsHandedOutLikeAnyOther) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(4));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("a0")));
+  const uint64_t writes = c.api.counters().creates + c.api.counters().updates;
+  auto got = c.AllocateNow(a, c.Request("web", {"10.0.0.5"}));
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(got->v4, Ip("10.0.0.5"));
+  EXPECT_EQ(c.api.counters().creates + c.api.counters().updates, writes);
+  TickAfter(c, a, 600);
+  const BlockAllocation* held = InApi(c, "10.0.0.5");
+  ASSERT_NE(held, nullptr);
+  EXPECT_FALSE(held->spare);
+  EXPECT_EQ(held->pod_name, "web");
+  c.CheckInvariants();
+}
+
+// A spare handed out before a restart (its record not written yet) is recorded by the
+// restarted engine's Tick: the lease is in the store, committed.
+TEST(BlockEngineSparesTest, ASpareHandedOutBeforeARestartIsRecordedAfterIt) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(8));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
+  auto l = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(l);
+  ASSERT_TRUE(InApi(c, l->v4->ToString())->spare);
+  // The daemon dies before the record leaves; it restarts from its store.
+  a.engine.reset();
+  c.api.RunAll(kMaxSteps);
+  Allocator allocator;
+  auto subnet = NormalizeSubnet(Spec("10.0.0.0/24", "/27"));
+  ASSERT_TRUE(allocator.UpsertSubnet(*subnet));
+  auto live = a.store->LoadLiveLeases();
+  ASSERT_TRUE(live);
+  for (const Lease& lease : *live) ASSERT_TRUE(allocator.Restore(lease));
+  BlockEngine::Options o = WithSpares(8);
+  o.node = "node-a";
+  FakeClock clock;
+  BlockEngine restarted(&allocator, a.store.get(), &c.api, &clock, o);
+  ASSERT_TRUE(restarted.OnSubnetUpsert("net"));
+  for (const auto& [name, b] : c.api.objects()) restarted.OnBlockUpsert(b);  // the informer's list
+  // Another pod gets another spare, never p1's.
+  std::optional<Result<Lease>> other;
+  restarted.Allocate(c.Request("p2"), [&](Result<Lease> r) { other = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(other && *other);
+  EXPECT_NE((*other)->v4, l->v4);
+  restarted.Tick();
+  c.api.RunAll(kMaxSteps);
+  const BlockAllocation* held = InApi(c, l->v4->ToString());
+  ASSERT_NE(held, nullptr);
+  EXPECT_FALSE(held->spare);
+  EXPECT_EQ(held->pod_name, "p1");
+}
+
+// Seeded random interleavings of several nodes allocating and releasing with spares
+// on, in a subnet small enough to run out: never a duplicate, every lease in its block.
+TEST(BlockEngineSparesTest, NodesWithSparesNeverHandOutADuplicate) {
+  for (uint32_t seed = 1; seed <= 10; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    ClusterHarness c(Spec("10.0.0.0/27"));  // 4 blocks of 8
+    std::vector<Node*> nodes;
+    for (int n = 0; n < 4; ++n) {
+      BlockEngine::Options o = WithSpares(3);
+      o.seed = seed * 10 + n;
+      nodes.push_back(&c.AddNode("node-" + std::to_string(n), o));
+    }
+    std::mt19937 rng(seed);
+    std::map<std::string, Node*> live;
+    for (int step = 0; step < 200; ++step) {
+      Node* n = nodes[rng() % nodes.size()];
+      if (live.size() > 0 && rng() % 3 == 0) {
+        auto it = std::next(live.begin(), static_cast<long>(rng() % live.size()));
+        EXPECT_TRUE(c.ReleaseNow(*it->second, it->first));
+        live.erase(it);
+      } else {
+        std::string pod = "p" + std::to_string(step);
+        std::optional<Result<Lease>> got;
+        n->engine->Allocate(c.Request(pod), [&got](Result<Lease> l) { got = std::move(l); });
+        c.api.RunAll(kMaxSteps, &rng);
+        ASSERT_TRUE(got.has_value());
+        if (*got) live[pod] = n;
+      }
+      if (step % 7 == 0) {
+        for (Node* t : nodes) TickAfter(c, *t, 1'000);
+      }
+    }
+    for (Node* t : nodes) TickAfter(c, *t, 1'000);
+    c.CheckInvariants();
+  }
+}
+
+}  // namespace
+}  // namespace sublease::spares_test
