@@ -132,7 +132,8 @@ void BlockEngine::TendSpares() {
   std::weak_ptr<int> token = life_;
   for (auto& [name, bp] : blocks_) {
     BlockState& b = *bp;
-    if (!b.known || !b.object || b.object->node != options_.node || b.busy) continue;
+    // (A block being written too: what is queued leaves with its next write.)
+    if (!b.known || !b.object || b.object->node != options_.node) continue;
     auto paused = spares_paused_until_ms_.find(b.subnet);
     const bool keep = options_.spare_addresses > 0 &&
                       (paused == spares_paused_until_ms_.end() || now >= paused->second);
@@ -162,9 +163,8 @@ void BlockEngine::TendSpares() {
         if (!r) LogWarn("recording the holder of a spare in IPBlock " + name + ": " + r.error().message);
       };
       Enqueue(b.subnet, b.cidr, std::move(record));
-      if (b.busy) break;  // on its way; the rest next Tick
     }
-    if (give_back && !b.busy) {
+    if (give_back) {
       const bool queued = std::any_of(b.queued.begin(), b.queued.end(),
                                       [](const Op& op) { return op.kind == Op::Kind::kSpares; });
       if (!queued) {

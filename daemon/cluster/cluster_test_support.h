@@ -55,10 +55,13 @@ class ClusterHarness {
     node->engine = std::make_unique<BlockEngine>(&node->allocator, node->store.get(), &api,
                                                  &node->clock, options);
     EXPECT_TRUE(node->engine->OnSubnetUpsert(spec_.name));  // as the daemon does
-    BlockEngine* engine = node->engine.get();
+    // Through the node: a test may replace its engine (a restart).
+    Node* raw = node.get();
     api.Watch(
-        name, [engine](const IpBlock& b) { engine->OnBlockUpsert(b); },
-        [engine](const std::string& n, const std::string& uid) { engine->OnBlockDeleted(n, uid); });
+        name, [raw](const IpBlock& b) { if (raw->engine) raw->engine->OnBlockUpsert(b); },
+        [raw](const std::string& n, const std::string& uid) {
+          if (raw->engine) raw->engine->OnBlockDeleted(n, uid);
+        });
     nodes_.push_back(std::move(node));
     return *nodes_.back();
   }
