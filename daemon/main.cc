@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -232,6 +233,19 @@ int RunCluster(const Config& cfg) {
   // informer delivers later.
   for (const std::string& subnet : allocator.SubnetNames()) {
     if (auto r = engine.OnSubnetUpsert(subnet); !r) return Die(r.error().message);
+  }
+  // Spares a rebuild quarantined (the NodeShard lifts it once the pods then on the node
+  // are gone).
+  if (auto q = (*store)->GetSyncState(std::string(kQuarantinedSparesKey)); q && *q) {
+    std::istringstream lines(**q);
+    std::string subnet, address;
+    while (lines >> subnet >> address) {
+      if (auto a = IpAddr::Parse(address)) engine.QuarantineSpare(subnet, *a);
+    }
+    if (engine.quarantined_spares() > 0) {
+      LogInfo(std::to_string(engine.quarantined_spares()) +
+              " spare address(es) stay out of use until the pods on this node at its database's rebuild are gone");
+    }
   }
   metrics.SetGaugeCallback(
       "sublease_block_engine_total", "IPBlock protocol counters of this node (monotonic)", [&engine] {

@@ -198,6 +198,13 @@ class BlockEngine {
   int64_t ahead_window_ms() const { return ahead_window_.WindowMs(); }
   const AheadWindow& ahead_window() const { return ahead_window_; }
 
+  // A spare of this node that a rebuilt database does not know (docs/cluster-protocol.md
+  // "Spares"): a pod may use it whose record was lost. Kept out of use (a foreign hold:
+  // not handed out, not given back, not counted) until LiftQuarantine.
+  void QuarantineSpare(const std::string& subnet, const IpAddr& address);
+  void LiftQuarantine();
+  size_t quarantined_spares() const { return quarantine_.size(); }
+
   // `wake(delay_ms)`: call Tick in about delay_ms (the deadline of a held allocation,
   // shorter than the daemon's 1 s tick). Null: only the regular Tick.
   void SetWake(std::function<void(int64_t delay_ms)> wake) { wake_ = std::move(wake); }
@@ -245,7 +252,9 @@ class BlockEngine {
   void SweepUnsure();
   // Spares (block_engine_spares.cc).
   // True when `offset` of `b` is a spare of this node in its own block.
+  // (Not quarantined.)
   bool IsOwnSpare(const BlockState& b, uint64_t offset) const;
+  bool Quarantined(const BlockState& b, uint64_t offset) const;
   // This node's spares of `subnet` and `family` that no lease of it holds, in the copies
   // of its blocks (`except` skipped).
   int UntakenSpares(const std::string& subnet, Family family, const BlockState* except) const;
@@ -354,6 +363,7 @@ class BlockEngine {
   // until when this node keeps no spares in a subnet (asked to give them back).
   std::set<std::pair<std::string, uint64_t>> recording_;
   std::map<std::string, int64_t> spares_paused_until_ms_;
+  std::set<std::pair<std::string, IpAddr>> quarantine_;  // (subnet, address)
 };
 
 }  // namespace sublease

@@ -229,7 +229,8 @@ void BlockEngine::Write(BlockState& b) {
     auto it = next.allocations.find(op.offset);
     // A spare of this node in its own block is free for this node's allocations.
     bool own_spare = it != next.allocations.end() && it->second.spare &&
-                     it->second.node == options_.node && next.node == options_.node;
+                     it->second.node == options_.node && next.node == options_.node &&
+                     !Quarantined(b, op.offset);
     bool same_key = it != next.allocations.end() && KeyOfAllocation(b.subnet, it->second) == op.key;
     // The same pod name on another node is not ours: that node made it, or adopted it.
     bool ours = same_key && it->second.node == options_.node;
@@ -787,7 +788,15 @@ void BlockEngine::WriteBack(BlockState& b, const IpBlock& last) {
           std::to_string(last.allocations.size()) + " allocation(s); writing them back");
   std::weak_ptr<int> token = life_;
   for (auto it = last.allocations.rbegin(); it != last.allocations.rend(); ++it) {
-    const auto& [offset, alloc] = *it;
+    const auto& [offset, recorded] = *it;
+    BlockAllocation alloc = recorded;
+    if (alloc.spare) {
+      // A spare handed out goes back as its pod's allocation; one not handed out is
+      // not written back (this node's next write tops the spares up again).
+      std::optional<Lease> holder = allocator_->Holder(b.subnet, b.cidr.first().Plus(offset));
+      if (alloc.node != options_.node || !holder || holder->state != LeaseState::kCommitted) continue;
+      alloc = AllocationFor(*holder);
+    }
     Op op;
     op.kind = Op::Kind::kAdd;
     op.offset = offset;

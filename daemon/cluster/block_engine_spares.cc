@@ -17,7 +17,26 @@ bool BlockEngine::IsOwnSpare(const BlockState& b, uint64_t offset) const {
   if (!b.object || b.object->node != options_.node) return false;
   auto it = b.object->allocations.find(offset);
   return it != b.object->allocations.end() && it->second.spare &&
-         it->second.node == options_.node;
+         it->second.node == options_.node && !Quarantined(b, offset);
+}
+
+bool BlockEngine::Quarantined(const BlockState& b, uint64_t offset) const {
+  return !quarantine_.empty() && quarantine_.count({b.subnet, b.cidr.first().Plus(offset)}) > 0;
+}
+
+void BlockEngine::QuarantineSpare(const std::string& subnet, const IpAddr& address) {
+  quarantine_.insert({subnet, address});
+  auto cidr = BlockOfAddress(subnet, address);
+  if (BlockState* b = cidr ? FindBlock(BlockName(subnet, *cidr)) : nullptr) SyncAllocator(*b);
+}
+
+void BlockEngine::LiftQuarantine() {
+  std::set<std::string> subnets;
+  for (const auto& [subnet, address] : quarantine_) subnets.insert(subnet);
+  quarantine_.clear();
+  for (auto& [name, b] : blocks_) {
+    if (subnets.count(b->subnet) && b->object) SyncAllocator(*b);
+  }
 }
 
 int BlockEngine::UntakenSpares(const std::string& subnet, Family family,
@@ -29,10 +48,7 @@ int BlockEngine::UntakenSpares(const std::string& subnet, Family family,
       continue;
     }
     for (const auto& [offset, a] : b->object->allocations) {
-      if (a.spare && a.node == options_.node &&
-          !allocator_->Holder(subnet, b->cidr.first().Plus(offset))) {
-        ++n;
-      }
+      if (IsOwnSpare(*b, offset) && !allocator_->Holder(subnet, b->cidr.first().Plus(offset))) ++n;
     }
   }
   return n;
@@ -97,6 +113,7 @@ void BlockEngine::MaintainSpares(BlockState& b, IpBlock& next) {
   int in_next = 0;
   for (auto it = next.allocations.begin(); it != next.allocations.end();) {
     const bool untaken = it->second.spare && it->second.node == options_.node &&
+                         !Quarantined(b, it->first) &&
                          !allocator_->Holder(b.subnet, b.cidr.first().Plus(it->first));
     if (untaken && !keep) {
       ++stats_.spares_returned;
@@ -139,7 +156,7 @@ void BlockEngine::TendSpares() {
                       (paused == spares_paused_until_ms_.end() || now >= paused->second);
     bool give_back = b.object->return_spares;
     for (const auto& [offset, a] : b.object->allocations) {
-      if (!a.spare || a.node != options_.node) continue;
+      if (!IsOwnSpare(b, offset)) continue;
       std::optional<Lease> holder = allocator_->Holder(b.subnet, b.cidr.first().Plus(offset));
       if (!holder) {
         give_back = give_back || !keep;

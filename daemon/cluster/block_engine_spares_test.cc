@@ -229,6 +229,30 @@ TEST(BlockEngineSparesTest, ASpareHandedOutBeforeARestartIsRecordedAfterIt) {
   c.CheckInvariants();
 }
 
+// After a rebuilt database, the node's spares are quarantined: not handed out, not
+// given back, not counted (more are added beside them) — until the quarantine is lifted.
+TEST(BlockEngineSparesTest, AQuarantinedSpareIsNeitherHandedOutNorGivenBackUntilLifted) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(2));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // .2; spares .3, .4
+  ASSERT_EQ(Spares(c, "node-a"), (std::vector<std::string>{"10.0.0.3", "10.0.0.4"}));
+  a.engine->QuarantineSpare("net", Ip("10.0.0.3"));
+  a.engine->QuarantineSpare("net", Ip("10.0.0.4"));
+  EXPECT_TRUE(a.allocator.ForeignHolder("net", Ip("10.0.0.3")).has_value());
+  auto next = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(next) << next.error().message;
+  EXPECT_EQ(next->v4, Ip("10.0.0.5")) << "a quarantined spare is never handed out";
+  EXPECT_EQ(Spares(c, "node-a"),
+            (std::vector<std::string>{"10.0.0.3", "10.0.0.4", "10.0.0.6", "10.0.0.7"}))
+      << "kept in place, and two usable ones added";
+  a.engine->LiftQuarantine();
+  EXPECT_FALSE(a.allocator.ForeignHolder("net", Ip("10.0.0.3")).has_value());
+  auto after = c.AllocateNow(a, c.Request("p2"));
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_EQ(after->v4, Ip("10.0.0.3"));
+  c.CheckInvariants();
+}
+
 // Seeded random interleavings of several nodes allocating and releasing with spares
 // on, in a subnet small enough to run out: never a duplicate, every lease in its block.
 TEST(BlockEngineSparesTest, NodesWithSparesNeverHandOutADuplicate) {

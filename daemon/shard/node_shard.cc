@@ -3,12 +3,14 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <sstream>
 #include <utility>
 
 #include "common/log.h"
 #include "daemon/allocator/pool.h"
 #include "daemon/allocator/text.h"
 #include "daemon/service/cni_service.h"
+#include "daemon/store/rebuild.h"
 #include "sync/ipblock.h"
 #include "sync/uv_timer.h"
 
@@ -535,6 +537,40 @@ void NodeShard::ForgetPodsNotIn(const std::set<std::string>& present) {
 void NodeShard::PodsSynced() {
   pods_synced_ = true;
   ReleaseOrphans();
+  TendQuarantine();
+}
+
+// Spares a rebuild quarantined (rebuild.h): one may be in use by a pod that was on this
+// node when the database was lost. The first complete view of the node's pods names
+// every such pod (they existed before); once all of them are gone, nothing can use one.
+void NodeShard::TendQuarantine() {
+  if (engine_->quarantined_spares() == 0 || !pods_synced_) return;
+  auto noted = store_->GetSyncState(std::string(kQuarantinePodsKey));
+  if (!noted) return;  // the store failed: next Tick
+  const int64_t now = clock_->NowMs();
+  constexpr std::string_view kHeader = "pods\n";
+  if (!*noted || (*noted)->rfind(kHeader, 0) != 0) {
+    std::string uids(kHeader);
+    for (const auto& [key, pod] : pods_) uids += pod.uid + "\n";
+    if (store_->PutSyncState(std::string(kQuarantinePodsKey), uids, now)) {
+      LogInfo("the quarantined spares of this node wait for its " + std::to_string(pods_.size()) +
+              " pod(s) of now to be gone");
+    }
+    return;
+  }
+  std::set<std::string> live;
+  for (const auto& [key, pod] : pods_) live.insert(pod.uid);
+  std::istringstream lines((*noted)->substr(kHeader.size()));
+  for (std::string uid; std::getline(lines, uid);) {
+    if (!uid.empty() && live.count(uid)) return;  // still there
+  }
+  if (!store_->PutSyncState(std::string(kQuarantinedSparesKey), "", now) ||
+      !store_->PutSyncState(std::string(kQuarantinePodsKey), "", now)) {
+    return;  // next Tick
+  }
+  LogInfo("the pods that were on this node when its database was rebuilt are gone: its " +
+          std::to_string(engine_->quarantined_spares()) + " quarantined spare(s) are usable again");
+  engine_->LiftQuarantine();
 }
 
 void NodeShard::ReleaseOrphans() {
@@ -1418,6 +1454,7 @@ void NodeShard::Tick() {
   }
   if (recovery_due_) Recover();
   if (pods_resumed_ && !pods_synced_) ListPodsOnce();
+  TendQuarantine();
   for (const auto& pod_key : TakeDue(&retry_pods_due_ms_, now)) ReconcilePod(pod_key);
   if (!pool_feed_->synced() && ++pool_probe_ticks_ % 10 == 0) ProbeIpPools();
   SaveProgress();

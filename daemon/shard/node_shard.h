@@ -152,6 +152,8 @@ class NodeShard final : public CniBackend {
   // Releases (after the grace period; StatefulSet members after asking their
   // StatefulSet) the committed leases of pods not in pods_. Needs pods_ complete.
   void ReleaseOrphans();
+  // Lifts the quarantine of spares a rebuild made once the pods of then are gone.
+  void TendQuarantine();
   // Treats every known pod whose key is not in `present` as deleted.
   void ForgetPodsNotIn(const std::set<std::string>& present);
   // Start-up with a resumed pod feed: one list of this node's pods (retried on Tick).

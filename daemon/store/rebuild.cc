@@ -90,9 +90,14 @@ Result<RebuildReport> RebuildFromBlocks(Store* store, const std::string& node,
   // Group this node's allocations into leases: one per attachment, v4 and v6 together.
   std::map<AttachmentKey, Lease> leases;
   std::set<std::string> used_blocks;
+  std::string quarantined;
   for (const IpBlock& block : blocks) {
     auto subnet = valid.find(block.subnet);
     for (const auto& [offset, a] : block.allocations) {
+      if (a.spare && a.node == node && block.node == node) {
+        quarantined += block.subnet + " " + block.AddressAt(offset).ToString() + "\n";
+        ++report.quarantined;
+      }
       // A spare (held for the node's next pods) is no lease; the node's next write of the
       // block keeps it or gives it back.
       if (a.node != node || a.spare) continue;
@@ -145,6 +150,10 @@ Result<RebuildReport> RebuildFromBlocks(Store* store, const std::string& node,
     }
     ++report.leases;
   }
+  if (auto r = store->PutSyncState(std::string(kQuarantinedSparesKey), quarantined, now_ms); !r) {
+    return Fail(r.error());
+  }
+  if (auto r = store->PutSyncState(std::string(kQuarantinePodsKey), "", now_ms); !r) return Fail(r.error());
   if (auto r = ClearRebuildPending(store, now_ms); !r) return Fail(r.error());
   if (auto r = tx->Commit(); !r) return Fail(r.error().Wrap("rebuilding the database"));
   report.blocks = used_blocks.size();
@@ -212,6 +221,11 @@ Result<void> RebuildFromApiServerIfPending(const KubeConfig& kube, const std::st
   for (const auto& w : report->warnings) LogWarn("rebuild: " + w);
   LogInfo("rebuilt " + std::to_string(report->leases) + " lease(s) of node " + node + " from " +
           std::to_string(report->blocks) + " IPBlock(s)");
+  if (report->quarantined > 0) {
+    LogWarn("rebuild: " + std::to_string(report->quarantined) +
+            " spare address(es) of this node are kept out of use until the pods now on the node are "
+            "gone (one may have been handed to a pod whose record was lost with the database)");
+  }
   return Ok();
 }
 

@@ -28,15 +28,25 @@
 
 namespace sublease {
 
+// sync_state keys of the spares quarantined by a rebuild (docs/cluster-protocol.md
+// "Spares"): "<subnet> <address>" lines ("" = none); and "" until the NodeShard first saw
+// its node's pods after the rebuild, then "pods\n" and those pods' UIDs, one per line.
+inline constexpr std::string_view kQuarantinedSparesKey = "spares.quarantined";
+inline constexpr std::string_view kQuarantinePodsKey = "spares.quarantine_pods";
+
 struct RebuildReport {
   size_t leases = 0;                  // leases inserted (a dual-stack lease counts once)
+  // This node's spares in its blocks: any may be in use by a pod whose record never left
+  // before the database was lost; kept out of use (kQuarantinedSparesKey).
+  size_t quarantined = 0;
   size_t blocks = 0;                  // blocks that held at least one of them
   std::vector<std::string> warnings;  // allocations left out, and why
 };
 
 // Inserts, in one transaction, a committed lease for every allocation of `node` in
 // `blocks` (a pod's v4 and v6 allocations of one interface form one dual-stack lease),
-// upserts the Subnets they belong to, and clears the rebuild-pending mark. Allocations
+// upserts the Subnets they belong to, records this node's spares as quarantined, and
+// clears the rebuild-pending mark. Allocations
 // of a Subnet that is absent or invalid, or a second allocation of one attachment and
 // family, are left out with a warning: they stay in their block, never duplicated.
 // Errors: the store's (nothing is written then).

@@ -54,6 +54,34 @@ class RebuildTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
+// This node's spares are no leases, and any of them may have been handed to a pod whose
+// record was lost with the database: they are recorded as quarantined. Another node's
+// spares are not this node's concern.
+TEST_F(RebuildTest, ThisNodesSparesBecomeNoLeaseAndAreQuarantined) {
+  IpBlock own = Block("net", "10.0.0.8/29", "node-a");
+  own.allocations[2] = Alloc("p1", "node-a");
+  BlockAllocation spare;
+  spare.node = "node-a";
+  spare.spare = true;
+  own.allocations[3] = spare;
+  own.allocations[4] = spare;
+  IpBlock theirs = Block("net", "10.0.0.16/29", "node-b");
+  spare.node = "node-b";
+  theirs.allocations[2] = spare;
+  auto report =
+      RebuildFromBlocks(store_.get(), "node-a", {Spec("net", "10.0.0.0/24")}, {own, theirs}, kRebuildT0);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->leases, 1u);
+  EXPECT_EQ(report->quarantined, 2u);
+  ASSERT_EQ(Live().size(), 1u);
+  auto quarantined = store_->GetSyncState(std::string(kQuarantinedSparesKey));
+  ASSERT_TRUE(quarantined && *quarantined);
+  EXPECT_EQ(**quarantined, "net 10.0.0.11\nnet 10.0.0.12\n");
+  auto pods = store_->GetSyncState(std::string(kQuarantinePodsKey));
+  ASSERT_TRUE(pods && *pods);
+  EXPECT_EQ(**pods, "") << "the pods are noted by the node once it has seen them";
+}
+
 TEST_F(RebuildTest, ThisNodesAllocationsInOwnAndBorrowedBlocksBecomeCommittedLeases) {
   IpBlock own = Block("net", "10.0.0.8/29", "node-a");
   own.allocations[2] = Alloc("p1", "node-a");
