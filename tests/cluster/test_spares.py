@@ -1,0 +1,186 @@
+"""Spares end to end (--spare-addresses; docs/cluster-protocol.md "Spares"): subleased
+daemons against the fake API server over TLS.
+
+  - pods are answered from the node's spares with no IPBlock write first, and every pod
+    ends up recorded in its block under its own name; the blocks never show an address
+    twice;
+  - a subnet filled to its last address: nodes that find only other nodes' spares ask
+    for them back, and every pod gets an address;
+  - a node that loses its database while a spare it handed out is not recorded yet keeps
+    its spares out of use after the rebuild, until the pods of then are gone.
+Every wait is bounded. Run: python3 -m unittest discover -s tests/cluster -p test_spares.py -v
+"""
+import ipaddress
+import os
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import harness  # noqa: E402
+from harness import BLOCKS, PODS, SUBNETS, pod  # noqa: E402
+
+
+def subnet(*args, **kwargs):
+    return harness.subnet(*args, protocol="IPv4", **kwargs)
+
+
+class SparesCase(harness.DaemonTestCase):
+    def allocated(self, name, provider):
+        status, _, obj = self.api.request("GET", PODS + "/" + name, timeout=30)
+        a = obj["metadata"].get("annotations", {}) if status == 200 else {}
+        return a.get(provider + ".kubernetes.io/ip_address") if a.get(provider + ".kubernetes.io/allocated") == "true" else None
+
+    def block_entries(self, subnet_name):
+        """(address, pod or "" for a spare, node of the entry, spare) of every allocation."""
+        obj = self.req("GET", BLOCKS + "?labelSelector=sublease.io/subnet%3D" + subnet_name)
+        out = []
+        for b in obj["items"]:
+            net = ipaddress.ip_network(b["spec"]["cidr"])
+            for off, who in (b["spec"].get("allocations") or {}).items():
+                out.append((str(net.network_address + int(off)), who.get("pod", ""), who.get("node"),
+                            bool(who.get("spare"))))
+        return out
+
+    def metric(self, address, event):
+        return harness.metric_counters(address, "sublease_block_engine_total")[0].get(event, 0)
+
+
+class Spares(SparesCase):
+    NODES = ["node-0", "node-1"]
+    DAEMON_ARGS = ["--spare-addresses", "4", "--release-grace-ms", "300"]
+    PREFIX = "sublease-spares-"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.metrics = {}
+        for node in cls.NODES:  # restarted with a metrics address of their own
+            cls.stop_daemon(node)
+            cls.metrics[node] = "127.0.0.1:%d" % harness.free_port()
+            cls.start_daemon(node, ["--metrics-address", cls.metrics[node]])
+        for node in cls.NODES:
+            cls.wait_ready(node)
+
+    def test_1_pods_are_answered_from_spares_and_recorded_under_their_names(self):
+        p = "sp.default"
+        self.req("POST", SUBNETS, subnet("sp", p, "10.97.0.0/24"))
+        self.wait_subnet_seen("sp")
+        # The first pod of each node claims its block; that create adds 4 spares.
+        for node in self.NODES:
+            self.req("POST", PODS, pod("first-" + node, node, "sp"))
+        for node in self.NODES:
+            self.wait_for("first-%s allocated" % node, lambda: self.allocated("first-" + node, p), seconds=60)
+        self.wait_for("4 spares per node", lambda: sorted(
+            n for _, _, n, spare in self.block_entries("sp") if spare) == ["node-0"] * 4 + ["node-1"] * 4,
+            seconds=60)
+        writes = {n: self.metric(self.metrics[n], "update") + self.metric(self.metrics[n], "create")
+                  for n in self.NODES}
+        names = ["s-%d" % i for i in range(12)]
+        uids = {}
+        for i, name in enumerate(names):
+            uids[name] = self.req("POST", PODS, pod(name, self.NODES[i % 2], "sp"))["metadata"]["uid"]
+        for i, name in enumerate(names):
+            rc, out = self.add_retrying(self.NODES[i % 2], name, uids[name], p)
+            self.assertEqual(rc, 0, out)
+            self.assertEqual(out["ips"][0]["address"].split("/")[0],
+                             self.wait_for(name + " annotated", lambda: self.allocated(name, p), seconds=60))
+        taken = sum(self.metric(self.metrics[n], "spare_taken") for n in self.NODES)
+        self.assertGreaterEqual(taken, 6, "most of the 12 were answered from spares")
+
+        def recorded():
+            entries = self.block_entries("sp")
+            pods = {who: ip for ip, who, _, spare in entries if not spare}
+            return pods if all(n in pods for n in names) else None
+        pods = self.wait_for("every pod recorded in its block", recorded, seconds=60)
+        entries = self.block_entries("sp")
+        self.assertEqual(len({ip for ip, _, _, _ in entries}), len(entries), "no address twice in the blocks")
+        for name in names:
+            self.assertEqual(pods[name], self.allocated(name, p))
+        after = {n: self.metric(self.metrics[n], "update") + self.metric(self.metrics[n], "create")
+                 for n in self.NODES}
+        per_pod = sum(after[n] - writes[n] for n in self.NODES) / len(names)
+        print("\nspares: %d of %d pods answered from a spare, %.2f IPBlock writes per pod"
+              % (taken, len(names), per_pod), file=sys.stderr)
+        self.assertLess(per_pod, 1.0, "fewer block writes than pods")
+
+    def test_2_a_full_subnet_gives_its_spares_back_and_every_pod_gets_an_address(self):
+        p = "full.default"
+        # 10.97.1.0/27 with /29 blocks: 29 usable addresses (gateway .1, broadcast .31 out).
+        s = subnet("full", p, "10.97.1.0/27")
+        s["metadata"]["annotations"] = {"sublease.io/block-size": "/29"}
+        self.req("POST", SUBNETS, s)
+        self.wait_subnet_seen("full")
+        names = ["f-%02d" % i for i in range(29)]
+        for i, name in enumerate(names):
+            self.req("POST", PODS, pod(name, self.NODES[i % 2], "full"))
+
+        def all_allocated():
+            got = {n: self.allocated(n, p) for n in names}
+            return got if all(got.values()) else None
+        got = self.wait_for("all 29 pods allocated (the spares given back)", all_allocated, seconds=180,
+                            interval=0.5)
+        self.assertEqual(len(set(got.values())), 29, "29 distinct addresses")
+
+        def settled():
+            entries = self.block_entries("full")
+            return entries if len(entries) == 29 and not any(spare for *_, spare in entries) else None
+        entries = self.wait_for("every address recorded for its pod", settled, seconds=60)
+        self.assertEqual({ip: who for ip, who, _, _ in entries}, {ip: n for n, ip in got.items()})
+        returned = sum(self.metric(self.metrics[n], "spare_returned") for n in self.NODES)
+        self.assertGreater(returned, 0, "a node found only the other's spares and asked for them")
+
+
+class LostDatabase(SparesCase):
+    """A spare handed out and not recorded yet (records wait 60 s here), then kill -9 and
+    the database deleted: the rebuilt node keeps its spares out of use until the pods that
+    were on it are gone."""
+    NODES = ["node-0"]
+    DAEMON_ARGS = ["--spare-addresses", "4", "--deferred-write-ms", "60000", "--release-grace-ms", "300"]
+    PREFIX = "sublease-spares-db-"
+
+    def test_the_spares_of_a_rebuilt_node_stay_out_of_use_until_its_pods_are_gone(self):
+        p = "lost.default"
+        self.req("POST", SUBNETS, subnet("lost", p, "10.97.2.0/24"))
+        self.wait_subnet_seen("lost")
+        self.req("POST", PODS, pod("l-first", "node-0", "lost"))
+        self.wait_for("l-first allocated", lambda: self.allocated("l-first", p), seconds=60)
+        self.wait_for("4 spares", lambda: sum(1 for *_, spare in self.block_entries("lost") if spare) == 4,
+                      seconds=60)
+        self.req("POST", PODS, pod("l-0", "node-0", "lost"))
+        held = self.wait_for("l-0 allocated from a spare", lambda: self.allocated("l-0", p), seconds=60)
+        entry = [e for e in self.block_entries("lost") if e[0] == held]
+        self.assertEqual(entry, [(held, "", "node-0", True)], "not recorded yet: still a spare in the block")
+
+        self.kill_daemon("node-0")
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.remove(os.path.join(self.dir, "node-0.db" + suffix))
+            except FileNotFoundError:
+                pass
+        self.start_daemon("node-0")
+        self.wait_ready("node-0", seconds=90)
+        self.wait_for("the rebuild quarantined the spares",
+                      lambda: "spare address(es) of this node are kept out of use" in self.daemon_log("node-0"),
+                      seconds=30)
+        spares_before = {ip for ip, _, _, spare in self.block_entries("lost") if spare}
+        self.assertIn(held, spares_before)
+        # New pods never get l-0's address (nor any quarantined spare).
+        fresh = ["l-new-%d" % i for i in range(6)]
+        for name in fresh:
+            self.req("POST", PODS, pod(name, "node-0", "lost"))
+        for name in fresh:
+            got = self.wait_for(name + " allocated", lambda: self.allocated(name, p), seconds=60)
+            self.assertNotIn(got, spares_before, "a quarantined spare was handed out")
+        # l-0 itself was allocated anew by the rebuilt node (it knew no lease of it).
+        # Once the pods of then are gone the quarantine ends.
+        for name in ["l-first", "l-0"]:
+            self.req("DELETE", PODS + "/" + name + "?gracePeriodSeconds=0")
+        self.wait_for("the quarantine lifted",
+                      lambda: "quarantined spare(s) are usable again" in self.daemon_log("node-0"), seconds=60)
+        entries = self.block_entries("lost")
+        self.assertEqual(len({ip for ip, *_ in entries}), len(entries), "no address twice in the blocks")
+
+
+if __name__ == "__main__":
+    unittest.main()
