@@ -58,6 +58,27 @@ TEST(ConfigTest, TheAheadWindowIsLearnedUpTo500MsUnlessTurnedOff) {
   EXPECT_FALSE(file->learn_ahead_window);
 }
 
+TEST(ConfigTest, SparesAreOffByDefaultAndBounded) {
+  auto off = Parse({"--kubeconfig", "/k", "--node-name", "n"});
+  ASSERT_TRUE(off) << off.error().message;
+  EXPECT_EQ(off->spare_addresses, 0);
+  auto on = Parse({"--kubeconfig", "/k", "--node-name", "n", "--spare-addresses", "8"});
+  ASSERT_TRUE(on) << on.error().message;
+  EXPECT_EQ(on->spare_addresses, 8);
+  for (const char* bad : {"-1", "65"}) {
+    auto refused = Parse({"--kubeconfig", "/k", "--node-name", "n", "--spare-addresses", bad});
+    ASSERT_FALSE(refused) << bad;
+    EXPECT_NE(refused.error().message.find("--spare-addresses must be 0 to 64"), std::string::npos)
+        << refused.error().message;
+  }
+  auto path = std::filesystem::temp_directory_path() / ("subleased-spares-" + std::to_string(getpid()) + ".yaml");
+  std::ofstream(path) << "kubeconfig: /k\nnode-name: n\nspare-addresses: 4\n";
+  auto file = Parse({"--config", path.c_str()});
+  std::filesystem::remove(path);
+  ASSERT_TRUE(file) << file.error().message;
+  EXPECT_EQ(file->spare_addresses, 4);
+}
+
 TEST(ConfigTest, YamlFileIsReadAndFlagsOverrideIt) {
   auto path = std::filesystem::temp_directory_path() / ("subleased-config-" + std::to_string(getpid()) + ".yaml");
   std::ofstream(path) << "standalone: true\nsubnets: /from/file.yaml\ndb: /file.db\nsocket: [/f1.sock, /f2.sock]\nmax-connections: 9\n";
