@@ -240,6 +240,8 @@ class Bench:
         for b in self.req("GET", path)["items"]:
             net = ipaddress.ip_network(b["spec"]["cidr"])
             for off, who in (b["spec"].get("allocations") or {}).items():
+                if who.get("spare"):
+                    continue  # a node's spare (--spare-addresses): no pod's allocation
                 out.append((b["spec"]["subnet"], str(net.network_address + int(off)), who["namespace"] + "/" + who["pod"]))
         return out
 

@@ -251,7 +251,14 @@ void BlockEngine::Write(BlockState& b) {
       if (ours && (KeptFor(it->second).empty() || op.unwind)) next.allocations.erase(it);
       sent.push_back(std::move(op));  // removing what is not there (or not ours) succeeds
     } else if (op.kind == Op::Kind::kUpdate) {
-      if (ours) {
+      std::optional<Lease> holder;
+      if (own_spare) holder = allocator_->Holder(b.subnet, b.cidr.first().Plus(op.offset));
+      if (own_spare && holder && holder->key() == op.key && holder->state == LeaseState::kCommitted) {
+        // A spare handed out to this attachment whose record has not left: recorded now.
+        next.allocations[op.offset] = op.allocation;
+        next.allocations[op.offset].node = options_.node;
+        sent.push_back(std::move(op));
+      } else if (ours) {
         if (!op.allocation.pod_uid.empty()) it->second.pod_uid = op.allocation.pod_uid;
         if (!op.allocation.container_id.empty()) it->second.container_id = op.allocation.container_id;
         sent.push_back(std::move(op));

@@ -221,6 +221,14 @@ TEST(BlockEngineSparesTest, ASpareHandedOutBeforeARestartIsRecordedAfterIt) {
   ASSERT_TRUE(other) << other.error().message;
   EXPECT_NE(other->v4, l->v4);
   EXPECT_TRUE(InApi(c, l->v4->ToString())->spare);
+  // A holder confirmation before the restarted engine recorded it (its Tick) finds the
+  // spare handed to this very lease: it records it, it does not call it freed.
+  std::optional<Result<void>> confirmed;
+  a.engine->ConfirmHolder(l->key(), "uid-p1-new", "", [&](Result<void> r) { confirmed = std::move(r); });
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(confirmed && *confirmed) << (confirmed ? confirmed->error().message : "no answer");
+  EXPECT_TRUE(a.allocator.Find(l->key()).has_value()) << "the lease is kept";
+  EXPECT_EQ(InApi(c, l->v4->ToString())->pod_uid, "uid-p1-new");
   TickAfter(c, a, 1'000);
   const BlockAllocation* held = InApi(c, l->v4->ToString());
   ASSERT_NE(held, nullptr);
