@@ -300,7 +300,14 @@ void BlockEngine::TakeClaimAddresses(std::shared_ptr<Job> job) {
 }
 
 void BlockEngine::StartAllocate(std::shared_ptr<Job> job) {
-  auto lease = allocator_->Allocate(job->request);
+  // A plain dynamic pick takes one of this node's spares when it has one (no write
+  // before the answer), ahead of any lower free address.
+  Result<Lease> lease = Fail(Error::Internal("not picked"));
+  AllocateRequest preferring = job->request;
+  if (job->request.within.empty() && job->adopt.empty() && PreferSpares(preferring)) {
+    lease = allocator_->Allocate(preferring);
+  }
+  if (!lease) lease = allocator_->Allocate(job->request);
   if (!lease) return AfterAllocatorRefused(job, lease.error());
   // Step 2: the pending row reserves the address on this node while its block write is
   // in flight (the unique index on (subnet, address) is the row lock).

@@ -261,6 +261,12 @@ class BlockEngine {
   // Whether the allocation `op` (a kAdd of QueueAdds) may be answered from a spare now;
   // if so, queues the record of its pod in the block instead and returns true.
   bool TakeSpare(BlockState& b, Op& op);
+  // A free address in `b` that is no entry of its copy (nor `taking`): room for a spare.
+  bool RoomForSpares(const BlockState& b, std::optional<uint64_t> taking) const;
+  // For a plain dynamic request: narrows its pick (AllocateRequest::within) to the lowest
+  // spare of this node that can be handed out now, in each family that has one. False
+  // when the request is not plain or no family has one.
+  bool PreferSpares(AllocateRequest& request) const;
   // Write: gives back the untaken spares when asked (or paused), else tops them up.
   void MaintainSpares(BlockState& b, IpBlock& next);
   // Tick: records the pods of spares taken before a restart, gives back spares asked for.

@@ -66,16 +66,42 @@ bool BlockEngine::TakeSpare(BlockState& b, Op& op) {
   // A write in flight gives back the spares it does not carry (asked for them back).
   if (b.busy && !b.sent_spares.count(op.offset)) return false;
   ++stats_.spares_taken;
+  // Half of them or more taken: a write tops them up now — this block's (its record goes
+  // at once) when it has room for more, else one of another own block with room (a
+  // spares-only write; the record keeps waiting). With none, the next allocation that
+  // finds no spare claims a block, and that create holds new spares.
+  bool top_up_here = false;
+  if (UntakenSpares(b.subnet, b.cidr.family(), nullptr) * 2 <= options_.spare_addresses) {
+    if (RoomForSpares(b, op.offset)) {
+      top_up_here = true;
+    } else {
+      for (auto& [name, other] : blocks_) {
+        BlockState& o = *other;
+        if (&o == &b || o.subnet != b.subnet || o.cidr.family() != b.cidr.family() || !o.known ||
+            !o.object || o.object->node != options_.node || !o.local || !RoomForSpares(o, std::nullopt)) {
+          continue;
+        }
+        const bool pending = o.busy || std::any_of(o.queued.begin(), o.queued.end(), [](const Op& q) {
+                               return q.kind == Op::Kind::kSpares;
+                             });
+        if (!pending) {
+          Op top_up;
+          top_up.kind = Op::Kind::kSpares;
+          top_up.done = [](Result<void>) {};
+          Enqueue(o.subnet, o.cidr, std::move(top_up));
+        }
+        break;
+      }
+    }
+  }
   Op record;
   record.kind = Op::Kind::kAdd;
   record.offset = op.offset;
   record.key = op.key;
   record.allocation = op.allocation;
   record.record = true;
-  // Nothing waits for it: it rides with the block's next write, unless the spares run
-  // low — then it goes now, and its write tops them up.
-  record.deferrable =
-      UntakenSpares(b.subnet, b.cidr.family(), nullptr) * 2 > options_.spare_addresses;
+  // Nothing waits for it: it rides with the block's next write (unless that is now).
+  record.deferrable = !top_up_here;
   recording_.insert({b.name, op.offset});
   std::weak_ptr<int> token = life_;
   record.done = [this, token, name = b.name, offset = op.offset, key = op.key,
@@ -95,6 +121,48 @@ bool BlockEngine::TakeSpare(BlockState& b, Op& op) {
   };
   Enqueue(b.subnet, b.cidr, std::move(record));
   return true;
+}
+
+bool BlockEngine::PreferSpares(AllocateRequest& r) const {
+  if (options_.spare_addresses <= 0 || !r.static_ips.empty() || !r.pool.empty() ||
+      !r.named_pool.empty() || r.sticky || !r.ipam_claim.empty() || !r.virtual_machine.empty() ||
+      !r.reserved_ip.empty()) {
+    return false;
+  }
+  std::map<Family, IpAddr> lowest;
+  for (const auto& [name, bp] : blocks_) {
+    const BlockState& b = *bp;
+    if (b.subnet != r.subnet || !b.known || !b.object || b.object->node != options_.node ||
+        (r.family && *r.family != b.cidr.family())) {
+      continue;
+    }
+    for (const auto& [offset, a] : b.object->allocations) {
+      if (!IsOwnSpare(b, offset) || b.maybe_returned.count(offset) ||
+          (b.busy && !b.sent_spares.count(offset))) {
+        continue;
+      }
+      IpAddr address = b.cidr.first().Plus(offset);
+      if (allocator_->Holder(r.subnet, address)) continue;
+      auto it = lowest.find(address.family());
+      if (it == lowest.end() || address < it->second) lowest.insert_or_assign(address.family(), address);
+    }
+  }
+  for (const auto& [family, address] : lowest) r.within.emplace_back(address, FamilyBits(family));
+  return !lowest.empty();
+}
+
+bool BlockEngine::RoomForSpares(const BlockState& b, std::optional<uint64_t> taking) const {
+  IpAddr cursor = b.cidr.first();
+  for (int step = 0; step < 4096; ++step) {
+    auto a = allocator_->LowestFreeAtOrAbove(b.subnet, cursor);
+    if (!a || *a > b.cidr.last()) return false;
+    const auto offset = static_cast<uint64_t>(a->value() - b.cidr.first().value());
+    // (Free in the allocator: this node's untaken spares are, and are no room.)
+    if (offset != taking && (!b.object || !b.object->allocations.count(offset))) return true;
+    if (*a == b.cidr.last()) return false;
+    cursor = a->Plus(1);
+  }
+  return false;
 }
 
 void BlockEngine::MaintainSpares(BlockState& b, IpBlock& next) {

@@ -181,6 +181,46 @@ TEST(BlockEngineSparesTest, AStaticAddressThatIsAnotherNodesSpareIsAskedBack) {
   c.CheckInvariants();
 }
 
+// A dynamic pick takes a spare even when a lower address is free (a released one): a
+// spare needs no write before the answer.
+TEST(BlockEngineSparesTest, ADynamicPickPrefersASpareToALowerFreeAddress) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(4));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // .2; spares .3-.6
+  ASSERT_TRUE(ReleaseAndTick(c, a, "p0"));         // .2 free, not a spare (there are 4)
+  ASSERT_EQ(InApi(c, "10.0.0.2"), nullptr);
+  const uint64_t writes = c.api.counters().creates + c.api.counters().updates;
+  auto l = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ(l->v4, Ip("10.0.0.3"));
+  EXPECT_EQ(c.api.counters().creates + c.api.counters().updates, writes);
+  c.CheckInvariants();
+}
+
+// Spares running low in a block with no room left: another own block with room gets
+// them (one spares-only write); the records keep waiting to share a later write.
+TEST(BlockEngineSparesTest, SparesRunningLowInAFullBlockAreToppedUpInAnotherOwnBlock) {
+  ClusterHarness c(Spec("10.0.0.0/24"));  // /29 blocks: .0/29 holds .2-.7, .8/29 .8-.15
+  Node& a = c.AddNode("node-a", WithSpares(4));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));                // .2; spares .3-.6
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("web", {"10.0.0.9"})));  // claims .8/29: no spares there
+  ASSERT_EQ(Spares(c, "node-a"), (std::vector<std::string>{"10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"}));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p1")));  // .3
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p2")));  // .4: half taken, its block tops up: .7
+  ASSERT_EQ(Spares(c, "node-a"), (std::vector<std::string>{"10.0.0.5", "10.0.0.6", "10.0.0.7"}));
+  const uint64_t writes = c.api.counters().creates + c.api.counters().updates;
+  auto p3 = c.AllocateNow(a, c.Request("p3"));  // .5: half taken again, and .0/29 is full
+  ASSERT_TRUE(p3) << p3.error().message;
+  EXPECT_EQ(p3->v4, Ip("10.0.0.5"));
+  EXPECT_EQ(c.api.counters().creates + c.api.counters().updates, writes + 1);
+  EXPECT_EQ(Spares(c, "node-a"),
+            (std::vector<std::string>{"10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8", "10.0.0.10"}))
+      << "p3's record waits (.5 still a spare); .8/29 got two";
+  TickAfter(c, a, 1'000);
+  EXPECT_EQ(InApi(c, "10.0.0.5")->pod_name, "p3");
+  c.CheckInvariants();
+}
+
 // A node's own static request for one of its spares is answered from it like a dynamic
 // one: the address is this node's already.
 TEST(BlockEngineSparesTest, AnOwnSpareNamedByAStaticRequestIsHandedOutLikeAnyOther) {
