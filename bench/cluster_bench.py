@@ -421,10 +421,15 @@ class Bench:
             # 10.80.0.0/22: 1022 host addresses, minus the gateway, minus 21 excluded = 1000.
             nodes, deploys, per, cidr, gw, excl = 10, 100, 10, "10.80.0.0/22", "10.80.0.1", ["10.80.3.234..10.80.3.254"]
             nodes = self.args.nodes or nodes
+            if self.args.roomy:
+                # 10.80.0.0/21: 2045 usable; the pods fill half, so no node ends up
+                # borrowing the last free addresses from the others.
+                cidr, excl = "10.80.0.0/21", []
         total = deploys * per
         ipam = not self.args.no_ipam
+        usable = 2045 if self.args.roomy and not self.args.smoke else total
         log("== 5. Spiderpool scenario: %d daemons, %d pods (%d Deployments x %d), %d usable addresses%s%s =="
-            % (nodes if ipam else 0, total, deploys, per, total, ", pods created then bound" if self.args.bind else "",
+            % (nodes if ipam else 0, total, deploys, per, usable, ", pods created then bound" if self.args.bind else "",
                "" if ipam else ", HARNESS ALONE (no IPAM)"))
         log("load average %s" % loadavg())
         self.start_api("spiderpool")
@@ -655,6 +660,8 @@ def main():
                          "after the pod is bound, as a runtime creates the sandbox first; default: at once")
     ap.add_argument("--nodes", type=int, help="spiderpool: node daemons (default 10); fewer nodes get more pods each "
                     "per second (a burst per node)")
+    ap.add_argument("--roomy", action="store_true",
+                    help="spiderpool: a Subnet of 2,045 addresses instead of exactly 1,000 (the pods fill half of it)")
     ap.add_argument("--seed", type=int, default=1, help="random choices of the harness (--sandbox-ms)")
     ap.add_argument("--no-ipam", action="store_true",
                     help="spiderpool: the harness alone (pods created, bound, deleted; no daemon, no ADD)")

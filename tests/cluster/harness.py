@@ -7,6 +7,7 @@ everything is stopped in tearDownClass.
 """
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -116,7 +117,9 @@ class DaemonTestCase(unittest.TestCase):
             [os.path.join(BIN, "subleased"), "--kubeconfig", cls.kubeconfig, "--node-name", node,
              "--socket", sock, "--db", os.path.join(cls.dir, node + ".db")]
             + ([] if "--metrics-address" in extra_args else ["--metrics-address", ""])
-            + list(cls.DAEMON_ARGS) + list(extra_args), stdout=log, stderr=log)
+            + list(cls.DAEMON_ARGS) + list(extra_args)
+            # A whole suite with other daemon flags, e.g. "--spare-addresses 8" (not in CI).
+            + shlex.split(os.environ.get("SUBLEASE_TEST_DAEMON_ARGS", "")), stdout=log, stderr=log)
         cls.daemons[node] = {"proc": proc, "sock": sock, "log": log}
 
     @classmethod
