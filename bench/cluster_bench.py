@@ -559,10 +559,22 @@ class Bench:
             addrs = [v[p] for v in got.values()]
             if len(set(addrs)) != total:
                 raise Failed("duplicate addresses: %d pods, %d distinct" % (total, len(set(addrs))))
-            held = {ip: who for _, ip, who in self.block_allocations("big")}
             want = {v[p]: "default/" + n for n, v in got.items()}
-            if held != want:
-                raise Failed("IPBlocks disagree with the annotations (%d vs %d entries)" % (len(held), len(want)))
+            # A pod answered from a spare (--spare-addresses) is recorded in its block a
+            # moment later: wait for that (bounded); an address held by another pod than
+            # the annotated one fails at once.
+            deadline = time.monotonic() + 30
+            while True:
+                held = {ip: who for _, ip, who in self.block_allocations("big")}
+                wrong = [ip for ip, who in held.items() if want.get(ip) != who]
+                if wrong:
+                    raise Failed("IPBlocks disagree with the annotations at %s (held by %s, annotated for %s)"
+                                 % (wrong[0], held[wrong[0]], want.get(wrong[0])))
+                if held == want:
+                    break
+                if time.monotonic() > deadline:
+                    raise Failed("IPBlocks disagree with the annotations (%d vs %d entries)" % (len(held), len(want)))
+                time.sleep(0.25)
 
         res = {"daemons": nodes, "pods": total}
         add_stats = {}
