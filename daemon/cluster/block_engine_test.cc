@@ -21,10 +21,7 @@ using testing::ClusterHarness;
 using testing::Ip;
 using testing::kMaxSteps;
 using testing::Node;
-
-SubnetSpec Spec(const std::string& cidr, const std::string& block_size = "") {
-  return SubnetSpec{"net", "net.default", cidr, "", {}, "", block_size};
-}
+using testing::Spec;
 
 BlockEngine::Options Deterministic() {
   BlockEngine::Options o;

@@ -22,6 +22,11 @@ namespace sublease::testing {
 
 inline IpAddr Ip(const char* text) { return *IpAddr::Parse(text); }
 
+// Subnet "net" (provider net.default) of `cidr`, with a block-size override or none.
+inline SubnetSpec Spec(const std::string& cidr, const std::string& block_size = "") {
+  return SubnetSpec{"net", "net.default", cidr, "", {}, "", block_size};
+}
+
 // Every test loop runs at most this many scheduler steps.
 constexpr size_t kMaxSteps = 2'000'000;
 
