@@ -287,6 +287,13 @@ void BlockEngine::Write(BlockState& b) {
       // write whose answer was lost landed it.
       if (op.adopt && !(claim_adoptable && op.keep_existing)) it->second = op.allocation;
       sent.push_back(std::move(op));
+    } else if (it->second.spare && next.node != options_.node && !op.reread) {
+      // Another node's spare in this node's copy of its block, which may be old (this node
+      // does not watch it): the holder may have handed it out since, or given it back. A
+      // copy that shows it free is corrected by the CAS; one that shows it held is not.
+      // Judge on a fresh read.
+      op.reread = true;
+      reread.push_back(std::move(op));
     } else {
       IpAddr a = b.cidr.first().Plus(op.offset);
       std::string held = "address " + a.ToString() + " in subnet " + b.subnet + " is held by " +

@@ -218,6 +218,31 @@ TEST(BlockEngineSparesTest, SparesRunningLowInAFullBlockAreToppedUpInAnotherOwnB
   c.CheckInvariants();
 }
 
+// This node's copy of another node's block is as old as its last read: an address it
+// shows as that node's spare may have been handed out since (here to an IPAMClaim's
+// VM). A change that lands there is judged on a fresh read, not refused from the copy:
+// the migration target takes the claim's address over.
+TEST(BlockEngineSparesTest, AnotherNodesSpareInAnOldCopyIsJudgedOnAFreshRead) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(4));
+  Node& b = c.AddNode("node-b", WithSpares(4));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // .2; spares .3-.6
+  auto asked = c.AllocateNow(b, c.Request("web", {"10.0.0.3"}));
+  ASSERT_FALSE(asked);  // node-b's copy of the block now shows .3 as node-a's spare
+  AllocateRequest vm = c.Request("launcher-1", {"10.0.0.3"});
+  vm.ipam_claim = "default/vm-a.net";
+  auto source = c.AllocateNow(a, vm);  // node-a's own spare, taken for the claim by a write
+  ASSERT_TRUE(source) << source.error().message;
+  ASSERT_FALSE(InApi(c, "10.0.0.3")->spare);
+  AllocateRequest target = c.Request("launcher-2", {"10.0.0.3"});
+  target.ipam_claim = "default/vm-a.net";
+  auto got = c.AllocateNow(b, target);
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(got->v4, Ip("10.0.0.3"));
+  EXPECT_EQ(InApi(c, "10.0.0.3")->pod_name, "launcher-2");
+  EXPECT_EQ(InApi(c, "10.0.0.3")->node, "node-b");
+}
+
 // A node's own static request for one of its spares is answered from it like a dynamic
 // one: the address is this node's already.
 TEST(BlockEngineSparesTest, AnOwnSpareNamedByAStaticRequestIsHandedOutLikeAnyOther) {
