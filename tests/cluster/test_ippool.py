@@ -197,24 +197,26 @@ class IpPools(harness.DaemonTestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("IPPool later (ip_pool annotation) does not exist", json.dumps(out))
         self.assertIsNone(self.allocated("waits"))
-        self.create_pool("later", "pooled", ["10.80.0.70..10.80.0.71"])
+        self.create_pool("later", "pooled", ["10.80.0.220..10.80.0.221"])
         self.assertEqual(self.wait_for("waits allocated once its pool exists", lambda: self.allocated("waits")),
-                         "10.80.0.70")
+                         "10.80.0.220")
 
     def test_5_ips_edited_while_in_use_and_a_deleted_pool_release_nothing(self):
-        self.create_pool("edit", "pooled", ["10.80.0.100..10.80.0.101"])
+        # (Pools of later tests sit high in the Subnet: test 2's dynamic pods claim blocks
+        # at random among the lowest unclaimed ones, and took .100/.101 in one CI run.)
+        self.create_pool("edit", "pooled", ["10.80.0.180..10.80.0.181"])
         self.wait_pool_ready("edit")
         self.pod_with_pool("e-0", "node-a", "edit")
-        self.assertEqual(self.wait_for("e-0", lambda: self.allocated("e-0")), "10.80.0.100")
+        self.assertEqual(self.wait_for("e-0", lambda: self.allocated("e-0")), "10.80.0.180")
         obj = self.get(IPPOOLS + "/edit")
-        obj["spec"]["ips"] = ["10.80.0.110..10.80.0.111"]
+        obj["spec"]["ips"] = ["10.80.0.190..10.80.0.191"]
         self.req("PUT", IPPOOLS + "/edit", obj)
         self.wait_for("edit's status shows the new range",
-                      lambda: self.pool_status("edit").get("v4AvailableIPRange") == "10.80.0.110-10.80.0.111")
+                      lambda: self.pool_status("edit").get("v4AvailableIPRange") == "10.80.0.190-10.80.0.191")
         # The status counts only the pool's addresses: e-0's .100 is no longer one.
         self.assertEqual(self.pool_status("edit").get("v4UsingIPs"), 0)
         self.pod_with_pool("e-1", "node-b", "edit")
-        self.assertEqual(self.wait_for("e-1", lambda: self.allocated("e-1")), "10.80.0.110")
+        self.assertEqual(self.wait_for("e-1", lambda: self.allocated("e-1")), "10.80.0.190")
         self.req("DELETE", IPPOOLS + "/edit")
         self.wait_for("edit gone", lambda: self.get(IPPOOLS + "/edit") is None)
         # node-c learns of the deletion through its watch, some time after it: a pod created
@@ -233,8 +235,8 @@ class IpPools(harness.DaemonTestCase):
         self.assertNotEqual(outcome, ["allocated"], "node-c never saw IPPool edit deleted")
         # Deleting the pool released nothing: both still hold their addresses in the blocks.
         time.sleep(1.0)  # (no event to wait for: this checks that nothing happens)
-        self.assertEqual(self.block_of("10.80.0.100")[1], "node-a")
-        self.assertEqual(self.block_of("10.80.0.110")[1], "node-b")
+        self.assertEqual(self.block_of("10.80.0.180")[1], "node-a")
+        self.assertEqual(self.block_of("10.80.0.190")[1], "node-b")
 
     def test_6_ip_family_narrows_a_dual_stack_pool(self):
         self.create_pool("dp", "dualp", ["10.82.0.10..10.82.0.11", "fd82::10..fd82::11"])
