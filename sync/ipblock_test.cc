@@ -167,6 +167,31 @@ TEST(IpBlockCodecTest, IpamClaimRoundTripsAndIsLeftOutWhenEmpty) {
   EXPECT_EQ(decoded->allocations, block.allocations);
 }
 
+TEST(IpBlockCodecTest, SparesAndReturnSparesRoundTripAreLeftOutWhenFalseAndNotCountedAsUsed) {
+  IpBlock block = SampleBlock();
+  std::string plain = EncodeIpBlock(block);
+  EXPECT_EQ(plain.find("spare"), std::string::npos) << plain;
+  EXPECT_EQ(plain.find("returnSpares"), std::string::npos) << plain;
+  BlockAllocation spare;
+  spare.node = "node-a";
+  spare.spare = true;
+  block.allocations[12] = spare;
+  block.return_spares = true;
+  std::string json = EncodeIpBlock(block);
+  EXPECT_NE(json.find(R"("spare":true)"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("returnSpares":true)"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("used":2)"), std::string::npos) << "the spare is not in use: " << json;
+  auto decoded = DecodeIpBlock(json);
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  EXPECT_TRUE(decoded->return_spares);
+  EXPECT_EQ(decoded->allocations, block.allocations);
+  EXPECT_EQ(UsedCount(*decoded), 2u);
+  EXPECT_FALSE(OnlySpares(*decoded));
+  decoded->allocations.erase(2);
+  decoded->allocations.erase(11);
+  EXPECT_TRUE(OnlySpares(*decoded));
+}
+
 TEST(IpBlockCodecTest, EncodesTheDocumentedShape) {
   IpBlock block = SampleBlock();
   block.allocations.erase(2);
