@@ -225,6 +225,23 @@ TEST_F(ClusterDutiesTest, EmptyBlocksOfDeletedNodesAreDeletedOthersKept) {
   EXPECT_EQ(duties_->stats().gc.blocks_deleted, 1u);
 }
 
+// Spares (--spare-addresses) are the affine node's for its next pods: never collected
+// while the node exists; a deleted node's block that holds nothing else is deleted.
+TEST_F(ClusterDutiesTest, SparesAreKeptWhileTheirNodeExistsAndGoWithADeletedNodesBlock) {
+  MustCall("POST", "/api/v1/nodes", R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"}})");
+  StartDuties();
+  BlockAllocation spare;
+  spare.spare = true;
+  spare.node = "node-a";
+  PutBlock({{2, spare}, {3, spare}}, "node-a", "10.0.0.0/29");
+  spare.node = "node-gone";
+  PutBlock({{2, spare}}, "node-gone", "10.0.0.8/29");
+  ASSERT_TRUE(Wait([&] { return !BlockExists("10.0.0.8/29"); }, 3 * kReclaimMs + 2000));
+  SeveralIntervals();
+  EXPECT_EQ(Allocations("10.0.0.0/29").size(), 2u) << "a live node's spares are not collected";
+  EXPECT_EQ(duties_->stats().gc.reclaimed, 0u);
+}
+
 TEST_F(ClusterDutiesTest, BlockChangedBetweenCheckAndWriteIsReReadAndRechecked) {
   StartDuties();
   // The final re-check of "ghost" is slow; meanwhile a node commits another address.
