@@ -385,15 +385,13 @@ void BlockEngine::AfterAllocatorRefused(std::shared_ptr<Job> job, const Error& e
     // A named address that is another node's spare: that node gives it back when asked
     // (its next write), and the pod's next try gets it.
     for (const IpAddr& a : NamedAddresses(job->request)) {
-      auto cidr = BlockOfAddress(job->request.subnet, a);
-      BlockState* b = cidr ? FindBlock(BlockName(job->request.subnet, *cidr)) : nullptr;
-      if (b == nullptr || !b->object || b->object->node == options_.node) continue;
-      auto it = b->object->allocations.find(static_cast<uint64_t>(a.value() - cidr->first().value()));
-      if (it == b->object->allocations.end() || !it->second.spare) continue;
+      const BlockAllocation* spare = OtherNodesSpare(job->request.subnet, a);
+      if (spare == nullptr) continue;
+      std::string describe = DescribeAllocation(*spare);  // (AskForSpares may change the copy)
       std::string holders;
       (void)AskForSpares(job->request.subnet, a.family(), &holders);
       return FinishJob(job, Fail(Error::Unavailable(
-                                "address " + a.ToString() + " is " + DescribeAllocation(it->second) +
+                                "address " + a.ToString() + " is " + describe +
                                 " (held for its next pods); it was asked to give it back: try again")));
     }
   }
@@ -569,11 +567,7 @@ void BlockEngine::AfterUnwind(std::shared_ptr<Job> job) {
   if (!repickable) {
     // A named address that is another node's spare: the refused write asked for it back.
     for (const auto& [a, r] : job->results) {
-      auto cidr = BlockOfAddress(job->key.subnet, a);
-      const BlockState* b = cidr ? FindBlock(BlockName(job->key.subnet, *cidr)) : nullptr;
-      if (r || b == nullptr || !b->object || b->object->node == options_.node) continue;
-      auto it = b->object->allocations.find(static_cast<uint64_t>(a.value() - cidr->first().value()));
-      if (it != b->object->allocations.end() && it->second.spare) {
+      if (!r && OtherNodesSpare(job->key.subnet, a) != nullptr) {
         return FinishJob(job, Fail(Error::Unavailable(r.error().message)));
       }
     }

@@ -261,8 +261,22 @@ class BlockEngine {
   // Whether the allocation `op` (a kAdd of QueueAdds) may be answered from a spare now;
   // if so, queues the record of its pod in the block instead and returns true.
   bool TakeSpare(BlockState& b, Op& op);
-  // A free address in `b` that is no entry of its copy (nor `taking`): room for a spare.
-  bool RoomForSpares(const BlockState& b, std::optional<uint64_t> taking) const;
+  // A free address in `b` that is no entry of its copy: room for a spare.
+  bool RoomForSpares(const BlockState& b) const;
+  // An own spare that may be handed out now: not given back by a write in flight, nor by
+  // one answered with an error that may land yet.
+  bool SpareCanGoNow(const BlockState& b, uint64_t offset) const;
+  // This node keeps spares in `subnet` now (on, and not paused after an ask to return them).
+  bool KeepingSpares(const std::string& subnet) const;
+  // A kSpares op (the block written for its spares' sake) is queued / queued unless one is.
+  static bool SparesWriteQueued(const BlockState& b);
+  void QueueSparesWrite(BlockState& b);
+  // Queues the record of the pod a spare at `offset` of `b` was handed to (Op::record).
+  void QueueRecord(BlockState& b, uint64_t offset, const AttachmentKey& key,
+                   const BlockAllocation& allocation, bool deferrable);
+  // The entry at `a` in this node's copy of another node's block when it is a spare of
+  // that node; nullptr otherwise.
+  const BlockAllocation* OtherNodesSpare(const std::string& subnet, const IpAddr& a) const;
   // For a plain dynamic request: narrows its pick (AllocateRequest::within) to the lowest
   // spare of this node that can be handed out now, in each family that has one. False
   // when the request is not plain or no family has one.

@@ -20,6 +20,71 @@ bool BlockEngine::IsOwnSpare(const BlockState& b, uint64_t offset) const {
          it->second.node == options_.node && !Quarantined(b, offset);
 }
 
+bool BlockEngine::SpareCanGoNow(const BlockState& b, uint64_t offset) const {
+  // A write in flight gives back the spares it does not carry (asked for them back); one
+  // answered with an error may still land and give back what it did not carry.
+  return IsOwnSpare(b, offset) && !b.maybe_returned.count(offset) &&
+         (!b.busy || b.sent_spares.count(offset));
+}
+
+bool BlockEngine::KeepingSpares(const std::string& subnet) const {
+  auto paused = spares_paused_until_ms_.find(subnet);
+  return options_.spare_addresses > 0 &&
+         (paused == spares_paused_until_ms_.end() || clock_->NowMs() >= paused->second);
+}
+
+bool BlockEngine::SparesWriteQueued(const BlockState& b) {
+  return std::any_of(b.queued.begin(), b.queued.end(),
+                     [](const Op& op) { return op.kind == Op::Kind::kSpares; });
+}
+
+void BlockEngine::QueueSparesWrite(BlockState& b) {
+  if (SparesWriteQueued(b)) return;
+  Op op;
+  op.kind = Op::Kind::kSpares;
+  op.done = [](Result<void>) {};
+  Enqueue(b.subnet, b.cidr, std::move(op));
+}
+
+void BlockEngine::QueueRecord(BlockState& b, uint64_t offset, const AttachmentKey& key,
+                              const BlockAllocation& allocation, bool deferrable) {
+  Op record;
+  record.kind = Op::Kind::kAdd;
+  record.offset = offset;
+  record.key = key;
+  record.allocation = allocation;
+  record.record = true;
+  record.deferrable = deferrable;
+  recording_.insert({b.name, offset});
+  std::weak_ptr<int> token = life_;
+  record.done = [this, token, name = b.name, offset, key,
+                 address = b.cidr.first().Plus(offset)](Result<void> r) {
+    if (token.expired()) return;
+    recording_.erase({name, offset});
+    if (r) return;
+    // Tick records it again (TendSpares). A conflict means someone else wrote the
+    // address over this node's spare: only a hand edit of the block does that.
+    std::string text = "recording " + key.ToString() + " as the holder of " + address.ToString() +
+                       " (a spare of this node) in IPBlock " + name + ": " + r.error().message;
+    if (r.error().code == Code::kConflict) {
+      LogError(text + "; the spare was taken out of the block by someone else");
+    } else {
+      LogWarn(text + " (tried again)");
+    }
+  };
+  Enqueue(b.subnet, b.cidr, std::move(record));
+}
+
+const BlockAllocation* BlockEngine::OtherNodesSpare(const std::string& subnet, const IpAddr& a) const {
+  auto cidr = BlockOfAddress(subnet, a);
+  auto it = cidr ? blocks_.find(BlockName(subnet, *cidr)) : blocks_.end();
+  if (it == blocks_.end() || !it->second->object || it->second->object->node == options_.node) {
+    return nullptr;
+  }
+  auto held = it->second->object->allocations.find(static_cast<uint64_t>(a.value() - cidr->first().value()));
+  return held != it->second->object->allocations.end() && held->second.spare ? &held->second : nullptr;
+}
+
 bool BlockEngine::Quarantined(const BlockState& b, uint64_t offset) const {
   return !quarantine_.empty() && quarantine_.count({b.subnet, b.cidr.first().Plus(offset)}) > 0;
 }
@@ -62,9 +127,7 @@ bool BlockEngine::TakeSpare(BlockState& b, Op& op) {
       !KeptFor(op.allocation).empty() || op.allocation.sticky) {
     return false;
   }
-  if (!b.known || !IsOwnSpare(b, op.offset) || b.maybe_returned.count(op.offset)) return false;
-  // A write in flight gives back the spares it does not carry (asked for them back).
-  if (b.busy && !b.sent_spares.count(op.offset)) return false;
+  if (!b.known || !SpareCanGoNow(b, op.offset)) return false;
   ++stats_.spares_taken;
   // Half of them or more taken: a write tops them up now — this block's (its record goes
   // at once) when it has room for more, else one of another own block with room (a
@@ -72,54 +135,22 @@ bool BlockEngine::TakeSpare(BlockState& b, Op& op) {
   // finds no spare claims a block, and that create holds new spares.
   bool top_up_here = false;
   if (UntakenSpares(b.subnet, b.cidr.family(), nullptr) * 2 <= options_.spare_addresses) {
-    if (RoomForSpares(b, op.offset)) {
+    if (RoomForSpares(b)) {
       top_up_here = true;
     } else {
       for (auto& [name, other] : blocks_) {
         BlockState& o = *other;
         if (&o == &b || o.subnet != b.subnet || o.cidr.family() != b.cidr.family() || !o.known ||
-            !o.object || o.object->node != options_.node || !o.local || !RoomForSpares(o, std::nullopt)) {
+            !o.object || o.object->node != options_.node || !o.local || !RoomForSpares(o)) {
           continue;
         }
-        const bool pending = o.busy || std::any_of(o.queued.begin(), o.queued.end(), [](const Op& q) {
-                               return q.kind == Op::Kind::kSpares;
-                             });
-        if (!pending) {
-          Op top_up;
-          top_up.kind = Op::Kind::kSpares;
-          top_up.done = [](Result<void>) {};
-          Enqueue(o.subnet, o.cidr, std::move(top_up));
-        }
+        if (!o.busy) QueueSparesWrite(o);
         break;
       }
     }
   }
-  Op record;
-  record.kind = Op::Kind::kAdd;
-  record.offset = op.offset;
-  record.key = op.key;
-  record.allocation = op.allocation;
-  record.record = true;
-  // Nothing waits for it: it rides with the block's next write (unless that is now).
-  record.deferrable = !top_up_here;
-  recording_.insert({b.name, op.offset});
-  std::weak_ptr<int> token = life_;
-  record.done = [this, token, name = b.name, offset = op.offset, key = op.key,
-                 address = b.cidr.first().Plus(op.offset)](Result<void> r) {
-    if (token.expired()) return;
-    recording_.erase({name, offset});
-    if (r) return;
-    // Tick records it again (TendSpares). A conflict means someone else wrote the
-    // address over this node's spare: only a hand edit of the block does that.
-    std::string text = "recording " + key.ToString() + " as the holder of " + address.ToString() +
-                       " (a spare of this node) in IPBlock " + name + ": " + r.error().message;
-    if (r.error().code == Code::kConflict) {
-      LogError(text + "; the spare was taken out of the block by someone else");
-    } else {
-      LogWarn(text + " (tried again)");
-    }
-  };
-  Enqueue(b.subnet, b.cidr, std::move(record));
+  // Nothing waits for the record: it rides with the block's next write (unless that is now).
+  QueueRecord(b, op.offset, op.key, op.allocation, /*deferrable=*/!top_up_here);
   return true;
 }
 
@@ -137,10 +168,7 @@ bool BlockEngine::PreferSpares(AllocateRequest& r) const {
       continue;
     }
     for (const auto& [offset, a] : b.object->allocations) {
-      if (!IsOwnSpare(b, offset) || b.maybe_returned.count(offset) ||
-          (b.busy && !b.sent_spares.count(offset))) {
-        continue;
-      }
+      if (!SpareCanGoNow(b, offset)) continue;
       IpAddr address = b.cidr.first().Plus(offset);
       if (allocator_->Holder(r.subnet, address)) continue;
       auto it = lowest.find(address.family());
@@ -151,14 +179,14 @@ bool BlockEngine::PreferSpares(AllocateRequest& r) const {
   return !lowest.empty();
 }
 
-bool BlockEngine::RoomForSpares(const BlockState& b, std::optional<uint64_t> taking) const {
+bool BlockEngine::RoomForSpares(const BlockState& b) const {
   IpAddr cursor = b.cidr.first();
   for (int step = 0; step < 4096; ++step) {
     auto a = allocator_->LowestFreeAtOrAbove(b.subnet, cursor);
     if (!a || *a > b.cidr.last()) return false;
     const auto offset = static_cast<uint64_t>(a->value() - b.cidr.first().value());
     // (Free in the allocator: this node's untaken spares are, and are no room.)
-    if (offset != taking && (!b.object || !b.object->allocations.count(offset))) return true;
+    if (!b.object || !b.object->allocations.count(offset)) return true;
     if (*a == b.cidr.last()) return false;
     cursor = a->Plus(1);
   }
@@ -167,17 +195,14 @@ bool BlockEngine::RoomForSpares(const BlockState& b, std::optional<uint64_t> tak
 
 void BlockEngine::MaintainSpares(BlockState& b, IpBlock& next) {
   if (next.node != options_.node) return;
-  const int64_t now = clock_->NowMs();
   if (next.return_spares) {
     next.return_spares = false;
-    spares_paused_until_ms_[b.subnet] = now + options_.spare_pause_ms;
+    spares_paused_until_ms_[b.subnet] = clock_->NowMs() + options_.spare_pause_ms;
     LogInfo("another node found no free address in subnet " + b.subnet +
             " but this node's spares: giving back those not handed out, and keeping none there for " +
             std::to_string(options_.spare_pause_ms / 1000) + " s");
   }
-  auto paused = spares_paused_until_ms_.find(b.subnet);
-  const bool keep = options_.spare_addresses > 0 &&
-                    (paused == spares_paused_until_ms_.end() || now >= paused->second);
+  const bool keep = KeepingSpares(b.subnet);
   int in_next = 0;
   for (auto it = next.allocations.begin(); it != next.allocations.end();) {
     const bool untaken = it->second.spare && it->second.node == options_.node &&
@@ -213,15 +238,11 @@ void BlockEngine::MaintainSpares(BlockState& b, IpBlock& next) {
 }
 
 void BlockEngine::TendSpares() {
-  const int64_t now = clock_->NowMs();
-  std::weak_ptr<int> token = life_;
   for (auto& [name, bp] : blocks_) {
     BlockState& b = *bp;
     // (A block being written too: what is queued leaves with its next write.)
     if (!b.known || !b.object || b.object->node != options_.node) continue;
-    auto paused = spares_paused_until_ms_.find(b.subnet);
-    const bool keep = options_.spare_addresses > 0 &&
-                      (paused == spares_paused_until_ms_.end() || now >= paused->second);
+    const bool keep = KeepingSpares(b.subnet);
     bool give_back = b.object->return_spares;
     for (const auto& [offset, a] : b.object->allocations) {
       if (!IsOwnSpare(b, offset)) continue;
@@ -235,30 +256,9 @@ void BlockEngine::TendSpares() {
           keys_.count(holder->key())) {
         continue;
       }
-      Op record;
-      record.kind = Op::Kind::kAdd;
-      record.offset = offset;
-      record.key = holder->key();
-      record.allocation = AllocationFor(*holder);
-      record.record = true;
-      recording_.insert({b.name, offset});
-      record.done = [this, token, name = b.name, offset](Result<void> r) {
-        if (token.expired()) return;
-        recording_.erase({name, offset});
-        if (!r) LogWarn("recording the holder of a spare in IPBlock " + name + ": " + r.error().message);
-      };
-      Enqueue(b.subnet, b.cidr, std::move(record));
+      QueueRecord(b, offset, holder->key(), AllocationFor(*holder), /*deferrable=*/false);
     }
-    if (give_back) {
-      const bool queued = std::any_of(b.queued.begin(), b.queued.end(),
-                                      [](const Op& op) { return op.kind == Op::Kind::kSpares; });
-      if (!queued) {
-        Op op;
-        op.kind = Op::Kind::kSpares;
-        op.done = [](Result<void>) {};
-        Enqueue(b.subnet, b.cidr, std::move(op));
-      }
-    }
+    if (give_back) QueueSparesWrite(b);
   }
 }
 
@@ -278,16 +278,10 @@ size_t BlockEngine::AskForSpares(const std::string& subnet, Family family, std::
     if (here == 0) continue;
     seen += here;
     nodes.insert(b.object->node);
-    const bool asked = b.object->return_spares ||
-                       std::any_of(b.queued.begin(), b.queued.end(),
-                                   [](const Op& op) { return op.kind == Op::Kind::kSpares; });
-    if (asked) continue;
+    if (b.object->return_spares || SparesWriteQueued(b)) continue;  // asked already
     LogInfo("subnet " + subnet + " has no free address but " + std::to_string(here) +
             " spare(s) of node " + b.object->node + " in IPBlock " + b.name + ": asking for them back");
-    Op op;
-    op.kind = Op::Kind::kSpares;
-    op.done = [](Result<void>) {};
-    Enqueue(subnet, b.cidr, std::move(op));
+    QueueSparesWrite(b);
   }
   for (const std::string& n : nodes) *holders += (holders->empty() ? "" : ", ") + n;
   return seen;
