@@ -22,8 +22,10 @@ bool BlockEngine::IsOwnSpare(const BlockState& b, uint64_t offset) const {
 
 bool BlockEngine::SpareCanGoNow(const BlockState& b, uint64_t offset) const {
   // A write in flight gives back the spares it does not carry (asked for them back); one
-  // answered with an error may still land and give back what it did not carry.
-  return IsOwnSpare(b, offset) && !b.maybe_returned.count(offset) &&
+  // answered with an error may still land and give back what it did not carry. Asked
+  // back (returnSpares), none goes: a node that does not answer in time has its spares
+  // taken back by the leader (docs/cluster-protocol.md "Spares").
+  return IsOwnSpare(b, offset) && !b.object->return_spares && !b.maybe_returned.count(offset) &&
          (!b.busy || b.sent_spares.count(offset));
 }
 

@@ -131,6 +131,29 @@ TEST(BlockEngineSparesTest, AReleaseBeforeTheRecordLeavesNoAllocationOfThePod) {
   c.CheckInvariants();
 }
 
+// Asked back, a node hands out no spare without a write: the leader takes back the
+// spares of a node that does not answer in time, and must not race a hand-out that
+// leaves no trace in the API server.
+TEST(BlockEngineSparesTest, AskedBackANodeHandsOutNoSpareWithoutAWrite) {
+  ClusterHarness c(Spec("10.0.0.0/29"));  // one block, usable .2-.6
+  Node& a = c.AddNode("node-a", WithSpares(4));
+  Node& b = c.AddNode("node-b", WithSpares(4));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("a0")));  // spares .3-.6
+  ASSERT_FALSE(c.AllocateNow(b, c.Request("b0")));  // asks for them back
+  ASSERT_TRUE(c.api.objects().begin()->second.return_spares);
+  c.api.RunAll(kMaxSteps);  // node-a's watch shows the ask
+  const uint64_t writes = c.api.counters().creates + c.api.counters().updates;
+  auto l = c.AllocateNow(a, c.Request("a1"));  // before node-a's Tick gives them back
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ(a.engine->stats().spares_taken, 0u);
+  EXPECT_GT(c.api.counters().creates + c.api.counters().updates, writes) << "answered after a write";
+  const BlockAllocation* held = InApi(c, l->v4->ToString());
+  ASSERT_NE(held, nullptr);
+  EXPECT_FALSE(held->spare);
+  EXPECT_EQ(held->pod_name, "a1");
+  c.CheckInvariants();
+}
+
 // No other node allocates a spare: one that finds no other free address asks the holder
 // to give its spares back (spec.returnSpares) and answers "try again"; the holder's next
 // write gives back those it has not handed out, and the next try gets one.

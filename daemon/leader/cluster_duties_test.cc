@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "daemon/leader/garbage_collector.h"
 #include "daemon/leader/leader_test_support.h"
 #include "sync/ipblock.h"
 
@@ -57,13 +58,15 @@ class ClusterDutiesTest : public testing::FakeApiTest {
   }
   // Writes block 10.0.0.0/29 of subnet "m" (created when absent), affine to `node`.
   void PutBlock(const std::map<uint64_t, BlockAllocation>& allocations,
-                const std::string& node = "node-a", const std::string& cidr = "10.0.0.0/29") {
+                const std::string& node = "node-a", const std::string& cidr = "10.0.0.0/29",
+                bool return_spares = false) {
     IpBlock b;
     b.subnet = "m";
     b.cidr = *IpNet::Parse(cidr);
     b.name = BlockName("m", b.cidr);
     b.node = node;
     b.allocations = allocations;
+    b.return_spares = return_spares;
     auto current = Call("GET", std::string(kIpBlockCollection) + "/" + b.name);
     if (current) {
       b.resource_version = JsonField(current->body, {"metadata", "resourceVersion"});
@@ -240,6 +243,105 @@ TEST_F(ClusterDutiesTest, SparesAreKeptWhileTheirNodeExistsAndGoWithADeletedNode
   SeveralIntervals();
   EXPECT_EQ(Allocations("10.0.0.0/29").size(), 2u) << "a live node's spares are not collected";
   EXPECT_EQ(duties_->stats().gc.reclaimed, 0u);
+}
+
+// Node node-a's block 10.0.0.0/29 with spares at offsets 2, 3 and 4 and another node's
+// ask for them (spec.returnSpares), as a node that went down leaves it.
+std::map<uint64_t, BlockAllocation> ThreeSpares() {
+  BlockAllocation spare;
+  spare.spare = true;
+  spare.node = "node-a";
+  return {{2, spare}, {3, spare}, {4, spare}};
+}
+// Annotations of a pod with one Multus attachment: allocated `address`, or waiting ("").
+std::string OneAttachment(const std::string& address) {
+  std::string a = R"(,"annotations":{"k8s.v1.cni.cncf.io/networks":"m")";
+  if (!address.empty()) {
+    a += R"(,"m.default.kubernetes.io/allocated":"true","m.default.kubernetes.io/ip_address":")" +
+         address + "\"";
+  }
+  return a + "}";
+}
+size_t SparesIn(const std::map<uint64_t, BlockAllocation>& allocations) {
+  size_t n = 0;
+  for (const auto& [offset, a] : allocations) n += a.spare ? 1 : 0;
+  return n;
+}
+
+// A node that does not answer an ask for its spares (down, or its daemon is) has them
+// taken back by the leader — but not one its pods' annotations name (handed out, not
+// recorded yet), and not while the node keeps writing the block (answering).
+TEST_F(ClusterDutiesTest, SparesAskedBackAndUnansweredAreTakenBackButNotThoseItsPodsHold) {
+  MustCall("POST", "/api/v1/nodes", R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"}})");
+  std::string uid = CreatePod("recorded", "node-a", OneAttachment("10.0.0.5"));
+  CreatePod("handed", "node-a", OneAttachment("10.0.0.3"));
+  CreatePod("elsewhere", "node-b", OneAttachment(""));  // another node's: no matter
+  CreatePod("plain", "node-a");                          // asks for no attachment
+  auto allocations = ThreeSpares();
+  allocations[5] = Alloc("recorded", uid);
+  PutBlock(allocations, "node-a", "10.0.0.0/29", /*return_spares=*/true);
+  StartDuties();
+  // Written again and again (the node answering, slowly): the clock restarts each time.
+  // (A write that changes nothing is no write on a real API server: each one differs.)
+  for (int i = 0; i < 6; ++i) {
+    Pump(kReclaimMs / 2);
+    auto changed = allocations;
+    if (i % 2 == 0) changed[6] = Alloc("recorded-too", "uid-" + std::to_string(i));
+    PutBlock(changed, "node-a", "10.0.0.0/29", true);
+  }
+  PutBlock(allocations, "node-a", "10.0.0.0/29", true);
+  EXPECT_EQ(SparesIn(Allocations()), 3u) << "taken back while the node kept writing";
+  EXPECT_EQ(duties_->stats().gc.spares_reclaimed, 0u);
+  ASSERT_TRUE(Wait([&] { return SparesIn(Allocations()) == 1; }, 3 * kReclaimMs + 4000));
+  auto left = Allocations();
+  ASSERT_EQ(left.count(3), 1u);
+  EXPECT_TRUE(left.at(3).spare) << "the one pod `handed` is annotated with stays";
+  ASSERT_EQ(left.count(5), 1u);
+  EXPECT_EQ(left.at(5).pod_name, "recorded");
+  EXPECT_EQ(duties_->stats().gc.spares_reclaimed, 2u);
+  EXPECT_EQ(duties_->stats().gc.reclaimed, 0u);
+}
+
+// A pod on that node that waits for an attachment may hold one of its spares, handed
+// out in the node's last moments and recorded nowhere: nothing is taken back while it
+// is there; once it is gone, they are.
+TEST_F(ClusterDutiesTest, UnansweredSparesAreKeptWhileAPodOfTheNodeWaitsForAnAddress) {
+  MustCall("POST", "/api/v1/nodes", R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"}})");
+  CreatePod("waiting", "node-a", OneAttachment(""));
+  PutBlock(ThreeSpares(), "node-a", "10.0.0.0/29", /*return_spares=*/true);
+  StartDuties();
+  ASSERT_TRUE(Wait([&] { return duties_->stats().gc.spares_kept_pod >= 2; }, 6 * kReclaimMs + 4000));
+  EXPECT_EQ(SparesIn(Allocations()), 3u);
+  DeletePodNow("waiting");
+  ASSERT_TRUE(Wait([&] { return SparesIn(Allocations()) == 0; }, 3 * kReclaimMs + 4000));
+  EXPECT_EQ(duties_->stats().gc.spares_reclaimed, 3u);
+  EXPECT_TRUE(BlockExists("10.0.0.0/29")) << "the node's block stays (the node exists)";
+}
+
+// Which pods may hold an address their node handed out and recorded nowhere.
+TEST(MayHoldUnrecordedAddressTest, APodWaitingForAnAttachmentMayAFinishedOrFullyAllocatedOneMayNot) {
+  auto pod = [](const std::string& annotations, const std::string& phase = "Running") {
+    auto o = ParseKubeObject(R"({"metadata":{"name":"p","namespace":"default","uid":"u","annotations":{)" +
+                             annotations + R"(}},"spec":{"nodeName":"n"},"status":{"phase":")" + phase +
+                             "\"}}");
+    EXPECT_TRUE(o);
+    return *o;
+  };
+  EXPECT_FALSE(MayHoldUnrecordedAddress(pod("")));
+  EXPECT_TRUE(MayHoldUnrecordedAddress(pod(R"("k8s.v1.cni.cncf.io/networks":"a")")));
+  EXPECT_FALSE(MayHoldUnrecordedAddress(
+      pod(R"("k8s.v1.cni.cncf.io/networks":"a","a.default.kubernetes.io/allocated":"true")")));
+  EXPECT_TRUE(MayHoldUnrecordedAddress(
+      pod(R"("k8s.v1.cni.cncf.io/networks":"a, b","a.default.kubernetes.io/allocated":"true")")))
+      << "one of two attachments allocated";
+  EXPECT_TRUE(MayHoldUnrecordedAddress(
+      pod(R"("k8s.v1.cni.cncf.io/networks":"a","ovn.kubernetes.io/allocated":"true")")))
+      << "Kube-OVN's own network is not an attachment of ours";
+  EXPECT_TRUE(MayHoldUnrecordedAddress(pod(R"("v1.multus-cni.io/default-network":"a")")));
+  EXPECT_TRUE(MayHoldUnrecordedAddress(pod(R"("k8s.v1.cni.cncf.io/networks":"[{bad")")))
+      << "unreadable: it may";
+  EXPECT_FALSE(MayHoldUnrecordedAddress(pod(R"("k8s.v1.cni.cncf.io/networks":"a")", "Succeeded")));
+  EXPECT_FALSE(MayHoldUnrecordedAddress(pod(R"("k8s.v1.cni.cncf.io/networks":"a")", "Failed")));
 }
 
 TEST_F(ClusterDutiesTest, BlockChangedBetweenCheckAndWriteIsReReadAndRechecked) {

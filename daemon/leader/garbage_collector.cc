@@ -2,12 +2,14 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "common/log.h"
 #include "sync/ip_reservation.h"
 #include "sync/ipamclaim.h"
 #include "sync/kube_object.h"
+#include "sync/pod_networks.h"
 #include "sync/uv_timer.h"
 
 namespace sublease {
@@ -42,6 +44,25 @@ std::optional<StatefulSetInfo> ParseStatefulSet(const std::string& json) {
 }
 
 }  // namespace
+
+bool MayHoldUnrecordedAddress(const KubeObject& object) {
+  auto pod = ParsePod(object);
+  if (!pod) return true;
+  if (pod->finished) return false;
+  size_t wanted = 0;
+  if (auto it = pod->annotations.find(std::string(kNetworksAnnotation)); it != pod->annotations.end()) {
+    auto selections = ParseNetworksAnnotation(it->second, pod->namespace_name);
+    if (!selections) return true;
+    wanted += selections->size();
+  }
+  if (pod->annotations.count("v1.multus-cni.io/default-network")) ++wanted;
+  constexpr std::string_view kAllocated = ".kubernetes.io/allocated";
+  size_t allocated = 0;
+  for (const auto& [key, value] : pod->annotations) {
+    if (value == "true" && key.ends_with(kAllocated) && key != "ovn.kubernetes.io/allocated") ++allocated;
+  }
+  return allocated < wanted;
+}
 
 std::optional<std::pair<std::string, uint32_t>> StatefulSetOrdinal(const std::string& pod_name) {
   size_t dash = pod_name.rfind('-');
@@ -138,7 +159,19 @@ void GarbageCollector::Sweep() {
       seen[gone_key] = first;
       if (now - first < options_.reclaim_interval_ms) gone_key.clear();
     }
-    if ((due.empty() && gone_key.empty()) || jobs_.count(name) || jobs_.size() >= options_.max_jobs) {
+    // Spares asked back, and the same version of the block still there: unanswered.
+    std::string unanswered_key;
+    if (gone_key.empty() && block.return_spares &&
+        std::any_of(block.allocations.begin(), block.allocations.end(),
+                    [&](const auto& e) { return e.second.spare && e.second.node == block.node; })) {
+      unanswered_key = "ask|" + name + "|" + block.resource_version;
+      auto old = first_seen_.find(unanswered_key);
+      int64_t first = old == first_seen_.end() ? now : old->second;
+      seen[unanswered_key] = first;
+      if (now - first < options_.reclaim_interval_ms) unanswered_key.clear();
+    }
+    if ((due.empty() && gone_key.empty() && unanswered_key.empty()) || jobs_.count(name) ||
+        jobs_.size() >= options_.max_jobs) {
       continue;
     }
     Job& job = jobs_[name];
@@ -146,10 +179,14 @@ void GarbageCollector::Sweep() {
     if (!due.empty()) {
       job.candidates = std::move(due);
       CheckCandidates(name);
-    } else {
+    } else if (!gone_key.empty()) {
       job.gone_node = block.node;
       job.gone_key = gone_key;
       CheckNodeGone(name);
+    } else {
+      job.unanswered_key = unanswered_key;
+      job.unanswered_version = block.resource_version;
+      CheckUnansweredSpares(name);
     }
   }
   // Only what is orphaned now stays remembered (answers come later, on the loop).
@@ -418,6 +455,94 @@ void GarbageCollector::CheckNodeGone(const std::string& name) {
         });
     requests_[token] = id;
   });
+}
+
+// The node did not answer for its spares: list its pods; take back every spare none of
+// them can hold.
+void GarbageCollector::CheckUnansweredSpares(const std::string& name) {
+  const IpBlock* block = CurrentBlock(jobs_.at(name));
+  if (!block) return Finish(name);
+  const std::string node = block->node;
+  Send("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3D" + node, "",
+       [this, name, node](KubeResult<KubeResponse> r) {
+         auto it = jobs_.find(name);
+         if (it == jobs_.end()) return;
+         auto page = r ? ParseListPage(r->body) : Result<ListPage>(Fail(static_cast<Error>(r.error())));
+         if (!page) {
+           ++stats_.errors;
+           LogWarn("listing the pods of node " + node + " (its spares in block " + name +
+                   " were asked back and not given): " + page.error().message);
+           return Finish(name);
+         }
+         std::set<std::string> named;  // addresses the node's pods are annotated with
+         for (const KubeObject& pod : page->items) {
+           if (MayHoldUnrecordedAddress(pod)) {
+             ++stats_.spares_kept_pod;
+             first_seen_.erase(it->second.unanswered_key);  // looked at again later
+             LogInfo("node " + node + " has not given back its spares in block " + name +
+                     ", but its pod " + pod.Key() + " waits for an address and may hold one of " +
+                     "them: they are kept");
+             return Finish(name);
+           }
+           auto info = ParsePod(pod);
+           if (!info) continue;  // (MayHoldUnrecordedAddress said it is readable)
+           for (const auto& [key, value] : info->annotations) {
+             if (key.find(".kubernetes.io/ip_address") == std::string::npos) continue;
+             size_t start = 0;
+             while (start <= value.size()) {
+               size_t comma = value.find(',', start);
+               std::string item = value.substr(start, comma == std::string::npos ? std::string::npos
+                                                                                  : comma - start);
+               item.erase(0, item.find_first_not_of(' '));
+               item = item.substr(0, item.find_first_of(" /"));
+               if (auto a = IpAddr::Parse(item)) named.insert(a->ToString());
+               if (comma == std::string::npos) break;
+               start = comma + 1;
+             }
+           }
+         }
+         TakeBackSpares(name, named);
+       });
+}
+
+void GarbageCollector::TakeBackSpares(const std::string& name, const std::set<std::string>& named) {
+  const Job& job = jobs_.at(name);
+  const IpBlock* current = CurrentBlock(job);
+  // (Changed since it went unanswered: the node answered, or someone asked again.)
+  if (!current || current->resource_version != job.unanswered_version || !current->return_spares) {
+    return Finish(name);
+  }
+  IpBlock next = *current;
+  size_t removed = 0;
+  for (auto it = next.allocations.begin(); it != next.allocations.end();) {
+    if (it->second.spare && it->second.node == next.node &&
+        !named.count(next.AddressAt(it->first).ToString())) {
+      it = next.allocations.erase(it);
+      ++removed;
+    } else {
+      ++it;
+    }
+  }
+  if (removed == 0) {
+    first_seen_.erase(job.unanswered_key);
+    return Finish(name);
+  }
+  Send("PUT", std::string(kIpBlockCollection) + "/" + name, EncodeIpBlock(next),
+       [this, name, node = next.node, removed](KubeResult<KubeResponse> r) {
+         if (!jobs_.count(name)) return;
+         if (r) {
+           stats_.spares_reclaimed += removed;
+           LogInfo("took back " + std::to_string(removed) + " spare(s) of node " + node + " in block " +
+                   name + ": asked back, unanswered, and none of the node's pods can hold them");
+         } else if (r.error().http_status == 409 || r.error().http_status == 404) {
+           ++stats_.conflicts;  // the node (or someone) wrote meanwhile: seen anew next sweep
+         } else {
+           ++stats_.errors;
+           LogWarn("taking back the spares of node " + node + " in block " + name + ": " +
+                   r.error().message);
+         }
+         Finish(name);
+       });
 }
 
 void GarbageCollector::Finish(const std::string& block) { jobs_.erase(block); }

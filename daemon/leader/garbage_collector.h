@@ -39,6 +39,15 @@
 //   to the deleted node: no daemon watches it, other nodes may borrow from it, its
 //   allocations are reclaimed as their pods go, and it is deleted once empty. (If the
 //   node comes back under the same name, its daemon finds its block again.)
+// - Spares asked back and not given (docs/cluster-protocol.md "Spares"): a block whose
+//   spec.returnSpares is set while it still holds its node's spares, unchanged (same
+//   resourceVersion) across two sweeps reclaim_interval apart, belongs to a node that is
+//   not answering (down, or its daemon is). Such a node may have handed some of them out
+//   in its last moments without recording them, so the node's pods are listed
+//   (fieldSelector spec.nodeName): if any of them asks for attachments that sublease has
+//   not all annotated as allocated, nothing is taken (the clock restarts); otherwise every
+//   spare no pod's ip_address annotation names is removed, a CAS update on the very
+//   version that was seen (a write by the node in between wins, and is an answer).
 // Worst case from a pod's deletion to its address being free again:
 // sweep_interval + reclaim_interval + sweep_interval + two requests (30 s by default).
 // Loop thread only. Owns one uv timer: Close before destruction.
@@ -50,6 +59,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -76,6 +86,8 @@ struct GarbageCollectorStats {
   uint64_t kept_vm = 0;           // KubeVirt VM allocations whose VM or VMI still exists
   uint64_t kept_reserved = 0;     // reserved IPs' allocations whose IP object still exists
   uint64_t blocks_deleted = 0;    // empty blocks of deleted nodes
+  uint64_t spares_reclaimed = 0;  // spares of a node that did not answer returnSpares
+  uint64_t spares_kept_pod = 0;   // such checks that found a pod that may hold one
   uint64_t conflicts = 0;         // CAS writes answered 409/404
   uint64_t errors = 0;
 };
@@ -117,6 +129,8 @@ class GarbageCollector {
     std::vector<Candidate> candidates;  // empty for a node-gone block deletion
     std::string gone_node;              // set for a node-gone block deletion
     std::string gone_key;
+    std::string unanswered_key;         // set for taking back unanswered spares
+    std::string unanswered_version;     // the block's resourceVersion that went unanswered
     std::optional<IpBlock> base;        // the block as last read by this job (after a 409)
     size_t pending = 0;
     int attempt = 0;
@@ -138,6 +152,8 @@ class GarbageCollector {
   void WriteJob(const std::string& block);
   void Reread(const std::string& block);
   void CheckNodeGone(const std::string& block);
+  void CheckUnansweredSpares(const std::string& block);
+  void TakeBackSpares(const std::string& block, const std::set<std::string>& named);
   void Finish(const std::string& block);
   const IpBlock* CurrentBlock(const Job& job) const;
 
@@ -157,6 +173,12 @@ class GarbageCollector {
   uint64_t next_token_ = 1;
   GarbageCollectorStats stats_;
 };
+
+// Whether `pod`, on a node that did not answer for its spares, may hold one the node
+// handed out without recording it: it is not finished and asks for more attachments
+// (Multus networks, default network) than it has `<provider>.kubernetes.io/allocated`
+// annotations (Kube-OVN's own "ovn" provider does not count). Unreadable → true.
+bool MayHoldUnrecordedAddress(const KubeObject& pod);
 
 // "web-2" -> {"web", 2}; nullopt when the name does not end in "-<digits>".
 std::optional<std::pair<std::string, uint32_t>> StatefulSetOrdinal(const std::string& pod_name);

@@ -7,7 +7,9 @@ daemons against the fake API server over TLS.
   - a subnet filled to its last address: nodes that find only other nodes' spares ask
     for them back, and every pod gets an address;
   - a node that loses its database while a spare it handed out is not recorded yet keeps
-    its spares out of use after the rebuild, until the pods of then are gone.
+    its spares out of use after the rebuild, until the pods of then are gone;
+  - a node that is down when another finds only its spares: the leader takes back the
+    spares none of its pods holds, and keeps the one it handed out and never recorded.
 Every wait is bounded. Run: python3 -m unittest discover -s tests/cluster -p test_spares.py -v
 """
 import ipaddress
@@ -191,6 +193,54 @@ class LostDatabase(SparesCase):
                       lambda: "quarantined spare(s) are usable again" in self.daemon_log("node-0"), seconds=60)
         entries = self.block_entries("lost")
         self.assertEqual(len({ip for ip, *_ in entries}), len(entries), "no address twice in the blocks")
+
+
+class DownNode(SparesCase):
+    """node-0 hands out a spare it does not record (records wait 60 s there) and is
+    killed; node-1 then needs every address of a small subnet. node-0 cannot answer the
+    ask for its spares: the leader takes back those none of node-0's pods holds, after
+    the ask has gone unanswered for the collection's interval (20 s)."""
+    NODES = ["node-0", "node-1"]
+    CREATE_NODES = True
+    DAEMON_ARGS = ["--spare-addresses", "4", "--release-grace-ms", "300", "--max-retry-interval-ms", "5000"]
+    PREFIX = "sublease-spares-down-"
+
+    def test_a_down_nodes_spares_come_back_but_not_the_one_a_pod_of_it_holds(self):
+        self.stop_daemon("node-0")
+        self.start_daemon("node-0", ["--deferred-write-ms", "60000"])
+        self.wait_ready("node-0")
+        p = "down.default"
+        s = subnet("down", p, "10.97.3.0/27")  # 29 usable addresses in /29 blocks
+        s["metadata"]["annotations"] = {"sublease.io/block-size": "/29"}
+        self.req("POST", SUBNETS, s)
+        self.wait_subnet_seen("down")
+        self.req("POST", PODS, pod("d-first", "node-0", "down"))
+        self.wait_for("d-first allocated", lambda: self.allocated("d-first", p), seconds=60)
+        self.wait_for("node-0's 4 spares", lambda: sum(
+            1 for _, _, n, spare in self.block_entries("down") if spare and n == "node-0") == 4, seconds=60)
+        self.req("POST", PODS, pod("d-handed", "node-0", "down"))
+        handed = self.wait_for("d-handed allocated", lambda: self.allocated("d-handed", p), seconds=60)
+        self.assertIn((handed, "", "node-0", True), self.block_entries("down"), "handed out, not recorded")
+        self.kill_daemon("node-0")
+
+        names = ["d-%02d" % i for i in range(27)]  # every address left: node-0's 3 untaken spares too
+        for name in names:
+            self.req("POST", PODS, pod(name, "node-1", "down"))
+
+        def all_allocated():
+            got = {n: self.allocated(n, p) for n in names}
+            return got if all(got.values()) else None
+        got = self.wait_for("all 27 pods of node-1 allocated", all_allocated, seconds=240, interval=1)
+        self.assertEqual(len(set(got.values())), 27, "27 distinct addresses")
+        self.assertNotIn(handed, got.values(), "the spare node-0 handed out was given to another pod")
+        entries = self.block_entries("down")
+        self.assertEqual(len({ip for ip, *_ in entries}), len(entries), "no address twice in the blocks")
+        self.assertIn((handed, "", "node-0", True), entries, "the spare d-handed holds stays node-0's")
+        logs = ""
+        for node in self.NODES:
+            with open(os.path.join(self.dir, node + ".log"), errors="replace") as f:
+                logs += f.read()
+        self.assertIn("took back 3 spare(s) of node node-0", logs)
 
 
 if __name__ == "__main__":
