@@ -263,7 +263,8 @@ void Informer::OnWatchLine(std::string_view line) {
 
 void Informer::ApplyEvent(WatchEvent& event) {
   KubeObject& obj = event.object;
-  if (options_.metadata_only) Trim(obj);
+  // (A deleted object is not kept: its handler sees it whole, annotations and all.)
+  if (options_.metadata_only && event.type != WatchEventType::kDeleted) Trim(obj);
   if (event.type == WatchEventType::kBookmark) {
     ++stats_.bookmarks;
     SetResourceVersion(obj.resource_version);

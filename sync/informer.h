@@ -74,9 +74,11 @@ struct InformerOptions {
   std::string resume_resource_version;
   uint64_t seed = 0;  // jitter and timeout randomness; 0 = from std::random_device
   // Keep only the metadata of each object (name, namespace, uid, resourceVersion,
-  // deleting): no raw JSON, no labels, in the cache and for the handler. For feeds whose
-  // handler needs nothing more, e.g. the leader's cluster-wide pods (100k pods: ~3 KB
-  // each in full; BENCHMARKS.md §7).
+  // deleting): no raw JSON, no labels, in the cache and for the handler — except the
+  // object of a watch's DELETED event, which is not kept and reaches OnDeleted whole (a
+  // deletion found by a relist reaches it trimmed). For feeds whose handler needs
+  // nothing more, e.g. the leader's cluster-wide pods (100k pods: ~3 KB each in full;
+  // BENCHMARKS.md §7).
   bool metadata_only = false;
 };
 

@@ -191,6 +191,7 @@ void ClusterDuties::BeginTerm() {
     if (t->reservations) t->reservations->BlocksChanged();
   };
   t->pods_handler.synced = [t] { t->view.pods_synced = true; };
+  t->pods_handler.remove = [t](const KubeObject& o) { t->gc->PodDeleted(o); };
   t->nodes_handler.synced = [t] { t->view.nodes_synced = true; };
 
   auto add = [&](const char* path, InformerHandler* handler, bool metadata_only = false,

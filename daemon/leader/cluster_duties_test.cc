@@ -318,6 +318,49 @@ TEST_F(ClusterDutiesTest, UnansweredSparesAreKeptWhileAPodOfTheNodeWaitsForAnAdd
   EXPECT_TRUE(BlockExists("10.0.0.0/29")) << "the node's block stays (the node exists)";
 }
 
+// Annotations sublease writes for an allocated attachment of subnet "m".
+std::string AllocatedInM(const std::string& address) {
+  return R"(,"annotations":{"k8s.v1.cni.cncf.io/networks":"m","m.default.kubernetes.io/allocated":"true",)"
+         R"("m.default.kubernetes.io/cidr":"10.0.0.0/24","m.default.kubernetes.io/ip_address":")" +
+         address + R"("})";
+}
+bool Asked(const std::string& body) { return body.find("\"returnSpares\":true") != std::string::npos; }
+
+// A pod deleted while its address is still its node's spare (handed out, never
+// recorded: the node went down) and the block unchanged since: the leader asks the node
+// for its spares itself, and with no answer takes them back — nobody had to run out.
+TEST_F(ClusterDutiesTest, ADeletedPodsUnrecordedSpareOfANodeThatIsDownIsAskedForAndTakenBack) {
+  MustCall("POST", "/api/v1/nodes", R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"}})");
+  CreatePod("handed", "node-a", AllocatedInM("10.0.0.3"));
+  PutBlock(ThreeSpares());
+  StartDuties();
+  ASSERT_TRUE(Wait([&] { return duties_->stats().gc.sweeps >= 2; }, 5000));
+  DeletePodNow("handed");
+  ASSERT_TRUE(Wait([&] { return duties_->stats().gc.spares_asked == 1; }, 2 * kReclaimMs + 2000));
+  ASSERT_TRUE(Wait([&] { return SparesIn(Allocations()) == 0; }, 3 * kReclaimMs + 4000));
+  EXPECT_EQ(duties_->stats().gc.spares_reclaimed, 3u);
+}
+
+// A node that is up writes the block when such a pod goes (the release rides with its
+// record): the leader does not ask.
+TEST_F(ClusterDutiesTest, ANodeThatWritesTheBlockAfterThePodWentIsNotAsked) {
+  MustCall("POST", "/api/v1/nodes", R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"}})");
+  CreatePod("handed", "node-a", AllocatedInM("10.0.0.3"));
+  PutBlock(ThreeSpares());
+  StartDuties();
+  ASSERT_TRUE(Wait([&] { return duties_->stats().gc.sweeps >= 2; }, 5000));
+  DeletePodNow("handed");
+  auto spares = ThreeSpares();
+  spares.erase(3);
+  spares[5] = spares[2];  // recorded and released in one write; topped up again
+  PutBlock(spares);
+  SeveralIntervals();
+  EXPECT_EQ(duties_->stats().gc.spares_asked, 0u);
+  EXPECT_FALSE(Asked(MustCall("GET", std::string(kIpBlockCollection) + "/" +
+                                         BlockName("m", *IpNet::Parse("10.0.0.0/29")))));
+  EXPECT_EQ(SparesIn(Allocations()), 3u);
+}
+
 // Which pods may hold an address their node handed out and recorded nowhere.
 TEST(MayHoldUnrecordedAddressTest, APodWaitingForAnAttachmentMayAFinishedOrFullyAllocatedOneMayNot) {
   auto pod = [](const std::string& annotations, const std::string& phase = "Running") {

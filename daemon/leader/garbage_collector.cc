@@ -32,6 +32,23 @@ struct StatefulSetInfo {
   int64_t replicas = 1;  // Kubernetes defaults spec.replicas to 1
   std::string uid;
 };
+// The addresses of an ip_address annotation: "10.0.0.5" or "10.0.0.5,fd00::5", with or
+// without prefix lengths (strings; the caller parses them).
+std::vector<std::string> AddressesIn(const std::string& value) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= value.size()) {
+    size_t comma = value.find(',', start);
+    std::string item = value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    item.erase(0, item.find_first_not_of(' '));
+    item = item.substr(0, item.find_first_of(" /"));
+    if (!item.empty()) out.push_back(item);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
 std::optional<StatefulSetInfo> ParseStatefulSet(const std::string& json) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
@@ -170,8 +187,29 @@ void GarbageCollector::Sweep() {
       seen[unanswered_key] = first;
       if (now - first < options_.reclaim_interval_ms) unanswered_key.clear();
     }
-    if ((due.empty() && gone_key.empty() && unanswered_key.empty()) || jobs_.count(name) ||
-        jobs_.size() >= options_.max_jobs) {
+    // A deleted pod's spare, the block unchanged since: ask the node for its spares.
+    std::string ask;
+    if (auto d = departed_.find(name); d != departed_.end()) {
+      for (auto it = d->second.begin(); it != d->second.end();) {
+        auto entry = block.allocations.find(it->first);
+        const bool still = it->second.resource_version == block.resource_version &&
+                           !block.return_spares && entry != block.allocations.end() &&
+                           entry->second.spare && entry->second.node == block.node;
+        if (!still) {
+          it = d->second.erase(it);
+        } else {
+          if (ask.empty() && now - it->second.seen_ms >= options_.reclaim_interval_ms / 2) {
+            ask = "pod " + it->second.pod + " is gone and its address " +
+                  block.AddressAt(it->first).ToString() + " is still a spare of node " + block.node +
+                  ", never recorded";
+          }
+          ++it;
+        }
+      }
+      if (d->second.empty()) departed_.erase(d);
+    }
+    if ((due.empty() && gone_key.empty() && unanswered_key.empty() && ask.empty()) ||
+        jobs_.count(name) || jobs_.size() >= options_.max_jobs) {
       continue;
     }
     Job& job = jobs_[name];
@@ -183,11 +221,18 @@ void GarbageCollector::Sweep() {
       job.gone_node = block.node;
       job.gone_key = gone_key;
       CheckNodeGone(name);
-    } else {
+    } else if (!unanswered_key.empty()) {
       job.unanswered_key = unanswered_key;
       job.unanswered_version = block.resource_version;
       CheckUnansweredSpares(name);
+    } else {
+      departed_.erase(name);
+      AskForSpares(name, ask);
     }
+  }
+  // (Blocks gone meanwhile.)
+  for (auto it = departed_.begin(); it != departed_.end();) {
+    it = view_->blocks.count(it->first) ? std::next(it) : departed_.erase(it);
   }
   // Only what is orphaned now stays remembered (answers come later, on the loop).
   first_seen_ = std::move(seen);
@@ -457,6 +502,57 @@ void GarbageCollector::CheckNodeGone(const std::string& name) {
   });
 }
 
+void GarbageCollector::PodDeleted(const KubeObject& object) {
+  if (stopped_ || !view_->blocks_synced) return;
+  auto pod = ParsePod(object);
+  if (!pod) return;
+  // Its addresses (the ip_address annotations; they do not name the subnet, so a spare
+  // of the same address in an overlapping subnet is asked for too: harmless, a node that
+  // is up answers).
+  std::vector<IpAddr> addresses;
+  for (const auto& [key, value] : pod->annotations) {
+    if (key.find(".kubernetes.io/ip_address") == std::string::npos) continue;
+    for (const std::string& a : AddressesIn(value)) {
+      if (auto ip = IpAddr::Parse(a)) addresses.push_back(*ip);
+    }
+  }
+  if (addresses.empty()) return;
+  const int64_t now = NowMono();
+  for (const auto& [name, block] : view_->blocks) {
+    for (const IpAddr& a : addresses) {
+      auto offset = block.OffsetOf(a);
+      if (!offset) continue;
+      auto entry = block.allocations.find(*offset);
+      if (entry == block.allocations.end() || !entry->second.spare || entry->second.node != block.node) {
+        continue;
+      }
+      departed_[name][*offset] = Departed{pod->Key(), block.resource_version, now};
+    }
+  }
+}
+
+void GarbageCollector::AskForSpares(const std::string& name, const std::string& why) {
+  const IpBlock* current = CurrentBlock(jobs_.at(name));
+  if (!current || current->return_spares) return Finish(name);
+  IpBlock next = *current;
+  next.return_spares = true;
+  Send("PUT", std::string(kIpBlockCollection) + "/" + name, EncodeIpBlock(next),
+       [this, name, node = next.node, why](KubeResult<KubeResponse> r) {
+         if (!jobs_.count(name)) return;
+         if (r) {
+           ++stats_.spares_asked;
+           LogInfo(why + ": asking node " + node + " for its spares in block " + name +
+                   " (taken back if it does not answer)");
+         } else if (r.error().http_status == 409 || r.error().http_status == 404) {
+           ++stats_.conflicts;  // the node wrote meanwhile: it is up
+         } else {
+           ++stats_.errors;
+           LogWarn("asking node " + node + " for its spares in block " + name + ": " + r.error().message);
+         }
+         Finish(name);
+       });
+}
+
 // The node did not answer for its spares: list its pods; take back every spare none of
 // them can hold.
 void GarbageCollector::CheckUnansweredSpares(const std::string& name) {
@@ -488,16 +584,8 @@ void GarbageCollector::CheckUnansweredSpares(const std::string& name) {
            if (!info) continue;  // (MayHoldUnrecordedAddress said it is readable)
            for (const auto& [key, value] : info->annotations) {
              if (key.find(".kubernetes.io/ip_address") == std::string::npos) continue;
-             size_t start = 0;
-             while (start <= value.size()) {
-               size_t comma = value.find(',', start);
-               std::string item = value.substr(start, comma == std::string::npos ? std::string::npos
-                                                                                  : comma - start);
-               item.erase(0, item.find_first_not_of(' '));
-               item = item.substr(0, item.find_first_of(" /"));
+             for (const std::string& item : AddressesIn(value)) {
                if (auto a = IpAddr::Parse(item)) named.insert(a->ToString());
-               if (comma == std::string::npos) break;
-               start = comma + 1;
              }
            }
          }

@@ -48,6 +48,10 @@
 //   not all annotated as allocated, nothing is taken (the clock restarts); otherwise every
 //   spare no pod's ip_address annotation names is removed, a CAS update on the very
 //   version that was seen (a write by the node in between wins, and is an answer).
+//   The leader asks too: a deleted pod whose ip_address annotation names an address that
+//   is still its node's spare (handed out, never recorded) while that block stays the
+//   same version for reclaim_interval / 2 — a node that is up writes the block within
+//   --deferred-write-ms when such a pod goes — gets returnSpares set on that block.
 // Worst case from a pod's deletion to its address being free again:
 // sweep_interval + reclaim_interval + sweep_interval + two requests (30 s by default).
 // Loop thread only. Owns one uv timer: Close before destruction.
@@ -88,6 +92,7 @@ struct GarbageCollectorStats {
   uint64_t blocks_deleted = 0;    // empty blocks of deleted nodes
   uint64_t spares_reclaimed = 0;  // spares of a node that did not answer returnSpares
   uint64_t spares_kept_pod = 0;   // such checks that found a pod that may hold one
+  uint64_t spares_asked = 0;      // asks made for a deleted pod's unrecorded spare
   uint64_t conflicts = 0;         // CAS writes answered 409/404
   uint64_t errors = 0;
 };
@@ -114,6 +119,9 @@ class GarbageCollector {
 
   // One observation pass (the timer calls it; tests may too).
   void Sweep();
+  // A pod is gone (the pods informer's delete): remember its addresses that are still
+  // their node's spares, to ask for them if nothing changes (see above).
+  void PodDeleted(const KubeObject& pod);
   const GarbageCollectorStats& stats() const { return stats_; }
 
  private:
@@ -154,6 +162,7 @@ class GarbageCollector {
   void CheckNodeGone(const std::string& block);
   void CheckUnansweredSpares(const std::string& block);
   void TakeBackSpares(const std::string& block, const std::set<std::string>& named);
+  void AskForSpares(const std::string& block, const std::string& why);
   void Finish(const std::string& block);
   const IpBlock* CurrentBlock(const Job& job) const;
 
@@ -169,6 +178,13 @@ class GarbageCollector {
 
   std::map<std::string, int64_t> first_seen_;  // allocation or gone-node key -> mono ms
   std::map<std::string, Job> jobs_;            // by block name
+  // A deleted pod's address still a spare: block name -> (offset -> what was seen).
+  struct Departed {
+    std::string pod;                // "namespace/name"
+    std::string resource_version;   // the block's when it was seen
+    int64_t seen_ms = 0;
+  };
+  std::map<std::string, std::map<uint64_t, Departed>> departed_;
   std::map<uint64_t, KubeClient::RequestId> requests_;
   uint64_t next_token_ = 1;
   GarbageCollectorStats stats_;
