@@ -323,6 +323,13 @@ Result<IpBlock> DecodeIpBlock(std::string_view json) {
       if (value.get(item) != simdjson::SUCCESS) return Fail(r.WrongType(path, "an object", value));
       auto a = DecodeAllocation(r, item, path);
       if (!a) return Fail(a.error());
+      // The affine node's entry with no pod and no keeper is a spare whose flag was lost:
+      // rewritten by a version that does not know spares (rolling upgrades), or pruned
+      // by an IPBlock CRD older than the flag. Nothing else writes such an entry.
+      if (!a->spare && !block.node.empty() && a->node == block.node && a->pod_name.empty() &&
+          a->pod_namespace.empty() && KeptFor(*a).empty()) {
+        a->spare = true;
+      }
       block.allocations[*offset] = std::move(*a);
     }
   }

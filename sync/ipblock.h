@@ -58,7 +58,9 @@ struct BlockAllocation {
   // "spare": an address the affine node (`node`) holds in its own block for pods it has
   // not seen yet (--spare-addresses): no pod fields. No other node allocates it; the
   // node hands it out with no API write and records the pod in it later
-  // (docs/cluster-protocol.md, Spares). Omitted when false.
+  // (docs/cluster-protocol.md, Spares). Omitted when false. Decoded true also for an
+  // entry of the affine node with no pod and no keeper: a spare whose flag an older
+  // version (or an older CRD's pruning) dropped.
   bool spare = false;
   friend bool operator==(const BlockAllocation&, const BlockAllocation&) = default;
 };

@@ -192,6 +192,25 @@ TEST(IpBlockCodecTest, SparesAndReturnSparesRoundTripAreLeftOutWhenFalseAndNotCo
   EXPECT_TRUE(OnlySpares(*decoded));
 }
 
+// A version without spares (or a CRD older than the flag, which prunes it) rewrites a
+// spare as an entry of the affine node with empty pod fields: it is still a spare. An
+// entry of another node, or with a keeper, is not.
+TEST(IpBlockCodecTest, ASpareWhoseFlagAnOlderVersionDroppedIsStillASpare) {
+  const std::string head =
+      R"({"apiVersion":"sublease.io/v1alpha1","kind":"IPBlock","metadata":{"name":"m.0a000000-29"},)"
+      R"("spec":{"subnet":"m","cidr":"10.0.0.0/29","node":"node-a","allocations":{)";
+  const std::string empty_pod =
+      R"("namespace":"","pod":"","podUID":"","interface":"","containerID":"","provider":"","sticky":false)";
+  auto decoded = DecodeIpBlock(head + R"("3":{)" + empty_pod + R"(,"node":"node-a"},)" +
+                               R"("4":{)" + empty_pod + R"(,"node":"node-b"},)" + R"("5":{)" + empty_pod +
+                               R"(,"node":"node-a","reservedIp":"r1"}}}})");
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  EXPECT_TRUE(decoded->allocations.at(3).spare);
+  EXPECT_FALSE(decoded->allocations.at(4).spare) << "another node's entry";
+  EXPECT_FALSE(decoded->allocations.at(5).spare) << "kept for a reserved IP";
+  EXPECT_EQ(UsedCount(*decoded), 2u);
+}
+
 TEST(IpBlockCodecTest, EncodesTheDocumentedShape) {
   IpBlock block = SampleBlock();
   block.allocations.erase(2);
