@@ -60,6 +60,36 @@ std::vector<IpAddr> NamedAddresses(const AllocateRequest& r) {
   return out;
 }
 
+// The addresses a request names that another node may hold as spares: its static ones,
+// or its ip_pool entries' ("a,b,c", dual stack "a4,a6;b4,b6"; a StatefulSet member's
+// entry [ordinal] only).
+std::vector<IpAddr> NamedOrPoolAddresses(const AllocateRequest& r) {
+  std::vector<IpAddr> out = NamedAddresses(r);
+  if (!r.static_ips.empty() || r.pool.empty()) return out;
+  auto split = [](const std::string& text, char sep) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    for (size_t end; (end = text.find(sep, start)) != std::string::npos; start = end + 1) {
+      parts.push_back(text.substr(start, end - start));
+    }
+    parts.push_back(text.substr(start));
+    return parts;
+  };
+  std::vector<std::string> entries = split(r.pool, r.pool.find(';') != std::string::npos ? ';' : ',');
+  if (r.ordinal) {
+    if (*r.ordinal >= entries.size()) return out;
+    entries = {entries[*r.ordinal]};
+  }
+  for (const std::string& entry : entries) {
+    for (std::string text : split(entry, ',')) {
+      text.erase(0, text.find_first_not_of(" \t"));
+      text = text.substr(0, text.find_first_of(" \t/"));
+      if (auto a = IpAddr::Parse(text)) out.push_back(*a);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 BlockEngine::BlockEngine(Allocator* allocator, Store* store, BlockApi* api, const Clock* clock,
@@ -381,10 +411,11 @@ void BlockEngine::AfterAllocatorRefused(std::shared_ptr<Job> job, const Error& e
       }
     }
   }
-  if (error.code == Code::kConflict) {
-    // A named address that is another node's spare: that node gives it back when asked
+  if (error.code == Code::kConflict || error.code == Code::kExhausted) {
+    // A named address (static, or the ip_pool entries all taken or a StatefulSet
+    // member's taken) that is another node's spare: that node gives it back when asked
     // (its next write), and the pod's next try gets it.
-    for (const IpAddr& a : NamedAddresses(job->request)) {
+    for (const IpAddr& a : NamedOrPoolAddresses(job->request)) {
       const BlockAllocation* spare = OtherNodesSpare(job->request.subnet, a);
       if (spare == nullptr) continue;
       std::string describe = DescribeAllocation(*spare);  // (AskForSpares may change the copy)

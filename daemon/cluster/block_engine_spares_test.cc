@@ -201,6 +201,35 @@ TEST(BlockEngineSparesTest, AStaticAddressThatIsAnotherNodesSpareIsAskedBack) {
   c.CheckInvariants();
 }
 
+// So is a Kube-OVN ip_pool entry: a Deployment's pool whose free-looking entries are
+// all another node's spares, and a StatefulSet member's entry [ordinal].
+TEST(BlockEngineSparesTest, IpPoolEntriesThatAreAnotherNodesSparesAreAskedBack) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(4));
+  Node& b = c.AddNode("node-b", WithSpares(4));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("a0")));  // .2; spares .3-.6
+  AllocateRequest deployment = c.Request("deploy-x");
+  deployment.pool = "10.0.0.4,10.0.0.5";
+  AllocateRequest member = c.Request("web-1");
+  member.pool = "10.0.0.9,10.0.0.6";
+  member.ordinal = 1;
+  for (const AllocateRequest& r : {deployment, member}) {
+    auto refused = c.AllocateNow(b, r);
+    ASSERT_FALSE(refused) << r.owner.pod_name;
+    EXPECT_EQ(refused.error().code, Code::kUnavailable) << refused.error().message;
+    EXPECT_NE(refused.error().message.find("spare of node node-a"), std::string::npos)
+        << refused.error().message;
+  }
+  TickAfter(c, a, 1'000);
+  auto got = c.AllocateNow(b, deployment);
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(got->v4, Ip("10.0.0.4"));
+  got = c.AllocateNow(b, member);
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(got->v4, Ip("10.0.0.6"));
+  c.CheckInvariants();
+}
+
 // A dynamic pick takes a spare even when a lower address is free (a released one): a
 // spare needs no write before the answer.
 TEST(BlockEngineSparesTest, ADynamicPickPrefersASpareToALowerFreeAddress) {
