@@ -47,7 +47,7 @@ struct Config {
   // Cluster mode: addresses per subnet and family each node holds in its own blocks for
   // pods it has not seen yet; an ADD that gets one needs no API write before its answer
   // (docs/cluster-protocol.md "Spares"). 0 = none.
-  int64_t spare_addresses = 0;
+  int64_t spare_addresses = 8;
   // Cluster mode, the leader: Subnet and IPPool status writes at most once per interval
   // per object (each one reaches every node's Subnet watch; BENCHMARKS.md §7).
   int64_t status_interval_ms = 500;

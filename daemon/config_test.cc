@@ -58,13 +58,13 @@ TEST(ConfigTest, TheAheadWindowIsLearnedUpTo500MsUnlessTurnedOff) {
   EXPECT_FALSE(file->learn_ahead_window);
 }
 
-TEST(ConfigTest, SparesAreOffByDefaultAndBounded) {
-  auto off = Parse({"--kubeconfig", "/k", "--node-name", "n"});
+TEST(ConfigTest, SparesAreEightByDefaultCanBeTurnedOffAndAreBounded) {
+  auto fallback = Parse({"--kubeconfig", "/k", "--node-name", "n"});
+  ASSERT_TRUE(fallback) << fallback.error().message;
+  EXPECT_EQ(fallback->spare_addresses, 8);
+  auto off = Parse({"--kubeconfig", "/k", "--node-name", "n", "--spare-addresses", "0"});
   ASSERT_TRUE(off) << off.error().message;
   EXPECT_EQ(off->spare_addresses, 0);
-  auto on = Parse({"--kubeconfig", "/k", "--node-name", "n", "--spare-addresses", "8"});
-  ASSERT_TRUE(on) << on.error().message;
-  EXPECT_EQ(on->spare_addresses, 8);
   for (const char* bad : {"-1", "65"}) {
     auto refused = Parse({"--kubeconfig", "/k", "--node-name", "n", "--spare-addresses", bad});
     ASSERT_FALSE(refused) << bad;
