@@ -102,6 +102,11 @@ struct AllocateRequest {
   // so that allocations arriving close together share one write (BlockEngine::Expedite
   // ends the wait when the CNI ADD comes).
   bool unhurried = false;
+  // Cluster mode: static_ips are what a node wrote back on this very pod after answering
+  // it (`<provider>.kubernetes.io/allocated: "true"` beside them): the pod holds them. A
+  // spare of this node quarantined after a lost database (docs/cluster-protocol.md
+  // "Spares") is then this pod's, and leaves the quarantine.
+  bool written_back = false;
   std::string mac;
   std::string provider;
   // Cluster mode: the dynamic pick of a family is restricted to this range (one prefix

@@ -176,6 +176,16 @@ void BlockEngine::Allocate(const AllocateRequest& request, LeaseDone done) {
                                             " is pending from before a restart; it is settled "
                                             "once the daemon has reconciled with the API server")));
     }
+    if (request.written_back && !quarantine_.empty()) {
+      // The pod's own written-back addresses: a quarantined spare among them is its.
+      for (const IpAddr& a : NamedAddresses(request)) {
+        if (!quarantine_.erase({request.subnet, a})) continue;
+        LogInfo("quarantined spare " + a.ToString() + " of subnet " + request.subnet + " is " +
+                key.ToString() + "'s (the pod's own annotations, written after its answer, name it)");
+        auto cidr = BlockOfAddress(request.subnet, a);
+        if (BlockState* b = cidr ? FindBlock(BlockName(request.subnet, *cidr)) : nullptr) SyncAllocator(*b);
+      }
+    }
     auto job = std::make_shared<Job>();
     job->request = request;
     job->request.within.clear();

@@ -375,6 +375,31 @@ TEST(BlockEngineSparesTest, AQuarantinedSpareIsNeitherHandedOutNorGivenBackUntil
   c.CheckInvariants();
 }
 
+// After a lost database, a quarantined spare that a pod's own written-back annotations
+// name (allocated: "true" beside ip_address) is that pod's: handed to it and recorded.
+// The same address asked for as a plain static one stays out of use.
+TEST(BlockEngineSparesTest, AQuarantinedSpareGoesToThePodWhoseWrittenBackAnnotationsNameIt) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(2));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // .2; spares .3, .4
+  a.engine->QuarantineSpare("net", Ip("10.0.0.3"));
+  a.engine->QuarantineSpare("net", Ip("10.0.0.4"));
+  ASSERT_FALSE(c.AllocateNow(a, c.Request("someone", {"10.0.0.4"}))) << "a plain static request";
+  AllocateRequest held = c.Request("holder", {"10.0.0.4"});
+  held.written_back = true;
+  auto got = c.AllocateNow(a, held);
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(got->v4, Ip("10.0.0.4"));
+  EXPECT_EQ(a.engine->quarantined_spares(), 1u) << "only that one left the quarantine";
+  TickAfter(c, a, 1'000);
+  const BlockAllocation* recorded = InApi(c, "10.0.0.4");
+  ASSERT_NE(recorded, nullptr);
+  EXPECT_FALSE(recorded->spare);
+  EXPECT_EQ(recorded->pod_name, "holder");
+  EXPECT_TRUE(a.allocator.ForeignHolder("net", Ip("10.0.0.3")).has_value()) << ".3 stays out of use";
+  c.CheckInvariants();
+}
+
 // Seeded random interleavings of several nodes allocating and releasing with spares
 // on, in a subnet small enough to run out: never a duplicate, every lease in its block.
 TEST(BlockEngineSparesTest, NodesWithSparesNeverHandOutADuplicate) {

@@ -959,6 +959,7 @@ void NodeShard::ApplyAttachment(const PodInfo& pod, const AttachmentRequest& a, 
   request->ordinal = a.ordinal;
   request->family = a.family;
   request->sticky = a.sticky;
+  request->written_back = !a.static_ips.empty() && IsAllocated(pod, a.provider, a.per_interface ? a.ifname : "");
   if (!a.mac.empty()) request->mac = a.mac;
   if (pod.IsStatefulSetMember()) {
     request->sticky = true;

@@ -436,7 +436,9 @@ class Cluster(harness.DaemonTestCase):
             return got if all(got.values()) else None
         got = self.wait_for("all 50 pods allocated after kill -9", all_allocated, seconds=60, interval=0.5)
         self.assertEqual(len(set(got.values())), 50, "no duplicate among the pods")
-        blocks = self.block_allocations("crash")
+        # (Pods answered from spares are recorded by a later write.)
+        blocks = self.wait_for("every pod recorded in its block", lambda: (
+            lambda b: b if len(b) >= 50 else None)(self.block_allocations("crash")), seconds=60)
         self.assertEqual(len({ip for ip, _, _ in blocks}), len(blocks), "no duplicate in the IPBlocks")
         self.assertEqual(len(blocks), 50, "no allocation without its pod (no leak)")
         held = {ip: who for ip, who, _ in blocks}

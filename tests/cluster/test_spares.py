@@ -7,7 +7,8 @@ daemons against the fake API server over TLS.
   - a subnet filled to its last address: nodes that find only other nodes' spares ask
     for them back, and every pod gets an address;
   - a node that loses its database while a spare it handed out is not recorded yet keeps
-    its spares out of use after the rebuild, until the pods of then are gone;
+    its spares out of use after the rebuild, until the pods of then are gone — but the
+    pod whose own annotations name one gets it back;
   - a node that is down when another finds only its spares: the leader takes back the
     spares none of its pods holds, and keeps the one it handed out and never recorded.
 Every wait is bounded. Run: python3 -m unittest discover -s tests/cluster -p test_spares.py -v
@@ -142,7 +143,8 @@ class Spares(SparesCase):
 class LostDatabase(SparesCase):
     """A spare handed out and not recorded yet (records wait 60 s here), then kill -9 and
     the database deleted: the rebuilt node keeps its spares out of use until the pods that
-    were on it are gone."""
+    were on it are gone, but gives the pod it had handed one to (its annotations say so)
+    that one back."""
     NODES = ["node-0"]
     DAEMON_ARGS = ["--spare-addresses", "4", "--deferred-write-ms", "60000", "--release-grace-ms", "300"]
     PREFIX = "sublease-spares-db-"
@@ -176,6 +178,10 @@ class LostDatabase(SparesCase):
                       lambda: "spare address(es) of this node are kept out of use" in self.daemon_log("node-0"),
                       seconds=30)
         self.assertIn(held, quarantined)
+        # l-0's own annotations (allocated: "true", written after its answer) name its
+        # spare: it gets it back, recorded under its name.
+        self.wait_for("l-0 recorded with its address again",
+                      lambda: (held, "l-0", "node-0", False) in self.block_entries("lost"), seconds=60)
         # New pods never get l-0's address (nor any quarantined spare).
         fresh = ["l-new-%d" % i for i in range(6)]
         for name in fresh:
@@ -184,8 +190,7 @@ class LostDatabase(SparesCase):
             got = self.wait_for(name + " allocated", lambda: self.allocated(name, p), seconds=60)
             self.assertNotIn(got, quarantined, "a quarantined spare was handed out")
         still = {ip for ip, _, _, spare in self.block_entries("lost") if spare}
-        self.assertLessEqual(quarantined, still, "quarantined spares stay in place, not given back")
-        # l-0 itself was allocated anew by the rebuilt node (it knew no lease of it).
+        self.assertLessEqual(quarantined - {held}, still, "quarantined spares stay in place, not given back")
         # Once the pods of then are gone the quarantine ends.
         for name in ["l-first", "l-0"]:
             self.req("DELETE", PODS + "/" + name + "?gracePeriodSeconds=0")
