@@ -52,6 +52,9 @@ class ClusterDutiesTest : public testing::FakeApiTest {
   void DeletePodNow(const std::string& name) {
     MustCall("DELETE", std::string(kPods) + "/" + name, R"({"gracePeriodSeconds":0})");
   }
+  // Node node-a with spares .2-.4 in block 10.0.0.0/29, its pod "handed" annotated with
+  // .3 (handed out, not recorded); the leader running; then the pod is deleted.
+  void DeleteAPodHoldingAnUnrecordedSpare();
 
   BlockAllocation Alloc(const std::string& pod, const std::string& uid, bool sticky = false) {
     return BlockAllocation{"default", pod, uid, "net1", "c-" + pod, "node-a", "m.default", sticky, "", "", ""};
@@ -326,16 +329,20 @@ std::string AllocatedInM(const std::string& address) {
 }
 bool Asked(const std::string& body) { return body.find("\"returnSpares\":true") != std::string::npos; }
 
-// A pod deleted while its address is still its node's spare (handed out, never
-// recorded: the node went down) and the block unchanged since: the leader asks the node
-// for its spares itself, and with no answer takes them back — nobody had to run out.
-TEST_F(ClusterDutiesTest, ADeletedPodsUnrecordedSpareOfANodeThatIsDownIsAskedForAndTakenBack) {
+void ClusterDutiesTest::DeleteAPodHoldingAnUnrecordedSpare() {
   MustCall("POST", "/api/v1/nodes", R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"}})");
   CreatePod("handed", "node-a", AllocatedInM("10.0.0.3"));
   PutBlock(ThreeSpares());
   StartDuties();
   ASSERT_TRUE(Wait([&] { return duties_->stats().gc.sweeps >= 2; }, 5000));
   DeletePodNow("handed");
+}
+
+// A pod deleted while its address is still its node's spare (handed out, never
+// recorded: the node went down) and the block unchanged since: the leader asks the node
+// for its spares itself, and with no answer takes them back — nobody had to run out.
+TEST_F(ClusterDutiesTest, ADeletedPodsUnrecordedSpareOfANodeThatIsDownIsAskedForAndTakenBack) {
+  ASSERT_NO_FATAL_FAILURE(DeleteAPodHoldingAnUnrecordedSpare());
   ASSERT_TRUE(Wait([&] { return duties_->stats().gc.spares_asked == 1; }, 2 * kReclaimMs + 2000));
   ASSERT_TRUE(Wait([&] { return SparesIn(Allocations()) == 0; }, 3 * kReclaimMs + 4000));
   EXPECT_EQ(duties_->stats().gc.spares_reclaimed, 3u);
@@ -344,12 +351,7 @@ TEST_F(ClusterDutiesTest, ADeletedPodsUnrecordedSpareOfANodeThatIsDownIsAskedFor
 // A node that is up writes the block when such a pod goes (the release rides with its
 // record): the leader does not ask.
 TEST_F(ClusterDutiesTest, ANodeThatWritesTheBlockAfterThePodWentIsNotAsked) {
-  MustCall("POST", "/api/v1/nodes", R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"}})");
-  CreatePod("handed", "node-a", AllocatedInM("10.0.0.3"));
-  PutBlock(ThreeSpares());
-  StartDuties();
-  ASSERT_TRUE(Wait([&] { return duties_->stats().gc.sweeps >= 2; }, 5000));
-  DeletePodNow("handed");
+  ASSERT_NO_FATAL_FAILURE(DeleteAPodHoldingAnUnrecordedSpare());
   auto spares = ThreeSpares();
   spares.erase(3);
   spares[5] = spares[2];  // recorded and released in one write; topped up again

@@ -151,6 +151,14 @@ void GarbageCollector::Sweep() {
   ++stats_.sweeps;
   const int64_t now = NowMono();
   std::map<std::string, int64_t> seen;
+  // Seen now (remembered from its first sighting on): true once it has been seen for
+  // reclaim_interval — the two observations every rule here waits for.
+  auto observed_long_enough = [&](const std::string& key) {
+    auto old = first_seen_.find(key);
+    int64_t first = old == first_seen_.end() ? now : old->second;
+    seen[key] = first;
+    return now - first >= options_.reclaim_interval_ms;
+  };
   uint64_t orphans = 0;
   for (const auto& [name, block] : view_->blocks) {
     std::vector<Candidate> due;
@@ -162,19 +170,13 @@ void GarbageCollector::Sweep() {
       if (!orphan) continue;
       ++orphans;
       std::string key = SeenKey(name, offset, a);
-      auto old = first_seen_.find(key);
-      int64_t first = old == first_seen_.end() ? now : old->second;
-      seen[key] = first;
-      if (now - first >= options_.reclaim_interval_ms) due.push_back({offset, a, key});
+      if (observed_long_enough(key)) due.push_back({offset, a, key});
     }
     std::string gone_key;
     // (A spare is the affine node's, for its next pods: with the node gone, nobody's.)
     if (OnlySpares(block) && !view_->nodes->count(block.node)) {
       gone_key = "node|" + name + "|" + block.node;
-      auto old = first_seen_.find(gone_key);
-      int64_t first = old == first_seen_.end() ? now : old->second;
-      seen[gone_key] = first;
-      if (now - first < options_.reclaim_interval_ms) gone_key.clear();
+      if (!observed_long_enough(gone_key)) gone_key.clear();
     }
     // Spares asked back, and the same version of the block still there: unanswered.
     std::string unanswered_key;
@@ -182,10 +184,7 @@ void GarbageCollector::Sweep() {
         std::any_of(block.allocations.begin(), block.allocations.end(),
                     [&](const auto& e) { return e.second.spare && e.second.node == block.node; })) {
       unanswered_key = "ask|" + name + "|" + block.resource_version;
-      auto old = first_seen_.find(unanswered_key);
-      int64_t first = old == first_seen_.end() ? now : old->second;
-      seen[unanswered_key] = first;
-      if (now - first < options_.reclaim_interval_ms) unanswered_key.clear();
+      if (!observed_long_enough(unanswered_key)) unanswered_key.clear();
     }
     // A deleted pod's spare, the block unchanged since: ask the node for its spares.
     std::string ask;
