@@ -242,15 +242,19 @@ void BlockEngine::MaintainSpares(BlockState& b, IpBlock& next) {
 void BlockEngine::TendSpares() {
   for (auto& [name, bp] : blocks_) {
     BlockState& b = *bp;
-    // (A block being written too: what is queued leaves with its next write.)
-    if (!b.known || !b.object || b.object->node != options_.node) continue;
+    // (A block being written too: what is queued leaves with its next write. A block
+    // whose copy is not current — a write failed — still gets its records queued: the
+    // write path reads it first and decides on what it reads. Without that, a record
+    // that failed while the API server was away waited for some other change of the
+    // block, which a full block may never see.)
+    if (!b.object || b.object->node != options_.node) continue;
     const bool keep = KeepingSpares(b.subnet);
-    bool give_back = b.object->return_spares;
+    bool give_back = b.known && b.object->return_spares;
     for (const auto& [offset, a] : b.object->allocations) {
       if (!IsOwnSpare(b, offset)) continue;
       std::optional<Lease> holder = allocator_->Holder(b.subnet, b.cidr.first().Plus(offset));
       if (!holder) {
-        give_back = give_back || !keep;
+        give_back = give_back || (b.known && !keep);
         continue;
       }
       // Handed out before a restart (or its record failed): record its pod now.

@@ -375,6 +375,26 @@ TEST(BlockEngineSparesTest, AQuarantinedSpareIsNeitherHandedOutNorGivenBackUntil
   c.CheckInvariants();
 }
 
+// A record that failed (the API server away) is sent again at a later tick, though the
+// block's copy is no longer current and nothing else changes the block.
+TEST(BlockEngineSparesTest, ARecordThatFailedIsSentAgainWithoutAnyOtherChange) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(8));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));  // .2; spares .3-.10
+  auto l = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(l) << l.error().message;
+  ASSERT_EQ(l->v4, Ip("10.0.0.3"));
+  c.api.FailNext(1);
+  TickAfter(c, a, 600);  // the record leaves, and fails
+  ASSERT_TRUE(InApi(c, "10.0.0.3")->spare) << "the record failed";
+  for (int i = 0; i < 3; ++i) TickAfter(c, a, 1'000);
+  const BlockAllocation* recorded = InApi(c, "10.0.0.3");
+  ASSERT_NE(recorded, nullptr);
+  EXPECT_FALSE(recorded->spare);
+  EXPECT_EQ(recorded->pod_name, "p1");
+  c.CheckInvariants();
+}
+
 // After a lost database, a quarantined spare that a pod's own written-back annotations
 // name (allocated: "true" beside ip_address) is that pod's: handed to it and recorded.
 // The same address asked for as a plain static one stays out of use.
