@@ -600,6 +600,8 @@ void NodeShard::ReleaseOrphans() {
 void NodeShard::AllocateFor(AllocateRequest request, std::vector<WireRoute> routes, ReplyCallback done) {
   AttachmentKey key = AttachmentKey::For(request.subnet, request.owner);
   Inflight& entry = inflight_[key];
+  // (Whose it is: a CNI ADD of another pod of this name must not join it, JoinInflight.)
+  entry.pod_uid = request.owner.pod_uid;
   if (done) entry.waiters.push_back(std::move(done));
   entry.routes = std::move(routes);
   AllocateAnew(key, std::move(request));
