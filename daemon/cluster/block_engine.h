@@ -285,6 +285,10 @@ class BlockEngine {
   void MaintainSpares(BlockState& b, IpBlock& next);
   // Tick: records the pods of spares taken before a restart, gives back spares asked for.
   void TendSpares();
+  // Tick, until done once: reads each block holding a committed lease of this node that
+  // this engine has no copy of (a restart that resumed the block watch delivers a block
+  // only when it changes), so that TendSpares sees the spares handed out before it.
+  void ReadLeaseBlocks();
   // OnSubnetListed found no free address: asks the nodes holding spares to give them back.
   // The number of spares seen.
   size_t AskForSpares(const std::string& subnet, Family family, std::string* holders);
@@ -384,6 +388,7 @@ class BlockEngine {
   std::set<std::pair<std::string, uint64_t>> recording_;
   std::map<std::string, int64_t> spares_paused_until_ms_;
   std::set<std::pair<std::string, IpAddr>> quarantine_;  // (subnet, address)
+  bool lease_blocks_read_ = false;  // ReadLeaseBlocks done
 };
 
 }  // namespace sublease

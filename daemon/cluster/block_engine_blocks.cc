@@ -470,6 +470,7 @@ void BlockEngine::Tick() {
   if (next_ahead_due >= 0 && wake_) wake_(next_ahead_due - now);
   SweepUnsure();
   CommitUncommitted();
+  ReadLeaseBlocks();
   TendSpares();
   for (auto it = ahead_queued_ms_.begin(); it != ahead_queued_ms_.end();) {
     it = now - it->second > kLeadTimeForgetMs ? ahead_queued_ms_.erase(it) : std::next(it);

@@ -239,6 +239,27 @@ void BlockEngine::MaintainSpares(BlockState& b, IpBlock& next) {
   }
 }
 
+void BlockEngine::ReadLeaseBlocks() {
+  if (lease_blocks_read_) return;
+  std::map<std::string, std::pair<std::string, IpNet>> blocks;  // name -> subnet, cidr
+  allocator_->ForEachLease([&](const Lease& l) {
+    if (l.state != LeaseState::kCommitted) return;
+    for (const IpAddr& a : l.addresses()) {
+      if (auto cidr = BlockOfAddress(l.subnet, a)) blocks.emplace(BlockName(l.subnet, *cidr), std::pair{l.subnet, *cidr});
+    }
+  });
+  bool all = true;
+  for (const auto& [name, where] : blocks) {
+    const auto& [subnet, cidr] = where;
+    BlockState& b = Block(subnet, cidr);
+    if (b.known) continue;
+    all = false;
+    // (Busy or with changes queued: that read or write brings the copy.)
+    if (!b.busy && b.queued.empty()) Read(b);
+  }
+  lease_blocks_read_ = all;
+}
+
 void BlockEngine::TendSpares() {
   for (auto& [name, bp] : blocks_) {
     BlockState& b = *bp;

@@ -351,6 +351,36 @@ TEST(BlockEngineSparesTest, ASpareHandedOutBeforeARestartIsRecordedAfterIt) {
   c.CheckInvariants();
 }
 
+// The same, after a restart that resumed the block watch instead of listing: nothing
+// delivers the block until it changes, so the engine reads each block that holds one of
+// its committed leases — again at a later Tick when the API server is away at first.
+TEST(BlockEngineSparesTest, ASpareHandedOutBeforeARestartThatResumedTheWatchIsRecorded) {
+  ClusterHarness c(Spec("10.0.0.0/24", "/27"));
+  Node& a = c.AddNode("node-a", WithSpares(8));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
+  auto l = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(l);
+  ASSERT_TRUE(InApi(c, l->v4->ToString())->spare);
+  BlockEngine::Options o = WithSpares(8);
+  o.node = "node-a";
+  a.engine = std::make_unique<BlockEngine>(&a.allocator, a.store.get(), &c.api, &a.clock, o);
+  ASSERT_TRUE(a.engine->OnSubnetUpsert("net"));
+  c.api.FailNext(1);
+  TickAfter(c, a, 1'000);  // the read fails
+  ASSERT_TRUE(InApi(c, l->v4->ToString())->spare);
+  TickAfter(c, a, 1'000);  // read again
+  TickAfter(c, a, 1'000);
+  const BlockAllocation* held = InApi(c, l->v4->ToString());
+  ASSERT_NE(held, nullptr);
+  EXPECT_FALSE(held->spare) << "recorded";
+  EXPECT_EQ(held->pod_name, "p1");
+  // Read once: later Ticks read nothing.
+  const uint64_t gets = a.engine->stats().gets;
+  for (int i = 0; i < 3; ++i) TickAfter(c, a, 1'000);
+  EXPECT_EQ(a.engine->stats().gets, gets);
+  c.CheckInvariants();
+}
+
 // After a rebuilt database, the node's spares are quarantined: not handed out, not
 // given back, not counted (more are added beside them) — until the quarantine is lifted.
 TEST(BlockEngineSparesTest, AQuarantinedSpareIsNeitherHandedOutNorGivenBackUntilLifted) {
