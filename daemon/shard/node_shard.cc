@@ -84,9 +84,9 @@ class NodeShard::PodHandler final : public InformerHandler {
     // watch's 410 delivers no deletion for pods that went meanwhile (its cache started
     // empty), so pods this shard still knows but the list lacks are gone.
     if (s_->pod_informer_) {
-      std::set<std::string> present;
-      for (const auto& [key, object] : s_->pod_informer_->cache()) present.insert(key);
-      s_->ForgetPodsNotIn(present);
+      std::map<std::string, std::string> listed;
+      for (const auto& [key, object] : s_->pod_informer_->cache()) listed[key] = object.uid;
+      s_->ForgetPodsNotIn(listed);
     }
     s_->PodsSynced();
   }
@@ -241,12 +241,12 @@ void NodeShard::ListPodsOnce() {
       return;  // pods_synced_ stays false: Tick lists again
     }
     if (pods_synced_) return;  // the informer relisted meanwhile: it knows better
-    std::set<std::string> present;
+    std::map<std::string, std::string> listed;
     for (const KubeObject& pod : page->items) {
-      present.insert(pod.Key());
+      listed[pod.Key()] = pod.uid;
       PodChanged(pod);
     }
-    ForgetPodsNotIn(present);
+    ForgetPodsNotIn(listed);
     PodsSynced();
   });
 }
@@ -351,6 +351,14 @@ void NodeShard::RemoveSubnet(const KubeObject& object) {
 // ---- Pods ----
 
 void NodeShard::PodChanged(const KubeObject& object) {
+  if (auto ahead = read_ahead_.find(object.Key()); ahead != read_ahead_.end()) {
+    if (!object.uid.empty() && object.uid != ahead->second) {
+      LogDebug("pod " + object.Key() + ": an event of UID " + object.uid + ", older than UID " +
+               ahead->second + " read ahead of the feed; not taken");
+      return;
+    }
+    read_ahead_.erase(ahead);  // the feed has caught up with the read
+  }
   if (std::optional<std::string> pod_key = StorePod(object)) ReconcilePod(*pod_key);
 }
 
@@ -448,6 +456,9 @@ static bool ParseStatefulSet(const std::string& json, int64_t* replicas, std::st
 
 void NodeShard::PodGone(const KubeObject& object) {
   std::string pod_key = object.Key();
+  if (auto ahead = read_ahead_.find(pod_key); ahead != read_ahead_.end() && ahead->second == object.uid) {
+    read_ahead_.erase(ahead);
+  }
   auto known = pods_.find(pod_key);
   // The deletion of an earlier pod of this name can arrive after this node read the
   // newer one (an ADD that outran the watch): the newer pod stays, and settles the
@@ -521,10 +532,15 @@ static std::optional<std::pair<std::string, uint32_t>> SplitOrdinal(const std::s
   return std::make_pair(pod_name.substr(0, dash), ordinal);
 }
 
-void NodeShard::ForgetPodsNotIn(const std::set<std::string>& present) {
+void NodeShard::ForgetPodsNotIn(const std::map<std::string, std::string>& listed) {
+  std::vector<std::string> reread;
+  for (const auto& [key, uid] : read_ahead_) {
+    auto it = listed.find(key);
+    if (it == listed.end() || it->second != uid) reread.push_back(key);
+  }
   std::vector<KubeObject> gone;
   for (const auto& [key, pod] : pods_) {
-    if (present.count(key)) continue;
+    if (listed.count(key) || read_ahead_.count(key)) continue;
     KubeObject object;
     object.name = pod.name;
     object.namespace_name = pod.namespace_name;
@@ -532,6 +548,42 @@ void NodeShard::ForgetPodsNotIn(const std::set<std::string>& present) {
     gone.push_back(std::move(object));
   }
   for (const auto& object : gone) PodGone(object);
+  for (const std::string& key : reread) RereadPod(key);
+}
+
+void NodeShard::RereadPod(const std::string& pod_key) {
+  auto read = read_ahead_.find(pod_key);
+  auto pod = pods_.find(pod_key);
+  if (read == read_ahead_.end() || pod == pods_.end()) return;
+  const std::string uid = read->second;
+  ++stats_.pod_reads;
+  client_->Get("/api/v1/namespaces/" + pod->second.namespace_name + "/pods/" + pod->second.name,
+               [this, pod_key, uid](KubeResult<KubeResponse> r) {
+    auto ahead = read_ahead_.find(pod_key);
+    if (ahead == read_ahead_.end() || ahead->second != uid) return;  // settled meanwhile
+    std::optional<KubeObject> object;
+    if (r) {
+      if (auto parsed = ParseKubeObject(r->body)) object = std::move(*parsed);
+    }
+    if (!r && r.error().code != Code::kNotFound) {
+      // Cannot tell now: the read-ahead pod stays until the feed or a later list settles it.
+      LogWarn("reading pod " + pod_key + " again after a list: " + r.error().message);
+      return;
+    }
+    read_ahead_.erase(ahead);
+    auto known = pods_.find(pod_key);
+    if (known != pods_.end() && (!object || object->uid != uid)) {
+      KubeObject gone;  // the pod read ahead is gone
+      gone.name = known->second.name;
+      gone.namespace_name = known->second.namespace_name;
+      gone.uid = uid;
+      PodGone(gone);
+    }
+    if (object) {
+      read_ahead_[pod_key] = object->uid;  // ahead of the feed again, perhaps
+      if (std::optional<std::string> stored = StorePod(*object)) ReconcilePod(*stored);
+    }
+  });
 }
 
 void NodeShard::PodsSynced() {
@@ -1222,8 +1274,10 @@ void NodeShard::ReadPodThen(const CniRequest& cni, ReplyCallback done) {
       return done(Fail(Error::InvalidArgument("pod " + pod_key + " is bound to node " + pod->node_name +
                                               ", not to this node (" + options_.node + "); nothing was allocated")));
     }
-    // What the watch will show too; its own events then change nothing new.
+    // What the watch will show too; until it does, its events of an earlier pod of the
+    // name are not taken (read_ahead_).
     std::optional<std::string> stored = StorePod(*object);
+    if (stored) read_ahead_[*stored] = pod->uid;
     AddFor(cni, std::move(done), /*pod_was_read=*/true);
     if (stored) ReconcilePod(*stored);  // the pod's other attachments, ahead of time
   });

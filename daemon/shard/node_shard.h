@@ -154,8 +154,12 @@ class NodeShard final : public CniBackend {
   void ReleaseOrphans();
   // Lifts the quarantine of spares a rebuild made once the pods of then are gone.
   void TendQuarantine();
-  // Treats every known pod whose key is not in `present` as deleted.
-  void ForgetPodsNotIn(const std::set<std::string>& present);
+  // After a list (`listed`: "ns/name" -> UID): treats every known pod not in it as
+  // deleted, except one read ahead of the feed (read_ahead_), which it reads again.
+  void ForgetPodsNotIn(const std::map<std::string, std::string>& listed);
+  // Reads a pod that was read ahead of the feed again, after a list that showed it
+  // otherwise (the list may be older or newer than that read: the read now decides).
+  void RereadPod(const std::string& pod_key);
   // Start-up with a resumed pod feed: one list of this node's pods (retried on Tick).
   void ListPodsOnce();
   // Releases a StatefulSet member's lease unless its StatefulSet (same UID when known)
@@ -307,6 +311,11 @@ class NodeShard final : public CniBackend {
   std::map<Feed, std::pair<std::string, bool>> progress_;
 
   std::map<std::string, PodInfo> pods_;               // this node's pods by "ns/name"
+  // Pods read from the API server ahead of the pod feed (a CNI ADD that outran it), by
+  // "ns/name": the UID read. The feed delivers in order, so until it shows that UID (or
+  // its deletion) its events of another UID of the name are an earlier pod's, and are
+  // not taken: they would bring that pod back over the newer one (and its lease with it).
+  std::map<std::string, std::string> read_ahead_;
   std::map<AttachmentKey, Inflight> inflight_;        // allocations waiting for the API
   std::map<AttachmentKey, int64_t> release_due_ms_;   // leases to release at this time
   std::map<AttachmentKey, int64_t> release_backoff_ms_;  // ... after failing: the last wait

@@ -621,6 +621,52 @@ class Cluster(harness.DaemonTestCase):
         time.sleep(1.0)  # nothing late overwrites it
         self.assertEqual(self.allocated("rc-1", p)[p + ".kubernetes.io/ip_address"], second, got)
 
+    def test_13_an_earlier_pods_late_events_never_take_the_address_of_its_successor(self):
+        # Both ADDs outrun a slow pod watch: the node reads each pod. The second pod of the
+        # name keeps the first one's lease (a plain pod takes any address). The watch then
+        # delivers the first pod's events, late: they must not bring that pod back over
+        # the second (which took its lease back, and its deletion then freed an address
+        # the second pod was using: found by cluster.property.timing).
+        p = "late.default"
+        node = "node-6"
+        self.create_subnet(subnet("late", p, "10.98.0.0/24"))
+        self.wait_subnet_seen("late")
+        _, timing = self.api.ctl("GET", "/timing")
+        delays = dict(timing["watch_delay_ms"])
+        self.api.ctl("POST", "/timing", {"watch_delay_ms": dict(delays, pods=[5000, 5000])})
+        try:
+            uid1 = self.req("POST", PODS, pod("lt-1", node, "late"))["metadata"]["uid"]
+            rc, out = self.settled(lambda: self.run_cni(node, "ADD", "lt-1", "sb-lt-1-a", uid1, p))
+            self.assertEqual(rc, 0, out)
+            first = out["ips"][0]["address"].split("/")[0]
+            self.wait_for("the first lt-1 annotated", lambda: self.allocated("lt-1", p), seconds=30)
+            self.req("DELETE", PODS + "/lt-1?gracePeriodSeconds=0")
+            # Spaces the first pod's deletion and the second's creation in the watch by
+            # more than the release grace and a tick, as a slow watch may: the deletion,
+            # if taken for the lease's pod, releases it before the second pod shows up.
+            # (Not a wait for a condition: the spacing the defect needs. The ADD below
+            # still comes seconds before the watch delivers either event.)
+            time.sleep(2.0)
+            uid2 = self.req("POST", PODS, pod("lt-1", node, "late"))["metadata"]["uid"]
+            rc, out = self.settled(lambda: self.run_cni(node, "ADD", "lt-1", "sb-lt-1-b", uid2, p))
+            self.assertEqual(rc, 0, out)
+            second = out["ips"][0]["address"].split("/")[0]
+            # The watch delivers in order: once this pod's allocation is made ahead of
+            # time, every event of the two lt-1 pods has been taken (or turned away).
+            self.req("POST", PODS, pod("lt-marker", node, "late"))
+        finally:
+            self.api.ctl("POST", "/timing", {"watch_delay_ms": delays})
+        self.wait_for("lt-marker allocated ahead of time", lambda: self.allocation_of("lt-marker"), seconds=60)
+        self.assertEqual(second, first, "the second pod kept the first one's lease")
+        holder = self.wait_for("lt-1's address recorded as the second pod's", lambda: (
+            lambda who: who if who and who.get("podUID") == uid2 else None)(self.holder_of("late", second)),
+            seconds=30)
+        self.assertEqual(holder["pod"], "lt-1")
+        self.assertEqual(holder["containerID"], "sb-lt-1-b")
+        self.assertEqual(self.wait_for("lt-1 annotated", lambda: self.allocated("lt-1", p), seconds=30)
+                         [p + ".kubernetes.io/ip_address"], second)
+        self.assertIn("lt-1", self.live_leases(node, "late"), "the node still holds its lease")
+
 
 class AheadWindow(harness.DaemonTestCase):
     """The ahead-of-time window is learned from how long after their allocation the pods'
