@@ -314,21 +314,28 @@ TEST(BlockEngineSparesTest, AnOwnSpareNamedByAStaticRequestIsHandedOutLikeAnyOth
   c.CheckInvariants();
 }
 
+// p1 is answered from a spare; the daemon dies before its record leaves and restarts
+// with the leases of its store (the allocator holds what Restore would give it) and a
+// new engine that has seen no block yet.
+void HandOutASpareThenRestart(ClusterHarness& c, Node& a, std::optional<Lease>* l) {
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
+  auto handed = c.AllocateNow(a, c.Request("p1"));
+  ASSERT_TRUE(handed);
+  ASSERT_TRUE(InApi(c, handed->v4->ToString())->spare);
+  *l = *handed;
+  BlockEngine::Options o = WithSpares(8);
+  o.node = a.name;
+  a.engine = std::make_unique<BlockEngine>(&a.allocator, a.store.get(), &c.api, &a.clock, o);
+  ASSERT_TRUE(a.engine->OnSubnetUpsert("net"));
+}
+
 // A spare handed out before a restart (its record not written yet) is recorded by the
 // restarted engine's Tick: the lease is in the store, committed.
 TEST(BlockEngineSparesTest, ASpareHandedOutBeforeARestartIsRecordedAfterIt) {
   ClusterHarness c(Spec("10.0.0.0/24", "/27"));
   Node& a = c.AddNode("node-a", WithSpares(8));
-  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
-  auto l = c.AllocateNow(a, c.Request("p1"));
-  ASSERT_TRUE(l);
-  ASSERT_TRUE(InApi(c, l->v4->ToString())->spare);
-  // The daemon dies before the record leaves; it restarts with the leases of its store
-  // (the allocator holds what Restore would give it) and nothing else.
-  BlockEngine::Options o = WithSpares(8);
-  o.node = "node-a";
-  a.engine = std::make_unique<BlockEngine>(&a.allocator, a.store.get(), &c.api, &a.clock, o);
-  ASSERT_TRUE(a.engine->OnSubnetUpsert("net"));
+  std::optional<Lease> l;
+  ASSERT_NO_FATAL_FAILURE(HandOutASpareThenRestart(c, a, &l));
   for (const auto& [name, b] : c.api.objects()) a.engine->OnBlockUpsert(b);  // the informer's list
   // Another pod gets another spare, never p1's.
   auto other = c.AllocateNow(a, c.Request("p2"));
@@ -357,14 +364,8 @@ TEST(BlockEngineSparesTest, ASpareHandedOutBeforeARestartIsRecordedAfterIt) {
 TEST(BlockEngineSparesTest, ASpareHandedOutBeforeARestartThatResumedTheWatchIsRecorded) {
   ClusterHarness c(Spec("10.0.0.0/24", "/27"));
   Node& a = c.AddNode("node-a", WithSpares(8));
-  ASSERT_TRUE(c.AllocateNow(a, c.Request("p0")));
-  auto l = c.AllocateNow(a, c.Request("p1"));
-  ASSERT_TRUE(l);
-  ASSERT_TRUE(InApi(c, l->v4->ToString())->spare);
-  BlockEngine::Options o = WithSpares(8);
-  o.node = "node-a";
-  a.engine = std::make_unique<BlockEngine>(&a.allocator, a.store.get(), &c.api, &a.clock, o);
-  ASSERT_TRUE(a.engine->OnSubnetUpsert("net"));
+  std::optional<Lease> l;
+  ASSERT_NO_FATAL_FAILURE(HandOutASpareThenRestart(c, a, &l));
   c.api.FailNext(1);
   TickAfter(c, a, 1'000);  // the read fails
   ASSERT_TRUE(InApi(c, l->v4->ToString())->spare);
