@@ -554,7 +554,11 @@ void NodeShard::ForgetPodsNotIn(const std::map<std::string, std::string>& listed
 void NodeShard::RereadPod(const std::string& pod_key) {
   auto read = read_ahead_.find(pod_key);
   auto pod = pods_.find(pod_key);
-  if (read == read_ahead_.end() || pod == pods_.end()) return;
+  if (read == read_ahead_.end()) return;
+  if (pod == pods_.end()) {
+    read_ahead_.erase(read);  // nothing of it left to protect
+    return;
+  }
   const std::string uid = read->second;
   ++stats_.pod_reads;
   client_->Get("/api/v1/namespaces/" + pod->second.namespace_name + "/pods/" + pod->second.name,
