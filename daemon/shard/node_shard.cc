@@ -554,24 +554,33 @@ void NodeShard::ForgetPodsNotIn(const std::map<std::string, std::string>& listed
 void NodeShard::RereadPod(const std::string& pod_key) {
   auto read = read_ahead_.find(pod_key);
   auto pod = pods_.find(pod_key);
-  if (read == read_ahead_.end()) return;
+  if (read == read_ahead_.end()) {
+    reread_due_.erase(pod_key);  // the feed settled it
+    return;
+  }
   if (pod == pods_.end()) {
     read_ahead_.erase(read);  // nothing of it left to protect
+    reread_due_.erase(pod_key);
     return;
   }
   const std::string uid = read->second;
+  if (!rereading_.insert(pod_key).second) return;
+  reread_due_.erase(pod_key);
   ++stats_.pod_reads;
   client_->Get("/api/v1/namespaces/" + pod->second.namespace_name + "/pods/" + pod->second.name,
                [this, pod_key, uid](KubeResult<KubeResponse> r) {
+    rereading_.erase(pod_key);
     auto ahead = read_ahead_.find(pod_key);
     if (ahead == read_ahead_.end() || ahead->second != uid) return;  // settled meanwhile
     std::optional<KubeObject> object;
     if (r) {
       if (auto parsed = ParseKubeObject(r->body)) object = std::move(*parsed);
     }
-    if (!r && r.error().code != Code::kNotFound) {
-      // Cannot tell now: the read-ahead pod stays until the feed or a later list settles it.
-      LogWarn("reading pod " + pod_key + " again after a list: " + r.error().message);
+    if ((!r && r.error().code != Code::kNotFound) || (r && !object)) {
+      // Cannot tell now (the list is all the feed will say of it): read again next Tick.
+      LogWarn("reading pod " + pod_key + " again after a list: " +
+              (r ? std::string("unreadable answer") : r.error().message) + " (retrying)");
+      reread_due_.insert(pod_key);
       return;
     }
     read_ahead_.erase(ahead);
@@ -584,8 +593,10 @@ void NodeShard::RereadPod(const std::string& pod_key) {
       PodGone(gone);
     }
     if (object) {
-      read_ahead_[pod_key] = object->uid;  // ahead of the feed again, perhaps
-      if (std::optional<std::string> stored = StorePod(*object)) ReconcilePod(*stored);
+      if (std::optional<std::string> stored = StorePod(*object)) {
+        read_ahead_[*stored] = object->uid;  // ahead of the feed again, perhaps
+        ReconcilePod(*stored);
+      }
     }
   });
 }
@@ -1517,6 +1528,7 @@ void NodeShard::Tick() {
   if (pods_resumed_ && !pods_synced_) ListPodsOnce();
   TendQuarantine();
   for (const auto& pod_key : TakeDue(&retry_pods_due_ms_, now)) ReconcilePod(pod_key);
+  for (const std::string& pod_key : std::set<std::string>(reread_due_)) RereadPod(pod_key);
   if (!pool_feed_->synced() && ++pool_probe_ticks_ % 10 == 0) ProbeIpPools();
   SaveProgress();
 }

@@ -316,6 +316,8 @@ class NodeShard final : public CniBackend {
   // its deletion) its events of another UID of the name are an earlier pod's, and are
   // not taken: they would bring that pod back over the newer one (and its lease with it).
   std::map<std::string, std::string> read_ahead_;
+  std::set<std::string> rereading_;    // RereadPod in flight
+  std::set<std::string> reread_due_;   // RereadPod failed (API server away): next Tick
   std::map<AttachmentKey, Inflight> inflight_;        // allocations waiting for the API
   std::map<AttachmentKey, int64_t> release_due_ms_;   // leases to release at this time
   std::map<AttachmentKey, int64_t> release_backoff_ms_;  // ... after failing: the last wait

@@ -627,15 +627,15 @@ class Cluster(harness.DaemonTestCase):
         # delivers the first pod's events, late: they must not bring that pod back over
         # the second (which took its lease back, and its deletion then freed an address
         # the second pod was using: found by cluster.property.timing).
-        p = "late.default"
+        p = "lateev.default"
         node = "node-6"
-        self.create_subnet(subnet("late", p, "10.98.0.0/24"))
-        self.wait_subnet_seen("late")
+        self.create_subnet(subnet("lateev", p, "10.98.0.0/24"))
+        self.wait_subnet_seen("lateev")
         _, timing = self.api.ctl("GET", "/timing")
         delays = dict(timing["watch_delay_ms"])
         self.api.ctl("POST", "/timing", {"watch_delay_ms": dict(delays, pods=[5000, 5000])})
         try:
-            uid1 = self.req("POST", PODS, pod("lt-1", node, "late"))["metadata"]["uid"]
+            uid1 = self.req("POST", PODS, pod("lt-1", node, "lateev"))["metadata"]["uid"]
             rc, out = self.settled(lambda: self.run_cni(node, "ADD", "lt-1", "sb-lt-1-a", uid1, p))
             self.assertEqual(rc, 0, out)
             first = out["ips"][0]["address"].split("/")[0]
@@ -647,25 +647,56 @@ class Cluster(harness.DaemonTestCase):
             # (Not a wait for a condition: the spacing the defect needs. The ADD below
             # still comes seconds before the watch delivers either event.)
             time.sleep(2.0)
-            uid2 = self.req("POST", PODS, pod("lt-1", node, "late"))["metadata"]["uid"]
+            uid2 = self.req("POST", PODS, pod("lt-1", node, "lateev"))["metadata"]["uid"]
             rc, out = self.settled(lambda: self.run_cni(node, "ADD", "lt-1", "sb-lt-1-b", uid2, p))
             self.assertEqual(rc, 0, out)
             second = out["ips"][0]["address"].split("/")[0]
             # The watch delivers in order: once this pod's allocation is made ahead of
             # time, every event of the two lt-1 pods has been taken (or turned away).
-            self.req("POST", PODS, pod("lt-marker", node, "late"))
+            self.req("POST", PODS, pod("lt-marker", node, "lateev"))
         finally:
             self.api.ctl("POST", "/timing", {"watch_delay_ms": delays})
         self.wait_for("lt-marker allocated ahead of time", lambda: self.allocation_of("lt-marker"), seconds=60)
         self.assertEqual(second, first, "the second pod kept the first one's lease")
         holder = self.wait_for("lt-1's address recorded as the second pod's", lambda: (
-            lambda who: who if who and who.get("podUID") == uid2 else None)(self.holder_of("late", second)),
+            lambda who: who if who and who.get("podUID") == uid2 else None)(self.holder_of("lateev", second)),
             seconds=30)
         self.assertEqual(holder["pod"], "lt-1")
         self.assertEqual(holder["containerID"], "sb-lt-1-b")
         self.assertEqual(self.wait_for("lt-1 annotated", lambda: self.allocated("lt-1", p), seconds=30)
                          [p + ".kubernetes.io/ip_address"], second)
-        self.assertIn("lt-1", self.live_leases(node, "late"), "the node still holds its lease")
+        self.assertIn("lt-1", self.live_leases(node, "lateev"), "the node still holds its lease")
+
+    def test_14_a_pod_read_ahead_and_gone_by_a_relist_is_read_again_until_an_answer(self):
+        # A pod the node read ahead of a slow watch is deleted; the watch then expires (410)
+        # and the relist does not show it. The node reads it again (the list may be older
+        # than its read), retrying while that read fails, and releases its lease once the
+        # API server says it is gone.
+        p = "relist.default"
+        node = "node-7"
+        self.create_subnet(subnet("relist", p, "10.96.0.0/24"))
+        self.wait_subnet_seen("relist")
+        _, timing = self.api.ctl("GET", "/timing")
+        delays = dict(timing["watch_delay_ms"])
+        self.api.ctl("POST", "/timing", {"watch_delay_ms": dict(delays, pods=[5000, 5000])})
+        try:
+            uid = self.req("POST", PODS, pod("rl-1", node, "relist"))["metadata"]["uid"]
+            rc, out = self.settled(lambda: self.run_cni(node, "ADD", "rl-1", "sb-rl-1", uid, p))
+            self.assertEqual(rc, 0, out)
+            self.req("DELETE", PODS + "/rl-1?gracePeriodSeconds=0")
+            status, _ = self.api.ctl("POST", "/faults", {"method": "GET", "path_prefix": PODS + "/rl-1",
+                                                         "status": 500, "count": 2})
+            self.assertIn(status, (200, 201))
+            self.api.ctl("POST", "/compact", {})
+            self.api.ctl("POST", "/drop-watches", {"mode": "abort"})
+        finally:
+            self.api.ctl("POST", "/timing", {"watch_delay_ms": delays})
+        self.wait_for("rl-1's lease released", lambda: "rl-1" not in self.live_leases(node, "relist"), seconds=60)
+        _, faults = self.api.ctl("GET", "/faults")
+        self.assertEqual(faults["faults"][0]["hits"], 2, "read again after failed reads: %s" % faults)
+        self.api.ctl("DELETE", "/faults")
+        self.wait_for("rl-1's allocation gone from its block", lambda: self.allocation_of("rl-1") is None,
+                      seconds=30)
 
 
 class AheadWindow(harness.DaemonTestCase):
