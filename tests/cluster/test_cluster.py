@@ -698,6 +698,37 @@ class Cluster(harness.DaemonTestCase):
         self.wait_for("rl-1's allocation gone from its block", lambda: self.allocation_of("rl-1") is None,
                       seconds=30)
 
+    def test_15_a_relist_that_shows_a_newer_pod_of_a_name_read_ahead_has_it_read_again(self):
+        # As test 14, but the name is re-created on the same node before the relist: the
+        # list shows the newer pod, whose events the node had turned away (the one it read
+        # was older). The node reads the pod again and serves the newer one: the lease
+        # follows it and its annotations are written.
+        p = "relist2.default"
+        node = "node-8"
+        self.create_subnet(subnet("relist2", p, "10.95.0.0/24"))
+        self.wait_subnet_seen("relist2")
+        _, timing = self.api.ctl("GET", "/timing")
+        delays = dict(timing["watch_delay_ms"])
+        self.api.ctl("POST", "/timing", {"watch_delay_ms": dict(delays, pods=[5000, 5000])})
+        try:
+            uid1 = self.req("POST", PODS, pod("rr-1", node, "relist2"))["metadata"]["uid"]
+            rc, out = self.settled(lambda: self.run_cni(node, "ADD", "rr-1", "sb-rr-1", uid1, p))
+            self.assertEqual(rc, 0, out)
+            address = out["ips"][0]["address"].split("/")[0]
+            self.req("DELETE", PODS + "/rr-1?gracePeriodSeconds=0")
+            uid2 = self.req("POST", PODS, pod("rr-1", node, "relist2"))["metadata"]["uid"]
+            self.api.ctl("POST", "/compact", {})
+            self.api.ctl("POST", "/drop-watches", {"mode": "abort"})
+        finally:
+            self.api.ctl("POST", "/timing", {"watch_delay_ms": delays})
+        got = self.wait_for("the newer rr-1 annotated", lambda: (
+            lambda a: a if a and a.get(p + ".kubernetes.io/ip_address") else None)(self.allocated("rr-1", p)),
+            seconds=60)
+        holder = self.wait_for("rr-1's allocation recorded for the newer pod", lambda: (
+            lambda who: who if who and who.get("podUID") == uid2 else None)(self.allocation_of("rr-1")), seconds=30)
+        self.assertEqual(got[p + ".kubernetes.io/ip_address"], address, "the lease followed the newer pod")
+        self.assertEqual(holder["node"], node)
+
 
 class AheadWindow(harness.DaemonTestCase):
     """The ahead-of-time window is learned from how long after their allocation the pods'
