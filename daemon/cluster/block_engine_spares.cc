@@ -245,7 +245,9 @@ void BlockEngine::ReadLeaseBlocks() {
   allocator_->ForEachLease([&](const Lease& l) {
     if (l.state != LeaseState::kCommitted) return;
     for (const IpAddr& a : l.addresses()) {
-      if (auto cidr = BlockOfAddress(l.subnet, a)) blocks.emplace(BlockName(l.subnet, *cidr), std::pair{l.subnet, *cidr});
+      if (auto cidr = BlockOfAddress(l.subnet, a)) {
+        blocks.emplace(BlockName(l.subnet, *cidr), std::pair{l.subnet, *cidr});
+      }
     }
   });
   bool all = true;

@@ -532,6 +532,15 @@ static std::optional<std::pair<std::string, uint32_t>> SplitOrdinal(const std::s
   return std::make_pair(pod_name.substr(0, dash), ordinal);
 }
 
+// What PodGone needs of a pod that is gone: its name and the UID it had.
+static KubeObject GonePod(const PodInfo& pod, const std::string& uid) {
+  KubeObject object;
+  object.name = pod.name;
+  object.namespace_name = pod.namespace_name;
+  object.uid = uid;
+  return object;
+}
+
 void NodeShard::ForgetPodsNotIn(const std::map<std::string, std::string>& listed) {
   std::vector<std::string> reread;
   for (const auto& [key, uid] : read_ahead_) {
@@ -541,11 +550,7 @@ void NodeShard::ForgetPodsNotIn(const std::map<std::string, std::string>& listed
   std::vector<KubeObject> gone;
   for (const auto& [key, pod] : pods_) {
     if (listed.count(key) || read_ahead_.count(key)) continue;
-    KubeObject object;
-    object.name = pod.name;
-    object.namespace_name = pod.namespace_name;
-    object.uid = pod.uid;
-    gone.push_back(std::move(object));
+    gone.push_back(GonePod(pod, pod.uid));
   }
   for (const auto& object : gone) PodGone(object);
   for (const std::string& key : reread) RereadPod(key);
@@ -586,11 +591,7 @@ void NodeShard::RereadPod(const std::string& pod_key) {
     read_ahead_.erase(ahead);
     auto known = pods_.find(pod_key);
     if (known != pods_.end() && (!object || object->uid != uid)) {
-      KubeObject gone;  // the pod read ahead is gone
-      gone.name = known->second.name;
-      gone.namespace_name = known->second.namespace_name;
-      gone.uid = uid;
-      PodGone(gone);
+      PodGone(GonePod(known->second, uid));  // the pod read ahead is gone
     }
     if (object) {
       if (std::optional<std::string> stored = StorePod(*object)) {

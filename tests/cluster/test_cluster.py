@@ -14,6 +14,7 @@ Run: python3 -m unittest discover -s tests/cluster -v   (SUBLEASE_BIN=build/bin)
 Post-mortem: SUBLEASE_KEEP_TEST_DIR=1 keeps the daemons' logs and databases;
 SUBLEASE_TEST_LOG_LEVEL=debug makes the daemons log every block claim and write.
 """
+import contextlib
 import ipaddress
 import json
 import os
@@ -42,6 +43,25 @@ class Cluster(harness.DaemonTestCase):
 
     def create_subnet(self, s):
         self.req("POST", SUBNETS, s)
+
+    @contextlib.contextmanager
+    def slow_pod_watch(self):
+        """Pod watch events 5 s late (the other resources as they were) inside the block:
+        the daemons' CNI ADDs outrun the watch and read their pods."""
+        _, timing = self.api.ctl("GET", "/timing")
+        delays = dict(timing["watch_delay_ms"])
+        self.api.ctl("POST", "/timing", {"watch_delay_ms": dict(delays, pods=[5000, 5000])})
+        try:
+            yield
+        finally:
+            self.api.ctl("POST", "/timing", {"watch_delay_ms": delays})
+
+    def create_and_add(self, name, node, subnet_name, provider, container):
+        """Creates pod `name` bound to `node` and runs its CNI ADD; (its UID, the address)."""
+        uid = self.req("POST", PODS, pod(name, node, subnet_name))["metadata"]["uid"]
+        rc, out = self.settled(lambda: self.run_cni(node, "ADD", name, container, uid, provider))
+        self.assertEqual(rc, 0, out)
+        return uid, out["ips"][0]["address"].split("/")[0]
 
     def pod_annotations(self, name):
         status, _, obj = self.api.request("GET", PODS + "/" + name, timeout=30)
@@ -631,14 +651,8 @@ class Cluster(harness.DaemonTestCase):
         node = "node-6"
         self.create_subnet(subnet("lateev", p, "10.98.0.0/24"))
         self.wait_subnet_seen("lateev")
-        _, timing = self.api.ctl("GET", "/timing")
-        delays = dict(timing["watch_delay_ms"])
-        self.api.ctl("POST", "/timing", {"watch_delay_ms": dict(delays, pods=[5000, 5000])})
-        try:
-            uid1 = self.req("POST", PODS, pod("lt-1", node, "lateev"))["metadata"]["uid"]
-            rc, out = self.settled(lambda: self.run_cni(node, "ADD", "lt-1", "sb-lt-1-a", uid1, p))
-            self.assertEqual(rc, 0, out)
-            first = out["ips"][0]["address"].split("/")[0]
+        with self.slow_pod_watch():
+            _, first = self.create_and_add("lt-1", node, "lateev", p, "sb-lt-1-a")
             self.wait_for("the first lt-1 annotated", lambda: self.allocated("lt-1", p), seconds=30)
             self.req("DELETE", PODS + "/lt-1?gracePeriodSeconds=0")
             # Spaces the first pod's deletion and the second's creation in the watch by
@@ -647,15 +661,10 @@ class Cluster(harness.DaemonTestCase):
             # (Not a wait for a condition: the spacing the defect needs. The ADD below
             # still comes seconds before the watch delivers either event.)
             time.sleep(2.0)
-            uid2 = self.req("POST", PODS, pod("lt-1", node, "lateev"))["metadata"]["uid"]
-            rc, out = self.settled(lambda: self.run_cni(node, "ADD", "lt-1", "sb-lt-1-b", uid2, p))
-            self.assertEqual(rc, 0, out)
-            second = out["ips"][0]["address"].split("/")[0]
+            uid2, second = self.create_and_add("lt-1", node, "lateev", p, "sb-lt-1-b")
             # The watch delivers in order: once this pod's allocation is made ahead of
             # time, every event of the two lt-1 pods has been taken (or turned away).
             self.req("POST", PODS, pod("lt-marker", node, "lateev"))
-        finally:
-            self.api.ctl("POST", "/timing", {"watch_delay_ms": delays})
         self.wait_for("lt-marker allocated ahead of time", lambda: self.allocation_of("lt-marker"), seconds=60)
         self.assertEqual(second, first, "the second pod kept the first one's lease")
         holder = self.wait_for("lt-1's address recorded as the second pod's", lambda: (
@@ -676,21 +685,14 @@ class Cluster(harness.DaemonTestCase):
         node = "node-7"
         self.create_subnet(subnet("relist", p, "10.96.0.0/24"))
         self.wait_subnet_seen("relist")
-        _, timing = self.api.ctl("GET", "/timing")
-        delays = dict(timing["watch_delay_ms"])
-        self.api.ctl("POST", "/timing", {"watch_delay_ms": dict(delays, pods=[5000, 5000])})
-        try:
-            uid = self.req("POST", PODS, pod("rl-1", node, "relist"))["metadata"]["uid"]
-            rc, out = self.settled(lambda: self.run_cni(node, "ADD", "rl-1", "sb-rl-1", uid, p))
-            self.assertEqual(rc, 0, out)
+        with self.slow_pod_watch():
+            self.create_and_add("rl-1", node, "relist", p, "sb-rl-1")
             self.req("DELETE", PODS + "/rl-1?gracePeriodSeconds=0")
             status, _ = self.api.ctl("POST", "/faults", {"method": "GET", "path_prefix": PODS + "/rl-1",
                                                          "status": 500, "count": 2})
             self.assertIn(status, (200, 201))
             self.api.ctl("POST", "/compact", {})
             self.api.ctl("POST", "/drop-watches", {"mode": "abort"})
-        finally:
-            self.api.ctl("POST", "/timing", {"watch_delay_ms": delays})
         self.wait_for("rl-1's lease released", lambda: "rl-1" not in self.live_leases(node, "relist"), seconds=60)
         _, faults = self.api.ctl("GET", "/faults")
         self.assertEqual(faults["faults"][0]["hits"], 2, "read again after failed reads: %s" % faults)
@@ -707,20 +709,12 @@ class Cluster(harness.DaemonTestCase):
         node = "node-8"
         self.create_subnet(subnet("relist2", p, "10.95.0.0/24"))
         self.wait_subnet_seen("relist2")
-        _, timing = self.api.ctl("GET", "/timing")
-        delays = dict(timing["watch_delay_ms"])
-        self.api.ctl("POST", "/timing", {"watch_delay_ms": dict(delays, pods=[5000, 5000])})
-        try:
-            uid1 = self.req("POST", PODS, pod("rr-1", node, "relist2"))["metadata"]["uid"]
-            rc, out = self.settled(lambda: self.run_cni(node, "ADD", "rr-1", "sb-rr-1", uid1, p))
-            self.assertEqual(rc, 0, out)
-            address = out["ips"][0]["address"].split("/")[0]
+        with self.slow_pod_watch():
+            _, address = self.create_and_add("rr-1", node, "relist2", p, "sb-rr-1")
             self.req("DELETE", PODS + "/rr-1?gracePeriodSeconds=0")
             uid2 = self.req("POST", PODS, pod("rr-1", node, "relist2"))["metadata"]["uid"]
             self.api.ctl("POST", "/compact", {})
             self.api.ctl("POST", "/drop-watches", {"mode": "abort"})
-        finally:
-            self.api.ctl("POST", "/timing", {"watch_delay_ms": delays})
         got = self.wait_for("the newer rr-1 annotated", lambda: (
             lambda a: a if a and a.get(p + ".kubernetes.io/ip_address") else None)(self.allocated("rr-1", p)),
             seconds=60)
