@@ -3005,7 +3005,12 @@ class Timing:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.commit_lock = threading.Lock()   # writes commit one after another, as in etcd
+        # Writes commit one after another, as in etcd: each takes the next slot of one
+        # commit timeline (commit_free_at), then applies in slot order (tickets).
+        self.commit_cv = threading.Condition()
+        self.commit_free_at = 0.0
+        self.next_ticket = 0
+        self.apply_ticket = 0
         self.seed = None
         self.rng = random.Random()
         self.reset()
@@ -3138,27 +3143,39 @@ class Timing:
             return None
 
     def commit(self, stop_event, enabled=True):
-        """A context manager for one write: holds the global commit lock for the drawn
-        write latency (writes are serialized, as etcd's raft log is), then lets the write
-        apply while still holding it, so its watch event exists only after the latency."""
+        """A context manager for one write. Writes are serialized, as etcd's raft log is:
+        each takes the next slot of one commit timeline, lasting its drawn latency, waits
+        until that slot ends, and is then applied, in slot order; so its watch event exists
+        only after the latency, and N concurrent writes take at least the sum of theirs.
+        The timeline is kept as times, not as a lock held across the wait: a lock would
+        add this Python process's thread hand-over (the GIL) to every commit, a cost of the
+        fake under load that etcd does not have."""
         timing = self
 
         class _Commit:
             def __enter__(self):
                 d = timing.write_latency() if enabled else 0.0
+                self.ticket = None
                 if d <= 0:
-                    self.locked = False
                     return self
-                timing.commit_lock.acquire()
-                self.locked = True
+                with timing.commit_cv:
+                    start = max(time.monotonic(), timing.commit_free_at)
+                    timing.commit_free_at = start + d
+                    self.ticket = timing.next_ticket
+                    timing.next_ticket += 1
                 with timing.lock:
                     timing.counts["writes"] += 1
-                stop_event.wait(d)
+                stop_event.wait(max(0.0, start + d - time.monotonic()))
+                with timing.commit_cv:
+                    while timing.apply_ticket < self.ticket and not stop_event.is_set():
+                        timing.commit_cv.wait(0.5)
                 return self
 
             def __exit__(self, *exc):
-                if self.locked:
-                    timing.commit_lock.release()
+                if self.ticket is not None:
+                    with timing.commit_cv:
+                        timing.apply_ticket = max(timing.apply_ticket, self.ticket + 1)
+                        timing.commit_cv.notify_all()
                 return False
         return _Commit()
 
@@ -4038,7 +4055,7 @@ def add_timing_args(ap):
                    help="watch delivery delay per resource, e.g. pods=100-500,*=0-50 "
                         "(FAKEAPI_WATCH_DELAY_MS)")
     g.add_argument("--write-latency-ms", dest="timing_write_latency_ms", metavar="MIN-MAX",
-                   help="time each write holds the global commit lock (FAKEAPI_WRITE_LATENCY_MS)")
+                   help="time each write takes on the one serial commit timeline (FAKEAPI_WRITE_LATENCY_MS)")
     g.add_argument("--throttle-rate", dest="timing_throttle_rate", metavar="P",
                    help="probability of 429 on a non-watch request (FAKEAPI_THROTTLE_RATE)")
     g.add_argument("--throttle-retry-after", dest="timing_throttle_retry_after", metavar="S",

@@ -1318,7 +1318,7 @@ class TimingTests(Base):
         self.assertTrue(all(d >= 0.05 for _, d in results.values()), results)
         self.assertGreaterEqual(elapsed, n * 0.05, "one write at a time")
         self.assertLess(elapsed, 20)
-        # reads do not wait for the commit lock
+        # reads do not wait for the commit timeline
         self.timing(write_latency_ms="2000-2000")
         th = threading.Thread(target=create, args=(99,))
         self.ensure_gone(EXAMPLES + "/serial-99")
