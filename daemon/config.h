@@ -59,9 +59,10 @@ struct Config {
   // Cluster mode: keep a KubeVirt VM's address across its launcher pods without an
   // IPAMClaim (Kube-OVN's --keep-vm-ip, on by default); docs/kubevirt.md.
   bool keep_vm_ip = true;
-  // Cluster mode: mirror allocations as Kube-OVN `IP` objects (kubectl get ips). The
-  // default follows the Spiderpool scenario's measured API cost (docs/decisions.md).
-  bool ip_objects = true;
+  // Cluster mode: mirror allocations as Kube-OVN `IP` objects (kubectl get ips). Off by
+  // default: one more write per allocation and per release, which the API server's
+  // budget of issue 14 has no room for (docs/decisions.md, "Kube-OVN IP objects").
+  bool ip_objects = false;
   // Cluster mode: honour Kube-OVN reserved IPs (an IP object created before its pod):
   // every attachment's first allocation reads its IP object by name (docs/decisions.md).
   bool reserved_ips = true;

@@ -41,7 +41,7 @@ def in_range(ip, first, last):
 
 class IpPools(harness.DaemonTestCase):
     NODES = ["node-a", "node-b", "node-c"]
-    DAEMON_ARGS = ["--release-grace-ms", "300"]
+    DAEMON_ARGS = ["--release-grace-ms", "300", "--ip-objects=true"]  # test 6b: IP objects (off by default)
     PREFIX = "sublease-ippool-"
 
     @classmethod

@@ -39,7 +39,8 @@ def ip_object(pod_name, v4=None, subnet="resv", labels=None):
 
 class ReservedIps(harness.DaemonTestCase):
     NODES = ["node-a", "node-b", "node-c"]
-    DAEMON_ARGS = ["--release-grace-ms", "300"]
+    # IP objects on (off by default): a reserved pod's node is written into its reservation.
+    DAEMON_ARGS = ["--release-grace-ms", "300", "--ip-objects=true"]
     PREFIX = "sublease-reserved-"
 
     @classmethod

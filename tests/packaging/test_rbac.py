@@ -115,7 +115,8 @@ class Rbac(unittest.TestCase):
         log = open(os.path.join(self.dir, node + ".log"), "ab")
         proc = subprocess.Popen([os.path.join(BIN, "subleased"), "--kubeconfig", kubeconfig, "--node-name", node,
                                  "--socket", sock, "--db", os.path.join(self.dir, node + ".db"),
-                                 "--metrics-address", "", "--release-grace-ms", "300"], stdout=log, stderr=log)
+                                 "--metrics-address", "", "--release-grace-ms", "300",
+                                 "--ip-objects=true"], stdout=log, stderr=log)
         self.daemons[node] = {"proc": proc, "sock": sock, "log": log}
 
         def ready():
@@ -249,6 +250,7 @@ class Rbac(unittest.TestCase):
                        ("watch", "sublease.io", "ipblocks"), ("get", "apps", "statefulsets"),
                        ("get", "kubeovn.io", "ips"), ("list", "kubeovn.io", "ips"),
                        ("watch", "kubeovn.io", "ips"), ("patch", "kubeovn.io", "ips"),
+                       ("create", "kubeovn.io", "ips"),
                        ("create", "", "events")]:
             self.assertIn(needed, used)
         unused = []
