@@ -14,6 +14,7 @@ import base64
 import bisect
 import collections
 import copy
+import marshal
 import datetime
 import heapq
 import http.server
@@ -96,13 +97,30 @@ def dumps(obj, pretty=False):
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sort_deep(v):
-    """Unstructured objects (custom resources) come back with sorted keys, like Go maps."""
+def _sort_deep_py(v):
     if isinstance(v, dict):
-        return {k: sort_deep(v[k]) for k in sorted(v)}
+        return {k: _sort_deep_py(v[k]) for k in sorted(v)}
     if isinstance(v, list):
-        return [sort_deep(x) for x in v]
+        return [_sort_deep_py(x) for x in v]
     return v
+
+
+def sort_deep(v):
+    """Unstructured objects (custom resources) come back with sorted keys, like Go maps.
+    (A JSON round trip does it in C, several times faster than walking the tree here.)"""
+    try:
+        return json.loads(json.dumps(v, sort_keys=True, ensure_ascii=False))
+    except (TypeError, ValueError):
+        return _sort_deep_py(v)
+
+
+def jcopy(v):
+    """A deep copy of a JSON value (dicts, lists, strings, numbers, booleans, None), in C
+    (marshal): copy.deepcopy's pure-Python walk was the fake's largest CPU cost."""
+    try:
+        return marshal.loads(marshal.dumps(v))
+    except ValueError:
+        return copy.deepcopy(v)
 
 
 def order_keys(d, order):
@@ -626,7 +644,7 @@ def schema_unknown_fields(schema, value, path, out):
 def merge_patch(target, patch):
     """RFC 7386 JSON merge patch: objects merge recursively, null deletes, the rest replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return jcopy(patch)
     out = dict(target) if isinstance(target, dict) else {}
     for k, v in patch.items():
         if v is None:
@@ -634,7 +652,7 @@ def merge_patch(target, patch):
         elif isinstance(v, dict):
             out[k] = merge_patch(out.get(k), v)
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = jcopy(v)
     return out
 
 
@@ -644,9 +662,9 @@ def strategic_merge_patch(target, patch):
     and $patch/$setElementOrder/$retainKeys/$deleteFromPrimitiveList directives are honoured
     in their simple forms."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return jcopy(patch)
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if not k.startswith("$")}
+        return {k: jcopy(v) for k, v in patch.items() if not k.startswith("$")}
     if patch.get("$patch") == "delete":
         return None
     out = dict(target) if isinstance(target, dict) else {}
@@ -683,7 +701,7 @@ def strategic_merge_patch(target, patch):
                     cur.append(strategic_merge_patch({}, item))
             out[k] = [x for x in cur if x is not None]
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = jcopy(v)
     return out
 
 
@@ -697,7 +715,7 @@ def _ptr_tokens(path):
 
 def json_patch(doc, ops):
     """RFC 6902 JSON patch."""
-    doc = copy.deepcopy(doc)
+    doc = jcopy(doc)
     if not isinstance(ops, list):
         raise ValueError("a JSON patch must be a list of operations")
 
@@ -761,19 +779,19 @@ def json_patch(doc, ops):
         tokens = _ptr_tokens(op["path"])
         try:
             if kind == "add":
-                add(tokens, copy.deepcopy(op.get("value")))
+                add(tokens, jcopy(op.get("value")))
             elif kind == "remove":
                 remove(tokens)
             elif kind == "replace":
                 if tokens:
                     get(tokens)
                     remove(tokens)
-                add(tokens, copy.deepcopy(op.get("value")))
+                add(tokens, jcopy(op.get("value")))
             elif kind == "move":
                 v = remove(_ptr_tokens(op["from"]))
                 add(tokens, v)
             elif kind == "copy":
-                add(tokens, copy.deepcopy(get(_ptr_tokens(op["from"]))))
+                add(tokens, jcopy(get(_ptr_tokens(op["from"]))))
             elif kind == "test":
                 if get(tokens) != op.get("value"):
                     raise PatchTestFailed("testing value %s failed" % op["path"])
@@ -1128,18 +1146,57 @@ def type_from_crd(crd):
 
 
 class Entry:
-    """A stored object.  Stored objects are never mutated, so their JSON can be cached."""
-    __slots__ = ("obj", "rv", "_json")
+    """A stored object.  Stored objects are never mutated, so their JSON and their field
+    labels can be cached (the API server's watch cache keeps both with each object, so a
+    watch's field selector costs a comparison per event, not a walk of the object)."""
+    __slots__ = ("obj", "rv", "_json", "_fields")
 
     def __init__(self, obj, rv):
         self.obj = obj
         self.rv = rv
         self._json = None
+        self._fields = None
 
     def json(self):
         if self._json is None:
             self._json = dumps(self.obj)
         return self._json
+
+    def fields(self, rt):
+        if self._fields is None or self._fields[0] is not rt:
+            self._fields = (rt, rt.fields_of(self.obj))
+        return self._fields[1]
+
+
+class Waiter:
+    """One watch's end of the event dispatch. As in the API server's cacher, a write hands
+    each event only to the watches it concerns, each with its own due time (Timing), and
+    wakes only those: a node's pod watch (fieldSelector spec.nodeName) is not woken for
+    other nodes' pods. `queued` is the newest event of the resource offered, wanted or not."""
+    __slots__ = ("cond", "wants", "pending", "queued", "prev_due", "plural")
+
+    def __init__(self, lock, wants, queued, plural):
+        self.cond = threading.Condition(lock)
+        self.wants = wants
+        self.pending = collections.deque()   # (due, Event), in order
+        self.queued = queued
+        self.prev_due = 0.0
+        self.plural = plural
+
+    def offer(self, ev, timing):
+        """Caller holds the store lock."""
+        self.queued = max(self.queued, ev.rv)
+        try:
+            wanted = ev.entry.obj is None or self.wants(ev)
+        except Exception:
+            wanted = True    # the watch's own loop decides (and reports) it
+        if not wanted:
+            return
+        # Each event is due at max(previous due, commit + a drawn delay): late, in order.
+        delay = timing.watch_delay(self.plural) if timing is not None and timing.watch_delays_on() else 0.0
+        self.prev_due = max(self.prev_due, ev.t + delay)
+        self.pending.append((self.prev_due, ev))
+        self.cond.notify()
 
 
 class Event:
@@ -1199,6 +1256,7 @@ class Store:
         self.objs = {}
         self.logs = {}
         self.conds = {}
+        self.waiters = {}     # rt.key -> set of Waiter (the open watches)
         self.any_change = threading.Condition(self.lock)
         self.stopping = False
         self.watch_gen = 0
@@ -1230,6 +1288,8 @@ class Store:
             self.logs.pop(key, None)
             if cond:
                 cond.notify_all()
+            for w in self.waiters.get(key, ()):
+                w.cond.notify_all()
 
     def find_type(self, group, version, plural):
         rt = self.types.get((group, plural))
@@ -1257,6 +1317,8 @@ class Store:
             if self.timing is not None and self.timing.watch_delays_on():
                 ev.cache_at = ev.t + self.timing.watch_delay(rt.plural)
             log.append(ev)
+            for w in self.waiters.get(rt.key, ()):
+                w.offer(ev, self.timing)
         cond = self.conds.get(rt.key)
         if cond is not None:
             cond.notify_all()
@@ -1270,14 +1332,20 @@ class Store:
             for log in self.logs.values():
                 log.compact(self.rv)
             self.compact_rv = self.rv
-            for c in self.conds.values():
-                c.notify_all()
+            self.wake_watches()
             return self.rv
+
+    def wake_watches(self):
+        """Caller holds the lock: every open watch looks at the store again."""
+        for c in self.conds.values():
+            c.notify_all()
+        for ws in self.waiters.values():
+            for w in ws:
+                w.cond.notify_all()
 
     def wake_all(self):
         with self.lock:
-            for c in self.conds.values():
-                c.notify_all()
+            self.wake_watches()
             self.any_change.notify_all()
 
     def snapshot_at(self, rt, rv):
@@ -1719,7 +1787,7 @@ POD_UPDATE_FORBIDDEN = (
 
 
 def _pod_spec_mutable_masked(spec):
-    s = copy.deepcopy(spec or {})
+    s = jcopy(spec or {})
     for f in ("containers", "initContainers"):
         for c in s.get(f) or []:
             if isinstance(c, dict):
@@ -2014,7 +2082,7 @@ class Api:
 
     # ---- create ----
     def create(self, rt, ns, body, ctx, strict=False):
-        obj = copy.deepcopy(body)
+        obj = jcopy(body)
         self._check_type_meta(rt, obj)
         md = obj["metadata"]
         if rt.namespaced:
@@ -2085,7 +2153,7 @@ class Api:
 
     # ---- update ----
     def update(self, rt, ns, name, body, ctx, subresource=None, strict=False):
-        obj = copy.deepcopy(body)
+        obj = jcopy(body)
         self._check_type_meta(rt, obj)
         if obj["metadata"].get("name") != name:
             raise err_bad_request("the name of the object (%s) does not match the name on the URL (%s)"
@@ -2121,9 +2189,9 @@ class Api:
             raise err_conflict(rt, name, "Precondition failed: UID in precondition: %s, UID in "
                                "object meta: %s" % (nmd["uid"], omd.get("uid")))
         if subresource == "status":
-            result = copy.deepcopy(old)
+            result = jcopy(old)
             if "status" in new_obj and new_obj["status"] is not None:
-                result["status"] = copy.deepcopy(new_obj["status"])
+                result["status"] = jcopy(new_obj["status"])
             else:
                 result.pop("status", None)
             causes = []
@@ -2145,7 +2213,7 @@ class Api:
             rmd.pop("selfLink", None)
             if rt.status:
                 if "status" in old:
-                    result["status"] = copy.deepcopy(old["status"])
+                    result["status"] = jcopy(old["status"])
                 else:
                     result.pop("status", None)
             if rt.kind == "Pod":
@@ -2231,7 +2299,7 @@ class Api:
                     obj["metadata"]["name"] = name
                     return self.create(rt, ns, obj, ctx, strict=strict), 201
                 raise err_not_found(rt, name)
-            cur = copy.deepcopy(existing.obj)
+            cur = jcopy(existing.obj)
             try:
                 if kind == "json":
                     patched = json_patch(cur, patch)
@@ -2308,7 +2376,7 @@ class Api:
             if omd.get("deletionTimestamp") is not None:
                 if grace >= int(omd.get("deletionGracePeriodSeconds") or 0):
                     return 200, old       # graceful deletion already pending
-            obj = copy.deepcopy(old)
+            obj = jcopy(old)
             obj["metadata"]["deletionTimestamp"] = rfc3339(now_ts() + grace)
             obj["metadata"]["deletionGracePeriodSeconds"] = grace
             entry = self._commit(rt, key, obj, existing, "MODIFIED", ctx)
@@ -2321,7 +2389,7 @@ class Api:
         if finalizers:
             if omd.get("deletionTimestamp") is not None:
                 return 200, old
-            obj = copy.deepcopy(old)
+            obj = jcopy(old)
             obj["metadata"]["deletionTimestamp"] = rfc3339(now_ts())
             obj["metadata"]["deletionGracePeriodSeconds"] = 0
             entry = self._commit(rt, key, obj, existing, "MODIFIED", ctx)
@@ -2333,7 +2401,7 @@ class Api:
                                 success=True)
 
     def _delete_now(self, rt, key, existing, ctx):
-        obj = copy.deepcopy(existing.obj)
+        obj = jcopy(existing.obj)
         entry = self._commit(rt, key, obj, existing, "DELETED", ctx)
         if rt.kind == "CustomResourceDefinition" and not ctx.dry:
             spec = existing.obj.get("spec") or {}
@@ -2397,7 +2465,7 @@ class Api:
                                'pod %s is already assigned to node "%s"'
                                % (name, name, e.obj["spec"]["nodeName"]),
                                {"name": name, "kind": "pods/binding"})
-            obj = copy.deepcopy(e.obj)
+            obj = jcopy(e.obj)
             obj["spec"]["nodeName"] = node
             st = obj.setdefault("status", {})
             conds = [c for c in st.get("conditions") or [] if c.get("type") != "PodScheduled"]
@@ -2638,9 +2706,19 @@ class Api:
             raise err_bad_request("timeoutSeconds: Invalid value: must be an integer")
         st = self.store
         expired = None
+
+        def match(e):
+            md = e.obj.get("metadata") or {}
+            if rt.namespaced and ns and md.get("namespace") != ns:
+                return False
+            return ls.matches(md.get("labels")) and (fs.empty() or fs.matches(e.fields(rt)))
+
+        def wants(ev):   # convert() below gives a line for it
+            return match(ev.entry) or (ev.type == "MODIFIED" and ev.prev is not None and match(ev.prev))
+
+        w = None
         with st.lock:
             log = st.logs[rt.key]
-            cond = st.conds[rt.key]
             gen = st.watch_gen
             if rvp in (None, "", "0"):
                 if rvp == "0":   # from the watch cache, which may lag (Timing)
@@ -2656,13 +2734,12 @@ class Api:
                 initial = []
                 if last < log.start_rv:
                     expired = "too old resource version: %d (%d)" % (last, log.start_rv)
+            if not expired:
+                w = Waiter(st.lock, wants, last, rt.plural)
+                for ev in log.since(last):
+                    w.offer(ev, self.timing)
+                st.waiters.setdefault(rt.key, set()).add(w)
             self.active_watches += 1
-
-        def match(o):
-            md = o.get("metadata") or {}
-            if rt.namespaced and ns and md.get("namespace") != ns:
-                return False
-            return ls.matches(md.get("labels")) and fs.matches(rt.fields_of(o))
 
         def line(typ, o=None, raw=None):
             if table_mode is not None and typ in ("ADDED", "MODIFIED", "DELETED"):
@@ -2675,11 +2752,11 @@ class Api:
         def convert(ev):
             new = ev.entry.obj
             if ev.type == "ADDED":
-                return line("ADDED", new, ev.entry.json()) if match(new) else None
+                return line("ADDED", new, ev.entry.json()) if match(ev.entry) else None
             if ev.type == "DELETED":
-                return line("DELETED", new, ev.entry.json()) if match(new) else None
-            nm = match(new)
-            om = ev.prev is not None and match(ev.prev.obj)
+                return line("DELETED", new, ev.entry.json()) if match(ev.entry) else None
+            nm = match(ev.entry)
+            om = ev.prev is not None and match(ev.prev)
             if nm and om:
                 return line("MODIFIED", new, ev.entry.json())
             if nm:
@@ -2690,21 +2767,17 @@ class Api:
                 return line("DELETED", gone)
             return None
 
-        h.begin_chunked()
         try:
+            h.begin_chunked()
             if expired:
                 h.chunk(line("ERROR", status_body(410, "Expired", expired)))
                 h.end_chunked()
                 return
             for e in initial:
-                if match(e.obj):
+                if match(e):
                     h.chunk(line("ADDED", e.obj, e.json()))
             deadline = time.monotonic() + timeout
             next_bm = time.monotonic() + self.bookmark_interval
-            # Timing: each event is due at max(previous due, commit + a drawn delay), so
-            # events arrive late but in order; `queued` is the newest event drawn.
-            pending = collections.deque()
-            queued, prev_due = last, 0.0
             while True:
                 evs, bm_rv, end = [], None, None
                 with st.lock:
@@ -2719,32 +2792,29 @@ class Api:
                         if log is None or st.types.get(rt.key) is not rt:
                             end = "clean"
                             break
-                        if queued < log.start_rv:
+                        if w.queued < log.start_rv:
                             end = "expired"
                             break
-                        delays = self.timing.watch_delays_on()
                         # With --persist, like etcd: a write reaches watchers only once it
                         # is durable. A write that a kill -9 loses was never seen, so no
                         # watcher's resourceVersion can run ahead of the restarted store.
                         durable = self.persister.written_rv if self.persister else None
                         undurable = False
-                        for ev in log.since(queued):
-                            if durable is not None and ev.rv > durable:
+                        now = time.monotonic()
+                        pending = w.pending
+                        while pending and pending[0][0] <= now:
+                            if durable is not None and pending[0][1].rv > durable:
                                 undurable = True
                                 break
-                            prev_due = max(prev_due, ev.t + (self.timing.watch_delay(rt.plural)
-                                                             if delays else 0.0))
-                            pending.append((prev_due, ev))
-                            queued = ev.rv
-                        now = time.monotonic()
-                        while pending and pending[0][0] <= now:
                             evs.append(pending.popleft()[1])
                         if bookmarks and now >= next_bm:
                             # never beyond what this watcher has been sent
                             if pending:
                                 bm_rv = pending[0][1].rv - 1
-                            elif not undurable:   # nothing of this resource between queued and now
-                                bm_rv = queued = max(queued, st.rv if durable is None else min(st.rv, durable))
+                                if durable is not None:
+                                    bm_rv = min(bm_rv, durable)
+                            else:   # nothing for this watch between queued and now
+                                bm_rv = w.queued = max(w.queued, st.rv if durable is None else min(st.rv, durable))
                         if evs or bm_rv is not None:
                             break
                         if now >= deadline:
@@ -2757,7 +2827,7 @@ class Api:
                             wait = min(wait, pending[0][0] - now)
                         if undurable:   # the persister does not notify watchers: look again soon
                             wait = min(wait, 0.005)
-                        cond.wait(max(0.001, min(wait, 1.0)))
+                        w.cond.wait(max(0.001, min(wait, 1.0)))
                 if evs:
                     out = [x for x in (convert(ev) for ev in evs) if x is not None]
                     last = evs[-1].rv
@@ -2780,6 +2850,8 @@ class Api:
         finally:
             with st.lock:
                 self.active_watches -= 1
+                if w is not None:
+                    st.waiters.get(rt.key, set()).discard(w)
 
 
 # ----------------------------------------------------------------------------------------
@@ -3687,8 +3759,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 n = api.active_watches
                 st.watch_drop_mode = mode
                 st.watch_gen += 1
-                for c in st.conds.values():
-                    c.notify_all()
+                st.wake_watches()
             return ok({"dropped": n, "mode": mode})
         if route == "/faults":
             if method == "GET":
@@ -4125,6 +4196,20 @@ def main(argv=None):
     if args.ready_file:
         write_atomic(args.ready_file, json.dumps(ready, indent=2) + "\n")
     stop = threading.Event()
+    if os.environ.get("FAKEAPI_YAPPI"):
+        import yappi, atexit
+        yappi.set_clock_type("cpu")
+        yappi.start()
+        def dump():
+            yappi.stop()
+            st = yappi.get_func_stats()
+            st.sort("tsub")
+            with open(os.environ["FAKEAPI_YAPPI"], "w") as o:
+                st.print_all(out=o, columns={0: ("name", 60), 1: ("ncall", 10), 2: ("tsub", 8), 3: ("ttot", 8)})
+            st.sort("ttot")
+            with open(os.environ["FAKEAPI_YAPPI"] + ".tot", "w") as o:
+                st.print_all(out=o, columns={0: ("name", 60), 1: ("ncall", 10), 2: ("tsub", 8), 3: ("ttot", 8)})
+        atexit.register(dump)
 
     def on_signal(signum, frame):
         stop.set()
