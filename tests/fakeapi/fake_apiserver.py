@@ -2169,6 +2169,23 @@ class Api:
             return self._update_core(rt, key, existing, obj, ctx, subresource, "Update",
                                      body, strict=strict).obj
 
+    def check_not_stale(self, rt, ns, name, raw):
+        """An update whose resourceVersion is already not the object's is answered 409 before
+        any commit, as the API server's GuaranteedUpdate does: its precondition fails against
+        the current object, and no etcd transaction is made. (One that goes stale while it
+        waits for its commit pays the commit, as a transaction whose compare fails does.)
+        Anything else (a bad body, no such object) is left to the update itself."""
+        try:
+            rv = (json.loads(raw).get("metadata") or {}).get("resourceVersion")
+        except (ValueError, AttributeError, TypeError):
+            return
+        if rv in (None, ""):
+            return
+        with self.store.lock:
+            existing = self.store.objs.get(rt.key, {}).get((ns if rt.namespaced else "", name))
+            if existing is not None and str(rv) != existing.obj["metadata"].get("resourceVersion"):
+                raise err_conflict(rt, name)
+
     def _update_core(self, rt, key, existing, new_obj, ctx, subresource, operation, fs_source,
                      strict=False, rv_optional=False):
         old = existing.obj
@@ -3674,6 +3691,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if verb == "watch":
             api.watch(self, rt, ns_, p, table)
             return
+        if verb == "update" and not ctx.dry:
+            api.check_not_stale(rt, ns_, name, raw)
         with api.timing.commit(self.server.mgr.stop_event, enabled=not ctx.dry):
             code, out = self._write(api, verb, sub, rt, ns_, name, raw, ctx, strict, p)
         if api.persister and ctx.wrote_rv:

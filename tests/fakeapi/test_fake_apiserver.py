@@ -1334,6 +1334,28 @@ class TimingTests(Base):
         self.assertEqual(results[99][0], 201)
         self.assertGreaterEqual(results[99][1], 2.0)
 
+    def test_timing_a_stale_update_is_refused_before_the_commit(self):
+        # As the API server's GuaranteedUpdate: a resourceVersion that is not the object's
+        # fails its precondition without an etcd transaction, so it waits for no commit.
+        self.ensure_gone(EXAMPLES + "/stale-1")
+        code, _, created = self.req("POST", EXAMPLES, example("stale-1", "s-node"))
+        self.assertEqual(code, 201)
+        code, _, current = self.req("PUT", EXAMPLES + "/stale-1", dict(created, spec=dict(created["spec"], node="s-node-2")))
+        self.assertEqual(code, 200)
+        self.timing(write_latency_ms="1500-1500")
+        writes = self.timing()["counts"]["writes"]
+        t = time.monotonic()
+        code, _, body = self.req("PUT", EXAMPLES + "/stale-1", dict(created, spec=dict(created["spec"], node="s-node-3")))
+        self.assertEqual((code, body.get("reason")), (409, "Conflict"))
+        self.assertLess(time.monotonic() - t, 1.4, "a stale update does not wait for a commit")
+        self.assertEqual(self.timing()["counts"]["writes"], writes, "and costs none")
+        # A current one pays its commit.
+        t = time.monotonic()
+        code, _, _ = self.req("PUT", EXAMPLES + "/stale-1", dict(current, spec=dict(current["spec"], node="s-node-3")))
+        self.assertEqual(code, 200)
+        self.assertGreaterEqual(time.monotonic() - t, 1.5)
+        self.assertEqual(self.timing()["counts"]["writes"], writes + 1)
+
     def test_timing_throttle_rate_and_retry_after(self):
         self.timing(throttle_rate=0.25, throttle_retry_after=2, seed=11)
         codes = []
