@@ -744,6 +744,10 @@ void BlockEngine::OnBlockUpsert(const IpBlock& block) {
     return;
   }
   SetObject(b, block);
+  // Another node asked for this node's spares (it found no other free address and its
+  // pod's ADD was answered "try again"): give back those not handed out now, not at the
+  // next tick a second away; that pod's retry waits for them.
+  if (b.object && b.object->node == options_.node && b.object->return_spares) QueueSparesWrite(b);
   Pump(b);
 }
 

@@ -139,11 +139,13 @@ TEST(BlockEngineSparesTest, AskedBackANodeHandsOutNoSpareWithoutAWrite) {
   Node& a = c.AddNode("node-a", WithSpares(4));
   Node& b = c.AddNode("node-b", WithSpares(4));
   ASSERT_TRUE(c.AllocateNow(a, c.Request("a0")));  // spares .3-.6
+  c.api.HoldWatch("node-a", true);
   ASSERT_FALSE(c.AllocateNow(b, c.Request("b0")));  // asks for them back
   ASSERT_TRUE(c.api.objects().begin()->second.return_spares);
-  c.api.RunAll(kMaxSteps);  // node-a's watch shows the ask
+  c.api.HoldWatch("node-a", false);
+  ASSERT_TRUE(c.api.RunNext());  // node-a's watch shows the ask; its giving back is in flight
   const uint64_t writes = c.api.counters().creates + c.api.counters().updates;
-  auto l = c.AllocateNow(a, c.Request("a1"));  // before node-a's Tick gives them back
+  auto l = c.AllocateNow(a, c.Request("a1"));  // before the spares are back
   ASSERT_TRUE(l) << l.error().message;
   EXPECT_EQ(a.engine->stats().spares_taken, 0u);
   EXPECT_GT(c.api.counters().creates + c.api.counters().updates, writes) << "answered after a write";
@@ -155,14 +157,16 @@ TEST(BlockEngineSparesTest, AskedBackANodeHandsOutNoSpareWithoutAWrite) {
 }
 
 // No other node allocates a spare: one that finds no other free address asks the holder
-// to give its spares back (spec.returnSpares) and answers "try again"; the holder's next
-// write gives back those it has not handed out, and the next try gets one.
+// to give its spares back (spec.returnSpares) and answers "try again"; the holder gives
+// back those it has not handed out as soon as its watch shows the ask (no tick needed),
+// and the next try gets one.
 TEST(BlockEngineSparesTest, ANodeThatFindsOnlySparesAsksForThemBackAndGetsOneOnTheNextTry) {
   ClusterHarness c(Spec("10.0.0.0/29"));  // one block, usable .2-.6
   Node& a = c.AddNode("node-a", WithSpares(4));
   Node& b = c.AddNode("node-b", WithSpares(4));
   ASSERT_TRUE(c.AllocateNow(a, c.Request("a0")));  // .2; spares .3-.6: the rest of the block
   ASSERT_EQ(Spares(c, "node-a").size(), 4u);
+  c.api.HoldWatch("node-a", true);
   auto refused = c.AllocateNow(b, c.Request("b0"));
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, Code::kUnavailable) << refused.error().message;
@@ -171,7 +175,8 @@ TEST(BlockEngineSparesTest, ANodeThatFindsOnlySparesAsksForThemBackAndGetsOneOnT
   EXPECT_EQ(b.allocator.LeaseCount(), 0u);
   c.CheckInvariants();
 
-  TickAfter(c, a, 1'000);  // node-a gives them back
+  c.api.HoldWatch("node-a", false);
+  c.api.RunAll(kMaxSteps);  // node-a's watch shows the ask: it gives them back, no tick
   EXPECT_TRUE(Spares(c, "node-a").empty());
   EXPECT_FALSE(c.api.objects().begin()->second.return_spares);
   EXPECT_EQ(a.engine->stats().spares_returned, 4u);
@@ -213,6 +218,7 @@ TEST(BlockEngineSparesTest, IpPoolEntriesThatAreAnotherNodesSparesAreAskedBack) 
   AllocateRequest member = c.Request("web-1");
   member.pool = "10.0.0.9,10.0.0.6";
   member.ordinal = 1;
+  c.api.HoldWatch("node-a", true);  // the asks stay unanswered while both are refused
   for (const AllocateRequest& r : {deployment, member}) {
     auto refused = c.AllocateNow(b, r);
     ASSERT_FALSE(refused) << r.owner.pod_name;
@@ -220,7 +226,8 @@ TEST(BlockEngineSparesTest, IpPoolEntriesThatAreAnotherNodesSparesAreAskedBack) 
     EXPECT_NE(refused.error().message.find("spare of node node-a"), std::string::npos)
         << refused.error().message;
   }
-  TickAfter(c, a, 1'000);
+  c.api.HoldWatch("node-a", false);
+  c.api.RunAll(kMaxSteps);
   auto got = c.AllocateNow(b, deployment);
   ASSERT_TRUE(got) << got.error().message;
   EXPECT_EQ(got->v4, Ip("10.0.0.4"));

@@ -148,8 +148,25 @@ void FakeBlockApi::Watch(const std::string& node, UpsertFn upsert, DeletedFn del
   }
 }
 
+void FakeBlockApi::HoldWatch(const std::string& node, bool hold) {
+  for (size_t w = 0; w < watchers_.size(); ++w) {
+    if (watchers_[w].node != node) continue;
+    watchers_[w].held = hold;
+    if (hold) continue;
+    for (; watchers_[w].unscheduled > 0; --watchers_[w].unscheduled) ScheduleDelivery(w);
+  }
+}
+
 void FakeBlockApi::Deliver(size_t watcher, std::function<void()> event) {
   watchers_[watcher].events.push_back(std::move(event));
+  if (watchers_[watcher].held) {
+    ++watchers_[watcher].unscheduled;
+    return;
+  }
+  ScheduleDelivery(watcher);
+}
+
+void FakeBlockApi::ScheduleDelivery(size_t watcher) {
   steps_.push_back([this, watcher] {
     std::function<void()> next = std::move(watchers_[watcher].events.front());
     watchers_[watcher].events.pop_front();

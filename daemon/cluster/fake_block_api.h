@@ -50,6 +50,9 @@ class FakeBlockApi final : public BlockApi {
   // Delivers every later change to a block whose spec.node is `node` (and the blocks
   // that exist now, as an informer's initial list does), as scheduled steps.
   void Watch(const std::string& node, UpsertFn upsert, DeletedFn deleted);
+  // While held, `node`'s watch delivers nothing (its events wait, in order); letting go
+  // schedules them. For tests of what a node does before its watch shows a change.
+  void HoldWatch(const std::string& node, bool hold);
 
   void FailNext(int n) { fail_next_ = n; }
   void FailNextAfterApply(int n) { fail_after_apply_ = n; }
@@ -89,8 +92,11 @@ class FakeBlockApi final : public BlockApi {
     DeletedFn deleted;
     // A watch delivers in order: each scheduled delivery step runs the oldest event.
     std::deque<std::function<void()>> events;
+    bool held = false;
+    size_t unscheduled = 0;  // events held back (HoldWatch) with no delivery step yet
   };
   void Deliver(size_t watcher, std::function<void()> event);
+  void ScheduleDelivery(size_t watcher);  // one step that runs the watcher's oldest event
   // Schedules the arrive step (`apply`, or an injected failure) and, from it, the
   // respond step that hands the result to `done`.
   template <typename T>
