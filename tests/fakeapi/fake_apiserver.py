@@ -1255,7 +1255,6 @@ class Store:
         self.types = {}
         self.objs = {}
         self.logs = {}
-        self.conds = {}
         self.waiters = {}     # rt.key -> set of Waiter (the open watches)
         self.any_change = threading.Condition(self.lock)
         self.stopping = False
@@ -1274,7 +1273,6 @@ class Store:
             if old is None:
                 self.objs.setdefault(rt.key, {})
                 self.logs[rt.key] = EventLog(self.window, self.rv)
-                self.conds[rt.key] = threading.Condition(self.lock)
 
     def remove_type(self, key):
         with self.lock:
@@ -1284,10 +1282,7 @@ class Store:
             for k, e in list(self.objs.get(key, {}).items()):
                 self._write(rt, k, None, e, "DELETED")
             self.objs.pop(key, None)
-            cond = self.conds.pop(key, None)
             self.logs.pop(key, None)
-            if cond:
-                cond.notify_all()
             for w in self.waiters.get(key, ()):
                 w.cond.notify_all()
 
@@ -1319,9 +1314,6 @@ class Store:
             log.append(ev)
             for w in self.waiters.get(rt.key, ()):
                 w.offer(ev, self.timing)
-        cond = self.conds.get(rt.key)
-        if cond is not None:
-            cond.notify_all()
         self.any_change.notify_all()
         if self.on_change:
             self.on_change(rv)
@@ -1337,8 +1329,6 @@ class Store:
 
     def wake_watches(self):
         """Caller holds the lock: every open watch looks at the store again."""
-        for c in self.conds.values():
-            c.notify_all()
         for ws in self.waiters.values():
             for w in ws:
                 w.cond.notify_all()
