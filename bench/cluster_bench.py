@@ -275,11 +275,16 @@ class Bench:
     def last_seq(self):
         return self.api.ctl("GET", "/requests?since=%d" % (1 << 62))[1]["last"]
 
-    def share(self, t0_cpu, since, wall):
-        """The API server's and the daemons' CPU since a mark, and the request log summary."""
+    def share(self, t0_cpu, since, wall, phase=None):
+        """The API server's and the daemons' CPU since a mark, and the request log summary.
+        With --keep, the phase's requests are kept as requests-<phase>.json (each names
+        its node in user_agent) for reading who collided with whom."""
         api_cpu = cpu_s(self.api.proc.pid) - t0_cpu["api"]
         daemons_cpu = sum(cpu_s(d["proc"].pid) for d in self.daemons.values()) - t0_cpu["daemons"]
         reqs, _ = self.request_log(since)
+        if self.args.keep and phase:
+            with open(os.path.join(self.run_dir, "requests-%s.json" % phase), "w") as f:
+                json.dump(reqs, f, indent=0)
         by, by_daemons, by_status = {}, {}, {}
         dur = 0.0
         for r in reqs:
@@ -584,7 +589,7 @@ class Bench:
         got = self.wait_for("%d pods annotated" % total, lambda: all_annotated("a-"), 300, 0.25)
         t_annot = time.monotonic() - t0
         res["allocate"] = {"seconds": round(t_alloc, 3), "annotated_s": round(t_annot, 3),
-                           "share": self.share(mark, since, t_alloc), "add": add_stats.get("a")}
+                           "share": self.share(mark, since, t_alloc, "create"), "add": add_stats.get("a")}
         check(got, cni)
         log("  first %d: every CNI ADD answered %.2f s after the first pod create; all annotated at %.2f s"
             % (total, t_alloc, t_annot))
@@ -597,7 +602,7 @@ class Bench:
         t_re = time.monotonic() - t0
         got = self.wait_for("%d re-created pods annotated" % total, lambda: all_annotated("b-"), 300, 0.25)
         res["recreate"] = {"seconds": round(t_re, 3), "deletes_s": round(t_deleted, 3),
-                           "share": self.share(mark, since, t_re), "add": add_stats.get("b")}
+                           "share": self.share(mark, since, t_re, "recreate"), "add": add_stats.get("b")}
         check(got, cni)
         log("  delete all (CNI DEL + pod delete: %.2f s), then create %d new: every ADD answered %.2f s after "
             "the first delete" % (t_deleted, total, t_re))
@@ -611,7 +616,7 @@ class Bench:
             return res
         self.wait_for("every address released", lambda: len(self.block_allocations("big")) == 0, 300, 0.25)
         t_del = time.monotonic() - t0
-        res["delete"] = {"seconds": round(t_del, 3), "share": self.share(mark, since, t_del)}
+        res["delete"] = {"seconds": round(t_del, 3), "share": self.share(mark, since, t_del, "delete")}
         log("  delete all: every address released in the IPBlocks %.2f s after the first delete" % t_del)
         time.sleep(1.0)
         live = 0

@@ -202,6 +202,7 @@ int RunStandalone(const Config& cfg) {
 int RunCluster(const Config& cfg) {
   auto kube = cfg.kubeconfig.empty() ? InClusterConfig() : LoadKubeconfig(cfg.kubeconfig);
   if (!kube) return Die(kube.error().message);
+  kube->user_agent = std::string(KubeClient::kUserAgent) + " (node " + cfg.node_name + ")";
   auto store = OpenStore(cfg.db);
   if (!store) return Die(store.error().message);
   SystemClock clock;

@@ -339,7 +339,9 @@ Result<void> KubeClient::Configure(Transfer* t) {
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &KubeClient::OnHeader);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_USERAGENT, std::string(kUserAgent).c_str());
+  // libcurl copies the string.
+  curl_easy_setopt(e, CURLOPT_USERAGENT,
+                   config_.user_agent.empty() ? std::string(kUserAgent).c_str() : config_.user_agent.c_str());
   curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));  // NOLINT
   // Share the HTTP/2 connection (multiplexing) rather than opening one per request.
   curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);

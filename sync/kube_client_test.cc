@@ -87,6 +87,20 @@ TEST_F(KubeClientTest, CreateAnswers201WithTheObject) {
   EXPECT_NE(server_->heads()[0].find("Content-Type: application/json"), std::string::npos);
 }
 
+// The daemon names its node in the User-Agent (KubeConfig::user_agent), so the API
+// server's audit log tells which node sent a request.
+TEST_F(KubeClientTest, AConfiguredUserAgentIsSentInsteadOfTheDefault) {
+  Serve([](auto&, auto&, auto&) {
+    return FromTxtRecording(ReadRecording("01-create-subnet-201.txt"));
+  });
+  KubeConfig config;
+  config.user_agent = "subleased/0.1.0 (node node-a)";
+  auto r = Await([&](auto cb) { return Client(config).Create("/apis/kubeovn.io/v1/subnets", "{}", cb); });
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_NE(server_->heads()[0].find("User-Agent: subleased/0.1.0 (node node-a)\r\n"), std::string::npos)
+      << server_->heads()[0];
+}
+
 TEST_F(KubeClientTest, AlreadyExistsAndStaleUpdateAreBothConflictsWithDifferentReasons) {
   Serve([](const std::string& method, auto&, auto&) {
     return FromTxtRecording(ReadRecording(method == "POST"

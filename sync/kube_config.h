@@ -39,6 +39,11 @@ struct KubeConfig {
 
   // The context's namespace ("" when the context names none).
   std::string namespace_name;
+
+  // The User-Agent header ("" = KubeClient::kUserAgent). The daemon names its node in
+  // it, so the API server's audit log (and the fake's request log) tells which node
+  // made a request, as the kubelet's "kubelet/v1.x (linux/amd64)" names its binary.
+  std::string user_agent;
 };
 
 // Reads a kubeconfig (clusters, users, contexts, current-context). `context` "" means
