@@ -46,6 +46,7 @@ Result<void> ApplyYaml(const std::string& path, Config* cfg) {
       else if (key == "ahead-write-window-ms") cfg->ahead_write_window_ms = v.as<int64_t>();
       else if (key == "learn-ahead-window") cfg->learn_ahead_window = v.as<bool>();
       else if (key == "spare-addresses") cfg->spare_addresses = v.as<int64_t>();
+      else if (key == "borrow-backoff-ms") cfg->borrow_backoff_ms = v.as<int64_t>();
       else if (key == "status-interval-ms") cfg->status_interval_ms = v.as<int64_t>();
       else if (key == "status-ms-per-node") cfg->status_ms_per_node = v.as<int64_t>();
       else if (key == "leader-candidates") cfg->leader_candidates = v.as<std::string>();
@@ -120,6 +121,11 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
       "Cluster mode: addresses per subnet and family this node holds in its own IPBlocks for pods it has not seen "
       "yet; a CNI ADD that gets one is answered with no API write first, and its pod is recorded in the block "
       "soon after; given back when another node finds no other free address; 0 = none")->default_str(std::to_string(defaults.spare_addresses));
+  auto* o_borrow_backoff = app.add_option("--borrow-backoff-ms", flags.borrow_backoff_ms,
+      "Cluster mode: a write into another node's IPBlock (a borrow, when every block is claimed) answered 409 is "
+      "retried after a random wait up to this long (at least the recent write time), doubling with each 409 in a "
+      "row up to 200 ms, so that nodes borrowing from the same blocks do not retry in lockstep; 0 = at "
+      "once")->default_str(std::to_string(defaults.borrow_backoff_ms));
   auto* o_status = app.add_option("--status-interval-ms", flags.status_interval_ms,
       "Cluster mode, the leader: a Subnet's or IPPool's status is written at most once per this interval (every node watches every Subnet)")->default_str(std::to_string(defaults.status_interval_ms));
   auto* o_status_per_node = app.add_option("--status-ms-per-node", flags.status_ms_per_node,
@@ -170,6 +176,7 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
   if (o_ahead->count()) cfg.ahead_write_window_ms = flags.ahead_write_window_ms;
   if (o_learn_ahead->count()) cfg.learn_ahead_window = flags.learn_ahead_window;
   if (o_spares->count()) cfg.spare_addresses = flags.spare_addresses;
+  if (o_borrow_backoff->count()) cfg.borrow_backoff_ms = flags.borrow_backoff_ms;
   if (o_status->count()) cfg.status_interval_ms = flags.status_interval_ms;
   if (o_status_per_node->count()) cfg.status_ms_per_node = flags.status_ms_per_node;
   if (o_candidates->count()) cfg.leader_candidates = flags.leader_candidates;
@@ -208,14 +215,18 @@ Result<Config> ParseConfig(int argc, const char* const* argv, bool* exit_now, st
         std::to_string(cfg.retry_interval_ms) + " and " + std::to_string(cfg.max_retry_interval_ms) + ")"));
   }
   if (cfg.empty_block_linger_ms < 0 || cfg.deferred_write_ms < 0 || cfg.status_interval_ms < 0 ||
-      cfg.ahead_write_window_ms < 0 || cfg.status_ms_per_node < 0) {
+      cfg.ahead_write_window_ms < 0 || cfg.status_ms_per_node < 0 || cfg.borrow_backoff_ms < 0) {
     return Fail(Error::InvalidArgument(
-        "--empty-block-linger-ms, --deferred-write-ms, --ahead-write-window-ms, --status-interval-ms and "
-        "--status-ms-per-node must not be negative"));
+        "--empty-block-linger-ms, --deferred-write-ms, --ahead-write-window-ms, --status-interval-ms, "
+        "--status-ms-per-node and --borrow-backoff-ms must not be negative"));
   }
   if (cfg.spare_addresses < 0 || cfg.spare_addresses > 64) {
     return Fail(Error::InvalidArgument("--spare-addresses must be 0 to 64 (now " + std::to_string(cfg.spare_addresses) +
                                        "); 4-8 covers a node starting a pod every 50 ms"));
+  }
+  if (cfg.borrow_backoff_ms > 200) {
+    return Fail(Error::InvalidArgument("--borrow-backoff-ms is at most 200 (now " + std::to_string(cfg.borrow_backoff_ms) +
+                                       "): a CNI ADD waits for it; 5-20 suits most clusters"));
   }
   if (cfg.ahead_write_window_ms > 10'000) {
     return Fail(Error::InvalidArgument(

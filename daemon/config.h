@@ -48,6 +48,11 @@ struct Config {
   // pods it has not seen yet; an ADD that gets one needs no API write before its answer
   // (docs/cluster-protocol.md "Spares"). 0 = none.
   int64_t spare_addresses = 8;
+  // Cluster mode: a borrow (a write to another node's block) answered 409 is retried
+  // after a random wait of up to this long (or the recent write time, if longer),
+  // doubling with each 409 in a row, at most 200 ms: nodes borrowing from the last free
+  // blocks of a full subnet otherwise retry in lockstep (issue 14). 0 = at once.
+  int64_t borrow_backoff_ms = 10;
   // Cluster mode, the leader: Subnet and IPPool status writes at most once per interval
   // per object (each one reaches every node's Subnet watch; BENCHMARKS.md §7).
   int64_t status_interval_ms = 500;

@@ -79,6 +79,18 @@ TEST(ConfigTest, SparesAreEightByDefaultCanBeTurnedOffAndAreBounded) {
   EXPECT_EQ(file->spare_addresses, 4);
 }
 
+TEST(ConfigTest, BorrowBackoffIsTenMsByDefaultAndReadFromTheFile) {
+  auto fallback = Parse({"--kubeconfig", "/k", "--node-name", "n"});
+  ASSERT_TRUE(fallback) << fallback.error().message;
+  EXPECT_EQ(fallback->borrow_backoff_ms, 10);
+  auto path = std::filesystem::temp_directory_path() / ("subleased-backoff-" + std::to_string(getpid()) + ".yaml");
+  std::ofstream(path) << "kubeconfig: /k\nnode-name: n\nborrow-backoff-ms: 0\n";
+  auto file = Parse({"--config", path.c_str()});
+  std::filesystem::remove(path);
+  ASSERT_TRUE(file) << file.error().message;
+  EXPECT_EQ(file->borrow_backoff_ms, 0);
+}
+
 TEST(ConfigTest, YamlFileIsReadAndFlagsOverrideIt) {
   auto path = std::filesystem::temp_directory_path() / ("subleased-config-" + std::to_string(getpid()) + ".yaml");
   std::ofstream(path) << "standalone: true\nsubnets: /from/file.yaml\ndb: /file.db\nsocket: [/f1.sock, /f2.sock]\nmax-connections: 9\n";
@@ -105,7 +117,9 @@ TEST(ConfigTest, BadInputGivesAnActionableError) {
            {{"--no-such-flag"}, "--help"},
            {{"--node-name", "n1", "--leader-candidates", "some"}, "--leader-candidates must be all or labelled"},
            {{"--node-name", "n1", "--ahead-write-window-ms", "60000"}, "--ahead-write-window-ms is at most 10000"},
-           {{"--node-name", "n1", "--status-ms-per-node", "-1"}, "--status-ms-per-node must not be negative"},
+           {{"--node-name", "n1", "--status-ms-per-node", "-1"}, "--status-ms-per-node and --borrow-backoff-ms must not be negative"},
+           {{"--node-name", "n1", "--borrow-backoff-ms", "-5"}, "--borrow-backoff-ms must not be negative"},
+           {{"--node-name", "n1", "--borrow-backoff-ms", "500"}, "--borrow-backoff-ms is at most 200 (now 500)"},
            {{"--node-name", "n1", "--retry-interval-ms", "0"}, "--retry-interval-ms must be at least 100"},
            {{"--node-name", "n1", "--retry-interval-ms", "9000", "--max-retry-interval-ms", "2000"},
             "--max-retry-interval-ms at least --retry-interval-ms (now 9000 and 2000)"},

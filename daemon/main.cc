@@ -229,6 +229,7 @@ int RunCluster(const Config& cfg) {
   engine_options.ahead_write_window_ms = cfg.ahead_write_window_ms;
   engine_options.learn_ahead_window = cfg.learn_ahead_window;
   engine_options.spare_addresses = static_cast<int>(cfg.spare_addresses);
+  engine_options.borrow_backoff_ms = cfg.borrow_backoff_ms;
   BlockEngine engine(&allocator, store->get(), &block_api, &clock, engine_options);
   // The journal's subnets allocate from this node's blocks only, like those the Subnet
   // informer delivers later.
@@ -260,6 +261,7 @@ int RunCluster(const Config& cfg) {
             {{{"event", "allocation"}}, n(st.allocations)},
             {{{"event", "release"}}, n(st.releases)},   {{{"event", "claim"}}, n(st.claims)},
             {{{"event", "borrow"}}, n(st.borrows)},     {{{"event", "repick"}}, n(st.repicks)},
+            {{{"event", "borrow_backoff"}}, n(st.backoffs)},
             {{{"event", "adoption"}}, n(st.adoptions)}, {{{"event", "adopted_away"}}, n(st.adopted_away)},
             {{{"event", "stray_removed"}}, n(st.strays_removed)},
             {{{"event", "spare_taken"}}, n(st.spares_taken)},

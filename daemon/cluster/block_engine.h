@@ -64,6 +64,7 @@ struct BlockEngineStats {
   uint64_t claims = 0;       // blocks this node created
   uint64_t borrows = 0;      // allocations committed into another node's block
   uint64_t repicks = 0;      // dynamic picks retried after losing their address
+  uint64_t backoffs = 0;     // borrows that waited before retrying after a 409
   uint64_t blocks_deleted = 0;
   uint64_t adoptions = 0;     // StatefulSet pods' allocations taken over from a previous pod
   uint64_t adopted_away = 0;  // leases dropped here because another node adopted them
@@ -110,6 +111,13 @@ class BlockEngine {
     int max_repicks = 8;           // dynamic re-picks per allocation before kUnavailable
     int claim_spread = 4;          // a claim picks at random among this many lowest free blocks
     int max_conflict_rounds = 16;  // 409 → re-read → retry rounds per queued change
+    // A borrower whose write to another node's block was answered 409 re-reads and
+    // writes again after a random wait in [0, W), W = max(this, the recent write time)
+    // doubled with each 409 in a row (up to 16×, at most 200 ms), instead of at once.
+    // Nodes borrowing from the same few blocks at the end of a full subnet otherwise
+    // retry in lockstep: with k of them, ~k²/2 409s; waiting spreads them out, and the
+    // borrows queued meanwhile share one write. 0 = retry at once.
+    int64_t borrow_backoff_ms = 0;
     uint64_t seed = 0;             // random choices; 0 = from std::random_device
   };
   using LeaseDone = std::function<void(Result<Lease>)>;
@@ -372,6 +380,10 @@ class BlockEngine {
   std::set<std::string>* deferred_pumps_ = nullptr;
   // Per subnet: jobs waiting for a List to choose a block to claim or borrow from.
   std::map<std::string, std::vector<ClaimWaiter>> claim_waiters_;
+  // Per (subnet, family): until when a List is not needed to borrow, because the last
+  // one found every block claimed (kBorrowWithoutListMs). Borrowing then chooses from
+  // the copies that List (and the reads and writes since) left; the CAS catches a stale one.
+  std::map<std::pair<std::string, Family>, int64_t> borrow_from_copies_until_ms_;
   // Lives as long as the engine; callbacks hold a weak_ptr and do nothing once it expired.
   std::shared_ptr<int> life_ = std::make_shared<int>(0);
   // Attachments whose CNI ADD came while their allocation was in progress: not held.

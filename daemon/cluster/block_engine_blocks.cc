@@ -9,6 +9,10 @@
 #include "daemon/cluster/block_engine_internal.h"
 
 namespace sublease {
+namespace {
+// The longest a borrower waits after a 409 before re-reading (Options::borrow_backoff_ms).
+constexpr int64_t kMaxBorrowBackoffMs = 200;
+}  // namespace
 
 AttachmentKey KeyOfAllocation(const std::string& subnet, const BlockAllocation& a) {
   return AttachmentKey::For(
@@ -124,6 +128,10 @@ void BlockEngine::Pump(BlockState& b) {
     WriteBack(b, last);
   }
   if (b.busy || b.queued.empty()) return;
+  if (b.backoff_until_ms >= 0) {
+    if (clock_->NowMs() < b.backoff_until_ms) return;  // Tick pumps it (wake_ was asked)
+    b.backoff_until_ms = -1;
+  }
   UndeferAll(b);  // they ride along: no write of their own
   if (!b.known) return Read(b);
   Write(b);
@@ -366,7 +374,9 @@ void BlockEngine::OnWritten(const std::string& name, std::vector<Op> sent, bool 
   b.sent_spares.clear();
   std::set<uint64_t> dropped = std::move(b.dropping_spares);
   b.dropping_spares.clear();
+  const bool borrowed = !created && b.object && b.object->node != options_.node;
   if (r) {
+    b.conflicts = 0;
     b.maybe_returned.clear();  // an earlier write answered with an error cannot land now
     if (created) ++stats_.claims;
     if (r->node != options_.node) {
@@ -390,6 +400,17 @@ void BlockEngine::OnWritten(const std::string& name, std::vector<Op> sent, bool 
   }
   if (r.error().code == Code::kConflict || r.error().code == Code::kNotFound) {
     // Step 4: re-read, merge, re-send. Changes keep their order, ahead of newer ones.
+    // A borrower waits a little first (Options::borrow_backoff_ms).
+    if (borrowed && r.error().code == Code::kConflict && options_.borrow_backoff_ms > 0) {
+      b.conflicts = std::min(b.conflicts + 1, 5);
+      int64_t window = std::min<int64_t>(
+          kMaxBorrowBackoffMs,
+          std::max(options_.borrow_backoff_ms, ahead_window_.write_ms()) << (b.conflicts - 1));
+      int64_t wait = 1 + std::uniform_int_distribution<int64_t>(0, window - 1)(rng_);
+      b.backoff_until_ms = clock_->NowMs() + wait;
+      ++stats_.backoffs;
+      if (wake_) wake_(wait);
+    }
     std::vector<Op> exhausted;
     for (auto it = sent.rbegin(); it != sent.rend(); ++it) {
       if (++it->rounds > options_.max_conflict_rounds) {
@@ -467,6 +488,15 @@ void BlockEngine::Tick() {
   }
   // The daemon's wake timer keeps one deadline: the earliest asked for. Another block's
   // held allocations, due later, ask again (else they would wait for the 1 s tick).
+  for (auto& [name, b] : blocks_) {
+    if (b->backoff_until_ms < 0) continue;
+    if (now >= b->backoff_until_ms) {
+      Pump(*b);  // (clears it)
+      b->backoff_until_ms = -1;
+    } else if (next_ahead_due < 0 || b->backoff_until_ms < next_ahead_due) {
+      next_ahead_due = b->backoff_until_ms;
+    }
+  }
   if (next_ahead_due >= 0 && wake_) wake_(next_ahead_due - now);
   SweepUnsure();
   CommitUncommitted();

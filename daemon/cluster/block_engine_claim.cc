@@ -14,6 +14,11 @@ namespace {
 
 // A borrow chooses among at most this many free addresses of the block it picked.
 constexpr int kMaxBorrowCandidates = 64;
+// After a List found every block of a subnet claimed, later borrows for this long choose
+// from the copies it left instead of listing again (a block becomes unclaimed only when
+// its node deletes it empty, after --empty-block-linger-ms): in a full subnet's end game
+// every allocation of a node borrows, and a List each was ~0.1 per pod (issue 14).
+constexpr int64_t kBorrowWithoutListMs = 2'000;
 
 bool FreeIn(const Allocator& allocator, const std::string& subnet, const IpNet& cidr) {
   auto a = allocator.LowestFreeAtOrAbove(subnet, cidr.first());
@@ -48,6 +53,18 @@ void BlockEngine::FindBlockFor(std::shared_ptr<Job> job, Family family) {
     job->request.within.push_back(*claiming);
     job->claims.insert(BlockName(subnet, *claiming));
     return StartAllocate(job);
+  }
+  auto until = borrow_from_copies_until_ms_.find({subnet, family});
+  // (Only a first pick: one that lost its address re-picks from a fresh List, or stale
+  // copies would send it after addresses taken meanwhile until its re-picks run out.)
+  if (until != borrow_from_copies_until_ms_.end() && clock_->NowMs() < until->second &&
+      claim_waiters_.count(subnet) == 0 && job->repicks == 0) {
+    if (auto chosen = ChooseBorrow(subnet, family)) {
+      LogDebug("borrowing from block " + chosen->ToString() + " of subnet " + subnet + " for " +
+               job->key.ToString() + " (as last listed)");
+      job->request.within.push_back(*chosen);
+      return StartAllocate(job);
+    }
   }
   auto& waiters = claim_waiters_[subnet];
   waiters.push_back(ClaimWaiter{job, family});
@@ -85,6 +102,7 @@ void BlockEngine::OnSubnetListed(const std::string& subnet, Result<std::vector<I
     if (!chosen) {
       chosen = ChooseBorrow(subnet, w.family);
       claim = false;
+      borrow_from_copies_until_ms_[{subnet, w.family}] = clock_->NowMs() + kBorrowWithoutListMs;
     }
     std::string holders;
     if (!chosen && AskForSpares(subnet, w.family, &holders) > 0) {

@@ -105,6 +105,12 @@ struct BlockEngine::BlockState {
     int checks = 0;             // reads made so far
   };
   std::map<uint64_t, Unsure> unsure;
+  // Borrowing: after a write to another node's block was answered 409, the re-read and
+  // the next write wait until then (random, BlockEngine::Options::borrow_backoff_ms);
+  // -1 = not waiting. Changes queued meanwhile leave together. `conflicts` counts the
+  // 409s in a row (it widens the wait); a successful write resets it.
+  int64_t backoff_until_ms = -1;
+  int conflicts = 0;
 };
 
 // One Allocate call in progress.

@@ -285,6 +285,53 @@ TEST(BlockEngineTest, TwentyNodesStartingAtOnceOnA24AllocateWithFewConflicts) {
   }
 }
 
+// A borrower whose write lost to another (409) waits a random while before it re-reads
+// and writes again (Options::borrow_backoff_ms), instead of at once: nodes borrowing from
+// the same last free blocks of a full subnet otherwise retry in lockstep (issue 14). An
+// allocation that comes meanwhile for the same block joins the queue: one write for both.
+TEST(BlockEngineTest, ABorrowerThatLostARaceWaitsBeforeRetryingAndWhatQueuedMeanwhileSharesTheWrite) {
+  ClusterHarness c(Spec("10.0.0.0/27", "/27"));  // one block
+  Node& a = c.AddNode("node-a", Deterministic());
+  BlockEngine::Options ob = Deterministic();
+  ob.borrow_backoff_ms = 50;
+  ob.seed = 2;  // the borrowed offsets (random) miss node-a's next one, .3
+  Node& b = c.AddNode("node-b", ob);
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("a0")));  // claims the only block
+  ASSERT_TRUE(c.AllocateNow(b, c.Request("b0")));  // borrows: b's copy is its write's answer
+  ASSERT_EQ(b.engine->stats().borrows, 1u);
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("a1")));  // node-a writes: b's copy is stale now
+  const uint64_t gets = b.engine->stats().gets;
+  const uint64_t updates = c.api.counters().updates;
+  std::map<std::string, std::optional<Result<Lease>>> got;
+  auto allocate = [&](const std::string& pod) {
+    b.engine->Allocate(c.Request(pod), [&got, pod](Result<Lease> l) { got[pod] = std::move(l); });
+    c.api.RunAll(kMaxSteps);
+  };
+  allocate("b1");
+  EXPECT_FALSE(got["b1"]) << "answered before the wait";
+  EXPECT_EQ(b.engine->stats().conflicts, 1u);
+  EXPECT_EQ(b.engine->stats().backoffs, 1u);
+  EXPECT_EQ(b.engine->stats().gets, gets) << "no re-read during the wait";
+  EXPECT_EQ(c.api.counters().updates, updates + 1);  // the one answered 409
+  allocate("b2");  // during the wait: it queues behind b1
+  EXPECT_FALSE(got["b2"]);
+  EXPECT_EQ(c.api.counters().updates, updates + 1);
+
+  b.clock.Advance(200);  // past the longest first wait
+  b.engine->Tick();
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(got["b1"] && *got["b1"]) << (got["b1"] ? got["b1"]->error().message : "no answer");
+  ASSERT_TRUE(got["b2"] && *got["b2"]) << (got["b2"] ? got["b2"]->error().message : "no answer");
+  EXPECT_EQ(b.engine->stats().gets, gets + 1);
+  EXPECT_EQ(c.api.counters().updates, updates + 2)
+      << "one write carried both borrows (re-picks: " << b.engine->stats().repicks << ")";
+  EXPECT_EQ(b.engine->stats().borrows, 3u);
+  // And neither listed the subnet: b0's List had found every block claimed, so b1 and b2
+  // borrowed from the copies it left (kBorrowWithoutListMs); the CAS caught the stale one.
+  EXPECT_EQ(b.engine->stats().lists, 1u);
+  c.CheckInvariants();
+}
+
 // A relist of the node's blocks that lacks one the engine holds: it was deleted while the
 // node was not watching. The engine stops treating it as its own; allocating again finds
 // out what the API server really holds (here: the block after all, through the 409).
