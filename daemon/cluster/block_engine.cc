@@ -502,6 +502,7 @@ void BlockEngine::OnAddsDone(std::shared_ptr<Job> job) {
   (void)allocator_->Commit(job->key);
   lease.state = LeaseState::kCommitted;
   ++stats_.allocations;
+  NoteNetFreed(lease.subnet, -1);
   stats_.adoptions += job->adopt.empty() ? 0 : 1;
   FinishJob(job, lease);
 }
@@ -688,6 +689,7 @@ void BlockEngine::DoRelease(const AttachmentKey& key, VoidDone done) {
     }
     (void)allocator_->Release(key);
     ++stats_.releases;
+    NoteNetFreed(key.subnet, +1);
     // An allocation kept beyond its pods (IPAMClaim, VM, reserved IP) stays in the block
     // without a lease here now: the allocator must see it held, not free (no write
     // happened, so no watch event will say so). A removal that was written was synced

@@ -106,7 +106,8 @@ class BlockEngine {
     // with a later write (deferred_write_ms), which tops the spares up again. 0 = none.
     int spare_addresses = 0;
     // After another node asked for the spares of a subnet back (it found no other free
-    // address), this node keeps none there for this long.
+    // address), this node keeps none there for this long, or until it has released
+    // spare_addresses more leases there than it committed (pods deleted: room again).
     int64_t spare_pause_ms = 60'000;
     int max_repicks = 8;           // dynamic re-picks per allocation before kUnavailable
     int claim_spread = 4;          // a claim picks at random among this many lowest free blocks
@@ -279,6 +280,9 @@ class BlockEngine {
   // A kSpares op (the block written for its spares' sake) is queued / queued unless one is.
   static bool SparesWriteQueued(const BlockState& b);
   void QueueSparesWrite(BlockState& b);
+  // A lease of `subnet` was released (+1) or committed (-1): while this node keeps no
+  // spares there after an ask, enough net releases end that pause early.
+  void NoteNetFreed(const std::string& subnet, int delta);
   // Queues the record of the pod a spare at `offset` of `b` was handed to (Op::record).
   void QueueRecord(BlockState& b, uint64_t offset, const AttachmentKey& key,
                    const BlockAllocation& allocation, bool deferrable);
@@ -399,6 +403,9 @@ class BlockEngine {
   // until when this node keeps no spares in a subnet (asked to give them back).
   std::set<std::pair<std::string, uint64_t>> recording_;
   std::map<std::string, int64_t> spares_paused_until_ms_;
+  // Per paused subnet: leases released less leases committed since the pause began; the
+  // pause ends early once it reaches spare_addresses (NoteNetFreed).
+  std::map<std::string, int> net_freed_while_paused_;
   std::set<std::pair<std::string, IpAddr>> quarantine_;  // (subnet, address)
   bool lease_blocks_read_ = false;  // ReadLeaseBlocks done
 };

@@ -35,6 +35,26 @@ bool BlockEngine::KeepingSpares(const std::string& subnet) const {
          (paused == spares_paused_until_ms_.end() || clock_->NowMs() >= paused->second);
 }
 
+void BlockEngine::NoteNetFreed(const std::string& subnet, int delta) {
+  auto paused = spares_paused_until_ms_.find(subnet);
+  if (paused == spares_paused_until_ms_.end()) return;
+  if (clock_->NowMs() >= paused->second) {
+    spares_paused_until_ms_.erase(paused);
+    net_freed_while_paused_.erase(subnet);
+    return;
+  }
+  int& net = net_freed_while_paused_[subnet];
+  net += delta;
+  if (net < options_.spare_addresses) return;
+  // This node has freed, on balance, as many addresses as it would hold as spares since
+  // it gave them back: the subnet is no fuller than when it was asked (pods were deleted),
+  // and a pause of the whole spare_pause_ms would leave its next pods waiting for writes.
+  spares_paused_until_ms_.erase(paused);
+  net_freed_while_paused_.erase(subnet);
+  LogInfo("subnet " + subnet + ": this node released " + std::to_string(options_.spare_addresses) +
+          " more addresses than it allocated since it gave its spares back; keeping spares there again");
+}
+
 bool BlockEngine::SparesWriteQueued(const BlockState& b) {
   return std::any_of(b.queued.begin(), b.queued.end(),
                      [](const Op& op) { return op.kind == Op::Kind::kSpares; });
@@ -200,6 +220,7 @@ void BlockEngine::MaintainSpares(BlockState& b, IpBlock& next) {
   if (next.return_spares) {
     next.return_spares = false;
     spares_paused_until_ms_[b.subnet] = clock_->NowMs() + options_.spare_pause_ms;
+    net_freed_while_paused_[b.subnet] = 0;
     LogInfo("another node found no free address in subnet " + b.subnet +
             " but this node's spares: giving back those not handed out, and keeping none there for " +
             std::to_string(options_.spare_pause_ms / 1000) + " s");

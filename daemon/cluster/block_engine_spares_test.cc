@@ -189,6 +189,35 @@ TEST(BlockEngineSparesTest, ANodeThatFindsOnlySparesAsksForThemBackAndGetsOneOnT
   c.CheckInvariants();
 }
 
+// A node asked for its spares keeps none for spare_pause_ms, unless its pods go: once it
+// has released spare_addresses more leases there than it committed since, the subnet is
+// no fuller than when it was asked, and its next write holds spares again (else pods
+// re-created after a mass delete would each wait for a write for the rest of the pause).
+TEST(BlockEngineSparesTest, APauseAfterAnAskEndsOnceTheNodeFreedAsManyAddressesAsItsSpares) {
+  ClusterHarness c(Spec("10.0.0.0/27", "/27"));  // one block, usable .2-.30 (29)
+  Node& a = c.AddNode("node-a", WithSpares(4));
+  Node& b = c.AddNode("node-b", WithSpares(4));
+  for (int i = 0; i < 25; ++i) ASSERT_TRUE(c.AllocateNow(a, c.Request("a" + std::to_string(i))));
+  TickAfter(c, a, 600);  // records out; the block is full: 25 pods and 4 spares
+  ASSERT_EQ(Spares(c, "node-a").size(), 4u);
+  ASSERT_FALSE(c.AllocateNow(b, c.Request("b0")));  // asks; node-a gives them back
+  c.api.RunAll(kMaxSteps);
+  ASSERT_TRUE(Spares(c, "node-a").empty());
+  ASSERT_TRUE(c.AllocateNow(b, c.Request("b0")));
+  const int64_t asked_ms = a.clock.NowMs();
+
+  // Three releases (net 3 < 4): still paused; the releases' write adds no spare.
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(ReleaseAndTick(c, a, "a" + std::to_string(i)));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("n0")));  // writes (no spare), net 2
+  EXPECT_TRUE(Spares(c, "node-a").empty()) << "the pause holds: net releases 2 of 4";
+  // Two more (net 4): the pause ends; the next write tops the spares up.
+  for (int i = 3; i < 5; ++i) ASSERT_TRUE(ReleaseAndTick(c, a, "a" + std::to_string(i)));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("n1")));
+  EXPECT_EQ(Spares(c, "node-a").size(), 4u) << "keeping spares again well before spare_pause_ms";
+  EXPECT_LT(a.clock.NowMs() - asked_ms, 60'000);
+  c.CheckInvariants();
+}
+
 TEST(BlockEngineSparesTest, AStaticAddressThatIsAnotherNodesSpareIsAskedBack) {
   ClusterHarness c(Spec("10.0.0.0/24", "/27"));
   Node& a = c.AddNode("node-a", WithSpares(4));
