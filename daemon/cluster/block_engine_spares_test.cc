@@ -104,9 +104,11 @@ TEST(BlockEngineSparesTest, AllocationsAreAnsweredFromSparesWithoutAWriteAndReco
   EXPECT_EQ(Spares(c, "node-a").front(), "10.0.0.6");
   c.CheckInvariants();
 
-  // Taking spares down to half sends the record at once: its write tops them up before
-  // they run out.
-  for (int i = 4; i <= 7; ++i) ASSERT_TRUE(c.AllocateNow(a, c.Request("p" + std::to_string(i))));
+  // Taking spares down to a quarter sends the record at once: its write tops them up
+  // before they run out. Five taken (three left) write nothing yet; the sixth does.
+  for (int i = 4; i <= 8; ++i) ASSERT_TRUE(c.AllocateNow(a, c.Request("p" + std::to_string(i))));
+  EXPECT_EQ(c.api.counters().creates + c.api.counters().updates, writes + 1);
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p9")));
   EXPECT_EQ(c.api.counters().creates + c.api.counters().updates, writes + 2);
   EXPECT_EQ(Spares(c, "node-a").size(), 8u);
   c.CheckInvariants();
@@ -291,18 +293,19 @@ TEST(BlockEngineSparesTest, SparesRunningLowInAFullBlockAreToppedUpInAnotherOwnB
   ASSERT_TRUE(c.AllocateNow(a, c.Request("web", {"10.0.0.9"})));  // claims .8/29: no spares there
   ASSERT_EQ(Spares(c, "node-a"), (std::vector<std::string>{"10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"}));
   ASSERT_TRUE(c.AllocateNow(a, c.Request("p1")));  // .3
-  ASSERT_TRUE(c.AllocateNow(a, c.Request("p2")));  // .4: half taken, its block tops up: .7
-  ASSERT_EQ(Spares(c, "node-a"), (std::vector<std::string>{"10.0.0.5", "10.0.0.6", "10.0.0.7"}));
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p2")));  // .4
+  ASSERT_TRUE(c.AllocateNow(a, c.Request("p3")));  // .5: one left, its block tops up: .7
+  ASSERT_EQ(Spares(c, "node-a"), (std::vector<std::string>{"10.0.0.6", "10.0.0.7"}));
   const uint64_t writes = c.api.counters().creates + c.api.counters().updates;
-  auto p3 = c.AllocateNow(a, c.Request("p3"));  // .5: half taken again, and .0/29 is full
-  ASSERT_TRUE(p3) << p3.error().message;
-  EXPECT_EQ(p3->v4, Ip("10.0.0.5"));
+  auto p4 = c.AllocateNow(a, c.Request("p4"));  // .6: one left again, and .0/29 is full
+  ASSERT_TRUE(p4) << p4.error().message;
+  EXPECT_EQ(p4->v4, Ip("10.0.0.6"));
   EXPECT_EQ(c.api.counters().creates + c.api.counters().updates, writes + 1);
   EXPECT_EQ(Spares(c, "node-a"),
-            (std::vector<std::string>{"10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8", "10.0.0.10"}))
-      << "p3's record waits (.5 still a spare); .8/29 got two";
+            (std::vector<std::string>{"10.0.0.6", "10.0.0.7", "10.0.0.8", "10.0.0.10", "10.0.0.11"}))
+      << "p4's record waits (.6 still a spare); .8/29 got three";
   TickAfter(c, a, 1'000);
-  EXPECT_EQ(InApi(c, "10.0.0.5")->pod_name, "p3");
+  EXPECT_EQ(InApi(c, "10.0.0.6")->pod_name, "p4");
   c.CheckInvariants();
 }
 
