@@ -486,8 +486,7 @@ void BlockEngine::Tick() {
       }
     }
   }
-  // The daemon's wake timer keeps one deadline: the earliest asked for. Another block's
-  // held allocations, due later, ask again (else they would wait for the 1 s tick).
+  // Borrows waiting after a 409 (Options::borrow_backoff_ms) whose wait is over.
   for (auto& [name, b] : blocks_) {
     if (b->backoff_until_ms < 0) continue;
     if (now >= b->backoff_until_ms) {
@@ -497,6 +496,9 @@ void BlockEngine::Tick() {
       next_ahead_due = b->backoff_until_ms;
     }
   }
+  // The daemon's wake timer keeps one deadline: the earliest asked for. Another block's
+  // held allocations or waiting borrows, due later, ask again (else they would wait for
+  // the 1 s tick).
   if (next_ahead_due >= 0 && wake_) wake_(next_ahead_due - now);
   SweepUnsure();
   CommitUncommitted();
