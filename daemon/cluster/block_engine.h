@@ -113,8 +113,8 @@ class BlockEngine {
     int claim_spread = 4;          // a claim picks at random among this many lowest free blocks
     int max_conflict_rounds = 16;  // 409 → re-read → retry rounds per queued change
     // A borrower whose write to another node's block was answered 409 re-reads and
-    // writes again after a random wait in [0, W), W = max(this, the recent write time)
-    // doubled with each 409 in a row (up to 16×, at most 200 ms), instead of at once.
+    // writes again after a random wait of 1 ms to W, W = max(this, the recent write
+    // time) doubled with each 409 in a row (up to 16×, at most 200 ms), not at once.
     // Nodes borrowing from the same few blocks at the end of a full subnet otherwise
     // retry in lockstep: with k of them, ~k²/2 409s; waiting spreads them out, and the
     // borrows queued meanwhile share one write. 0 = retry at once.
