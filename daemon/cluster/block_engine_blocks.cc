@@ -490,8 +490,8 @@ void BlockEngine::Tick() {
   for (auto& [name, b] : blocks_) {
     if (b->backoff_until_ms < 0) continue;
     if (now >= b->backoff_until_ms) {
-      Pump(*b);  // (clears it)
       b->backoff_until_ms = -1;
+      Pump(*b);
     } else if (next_ahead_due < 0 || b->backoff_until_ms < next_ahead_due) {
       next_ahead_due = b->backoff_until_ms;
     }
